@@ -1,0 +1,185 @@
+import { createServer, type Server } from 'node:https'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { TLSSocket, PeerCertificate, DetailedPeerCertificate } from 'node:tls'
+import type { AddressInfo } from 'node:net'
+import { generateKey } from '../x509/keys.ts'
+import { verifyCsr } from '../x509/csr.ts'
+import { SpiffeId } from '../spiffe/id.ts'
+import { verifyX509Svid } from '../spiffe/svid.ts'
+import {
+  GatehouseError, asGatehouseError, BadRequestError, BodyTooLargeError, CsrInvalidError, MethodNotAllowedError,
+  NotFoundError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
+} from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { CaMaterial } from './store.ts'
+import type { Issuer } from './issuer.ts'
+import type { Attestor, Attestation } from './attest.ts'
+import type { RateLimiter } from './rate-limit.ts'
+
+// The CA's HTTPS API:
+//   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
+//                   for renewal), body {"csr": "<PEM>"} -> {spiffeId, serial, chain, bundle, expiresAt}
+//   GET  /v1/bundle PEM trust anchors (or the SPIFFE bundle JSON with Accept: application/json)
+//   GET  /healthz
+// Every issuance and every refusal is one log line; errors become a response in one place.
+
+export const MAX_BODY_BYTES = 64 * 1024
+const SERVING_TTL_MS = 24 * 3_600_000
+
+export interface CaServerOptions {
+  ca: CaMaterial
+  issuer: Issuer
+  attestor: Attestor
+  limiter: RateLimiter
+  logger: Logger
+  listen: { host: string, port: number }
+  servingId?: string
+  servingDns?: string[]
+  servingIps?: string[]
+}
+
+export interface RunningCaServer { server: Server, port: number, close: () => Promise<void> }
+
+function peerChain (socket: TLSSocket): Buffer[] {
+  const chain: Buffer[] = []
+  let cert: PeerCertificate | DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
+  while (cert?.raw !== undefined && !chain.some(c => c.equals(cert!.raw))) {
+    chain.push(cert.raw)
+    cert = (cert as DetailedPeerCertificate).issuerCertificate
+  }
+  return chain
+}
+
+async function readBody (req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0)
+  if (declared > limit) throw new BodyTooLargeError(limit)
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) throw new BodyTooLargeError(limit)
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
+function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body)
+  res.writeHead(status, { 'content-type': typeof body === 'string' ? 'application/x-pem-file' : 'application/json', 'cache-control': 'no-store', ...headers })
+  res.end(text)
+}
+
+export async function startCaServer (opts: CaServerOptions): Promise<RunningCaServer> {
+  const { ca, issuer, attestor, limiter, logger } = opts
+  const servingId = SpiffeId.parse(opts.servingId ?? `spiffe://${ca.trustDomain}/gatehouse/ca`)
+
+  // The serving certificate is an SVID from our own issuer with a key that exists only in memory;
+  // it renews itself at half-life.
+  const servingContext = (): { key: string, cert: string, ca: string } => {
+    const key = generateKey('ec-p256')
+    const svid = issuer.issue({ id: servingId, publicKey: key.publicKey, ttlMs: SERVING_TTL_MS, dns: opts.servingDns ?? ['localhost'], ips: opts.servingIps ?? ['127.0.0.1', '::1'] })
+    return { key: key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), cert: svid.chainPem, ca: ca.bundlePem }
+  }
+
+  async function authenticate (req: IncomingMessage): Promise<Attestation> {
+    const auth = req.headers.authorization
+    if (auth !== undefined) {
+      const m = /^Bearer\s+(\S+)$/i.exec(auth)
+      if (m === null) throw new TokenInvalidError('Authorization must be "Bearer <token>"')
+      return await attestor.fromBearer(m[1]!)
+    }
+    const chain = peerChain(req.socket as TLSSocket)
+    if (chain.length > 0) {
+      const svid = verifyX509Svid(chain, ca.bundle)
+      return { method: 'svid', id: svid.id, serial: svid.leaf.serialHex }
+    }
+    throw new TokenInvalidError('no credentials: send a bearer token or present your current SVID')
+  }
+
+  async function issueSvid (req: IncomingMessage, res: ServerResponse, remote: string): Promise<void> {
+    let attestation: Attestation | undefined
+    try {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+      if (type !== 'application/json') throw new UnsupportedMediaTypeError('application/json')
+      const body = await readBody(req, MAX_BODY_BYTES)
+      attestation = await authenticate(req)
+      const wait = limiter.take(attestation.id.toString())
+      if (wait > 0) throw new RateLimitedError(wait)
+      let csr: unknown
+      try { csr = (JSON.parse(body.toString('utf8')) as { csr?: unknown })?.csr } catch { throw new BadRequestError('body is not valid JSON') }
+      if (typeof csr !== 'string') throw new CsrInvalidError('body must be {"csr": "<PEM certificate request>"}')
+      const publicKey = verifyCsr(csr)
+      const svid = issuer.issue({ id: attestation.id, publicKey })
+      logger.info({ event: 'svid.issued', spiffeId: svid.id, serial: svid.serial, notAfter: svid.notAfter.toISOString(), attestation: attestation.method, ...detail(attestation), remote }, 'issued SVID')
+      send(res, 200, { spiffeId: svid.id, serial: svid.serial, chain: svid.chainPem, bundle: ca.bundlePem, notBefore: svid.notBefore.toISOString(), expiresAt: svid.notAfter.toISOString() })
+    } catch (err) {
+      const e = asGatehouseError(err)
+      logger.warn({ event: 'svid.refused', code: e.code, reason: e.message, spiffeId: attestation?.id.toString(), attestation: attestation?.method, remote, ...(e.status >= 500 ? { err } : {}) }, 'refused SVID request')
+      throw e
+    }
+  }
+
+  function detail (a: Attestation): Record<string, string> {
+    if (a.method === 'k8s-sa-token') return { pod: a.pod, podUid: a.podUid }
+    if (a.method === 'svid') return { previousSerial: a.serial }
+    return { jti: a.jti }
+  }
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`
+    try {
+      const path = (req.url ?? '/').split('?')[0]
+      if (path === '/v1/svid') {
+        if (req.method !== 'POST') throw new MethodNotAllowedError()
+        await issueSvid(req, res, remote)
+      } else if (path === '/v1/bundle') {
+        if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError()
+        if ((req.headers.accept ?? '').includes('application/json')) send(res, 200, ca.bundle.toSpiffeJson(ca.trustDomain))
+        else send(res, 200, ca.bundlePem)
+      } else if (path === '/healthz') {
+        send(res, 200, { status: 'ok' })
+      } else {
+        throw new NotFoundError()
+      }
+    } catch (err) {
+      const e = asGatehouseError(err)
+      if (e.status >= 500 && !(e instanceof GatehouseError && e.code !== 'GH_INTERNAL')) logger.error({ err, remote }, 'unexpected error in CA API')
+      const headers: Record<string, string> = e instanceof RateLimitedError ? { 'retry-after': String(e.retryAfterSeconds) } : {}
+      if (!res.headersSent) send(res, e.status, e.toJSON(), { ...headers, ...(e.status === 413 ? { connection: 'close' } : {}) })
+      else res.destroy()
+    }
+  }
+
+  const server = createServer({
+    ...servingContext(),
+    minVersion: 'TLSv1.2',
+    requestCert: true, // optional client SVID for renewal; token requests come without one
+    rejectUnauthorized: false,
+    headersTimeout: 10_000,
+    requestTimeout: 30_000,
+    keepAliveTimeout: 5_000,
+    maxHeaderSize: 16 * 1024
+  }, (req, res) => { void handle(req, res) })
+  server.on('tlsClientError', (err) => { logger.debug({ err: err.message }, 'TLS handshake failed') })
+
+  const renew = setInterval(() => {
+    try { server.setSecureContext(servingContext()) } catch (err) { logger.error({ err }, 'cannot renew the CA serving certificate; keeping the current one') }
+  }, SERVING_TTL_MS / 2)
+  renew.unref()
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.listen.port, opts.listen.host, () => { server.off('error', reject); resolve() })
+  })
+  const port = (server.address() as AddressInfo).port
+  logger.info({ event: 'ca.listening', host: opts.listen.host, port, trustDomain: ca.trustDomain, servingId: servingId.toString() }, 'CA API listening')
+  return {
+    server,
+    port,
+    close: async () => {
+      clearInterval(renew)
+      server.closeIdleConnections()
+      await new Promise<void>(resolve => server.close(() => { resolve() }))
+    }
+  }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+import { GatehouseError, ConfigInvalidError } from './errors.ts'
+import { usage } from './config.ts'
+import type { Runner, CliIo } from './cli/runner.ts'
+import { caSchemas, caInit, caIssue, caToken, caServe } from './cli/ca.ts'
+
+// Entry point: picks the subcommand, runs it, and turns errors into "gatehouse: CODE: message" on
+// stderr with exit status 2 (configuration) or 1 (anything else). This file and src/cli/ are the only
+// places that write to stdout/stderr directly: everything else logs through pino.
+
+const commands: Record<string, { run: Runner, schema: Record<string, unknown> }> = {
+  'ca init': { run: caInit, schema: caSchemas['ca init'] },
+  'ca issue': { run: caIssue, schema: caSchemas['ca issue'] },
+  'ca token': { run: caToken, schema: caSchemas['ca token'] },
+  'ca serve': { run: caServe, schema: caSchemas['ca serve'] }
+}
+
+function help (): string {
+  return `usage: gatehouse <command> [flags]\ncommands:\n${Object.keys(commands).map(c => `  ${c}`).join('\n')}\nRun 'gatehouse <command> --help' for its flags.\n`
+}
+
+async function main (argv: string[]): Promise<void> {
+  const name = [argv.slice(0, 2).join(' '), argv[0] ?? ''].find(n => n in commands)
+  if (name === undefined) {
+    process.stderr.write(help())
+    process.exitCode = argv.length === 0 || argv[0] === '--help' || argv[0] === 'help' ? 0 : 2
+    return
+  }
+  const rest = argv.slice(name.split(' ').length)
+  const cmd = commands[name]!
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`${usage(name, cmd.schema as never)}\n`)
+    return
+  }
+  const shutdown: Array<() => Promise<void>> = []
+  const io: CliIo = { out: (t) => { process.stdout.write(t) }, onShutdown: (fn) => { shutdown.push(fn) } }
+  try {
+    const code = await cmd.run(rest, io)
+    if (code !== undefined) { process.exitCode = code; return }
+  } catch (err) {
+    const e = err instanceof GatehouseError ? err : undefined
+    process.stderr.write(`gatehouse ${name}: ${e === undefined ? (err as Error).stack ?? String(err) : `${e.code}: ${e.message}`}\n`)
+    process.exitCode = err instanceof ConfigInvalidError || e?.code === 'GH_CONFIG_INVALID' ? 2 : 1
+    return
+  }
+  // A server is running: drain on SIGTERM/SIGINT (what Kubernetes sends), then exit.
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    process.stderr.write(`gatehouse ${name}: ${signal}, draining\n`)
+    void Promise.allSettled(shutdown.map(async fn => { await fn() })).then(() => { process.exit(0) })
+    setTimeout(() => { process.exit(1) }, 15_000).unref()
+  }
+  process.on('SIGTERM', () => { stop('SIGTERM') })
+  process.on('SIGINT', () => { stop('SIGINT') })
+}
+
+await main(process.argv.slice(2))

@@ -1,0 +1,111 @@
+import { writeFileSync, readFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { createPublicKey } from 'node:crypto'
+import { loadConfig, type Schema } from '../config.ts'
+import { createLogger } from '../log.ts'
+import { GatehouseError } from '../errors.ts'
+import { SpiffeId } from '../spiffe/id.ts'
+import { initCa, loadCa, FILES } from '../ca/store.ts'
+import { Issuer } from '../ca/issuer.ts'
+import { mintJoinToken, JoinTokenVerifier, UsedTokenLog } from '../ca/join-token.ts'
+import { K8sTokenVerifier, jwksFromFile, jwksFromUrl } from '../ca/k8s-token.ts'
+import { Attestor } from '../ca/attest.ts'
+import { RateLimiter } from '../ca/rate-limit.ts'
+import { startCaServer } from '../ca/server.ts'
+import { generateKey, KEY_TYPES, type KeyType } from '../x509/keys.ts'
+import { verifyCsr } from '../x509/csr.ts'
+import type { Runner } from './runner.ts'
+
+export const caSchemas = {
+  'ca init': {
+    dir: { kind: 'string', required: true, help: 'directory for the new CA (created; must not hold a CA)' },
+    'trust-domain': { kind: 'string', required: true, help: 'SPIFFE trust domain, e.g. cluster.local' },
+    'key-type': { kind: 'enum', values: KEY_TYPES, default: 'ec-p256', help: 'root and issuer key type' },
+    'root-ttl': { kind: 'duration', default: '87600h', help: 'root certificate lifetime' },
+    'issuer-ttl': { kind: 'duration', default: '8760h', help: 'issuer certificate lifetime (capped at the root\'s)' }
+  },
+  'ca issue': {
+    dir: { kind: 'string', required: true, help: 'CA directory' },
+    'spiffe-id': { kind: 'string', required: true, help: 'SPIFFE ID of the workload' },
+    out: { kind: 'string', required: true, help: 'output prefix: writes PREFIX.pem (chain) and PREFIX-key.pem' },
+    ttl: { kind: 'duration', default: '1h', help: 'leaf lifetime' },
+    dns: { kind: 'list', default: [], help: 'DNS SANs (repeat or comma-separate), for serving certificates' },
+    ip: { kind: 'list', default: [], help: 'IP SANs' },
+    csr: { kind: 'string', help: 'certify the key of this PEM CSR instead of generating a key' },
+    'key-type': { kind: 'enum', values: KEY_TYPES, default: 'ec-p256', help: 'type of the generated key' }
+  },
+  'ca token': {
+    dir: { kind: 'string', required: true, help: 'CA directory' },
+    'spiffe-id': { kind: 'string', required: true, help: 'SPIFFE ID the token may obtain' },
+    ttl: { kind: 'duration', default: '10m', help: 'token lifetime' }
+  },
+  'ca serve': {
+    dir: { kind: 'string', required: true, help: 'CA directory' },
+    listen: { kind: 'hostport', default: '0.0.0.0:15443', help: 'HTTPS API address' },
+    'leaf-ttl': { kind: 'duration', default: '1h', min: 1000, help: 'lifetime of issued leaves (seconds allowed, for tests)' },
+    'jwks-file': { kind: 'string', help: 'JWKS of the Kubernetes service-account issuer (file)' },
+    'jwks-url': { kind: 'string', help: 'JWKS URL, e.g. https://kubernetes.default.svc/openid/v1/jwks' },
+    'jwks-ca-file': { kind: 'string', help: 'CA bundle for --jwks-url' },
+    'jwks-token-file': { kind: 'string', help: 'bearer token file for --jwks-url' },
+    issuer: { kind: 'string', help: 'expected "iss" of service-account tokens (required with --jwks-*)' },
+    'rate-burst': { kind: 'int', default: 50, min: 1, help: 'issuance burst per identity' },
+    'rate-per-minute': { kind: 'int', default: 30, min: 1, help: 'sustained issuances per identity per minute' },
+    'serving-dns': { kind: 'list', default: ['localhost'], help: 'DNS SANs of the CA serving certificate' },
+    'serving-ip': { kind: 'list', default: ['127.0.0.1', '::1'], help: 'IP SANs of the CA serving certificate' }
+  }
+} as const satisfies Record<string, Schema>
+
+const keyPem = (k: import('node:crypto').KeyObject): string => k.export({ type: 'pkcs8', format: 'pem' }).toString()
+
+export const caInit: Runner = async (argv, io) => {
+  const c = loadConfig('ca init', caSchemas['ca init'], { argv })
+  const { files } = initCa({ dir: c.dir, trustDomain: c.trustDomain, keyType: c.keyType as KeyType, rootTtlMs: c.rootTtl, issuerTtlMs: c.issuerTtl })
+  io.out(`created CA for trust domain ${c.trustDomain} in ${c.dir}\n${files.map(f => `  ${f}`).join('\n')}\n`)
+  return 0
+}
+
+export const caIssue: Runner = async (argv, io) => {
+  const c = loadConfig('ca issue', caSchemas['ca issue'], { argv })
+  const ca = loadCa(c.dir)
+  const id = SpiffeId.parse(c.spiffeId)
+  const key = c.csr === undefined ? generateKey(c.keyType as KeyType) : undefined
+  const publicKey = key === undefined ? verifyCsr(readFileSync(c.csr!, 'utf8')) : createPublicKey(key.privateKey)
+  const keyFile = key === undefined ? undefined : `${c.out}-key.pem`
+  if (keyFile !== undefined && existsSync(keyFile)) throw new GatehouseError('GH_OUTPUT_EXISTS', 409, `${keyFile} exists; refusing to overwrite a private key`)
+  const svid = new Issuer(ca).issue({ id, publicKey, ttlMs: c.ttl, dns: c.dns, ips: c.ip })
+  if (key !== undefined) writeFileSync(keyFile!, keyPem(key.privateKey), { mode: 0o600, flag: 'wx' })
+  writeFileSync(`${c.out}.pem`, svid.chainPem)
+  io.out(`issued ${svid.id} serial ${svid.serial}, valid until ${svid.notAfter.toISOString()}\n  ${c.out}.pem${keyFile === undefined ? '' : `\n  ${keyFile}`}\n`)
+  return 0
+}
+
+export const caToken: Runner = async (argv, io) => {
+  const c = loadConfig('ca token', caSchemas['ca token'], { argv })
+  const ca = loadCa(c.dir)
+  io.out(`${await mintJoinToken({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, id: SpiffeId.parse(c.spiffeId), ttlMs: c.ttl })}\n`)
+  return 0
+}
+
+export const caServe: Runner = async (argv, io) => {
+  const c = loadConfig('ca serve', caSchemas['ca serve'], { argv })
+  const logger = createLogger('gatehouse-ca')
+  const ca = loadCa(c.dir)
+  let k8s: K8sTokenVerifier | undefined
+  if (c.jwksFile !== undefined || c.jwksUrl !== undefined) {
+    if (c.issuer === undefined) throw new GatehouseError('GH_CONFIG_INVALID', 400, 'invalid configuration:\n  - --issuer is required with --jwks-file or --jwks-url (the "iss" of your cluster\'s service-account tokens)')
+    const jwks = c.jwksFile !== undefined ? jwksFromFile(c.jwksFile) : jwksFromUrl(c.jwksUrl!, { caFile: c.jwksCaFile, tokenFile: c.jwksTokenFile })
+    k8s = new K8sTokenVerifier({ jwks, issuer: c.issuer, trustDomain: ca.trustDomain })
+  }
+  const running = await startCaServer({
+    ca,
+    issuer: new Issuer(ca, { defaultTtlMs: c.leafTtl }),
+    attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, used: new UsedTokenLog(join(c.dir, FILES.usedTokens)) }), ...(k8s === undefined ? {} : { k8s }) }),
+    limiter: new RateLimiter({ burst: c.rateBurst, perMinute: c.ratePerMinute }),
+    logger,
+    listen: c.listen,
+    servingDns: c.servingDns,
+    servingIps: c.servingIp
+  })
+  io.onShutdown(running.close)
+  return undefined // keep running
+}

@@ -1,0 +1,169 @@
+import { readFileSync } from 'node:fs'
+import { parse as parseYaml } from 'yaml'
+import { ConfigInvalidError } from './errors.ts'
+
+// The one configuration schema. Each role declares its options once; values come from, in rising
+// precedence: defaults, a YAML file (--config / GATEHOUSE_CONFIG, keys are the flag names),
+// GATEHOUSE_<FLAG> environment variables, and command-line flags. Every problem is collected and
+// reported at once, naming the key, where the value came from, and what was expected.
+
+type Kind = 'string' | 'int' | 'duration' | 'bool' | 'hostport' | 'list' | 'enum'
+
+export interface OptionSpec {
+  kind: Kind
+  help: string
+  default?: string | number | boolean | string[]
+  required?: boolean
+  values?: readonly string[]
+  min?: number
+}
+
+export type Schema = Record<string, OptionSpec>
+
+type ValueOf<S extends OptionSpec> =
+  S['kind'] extends 'int' | 'duration' ? number
+    : S['kind'] extends 'bool' ? boolean
+      : S['kind'] extends 'list' ? string[]
+        : S['kind'] extends 'hostport' ? { host: string, port: number }
+          : string
+
+type CamelCase<K extends string> = K extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : K
+
+/** The typed result: kebab-case flag names become camelCase keys. Options with no default and not required may be undefined. */
+export type ConfigOf<S extends Schema> = {
+  [K in keyof S & string as CamelCase<K>]: S[K] extends { required: true } | { default: unknown } ? ValueOf<S[K]> : ValueOf<S[K]> | undefined
+}
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** "500ms", "30s", "10m", "1h", "90d" to milliseconds; undefined if malformed. */
+export function parseDuration (text: string): number | undefined {
+  const m = DURATION.exec(text.trim())
+  return m === null ? undefined : Math.round(Number(m[1]) * UNIT_MS[m[2]!]!)
+}
+
+export function parseHostPort (text: string): { host: string, port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text.trim())
+  if (m === null) return undefined
+  const port = Number(m[3])
+  if (port > 65535) return undefined
+  return { host: m[1] ?? m[2]!, port }
+}
+
+const camel = (k: string): string => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+export const envName = (flag: string): string => `GATEHOUSE_${flag.replace(/-/g, '_').toUpperCase()}`
+
+function convert (spec: OptionSpec, raw: unknown): { value?: unknown, expected?: string } {
+  const text = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw : raw === undefined || raw === null ? '' : String(raw)
+  switch (spec.kind) {
+    case 'string':
+      return typeof text === 'string' && text !== '' ? { value: text } : { expected: 'a non-empty string' }
+    case 'list': {
+      const items = Array.isArray(text) ? text : text.split(',').map(s => s.trim()).filter(s => s !== '')
+      return { value: items }
+    }
+    case 'enum':
+      return spec.values?.includes(String(text)) === true ? { value: text } : { expected: `one of ${spec.values?.join(', ') ?? ''}` }
+    case 'bool':
+      if (raw === true || raw === false) return { value: raw }
+      if (['true', '1', 'yes'].includes(String(text))) return { value: true }
+      if (['false', '0', 'no'].includes(String(text))) return { value: false }
+      return { expected: 'true or false' }
+    case 'int': {
+      const n = Number(text)
+      const min = spec.min ?? 0
+      return /^-?\d+$/.test(String(text)) && Number.isSafeInteger(n) && n >= min ? { value: n } : { expected: `an integer >= ${min}` }
+    }
+    case 'duration': {
+      const ms = parseDuration(String(text))
+      const min = spec.min ?? 1
+      return ms !== undefined && ms >= min ? { value: ms } : { expected: `a duration such as 500ms, 30s, 10m or 1h${min > 1 ? ` (at least ${min}ms)` : ''}` }
+    }
+    case 'hostport': {
+      const hp = parseHostPort(String(text))
+      return hp !== undefined ? { value: hp } : { expected: 'HOST:PORT, e.g. 127.0.0.1:15006 or [::1]:15006' }
+    }
+  }
+}
+
+export interface ConfigSources {
+  argv: string[]
+  env?: NodeJS.ProcessEnv
+}
+
+export interface ParsedArgs { flags: Map<string, string[]>, positionals: string[] }
+
+/** --flag value, --flag=value, --bool-flag; repeated flags accumulate (for lists). */
+export function parseArgs (argv: string[], schema: Schema): ParsedArgs {
+  const flags = new Map<string, string[]>()
+  const positionals: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!arg.startsWith('--') || arg === '--') { positionals.push(arg); continue }
+    const eq = arg.indexOf('=')
+    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq)
+    let value: string
+    if (eq !== -1) value = arg.slice(eq + 1)
+    else if (schema[name]?.kind === 'bool' && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) value = 'true'
+    else value = argv[++i] ?? ''
+    flags.set(name, [...(flags.get(name) ?? []), value])
+  }
+  return { flags, positionals }
+}
+
+export function loadConfig<S extends Schema> (command: string, schema: S, sources: ConfigSources): ConfigOf<S> & { positionals: string[] } {
+  const env = sources.env ?? process.env
+  const full: Schema = { config: { kind: 'string', help: 'YAML file with option values' }, ...schema }
+  const { flags, positionals } = parseArgs(sources.argv, full)
+  const problems: string[] = []
+  const raw = new Map<string, { value: unknown, from: string }>()
+
+  const configFile = flags.get('config')?.at(-1) ?? env.GATEHOUSE_CONFIG
+  if (configFile !== undefined && configFile !== '') {
+    try {
+      const doc: unknown = parseYaml(readFileSync(configFile, 'utf8'))
+      if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) problems.push(`${configFile}: expected a mapping of option names to values`)
+      for (const [k, v] of Object.entries((doc ?? {}) as Record<string, unknown>)) {
+        if (!(k in schema)) problems.push(`${configFile}: key "${k}" is not an option of 'gatehouse ${command}' (options: ${Object.keys(schema).join(', ')})`)
+        else raw.set(k, { value: v, from: `${configFile} key "${k}"` })
+      }
+    } catch (err) {
+      problems.push(`--config ${configFile}: cannot read YAML: ${(err as Error).message.split('\n')[0]}`)
+    }
+  }
+  for (const name of Object.keys(schema)) {
+    const e = env[envName(name)]
+    if (e !== undefined) raw.set(name, { value: e, from: `env ${envName(name)}` })
+  }
+  for (const [name, values] of flags) {
+    if (name === 'config') continue
+    const spec = schema[name]
+    if (spec === undefined) { problems.push(`--${name}: unknown flag for 'gatehouse ${command}' (flags: ${Object.keys(schema).map(k => `--${k}`).join(', ')})`); continue }
+    raw.set(name, { value: spec.kind === 'list' ? values.flatMap(v => v.split(',')).filter(v => v !== '') : values.at(-1), from: `--${name}` })
+  }
+
+  const out: Record<string, unknown> = { positionals }
+  for (const [name, spec] of Object.entries(schema)) {
+    const given = raw.get(name)
+    const source = given ?? (spec.default !== undefined ? { value: spec.default, from: 'default' } : undefined)
+    if (source === undefined) {
+      if (spec.required === true) problems.push(`--${name} is required (${spec.help}; or set ${envName(name)})`)
+      continue
+    }
+    const { value, expected } = convert(spec, source.value)
+    if (expected !== undefined) problems.push(`--${name} (from ${source.from}): expected ${expected}, got ${JSON.stringify(source.value)}`)
+    else out[camel(name)] = value
+  }
+  if (problems.length > 0) throw new ConfigInvalidError(problems)
+  return out as ConfigOf<S> & { positionals: string[] }
+}
+
+/** Help text for a role, generated from its schema. */
+export function usage (command: string, schema: Schema): string {
+  const lines = Object.entries(schema).map(([name, s]) => {
+    const def = s.default === undefined ? (s.required === true ? ' (required)' : '') : ` (default ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)})`
+    return `  --${name.padEnd(18)} ${s.help}${def}`
+  })
+  return `gatehouse ${command}\n${lines.join('\n')}\n  --config FILE        YAML file of option values (or GATEHOUSE_CONFIG)\nEvery flag can also be set as GATEHOUSE_<FLAG>, e.g. ${envName(Object.keys(schema)[0] ?? 'listen')}.`
+}
