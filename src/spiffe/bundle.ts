@@ -75,7 +75,11 @@ export class TrustBundle {
     const certs: Certificate[] = []
     for (const key of doc.keys) {
       if (key?.use !== 'x509-svid' || !Array.isArray(key.x5c) || key.x5c.length === 0) continue
-      certs.push(parseCertificate(Buffer.from(String(key.x5c[0]), 'base64')))
+      try {
+        certs.push(parseCertificate(Buffer.from(String(key.x5c[0]), 'base64')))
+      } catch (err) {
+        throw new BundleInvalidError(`${source}: x5c of an x509-svid entry is not a certificate: ${(err as Error).message}`)
+      }
     }
     // Every authority in a per-domain document belongs to that domain, whatever its SAN says.
     const td = parseTrustDomain(trustDomain)

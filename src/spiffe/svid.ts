@@ -92,11 +92,18 @@ function checkSigner (cert: Certificate, casBelow: number, leafId: SpiffeId, now
     }
   }
   if (p.unknownCritical.length > 0) throw new SvidInvalidError('bad-chain', `signing certificate ${cert.serialHex} has unknown critical extension ${p.unknownCritical[0]!}`)
+  const weak = keyProblem(cert.publicKey)
+  if (weak !== undefined) throw new SvidInvalidError('weak-key', `signing certificate ${cert.serialHex}: ${weak}`)
   checkTime(cert, now, 'signing certificate')
 }
 
+// Name chaining plus the signature, not X509Certificate.checkIssued: OpenSSL's X509_check_issued also
+// refuses an issuer whose keyUsage lacks keyCertSign, which turned that checkSigner rule (KU-2) into
+// a misleading 'unknown-ca'. Every signer profile rule lives in checkSigner.
 function signs (issuer: Certificate, subject: Certificate): boolean {
-  return subject.x509.checkIssued(issuer.x509) && subject.x509.verify(issuer.publicKey)
+  // Name chaining on the exact DER bytes, then the signature. (X509Certificate.checkIssued would also
+  // refuse an issuer without keyCertSign, hiding that reason behind "unknown CA"; checkSigner reports it.)
+  return issuer.profile.subjectName.equals(subject.profile.issuerName) && subject.x509.verify(issuer.publicKey)
 }
 
 /**

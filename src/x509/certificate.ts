@@ -1,5 +1,5 @@
 import { X509Certificate, type KeyObject } from 'node:crypto'
-import { fromDer, children, bytesOf, oidOf, isContext, boolOf, Class, Type, type Asn1 } from './asn1.ts'
+import { fromDer, toDer, children, bytesOf, oidOf, isContext, boolOf, Class, Type, type Asn1 } from './asn1.ts'
 import { OID, KU } from './oids.ts'
 
 // A certificate as the SVID rules need to see it. node:crypto's X509Certificate answers the path
@@ -21,6 +21,9 @@ export interface CertificateProfile {
   subjectEmpty: boolean
   /** Extension OIDs we do not understand that are marked critical: RFC 5280 says reject. */
   unknownCritical: string[]
+  /** Raw DER of the issuer and subject Names, for exact (byte) name chaining. */
+  issuerName: Buffer
+  subjectName: Buffer
 }
 
 export interface Certificate {
@@ -112,8 +115,15 @@ export function readProfile (der: Buffer): CertificateProfile {
   if (tbs === undefined) throw new Error('certificate has no TBSCertificate')
   const fields = children(tbs)
   const offset = fields[0] !== undefined && isContext(fields[0], 0) ? 1 : 0 // optional [0] version
+  const issuer = fields[offset + 2]
   const subject = fields[offset + 4]
-  const profile: CertificateProfile = { subjectEmpty: subject === undefined || children(subject).length === 0, unknownCritical: [] }
+  if (issuer === undefined || subject === undefined) throw new Error('certificate has no issuer or subject')
+  const profile: CertificateProfile = {
+    subjectEmpty: children(subject).length === 0,
+    unknownCritical: [],
+    issuerName: toDer(issuer),
+    subjectName: toDer(subject)
+  }
   const extsWrapper = fields.find(f => isContext(f, 3))
   const exts = extsWrapper === undefined ? [] : children(children(extsWrapper)[0] ?? extsWrapper)
   const seen = new Set<string>()
