@@ -80,8 +80,9 @@ export class Issuer {
     return {
       id: id.toString(),
       serial: leaf.serialHex,
-      notBefore,
-      notAfter,
+      // The certificate's own times (whole seconds), so expiresAt never claims a moment past the real expiry.
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
       chainPem: derToPem(leafDer) + derToPem(this.ca.issuer.der),
       leafDer
     }

@@ -1,11 +1,12 @@
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { TLSSocket, PeerCertificate, DetailedPeerCertificate } from 'node:tls'
+import type { TLSSocket } from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import { generateKey } from '../x509/keys.ts'
 import { verifyCsr } from '../x509/csr.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { verifyX509Svid } from '../spiffe/svid.ts'
+import { peerChain } from '../spiffe/peer.ts'
 import {
   GatehouseError, asGatehouseError, BadRequestError, BodyTooLargeError, CsrInvalidError, MethodNotAllowedError,
   NotFoundError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
@@ -40,16 +41,6 @@ export interface CaServerOptions {
 
 export interface RunningCaServer { server: Server, port: number, close: () => Promise<void> }
 
-function peerChain (socket: TLSSocket): Buffer[] {
-  const chain: Buffer[] = []
-  let cert: PeerCertificate | DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
-  while (cert?.raw !== undefined && !chain.some(c => c.equals(cert!.raw))) {
-    chain.push(cert.raw)
-    cert = (cert as DetailedPeerCertificate).issuerCertificate
-  }
-  return chain
-}
-
 async function readBody (req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? 0)
   if (declared > limit) throw new BodyTooLargeError(limit)
@@ -75,10 +66,12 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
 
   // The serving certificate is an SVID from our own issuer with a key that exists only in memory;
   // it renews itself at half-life.
-  const servingContext = (): { key: string, cert: string, ca: string } => {
+  // No `ca` in the context: OpenSSL would then verify client certificates itself, and Node 24 stops
+  // exposing the presented chain (nodejs/node#65579). Client SVIDs are verified by verifyX509Svid.
+  const servingContext = (): { key: string, cert: string } => {
     const key = generateKey('ec-p256')
     const svid = issuer.issue({ id: servingId, publicKey: key.publicKey, ttlMs: SERVING_TTL_MS, dns: opts.servingDns ?? ['localhost'], ips: opts.servingIps ?? ['127.0.0.1', '::1'] })
-    return { key: key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), cert: svid.chainPem, ca: ca.bundlePem }
+    return { key: key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), cert: svid.chainPem }
   }
 
   async function authenticate (req: IncomingMessage): Promise<Attestation> {
@@ -90,7 +83,8 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
     }
     const chain = peerChain(req.socket as TLSSocket)
     if (chain.length > 0) {
-      const svid = verifyX509Svid(chain, ca.bundle)
+      // Our own issuer is a known intermediate, so a client that sends only its leaf can still renew.
+      const svid = verifyX509Svid([...chain, ca.issuer.der], ca.bundle)
       return { method: 'svid', id: svid.id, serial: svid.leaf.serialHex }
     }
     throw new TokenInvalidError('no credentials: send a bearer token or present your current SVID')
