@@ -9,7 +9,7 @@ import type { K8sTokenVerifier } from './k8s-token.ts'
 // The answer is an identity and how it was proven; the CSR has no say in it.
 
 export type Attestation =
-  | { method: 'join-token', id: SpiffeId, jti: string }
+  | { method: 'join-token', id: SpiffeId, jti: string, consume: () => void }
   | { method: 'k8s-sa-token', id: SpiffeId, pod: string, podUid: string }
   | { method: 'svid', id: SpiffeId, serial: string }
 

@@ -56,11 +56,15 @@ export class UsedTokenLog {
     }
   }
 
+  check (jti: string): void {
+    if (this.used.has(jti)) throw new TokenReplayedError()
+  }
+
   /** Marks the token used; throws if it already was. Synchronous, so check-and-set cannot interleave. */
   consume (jti: string, expSec: number): void {
     const nowSec = Date.now() / 1000
     for (const [k, exp] of this.used) if (exp <= nowSec) this.used.delete(k)
-    if (this.used.has(jti)) throw new TokenReplayedError()
+    this.check(jti)
     // Persist before accepting: if the write fails, the token is refused (fail closed), not reusable.
     if (this.file !== undefined) appendFileSync(this.file, `${jti} ${expSec}\n`, { mode: 0o600 })
     this.used.set(jti, expSec)
@@ -78,7 +82,11 @@ export class JoinTokenVerifier {
     this.used = opts.used
   }
 
-  async verify (token: string): Promise<{ id: SpiffeId, jti: string }> {
+  /**
+   * Verifies the token; `consume` marks it used and must be called only once the request is going to
+   * be served, so a refused request (rate limit, bad CSR) does not burn the operator's token.
+   */
+  async verify (token: string): Promise<{ id: SpiffeId, jti: string, consume: () => void }> {
     let payload
     try {
       ({ payload } = await jwtVerify(token, this.publicKey, {
@@ -93,7 +101,9 @@ export class JoinTokenVerifier {
     }
     const id = SpiffeId.tryParse(payload.sub ?? '')
     if (id === undefined || !id.memberOf(this.trustDomain) || id.isRoot) throw new TokenInvalidError('join token names no workload of this trust domain')
-    this.used.consume(payload.jti!, payload.exp!)
-    return { id, jti: payload.jti! }
+    const jti = payload.jti!
+    const exp = payload.exp!
+    this.used.check(jti)
+    return { id, jti, consume: () => { this.used.consume(jti, exp) } }
   }
 }

@@ -24,7 +24,11 @@ interface K8sClaims {
 const SUB = /^system:serviceaccount:([^:]+):([^:]+)$/
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'PS256']
 
-export interface JwksSource { keys: () => Promise<JWTVerifyGetKey> }
+export interface JwksSource {
+  keys: () => Promise<JWTVerifyGetKey>
+  /** Drops the cache so the next keys() refetches (after an unknown kid: the issuer rotated its key). */
+  refresh?: () => void
+}
 
 export function jwksFromFile (file: string): JwksSource {
   const load = (): JWTVerifyGetKey => {
@@ -39,7 +43,8 @@ export function jwksFromFile (file: string): JwksSource {
       // Re-read at most every 30 s, so a rotated service-account signing key is picked up.
       if (Date.now() - loadedAt > 30_000) { current = load(); loadedAt = Date.now() }
       return current
-    }
+    },
+    refresh: () => { loadedAt = 0 }
   }
 }
 
@@ -48,6 +53,8 @@ export function jwksFromUrl (url: string, opts: { caFile?: string, tokenFile?: s
   const dispatcher = new Agent({ connect: opts.caFile === undefined ? {} : { ca: readFileSync(opts.caFile) } })
   let cached: { at: number, keys: JWTVerifyGetKey } | undefined
   return {
+    // At most one forced refetch every 30 s, so unknown-kid tokens cannot make us hammer the API server.
+    refresh: () => { if (cached !== undefined && Date.now() - cached.at > 30_000) cached = { ...cached, at: 0 } },
     keys: async () => {
       if (cached !== undefined && Date.now() - cached.at < 300_000) return cached.keys
       const headers: Record<string, string> = { accept: 'application/json' }
@@ -78,6 +85,16 @@ export class K8sTokenVerifier {
   }
 
   async verify (token: string): Promise<K8sIdentity> {
+    try {
+      return await this.verifyWith(token)
+    } catch (err) {
+      if (!(err instanceof TokenInvalidError && err.message.includes('not in the JWKS')) || this.jwks.refresh === undefined) throw err
+      this.jwks.refresh()
+      return await this.verifyWith(token)
+    }
+  }
+
+  private async verifyWith (token: string): Promise<K8sIdentity> {
     const keys = await this.jwks.keys()
     let claims: K8sClaims
     try {

@@ -96,13 +96,15 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
       if (type !== 'application/json') throw new UnsupportedMediaTypeError('application/json')
       const body = await readBody(req, MAX_BODY_BYTES)
-      attestation = await authenticate(req)
-      const wait = limiter.take(attestation.id.toString())
-      if (wait > 0) throw new RateLimitedError(wait)
       let csr: unknown
       try { csr = (JSON.parse(body.toString('utf8')) as { csr?: unknown })?.csr } catch { throw new BadRequestError('body is not valid JSON') }
       if (typeof csr !== 'string') throw new CsrInvalidError('body must be {"csr": "<PEM certificate request>"}')
       const publicKey = verifyCsr(csr)
+      attestation = await authenticate(req)
+      const wait = limiter.take(attestation.id.toString())
+      if (wait > 0) throw new RateLimitedError(wait)
+      // Only now, with everything else in order, is a single-use join token spent.
+      if (attestation.method === 'join-token') attestation.consume()
       const svid = issuer.issue({ id: attestation.id, publicKey })
       logger.info({ event: 'svid.issued', spiffeId: svid.id, serial: svid.serial, notAfter: svid.notAfter.toISOString(), attestation: attestation.method, ...detail(attestation), remote }, 'issued SVID')
       send(res, 200, { spiffeId: svid.id, serial: svid.serial, chain: svid.chainPem, bundle: ca.bundlePem, notBefore: svid.notBefore.toISOString(), expiresAt: svid.notAfter.toISOString() })
