@@ -3,6 +3,7 @@ import { GatehouseError, ConfigInvalidError } from './errors.ts'
 import { usage } from './config.ts'
 import type { Runner, CliIo } from './cli/runner.ts'
 import { caSchemas, caInit, caIssue, caToken, caServe } from './cli/ca.ts'
+import { proxy, proxySchema } from './cli/proxy.ts'
 
 // Entry point: picks the subcommand, runs it, and turns errors into "gatehouse: CODE: message" on
 // stderr with exit status 2 (configuration) or 1 (anything else). This file and src/cli/ are the only
@@ -12,7 +13,8 @@ const commands: Record<string, { run: Runner, schema: Record<string, unknown> }>
   'ca init': { run: caInit, schema: caSchemas['ca init'] },
   'ca issue': { run: caIssue, schema: caSchemas['ca issue'] },
   'ca token': { run: caToken, schema: caSchemas['ca token'] },
-  'ca serve': { run: caServe, schema: caSchemas['ca serve'] }
+  'ca serve': { run: caServe, schema: caSchemas['ca serve'] },
+  proxy: { run: proxy, schema: proxySchema }
 }
 
 function help (): string {

@@ -37,6 +37,14 @@ export class SvidInvalidError extends GatehouseError {
   }
 }
 
+export class PolicyInvalidError extends GatehouseError {
+  readonly problems: string[]
+  constructor (problems: string[]) {
+    super('GH_POLICY_INVALID', 400, `invalid policy:\n  - ${problems.join('\n  - ')}`)
+    this.problems = problems
+  }
+}
+
 export class BundleInvalidError extends GatehouseError {
   constructor (message: string) { super('GH_BUNDLE_INVALID', 400, message) }
 }

@@ -1,0 +1,55 @@
+import { loadConfig, type Schema } from '../config.ts'
+import { createLogger } from '../log.ts'
+import { startSidecar } from '../proxy/sidecar.ts'
+import type { Runner } from './runner.ts'
+
+export const proxySchema = {
+  inbound: { kind: 'hostport', default: '0.0.0.0:15006', help: 'mTLS listener for inbound calls' },
+  upstream: { kind: 'hostport', default: '127.0.0.1:8080', help: 'the app' },
+  admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics' },
+  policy: { kind: 'string', required: true, help: 'policy file (YAML), reloaded on change and SIGHUP' },
+  'trust-bundle': { kind: 'string', required: true, help: 'PEM trust bundle, reloaded on change; may hold several roots' },
+  cert: { kind: 'string', required: true, help: 'workload certificate chain (PEM), reloaded on change' },
+  key: { kind: 'string', required: true, help: 'workload private key (PEM), reloaded on change' },
+  'trust-domain': { kind: 'string', help: 'trust domain for bundle roots without a spiffe:// SAN' },
+  'reload-interval': { kind: 'duration', default: '2s', help: 'how often cert, key, bundle and policy files are checked for changes' },
+  'tls-min-version': { kind: 'enum', values: ['1.3', '1.2'], default: '1.3', help: 'lowest TLS version accepted inbound' },
+  'handshake-timeout': { kind: 'duration', default: '10s', help: 'TLS handshake deadline' },
+  'headers-timeout': { kind: 'duration', default: '10s', help: 'deadline for a request\'s headers (slowloris)' },
+  'request-timeout': { kind: 'duration', default: '300s', help: 'deadline for a whole request, body included' },
+  'idle-timeout': { kind: 'duration', default: '60s', help: 'keep-alive idle timeout' },
+  'max-header-size': { kind: 'int', default: 16384, min: 1024, help: 'max request header bytes (431 beyond)' },
+  'max-connections': { kind: 'int', default: 10000, min: 1, help: 'max concurrent inbound connections' },
+  'upstream-timeout': { kind: 'duration', default: '30s', help: 'time for the app to start answering (504 beyond)' },
+  'upstream-connect-timeout': { kind: 'duration', default: '2s', help: 'time to connect to the app (502 beyond)' },
+  'drain-timeout': { kind: 'duration', default: '10s', help: 'on SIGTERM, how long in-flight requests may finish' }
+} as const satisfies Schema
+
+export const proxy: Runner = async (argv, io) => {
+  const c = loadConfig('proxy', proxySchema, { argv })
+  const logger = createLogger('gatehouse-proxy')
+  const sidecar = await startSidecar({
+    inbound: c.inbound,
+    upstream: c.upstream,
+    admin: c.admin,
+    policyFile: c.policy,
+    trustBundleFile: c.trustBundle,
+    certFile: c.cert,
+    keyFile: c.key,
+    ...(c.trustDomain === undefined ? {} : { trustDomain: c.trustDomain }),
+    reloadIntervalMs: c.reloadInterval,
+    tlsMinVersion: c.tlsMinVersion === '1.2' ? 'TLSv1.2' : 'TLSv1.3',
+    handshakeTimeoutMs: c.handshakeTimeout,
+    headersTimeoutMs: c.headersTimeout,
+    requestTimeoutMs: c.requestTimeout,
+    idleTimeoutMs: c.idleTimeout,
+    maxHeaderSize: c.maxHeaderSize,
+    maxConnections: c.maxConnections,
+    upstreamTimeoutMs: c.upstreamTimeout,
+    upstreamConnectTimeoutMs: c.upstreamConnectTimeout,
+    logger
+  })
+  process.on('SIGHUP', () => { sidecar.reloadPolicy('SIGHUP') })
+  io.onShutdown(async () => { await sidecar.stop(c.drainTimeout) })
+  return undefined
+}

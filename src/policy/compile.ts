@@ -1,0 +1,100 @@
+import { SpiffeId, trustDomainProblem } from '../spiffe/id.ts'
+import type { Policy, PolicyRule } from './load.ts'
+
+// Rules are compiled once per load into matchers over pre-split segments. Exact callers go into a
+// Set per rule (one hash lookup), methods into a Set, and path patterns into segment arrays, so
+// evaluating a request compares only the segments it must.
+
+const ANY_ONE = '*'
+const ANY_DEPTH = '**'
+
+export interface SegmentPattern { segments: string[], anyDepth: boolean }
+
+export interface CompiledRule {
+  name: string
+  callersExact: Set<string>
+  /** Caller patterns per trust domain: segments of the ID path. */
+  callerPatterns: Array<{ trustDomain: string, pattern: SegmentPattern }>
+  methods: Set<string> | undefined
+  pathsExact: Set<string> | undefined
+  pathPatterns: SegmentPattern[]
+}
+
+export interface CompiledPolicy { mode: 'enforce' | 'audit', deny: CompiledRule[], allow: CompiledRule[] }
+
+function splitPattern (path: string): SegmentPattern {
+  const segments = path.split('/').slice(1)
+  const anyDepth = segments.at(-1) === ANY_DEPTH
+  return { segments: anyDepth ? segments.slice(0, -1) : segments, anyDepth }
+}
+
+/** Validation for load.ts: "spiffe://TD/seg/*" ("*" one segment, final "**" any depth). */
+export function callerPatternProblem (p: string): string | undefined {
+  const m = /^spiffe:\/\/([^/]+)(\/.*)?$/.exec(p)
+  if (m === null) return 'expected a SPIFFE ID or pattern like spiffe://cluster.local/ns/billing/*'
+  if (trustDomainProblem(m[1]!) !== undefined) return 'the trust domain of a caller pattern must be written out in full'
+  const segs = (m[2] ?? '').split('/').slice(1)
+  if (segs.length === 0) return 'a caller needs a path (spiffe://TD/** for every workload of a trust domain)'
+  for (const [i, s] of segs.entries()) {
+    if (s === ANY_DEPTH && i !== segs.length - 1) return '"**" may only be the last segment'
+    if (s === ANY_ONE || s === ANY_DEPTH) continue
+    if (SpiffeId.tryParse(`spiffe://${m[1]!}/${s}`) === undefined) return `segment "${s}" is not valid in a SPIFFE ID`
+  }
+  return undefined
+}
+
+/** Validation for load.ts: "/v1/charges", "/v1/*\/items", "/v1/**". Patterns are in normalized form. */
+export function pathPatternProblem (p: string): string | undefined {
+  if (!p.startsWith('/')) return 'expected a path starting with "/"'
+  const segs = p.split('/').slice(1)
+  for (const [i, s] of segs.entries()) {
+    if (s === ANY_DEPTH && i !== segs.length - 1) return '"**" may only be the last segment'
+    if (s === '' && i !== segs.length - 1) return 'empty segment ("//"): paths are matched after merging slashes'
+    if (s === '.' || s === '..') return 'dot segments never match: paths are matched after resolving them'
+    if (/[?#;\\\s]/.test(s) || /%(2f|5c|00)/i.test(s)) return 'a path pattern holds no query, fragment, ";", "\\", space or encoded slash'
+    if (s !== ANY_ONE && s !== ANY_DEPTH && s.includes('*')) return '"*" must be a whole segment'
+  }
+  return undefined
+}
+
+/**
+ * Segment match: "*" is exactly one segment; a final "**" is any depth, including none
+ * ("/admin/**" covers "/admin" too, so a deny on it cannot be sidestepped by dropping the slash).
+ */
+export function matchSegments (pattern: SegmentPattern, segments: readonly string[]): boolean {
+  const n = pattern.segments.length
+  if (pattern.anyDepth ? segments.length < n : segments.length !== n) return false
+  for (let i = 0; i < n; i++) {
+    const p = pattern.segments[i]!
+    if (p !== ANY_ONE && p !== segments[i]) return false
+  }
+  return true
+}
+
+function compileRule (rule: PolicyRule): CompiledRule {
+  const compiled: CompiledRule = {
+    name: rule.name,
+    callersExact: new Set(),
+    callerPatterns: [],
+    methods: rule.methods === undefined ? undefined : new Set(rule.methods),
+    pathsExact: undefined,
+    pathPatterns: []
+  }
+  for (const from of rule.from) {
+    if (!from.includes('*')) { compiled.callersExact.add(from); continue }
+    const m = /^spiffe:\/\/([^/]+)(\/.*)$/.exec(from)!
+    compiled.callerPatterns.push({ trustDomain: m[1]!, pattern: splitPattern(m[2]!) })
+  }
+  if (rule.paths !== undefined) {
+    compiled.pathsExact = new Set()
+    for (const p of rule.paths) {
+      if (p.includes('*')) compiled.pathPatterns.push(splitPattern(p))
+      else compiled.pathsExact.add(p)
+    }
+  }
+  return compiled
+}
+
+export function compilePolicy (policy: Policy): CompiledPolicy {
+  return { mode: policy.mode, deny: policy.deny.map(compileRule), allow: policy.rules.map(compileRule) }
+}

@@ -1,0 +1,112 @@
+import { createHash } from 'node:crypto'
+import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node, type YAMLMap } from 'yaml'
+import { PolicyInvalidError } from '../errors.ts'
+import { isValidMethod } from './normalize.ts'
+import { callerPatternProblem, pathPatternProblem } from './compile.ts'
+
+// The service owner's policy file: parse, validate every key (unknown keys are errors, since a typo
+// like "method:" would otherwise silently widen a rule), and report each problem with file:line:col.
+// The revision is a hash of the exact bytes, so each decision names the policy that made it.
+
+export interface PolicyRule {
+  name: string
+  from: string[]
+  methods?: string[]
+  paths?: string[]
+}
+
+export interface Policy {
+  version: 1
+  mode: 'enforce' | 'audit'
+  rules: PolicyRule[]
+  deny: PolicyRule[]
+}
+
+export interface LoadedPolicy { policy: Policy, revision: string, source: string }
+
+export function policyRevision (text: string): string {
+  return `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`
+}
+
+const TOP_KEYS = ['version', 'mode', 'rules', 'deny']
+const RULE_KEYS = ['name', 'from', 'methods', 'paths']
+
+export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const problems: string[] = []
+  const at = (node: Node | null | undefined): string => {
+    const offset = node?.range?.[0]
+    if (offset === undefined) return source
+    const { line, col } = lineCounter.linePos(offset)
+    return `${source}:${line}:${col}`
+  }
+  for (const e of doc.errors) {
+    const { line, col } = lineCounter.linePos(e.pos[0])
+    problems.push(`${source}:${line}:${col}: YAML syntax: ${e.message.split('\n')[0]}`)
+  }
+  if (problems.length > 0) throw new PolicyInvalidError(problems)
+
+  const root = doc.contents
+  if (!isMap(root)) throw new PolicyInvalidError([`${at(root)}: expected a mapping with version, mode, rules and deny`])
+  const get = (map: YAMLMap, key: string): Node | undefined => {
+    const pair = map.items.find(p => isScalar(p.key) && p.key.value === key)
+    return pair?.value as Node | undefined
+  }
+  for (const pair of root.items) {
+    const key = isScalar(pair.key) ? String(pair.key.value) : '?'
+    if (!TOP_KEYS.includes(key)) problems.push(`${at(pair.key as Node)}: unknown key "${key}" (expected one of ${TOP_KEYS.join(', ')})`)
+  }
+
+  const version = get(root, 'version')
+  if (!isScalar(version) || version.value !== 1) problems.push(`${at(version ?? root)}: version: expected 1`)
+  const modeNode = get(root, 'mode')
+  const mode = modeNode === undefined ? 'enforce' : isScalar(modeNode) ? modeNode.value : undefined
+  if (mode !== 'enforce' && mode !== 'audit') problems.push(`${at(modeNode)}: mode: expected enforce or audit, got ${JSON.stringify(mode ?? null)}`)
+
+  const names = new Set<string>()
+  const readList = (node: Node | undefined, where: string, check: (v: string) => string | undefined, required: boolean): string[] | undefined => {
+    if (node === undefined) {
+      if (required) problems.push(`${where}: expected a non-empty list`)
+      return undefined
+    }
+    if (!isSeq(node) || node.items.length === 0) { problems.push(`${at(node)}: ${where.split(': ').pop()}: expected a non-empty list`); return undefined }
+    const out: string[] = []
+    for (const item of node.items) {
+      const v = isScalar(item) ? item.value : undefined
+      const problem = typeof v === 'string' ? check(v) : 'expected a string'
+      if (problem !== undefined) problems.push(`${at(item as Node)}: ${where.split(': ').pop()}: ${problem}, got ${JSON.stringify(v ?? null)}`)
+      else out.push(v as string)
+    }
+    return out
+  }
+  const readRules = (key: 'rules' | 'deny'): PolicyRule[] => {
+    const node = get(root, key)
+    if (node === undefined) return []
+    if (!isSeq(node)) { problems.push(`${at(node)}: ${key}: expected a list of rules`); return [] }
+    return node.items.flatMap((item, i) => {
+      const where = `${key}[${i}]`
+      if (!isMap(item)) { problems.push(`${at(item as Node)}: ${where}: expected a mapping with name, from, methods, paths`); return [] }
+      for (const pair of item.items) {
+        const k = isScalar(pair.key) ? String(pair.key.value) : '?'
+        if (!RULE_KEYS.includes(k)) problems.push(`${at(pair.key as Node)}: ${where}: unknown key "${k}" (expected one of ${RULE_KEYS.join(', ')})`)
+      }
+      const nameNode = get(item, 'name')
+      const name = isScalar(nameNode) && typeof nameNode.value === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(nameNode.value) ? nameNode.value : undefined
+      if (name === undefined) problems.push(`${at(nameNode ?? item)}: ${where}.name: expected a name of letters, digits, ".", "_" or "-" (max 63)`)
+      else if (names.has(name)) problems.push(`${at(nameNode)}: ${where}.name: "${name}" is used by another rule`)
+      else names.add(name)
+      const from = readList(get(item, 'from'), `${at(item)}: ${where}.from`, callerPatternProblem, true)
+      const methods = readList(get(item, 'methods'), `${at(item)}: ${where}.methods`, m => isValidMethod(m) ? undefined : 'expected an upper-case HTTP method', false)
+      const paths = readList(get(item, 'paths'), `${at(item)}: ${where}.paths`, pathPatternProblem, false)
+      const rule: PolicyRule = { name: name ?? where, from: from ?? [] }
+      if (methods !== undefined) rule.methods = methods
+      if (paths !== undefined) rule.paths = paths
+      return [rule]
+    })
+  }
+  const rules = readRules('rules')
+  const deny = readRules('deny')
+  if (problems.length > 0) throw new PolicyInvalidError(problems)
+  return { policy: { version: 1, mode: mode as 'enforce' | 'audit', rules, deny }, revision: policyRevision(text), source }
+}

@@ -1,0 +1,56 @@
+import { readFileSync } from 'node:fs'
+import type { Logger } from '../log.ts'
+import { GatehouseError } from '../errors.ts'
+import { parsePolicy } from './load.ts'
+import { compilePolicy, type CompiledPolicy } from './compile.ts'
+import { watchFiles, type FileWatch } from '../proxy/file-watch.ts'
+
+// The current policy. A reload (file change or SIGHUP) parses and compiles the new file, and only a
+// valid one replaces the current policy; an invalid one is logged and counted, never half-applied.
+
+export interface ActivePolicy { compiled: CompiledPolicy, revision: string, source: string }
+
+export class PolicyStore {
+  private active: ActivePolicy | undefined
+  private readonly file: string
+  private readonly logger: Logger
+  private readonly onResult: (result: 'success' | 'invalid' | 'unchanged') => void
+  private watch: FileWatch | undefined
+
+  constructor (opts: { file: string, logger: Logger, onResult?: (result: 'success' | 'invalid' | 'unchanged') => void }) {
+    this.file = opts.file
+    this.logger = opts.logger
+    this.onResult = opts.onResult ?? (() => {})
+  }
+
+  get current (): ActivePolicy | undefined { return this.active }
+
+  /** Loads the file; returns false (and keeps the last good policy) if it is invalid or unreadable. */
+  reload (trigger: string): boolean {
+    let text: string
+    try { text = readFileSync(this.file, 'utf8') } catch (err) {
+      this.onResult('invalid')
+      this.logger.error({ event: 'policy.reload_failed', code: 'GH_POLICY_UNREADABLE', trigger, file: this.file, reason: (err as Error).message, keptRevision: this.active?.revision ?? null }, 'cannot read policy; keeping the last good one')
+      return false
+    }
+    try {
+      const loaded = parsePolicy(text, this.file)
+      if (loaded.revision === this.active?.revision) { this.onResult('unchanged'); return true }
+      this.active = { compiled: compilePolicy(loaded.policy), revision: loaded.revision, source: this.file }
+      this.onResult('success')
+      this.logger.info({ event: 'policy.loaded', trigger, file: this.file, revision: loaded.revision, mode: loaded.policy.mode, rules: loaded.policy.rules.length, denyRules: loaded.policy.deny.length }, 'policy loaded')
+      return true
+    } catch (err) {
+      this.onResult('invalid')
+      const problems = err instanceof GatehouseError && 'problems' in err ? (err as unknown as { problems: string[] }).problems : [(err as Error).message]
+      this.logger.error({ event: 'policy.reload_failed', code: 'GH_POLICY_INVALID', trigger, file: this.file, problems, keptRevision: this.active?.revision ?? null }, 'invalid policy rejected; keeping the last good one')
+      return false
+    }
+  }
+
+  watchFile (intervalMs: number): void {
+    this.watch = watchFiles([this.file], intervalMs, () => { this.reload('file-change') })
+  }
+
+  stop (): void { this.watch?.stop() }
+}

@@ -1,0 +1,108 @@
+import { readFileSync } from 'node:fs'
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { GatehouseError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { SpiffeId } from '../spiffe/id.ts'
+import { TrustBundle } from '../spiffe/bundle.ts'
+import { verifyX509Svid } from '../spiffe/svid.ts'
+import { pemToDers, parseCertificate, type Certificate } from '../x509/certificate.ts'
+import { watchFiles, type FileWatch } from './file-watch.ts'
+
+// The sidecar's own identity (certificate chain + key) and the trust bundle it verifies peers with.
+// Whatever feeds them (static files here; the CA client in the next step), every new value is
+// checked before it replaces the current one, and a bad one is logged and ignored: fail closed,
+// keep serving with the last good material.
+
+export interface Svid {
+  id: SpiffeId
+  chainPem: string
+  keyPem: string
+  privateKey: KeyObject
+  leaf: Certificate
+  notAfter: Date
+}
+
+export interface TlsMaterial { cert: string, key: string, ca: string }
+
+export class Credentials extends EventEmitter<{ change: [] }> {
+  private svid: Svid | undefined
+  private trust: { bundle: TrustBundle, pem: string } | undefined
+
+  get current (): Svid | undefined { return this.svid }
+  get bundle (): TrustBundle | undefined { return this.trust?.bundle }
+
+  /** Ready means: an identity that has not expired, and a bundle. */
+  ready (now = new Date()): boolean {
+    return this.svid !== undefined && this.trust !== undefined && now < this.svid.notAfter
+  }
+
+  tls (): TlsMaterial {
+    if (this.svid === undefined || this.trust === undefined) throw new GatehouseError('GH_NO_IDENTITY', 503, 'no workload identity yet')
+    return { cert: this.svid.chainPem, key: this.svid.keyPem, ca: this.trust.pem }
+  }
+
+  /** Validates then installs a bundle; the current SVID must still verify against it. */
+  setBundle (pem: string, defaultTrustDomain: string | undefined, source: string): void {
+    const bundle = TrustBundle.fromPem(pem, { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source })
+    if (this.svid !== undefined) verifyX509Svid([this.svid.leaf, ...pemToDers(this.svid.chainPem).slice(1)], bundle)
+    this.trust = { bundle, pem: bundle.toPem() }
+    this.emit('change')
+  }
+
+  /** Validates then installs an SVID: parseable chain, key matches leaf, a valid SVID under the current bundle. */
+  setSvid (chainPem: string, keyPem: string): Svid {
+    const ders = pemToDers(chainPem)
+    if (ders.length === 0) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'certificate file holds no certificate')
+    let privateKey: KeyObject
+    try { privateKey = createPrivateKey(keyPem) } catch { throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'key file holds no readable private key') }
+    const leaf = parseCertificate(ders[0]!)
+    const pub = (k: KeyObject): string => k.export({ type: 'spki', format: 'der' }).toString('base64')
+    if (pub(createPublicKey(privateKey)) !== pub(leaf.publicKey)) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'private key does not match the certificate')
+    if (this.trust === undefined) throw new GatehouseError('GH_NO_BUNDLE', 503, 'no trust bundle loaded to check the certificate against')
+    const verified = verifyX509Svid(ders, this.trust.bundle)
+    const svid: Svid = { id: verified.id, chainPem, keyPem, privateKey, leaf, notAfter: leaf.notAfter }
+    this.svid = svid
+    this.emit('change')
+    return svid
+  }
+}
+
+export interface StaticFilesOptions {
+  certFile: string
+  keyFile: string
+  bundleFile: string
+  trustDomain?: string
+  intervalMs: number
+  logger: Logger
+  onReload?: (what: 'identity' | 'bundle', ok: boolean) => void
+}
+
+/**
+ * --cert/--key/--trust-bundle: load now (throwing if unusable at start), then reload on change.
+ * A broken new file keeps the old material and logs why.
+ */
+export function loadStaticFiles (creds: Credentials, opts: StaticFilesOptions): FileWatch[] {
+  const { logger } = opts
+  const loadBundle = (): void => { creds.setBundle(readFileSync(opts.bundleFile, 'utf8'), opts.trustDomain, opts.bundleFile) }
+  const loadSvid = (): void => {
+    const svid = creds.setSvid(readFileSync(opts.certFile, 'utf8'), readFileSync(opts.keyFile, 'utf8'))
+    logger.info({ event: 'identity.loaded', spiffeId: svid.id.toString(), serial: svid.leaf.serialHex, notAfter: svid.notAfter.toISOString(), source: opts.certFile }, 'workload certificate loaded')
+  }
+  loadBundle()
+  loadSvid()
+  const guarded = (what: 'identity' | 'bundle', fn: () => void) => (): void => {
+    try {
+      fn()
+      opts.onReload?.(what, true)
+      if (what === 'bundle') logger.info({ event: 'bundle.loaded', source: opts.bundleFile, trustDomains: creds.bundle?.trustDomains }, 'trust bundle reloaded')
+    } catch (err) {
+      opts.onReload?.(what, false)
+      logger.error({ event: `${what}.reload_failed`, code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, `new ${what} rejected; keeping the current one`)
+    }
+  }
+  return [
+    watchFiles([opts.bundleFile], opts.intervalMs, guarded('bundle', loadBundle)),
+    watchFiles([opts.certFile, opts.keyFile], opts.intervalMs, guarded('identity', loadSvid))
+  ]
+}

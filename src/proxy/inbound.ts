@@ -1,0 +1,237 @@
+import { createServer, type Server } from 'node:https'
+import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http'
+import type { TLSSocket } from 'node:tls'
+import type { Duplex } from 'node:stream'
+import type { AddressInfo } from 'node:net'
+import { randomUUID, constants } from 'node:crypto'
+import type { Logger } from '../log.ts'
+import { GatehouseError } from '../errors.ts'
+import { verifyPeer, handshakeFailureReason, type PeerIdentity } from '../spiffe/peer.ts'
+import { normalizeTarget, isValidMethod } from '../policy/normalize.ts'
+import { decide } from '../policy/decide.ts'
+import type { PolicyStore } from '../policy/store.ts'
+import type { DecisionLog, DecisionFields } from '../audit/record.ts'
+import type { Credentials } from './credentials.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import { endToEndHeaders, forwardRequest, forwardUpgrade, type ForwardOptions, type ForwardOutcome } from './forward.ts'
+
+// The inbound path, top to bottom: TLS handshake (client certificate required) -> the peer's
+// X.509-SVID verified -> request target and method normalized -> policy decision -> decision log
+// -> forward to the app. A refusal at any step is a response written in one place (`refuse`).
+
+export interface InboundOptions {
+  listen: { host: string, port: number }
+  credentials: Credentials
+  policy: PolicyStore
+  decisions: DecisionLog
+  metrics: ProxyMetrics
+  logger: Logger
+  forward: ForwardOptions
+  tlsMinVersion: 'TLSv1.2' | 'TLSv1.3'
+  handshakeTimeoutMs: number
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  idleTimeoutMs: number
+  maxHeaderSize: number
+  maxConnections: number
+}
+
+export interface Inbound { server: Server, port: number, close: (drainMs: number) => Promise<void> }
+
+const REQUEST_ID = /^[\w.:=+/-]{1,128}$/
+
+type Verdict =
+  | { ok: false, status: number, body: Record<string, unknown>, fields: DecisionFields }
+  | { ok: true, target: string, headers: OutgoingHttpHeaders, fields: DecisionFields }
+
+export async function startInbound (opts: InboundOptions): Promise<Inbound> {
+  const { credentials, policy, decisions, metrics, logger } = opts
+  const peers = new WeakMap<object, PeerIdentity>()
+
+  const context = (): Record<string, unknown> => {
+    const { cert, key } = credentials.tls()
+    // No `ca`: client chains are verified by the SVID verifier against the per-trust-domain bundle
+    // (as go-spiffe does). With `ca`, Node 24 stops exposing the presented chain (nodejs/node#65579).
+    // No session resumption: a resumed session skips certificate validation (an SVID that has since
+    // expired would be let back in) and carries no chain to verify. Every connection handshakes fully.
+    return { cert, key, minVersion: opts.tlsMinVersion, secureOptions: constants.SSL_OP_NO_TICKET, sessionTimeout: 0 }
+  }
+
+  const server = createServer({
+    ...context(),
+    requestCert: true,
+    rejectUnauthorized: false,
+    handshakeTimeout: opts.handshakeTimeoutMs,
+    headersTimeout: opts.headersTimeoutMs,
+    requestTimeout: opts.requestTimeoutMs,
+    keepAliveTimeout: opts.idleTimeoutMs,
+    maxHeaderSize: opts.maxHeaderSize
+  })
+  server.maxConnections = opts.maxConnections
+
+  credentials.on('change', () => {
+    try { server.setSecureContext(context()) } catch (err) { logger.error({ err }, 'cannot apply new TLS material; keeping the current one') }
+  })
+
+  const refuseHandshake = (socket: TLSSocket, reason: string, message: string): void => {
+    metrics.handshakeFailures.inc({ reason })
+    logger.warn({ event: 'tls.refused', reason, detail: message, remote: socket.remoteAddress }, 'refused inbound TLS peer')
+    socket.destroy()
+  }
+
+  // prependListener: runs before the HTTP machinery sees the socket, so an unverified peer's bytes
+  // are never parsed, let alone forwarded.
+  server.prependListener('secureConnection', (socket: TLSSocket) => {
+    const bundle = credentials.bundle
+    if (bundle === undefined) { refuseHandshake(socket, 'no-bundle', 'no trust bundle loaded'); return }
+    if (socket.isSessionReused()) { refuseHandshake(socket, 'session-resumed', 'TLS session resumption is not accepted'); return }
+    try {
+      peers.set(socket, verifyPeer(socket, bundle))
+      metrics.connections.inc()
+      socket.once('close', () => { metrics.connections.dec() })
+    } catch (err) {
+      const reason = (err as { reason?: string }).reason ?? 'not-svid'
+      refuseHandshake(socket, reason, (err as Error).message)
+    }
+  })
+  server.on('tlsClientError', (err, socket) => {
+    const reason = handshakeFailureReason(err as NodeJS.ErrnoException)
+    metrics.handshakeFailures.inc({ reason })
+    logger.warn({ event: 'tls.refused', reason, detail: err.message, remote: socket.remoteAddress }, 'inbound TLS handshake failed')
+  })
+
+  function authorize (req: IncomingMessage): Verdict {
+    const peer = peers.get(req.socket)
+    const active = policy.current
+    const own = credentials.current
+    const incomingId = req.headers['x-request-id']
+    const requestId = typeof incomingId === 'string' && REQUEST_ID.test(incomingId) ? incomingId : randomUUID()
+    const fields: DecisionFields = {
+      requestId,
+      decision: 'deny',
+      mode: active?.compiled.mode ?? 'enforce',
+      enforced: true,
+      rule: null,
+      reason: '',
+      caller: peer?.id ?? null,
+      callee: own?.id.toString() ?? null,
+      method: req.method ?? '',
+      path: null,
+      rawPath: req.url ?? '',
+      status: 0,
+      durationMs: 0,
+      policyRevision: active?.revision ?? null,
+      peerCertSerial: peer?.serial ?? null
+    }
+    const refuse = (status: number, reason: string, body: Record<string, unknown>): Verdict => {
+      fields.reason = reason
+      return { ok: false, status, body: { ...body, requestId }, fields }
+    }
+    if (peer === undefined) return refuse(403, 'no-verified-peer', { error: 'forbidden' })
+    if (!isValidMethod(fields.method)) { metrics.rejected.inc({ reason: 'method' }); return refuse(400, 'bad-request: method is not an upper-case token', { error: 'bad_request', reason: 'method is not an upper-case token' }) }
+    const n = normalizeTarget(fields.rawPath)
+    if (!n.ok) { metrics.rejected.inc({ reason: 'target' }); return refuse(400, `bad-request: ${n.reason}`, { error: 'bad_request', reason: n.reason }) }
+    fields.path = n.path
+    if (active === undefined || own === undefined) return refuse(503, 'not-ready: no policy or identity loaded', { error: 'unavailable' })
+    const d = decide(active.compiled, { caller: peer, method: fields.method, path: n.path, segments: n.segments })
+    fields.decision = d.decision
+    fields.mode = d.mode
+    fields.rule = d.rule
+    fields.reason = d.reason
+    fields.enforced = !d.allowed || d.decision === 'allow'
+    metrics.requests.inc({ decision: d.decision, rule: d.rule ?? '', mode: d.mode })
+    if (!d.allowed) return refuse(403, d.reason, { error: 'forbidden' })
+    const headers = endToEndHeaders(req.headers, ['x-forwarded-client-cert', 'x-request-id'])
+    headers['x-forwarded-client-cert'] = `By=${own.id.toString()};Hash=${peer.certHash};URI=${peer.id}`
+    headers['x-request-id'] = requestId
+    return { ok: true, target: n.target, headers, fields }
+  }
+
+  const record = (fields: DecisionFields, status: number, start: number, error?: string): void => {
+    fields.status = status
+    fields.durationMs = Math.round((performance.now() - start) * 1000) / 1000
+    if (error !== undefined) fields.error = error
+    metrics.duration.observe({ decision: fields.decision }, fields.durationMs / 1000)
+    try { decisions.write(fields) } catch (err) { logger.error({ err, requestId: fields.requestId }, 'decision log write failed') }
+  }
+
+  const outcomeError = (o: ForwardOutcome): string | undefined => {
+    if (o.kind === 'upstream-unavailable' || o.kind === 'upstream-timeout' || o.kind === 'upstream-reset') {
+      metrics.upstreamErrors.inc({ kind: o.kind })
+      logger.warn({ event: 'upstream.failed', kind: o.kind, error: o.error }, 'app did not answer')
+      return `${o.kind}: ${o.error}`
+    }
+    return o.kind === 'client-gone' ? 'client-gone' : undefined
+  }
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const start = performance.now()
+    let verdict: Verdict
+    try { verdict = authorize(req) } catch (err) {
+      logger.error({ err }, 'authorization failed unexpectedly; denying')
+      verdict = { ok: false, status: 500, body: { error: 'internal' }, fields: { requestId: randomUUID(), decision: 'deny', mode: 'enforce', enforced: true, rule: null, reason: `internal: ${(err as GatehouseError).code ?? 'GH_INTERNAL'}`, caller: null, callee: null, method: req.method ?? '', path: null, rawPath: req.url ?? '', status: 0, durationMs: 0, policyRevision: null, peerCertSerial: null } }
+    }
+    if (!verdict.ok) {
+      const body = JSON.stringify(verdict.body)
+      res.writeHead(verdict.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(verdict.status === 400 ? { connection: 'close' } : {}) })
+      res.end(body)
+      record(verdict.fields, verdict.status, start)
+      // Drain (not forward) whatever body the client sent, so keep-alive framing stays intact.
+      req.resume()
+      return
+    }
+    const fields = verdict.fields
+    forwardRequest(req, res, verdict.target, verdict.headers, opts.forward, (o) => {
+      if (o.status === 502 || o.status === 504) {
+        if (!res.headersSent) {
+          const body = JSON.stringify({ error: o.status === 502 ? 'upstream_unavailable' : 'upstream_timeout', requestId: fields.requestId })
+          res.writeHead(o.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+          res.end(body)
+        }
+      }
+      record(fields, o.status, start, outcomeError(o))
+    })
+  })
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const start = performance.now()
+    const verdict = authorize(req)
+    if (!verdict.ok) {
+      const body = JSON.stringify(verdict.body)
+      socket.end(`HTTP/1.1 ${verdict.status} ${verdict.status === 403 ? 'Forbidden' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+      record(verdict.fields, verdict.status, start)
+      return
+    }
+    forwardUpgrade(req, socket, head, verdict.target, verdict.headers, opts.forward, (o) => { record(verdict.fields, o.status, start, outcomeError(o)) })
+  })
+
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // Unparseable HTTP (smuggling attempts, oversized headers): answer 400/431 and close; the app never sees it.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    metrics.rejected.inc({ reason: err.code ?? 'parse-error' })
+    const peer = peers.get(socket)
+    logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
+    if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
+      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`)
+    } else socket.destroy()
+  })
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.listen.port, opts.listen.host, () => { server.off('error', reject); resolve() })
+  })
+  const port = (server.address() as AddressInfo).port
+  logger.info({ event: 'inbound.listening', host: opts.listen.host, port, tlsMinVersion: opts.tlsMinVersion }, 'inbound mTLS listener ready')
+  return {
+    server,
+    port,
+    close: async (drainMs: number) => {
+      // Stop accepting, let in-flight requests finish, then cut what is left.
+      const closed = new Promise<void>(resolve => server.close(() => { resolve() }))
+      server.closeIdleConnections()
+      const timer = setTimeout(() => { server.closeAllConnections() }, drainMs)
+      await closed
+      clearTimeout(timer)
+    }
+  }
+}

@@ -1,0 +1,34 @@
+import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'
+
+// The sidecar's Prometheus metrics, one registry per proxy (tests run several in one process).
+
+export interface ProxyMetrics {
+  registry: Registry
+  requests: Counter<'decision' | 'rule' | 'mode'>
+  rejected: Counter<'reason'>
+  upstreamErrors: Counter<'kind'>
+  duration: Histogram<'decision'>
+  handshakeFailures: Counter<'reason'>
+  policyReloads: Counter<'result'>
+  credentialReloads: Counter<'what' | 'result'>
+  certExpiry: Gauge<'cert'>
+  connections: Gauge
+}
+
+export function createProxyMetrics (): ProxyMetrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_process_' })
+  const registers = [registry]
+  return {
+    registry,
+    requests: new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision and deciding rule', labelNames: ['decision', 'rule', 'mode'], registers }),
+    rejected: new Counter({ name: 'gatehouse_requests_rejected_total', help: 'Malformed requests refused before authorization', labelNames: ['reason'], registers }),
+    upstreamErrors: new Counter({ name: 'gatehouse_upstream_errors_total', help: 'Requests the app did not answer', labelNames: ['kind'], registers }),
+    duration: new Histogram({ name: 'gatehouse_request_duration_seconds', help: 'Inbound request duration', labelNames: ['decision'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
+    handshakeFailures: new Counter({ name: 'gatehouse_tls_handshake_failures_total', help: 'Refused inbound TLS handshakes by reason', labelNames: ['reason'], registers }),
+    policyReloads: new Counter({ name: 'gatehouse_policy_reloads_total', help: 'Policy loads by result', labelNames: ['result'], registers }),
+    credentialReloads: new Counter({ name: 'gatehouse_credential_reloads_total', help: 'Certificate and bundle reloads by result', labelNames: ['what', 'result'], registers }),
+    certExpiry: new Gauge({ name: 'gatehouse_certificate_expiry_timestamp_seconds', help: 'Expiry of the workload certificate', labelNames: ['cert'], registers }),
+    connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers })
+  }
+}

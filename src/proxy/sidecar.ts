@@ -1,0 +1,117 @@
+import type { Logger } from '../log.ts'
+import { PolicyStore } from '../policy/store.ts'
+import { DecisionLog } from '../audit/record.ts'
+import type { DestinationStream } from 'pino'
+import { Credentials, loadStaticFiles } from './credentials.ts'
+import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
+import { createUpstreamAgent, type Upstream } from './forward.ts'
+import { startInbound, type Inbound } from './inbound.ts'
+import { startAdmin, type Admin } from './admin.ts'
+import type { FileWatch } from './file-watch.ts'
+
+// One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
+// The CLI builds the options from the config schema; tests call this directly.
+
+export interface SidecarOptions {
+  inbound: { host: string, port: number }
+  upstream: Upstream
+  admin: { host: string, port: number }
+  policyFile: string
+  trustBundleFile: string
+  certFile: string
+  keyFile: string
+  trustDomain?: string
+  reloadIntervalMs: number
+  tlsMinVersion: 'TLSv1.2' | 'TLSv1.3'
+  handshakeTimeoutMs: number
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  idleTimeoutMs: number
+  maxHeaderSize: number
+  maxConnections: number
+  upstreamTimeoutMs: number
+  upstreamConnectTimeoutMs: number
+  logger: Logger
+  decisionLog?: DestinationStream
+}
+
+export interface Sidecar {
+  inbound: Inbound
+  admin: Admin
+  credentials: Credentials
+  policy: PolicyStore
+  metrics: ProxyMetrics
+  decisions: DecisionLog
+  reloadPolicy: (trigger: string) => boolean
+  stop: (drainMs?: number) => Promise<void>
+}
+
+export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
+  const logger = o.logger
+  const metrics = createProxyMetrics()
+  const credentials = new Credentials()
+  const watches: FileWatch[] = loadStaticFiles(credentials, {
+    certFile: o.certFile,
+    keyFile: o.keyFile,
+    bundleFile: o.trustBundleFile,
+    ...(o.trustDomain === undefined ? {} : { trustDomain: o.trustDomain }),
+    intervalMs: o.reloadIntervalMs,
+    logger,
+    onReload: (what, ok) => { metrics.credentialReloads.inc({ what, result: ok ? 'success' : 'invalid' }) }
+  })
+  const setExpiry = (): void => { const c = credentials.current; if (c !== undefined) metrics.certExpiry.set({ cert: 'leaf' }, c.notAfter.getTime() / 1000) }
+  setExpiry()
+  credentials.on('change', setExpiry)
+
+  const policy = new PolicyStore({ file: o.policyFile, logger, onResult: (result) => { metrics.policyReloads.inc({ result }) } })
+  // Start even with a bad policy file (deny everything, not ready) rather than crash-loop; the
+  // operator sees why in the log and /readyz, and a fixed file is picked up without a restart.
+  policy.reload('start')
+  policy.watchFile(o.reloadIntervalMs)
+
+  const decisions = new DecisionLog(o.decisionLog)
+  const agent = createUpstreamAgent()
+  const inbound = await startInbound({
+    listen: o.inbound,
+    credentials,
+    policy,
+    decisions,
+    metrics,
+    logger,
+    forward: { upstream: o.upstream, agent, responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs },
+    tlsMinVersion: o.tlsMinVersion,
+    handshakeTimeoutMs: o.handshakeTimeoutMs,
+    headersTimeoutMs: o.headersTimeoutMs,
+    requestTimeoutMs: o.requestTimeoutMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+    maxHeaderSize: o.maxHeaderSize,
+    maxConnections: o.maxConnections
+  })
+  const admin = await startAdmin({
+    listen: o.admin,
+    registry: metrics.registry,
+    notReady: () => {
+      const reasons: string[] = []
+      if (!credentials.ready()) reasons.push('no valid workload certificate')
+      if (policy.current === undefined) reasons.push('no valid policy loaded')
+      return reasons
+    }
+  })
+  return {
+    inbound,
+    admin,
+    credentials,
+    policy,
+    metrics,
+    decisions,
+    reloadPolicy: (trigger) => policy.reload(trigger),
+    stop: async (drainMs = 5000) => {
+      for (const w of watches) w.stop()
+      policy.stop()
+      await inbound.close(drainMs)
+      await admin.close()
+      agent.destroy()
+      decisions.flush()
+    }
+  }
+}
