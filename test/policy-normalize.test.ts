@@ -45,7 +45,8 @@ t.test('istio cases: never allow what Istio sees as /admin; otherwise agree with
     const istioAdmin = Object.values(c.normalized as Record<string, string>).some(p => isAdmin(stripQF(p)))
     if (istioAdmin) t.not(got.status, 200, `${label}: Istio reaches /admin, we deny or refuse`)
     if (got.status !== 400) {
-      t.equal(got.path, stripQF(istio), `${label}: same normalized path as Istio`)
+      // Same path as Istio, up to our one canonical spelling of percent-escapes.
+      t.equal(got.path, (normalizeTarget(stripQF(istio)) as { path: string }).path, `${label}: same normalized path as Istio`)
       t.equal(got.status, isAdmin(got.path) ? 403 : 200, `${label}: decision follows the normalized path`)
     }
   }
@@ -67,9 +68,10 @@ t.test('envoy path_utility cases', async t => {
       continue
     }
     const expected = String(c.expected)
-    if (c.test.startsWith('RemoveQueryAndFragment')) t.equal(got.path, stripQF(expected), label)
+    const canonical = (p: string): string => (normalizeTarget(p) as { path: string }).path
+    if (c.test.startsWith('RemoveQueryAndFragment')) t.equal(got.path, canonical(stripQF(expected)), label)
     else if (c.test.startsWith('MergeSlashes')) t.equal(got.target, expected, `${label}: query kept as sent`)
-    else t.equal(got.path, expected, label)
+    else t.equal(got.path, canonical(expected), label)
   }
 })
 
@@ -96,7 +98,30 @@ t.test('targets and methods refused by our strict rules', async t => {
   }
   t.same(normalizeTarget('/a//b/./c/../d?x=%2F&y=1'), { ok: true, path: '/a/b/d', segments: ['a', 'b', 'd'], query: 'x=%2F&y=1', target: '/a/b/d?x=%2F&y=1' }, 'query kept verbatim for forwarding')
   t.equal((normalizeTarget('/%7Euser/%41') as { path: string }).path, '/~user/A', 'unreserved decoded')
-  t.equal((normalizeTarget('/a%20b') as { path: string }).path, '/a%20b', 'reserved/other encodings kept as sent')
+  t.equal((normalizeTarget('/a%20b%c3%a9') as { path: string }).path, '/a%20b%C3%A9', 'other escapes kept, hex upper-cased')
+  for (const spelling of ['/x:y', '/x%3ay', '/x%3Ay']) t.equal((normalizeTarget(spelling) as { path: string }).path, '/x:y', `${spelling}: one spelling`)
+  t.notOk(normalizeTarget('/a%3Bb').ok === true && (normalizeTarget('/a%3Bb') as { path: string }).path.includes(';'), '%3B is never decoded into a path parameter')
   for (const m of ['GET', 'POST', 'M-SEARCH', 'PROPFIND']) t.ok(isValidMethod(m), m)
   for (const m of ['get', 'Get', 'G ET', '', 'GET\r', '123']) t.notOk(isValidMethod(m), JSON.stringify(m))
+})
+
+t.test('an exact-path deny covers the same path with a trailing slash and every spelling of it', async t => {
+  const p = compilePolicy(parsePolicy(`
+version: 1
+rules:
+  - name: all
+    from: ["spiffe://example.org/**"]
+deny:
+  - name: no-admin
+    from: ["spiffe://example.org/**"]
+    paths: ["/admin", "/files/a:b"]
+`).policy)
+  for (const target of ['/admin', '/admin/', '/x/../admin/', '/%61dmin/', '/files/a:b', '/files/a%3ab', '/files/a%3Ab/']) {
+    const n = normalizeTarget(target)
+    t.ok(n.ok, target)
+    if (!n.ok) continue
+    t.equal(decide(p, { caller, method: 'GET', path: n.path, segments: n.segments }).decision, 'deny', `${target} is denied`)
+  }
+  const other = normalizeTarget('/administrator') as { path: string, segments: string[] }
+  t.equal(decide(p, { caller, method: 'GET', path: other.path, segments: other.segments }).decision, 'allow', '/administrator is another path')
 })

@@ -1,4 +1,5 @@
 import { SpiffeId, trustDomainProblem } from '../spiffe/id.ts'
+import { normalizeTarget } from './normalize.ts'
 import type { Policy, PolicyRule } from './load.ts'
 
 // Rules are compiled once per load into matchers over pre-split segments. Exact callers go into a
@@ -43,6 +44,12 @@ export function callerPatternProblem (p: string): string | undefined {
   return undefined
 }
 
+function normalizedSegment (s: string): string {
+  if (s === ANY_ONE || s === ANY_DEPTH) return s
+  const n = normalizeTarget(`/${s}`)
+  return n.ok ? n.path.slice(1) : s
+}
+
 /** Validation for load.ts: "/v1/charges", "/v1/*\/items", "/v1/**". Patterns are in normalized form. */
 export function pathPatternProblem (p: string): string | undefined {
   if (!p.startsWith('/')) return 'expected a path starting with "/"'
@@ -53,7 +60,12 @@ export function pathPatternProblem (p: string): string | undefined {
     if (s === '.' || s === '..') return 'dot segments never match: paths are matched after resolving them'
     if (/[?#;\\\s]/.test(s) || /%(2f|5c|00)/i.test(s)) return 'a path pattern holds no query, fragment, ";", "\\", space or encoded slash'
     if (s !== ANY_ONE && s !== ANY_DEPTH && s.includes('*')) return '"*" must be a whole segment'
+    // Requests are matched in normalized form ("/%7Euser" arrives as "/~user", "%3a" as ":", other
+    // escapes upper-cased), so a pattern spelled otherwise would never match: a deny that denies nothing.
+    if (normalizedSegment(s) !== s) return `write this segment as "${normalizedSegment(s)}": paths are matched in normalized form`
   }
+  // Wildcards match segments, and a request's segments never include the empty one after a final "/".
+  if (p.endsWith('/') && p.includes('*')) return 'a pattern with "*" cannot end in "/" (it would never match)'
   return undefined
 }
 
@@ -69,6 +81,14 @@ export function matchSegments (pattern: SegmentPattern, segments: readonly strin
     if (p !== ANY_ONE && p !== segments[i]) return false
   }
   return true
+}
+
+/**
+ * Exact paths match with or without one trailing slash: most frameworks route "/admin/" to "/admin",
+ * so a deny on "/admin" must cover both.
+ */
+export function exactPathKey (path: string): string {
+  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
 }
 
 function compileRule (rule: PolicyRule): CompiledRule {
@@ -89,7 +109,7 @@ function compileRule (rule: PolicyRule): CompiledRule {
     compiled.pathsExact = new Set()
     for (const p of rule.paths) {
       if (p.includes('*')) compiled.pathPatterns.push(splitPattern(p))
-      else compiled.pathsExact.add(p)
+      else compiled.pathsExact.add(exactPathKey(p))
     }
   }
   return compiled

@@ -1,5 +1,5 @@
 import type { CompiledPolicy, CompiledRule } from './compile.ts'
-import { matchSegments } from './compile.ts'
+import { matchSegments, exactPathKey } from './compile.ts'
 
 // A decision is a value. `allowed` is what the proxy does; `decision` is what the policy says
 // (in audit mode a "deny" decision is logged and the request still goes through).
@@ -35,7 +35,7 @@ export function ruleMatches (rule: CompiledRule, req: RequestFacts): { caller: b
   const caller = callerMatches(rule, req.caller)
   const method = rule.methods === undefined || rule.methods.has(req.method)
   const path = rule.pathsExact === undefined ||
-    rule.pathsExact.has(req.path) ||
+    rule.pathsExact.has(exactPathKey(req.path)) ||
     rule.pathPatterns.some(p => matchSegments(p, req.segments))
   return { caller, method, path }
 }
@@ -45,7 +45,7 @@ function firstMatch (rules: CompiledRule[], req: RequestFacts): CompiledRule | u
   for (const rule of rules) {
     if (!callerMatches(rule, req.caller)) continue
     if (rule.methods !== undefined && !rule.methods.has(req.method)) continue
-    if (rule.pathsExact !== undefined && !rule.pathsExact.has(req.path) && !rule.pathPatterns.some(p => matchSegments(p, req.segments))) continue
+    if (rule.pathsExact !== undefined && !rule.pathsExact.has(exactPathKey(req.path)) && !rule.pathPatterns.some(p => matchSegments(p, req.segments))) continue
     return rule
   }
   return undefined

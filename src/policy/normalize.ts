@@ -3,8 +3,10 @@
 //   - origin-form only ("/..."); absolute-form, authority-form and "*" are refused
 //   - a fragment ("#"), NUL (raw or %00), an encoded "/" or "\" (%2F, %5C), a ";" path parameter,
 //     malformed percent-encoding and any byte outside visible ASCII are refused
-//   - "\" becomes "/", percent-encoded unreserved characters (RFC 3986 2.3) are decoded, repeated
-//     slashes merged, dot segments resolved (RFC 3986 5.2.4); other %XX stay as sent
+//   - "\" becomes "/"; a percent-encoded character that may appear raw in a path segment (unreserved,
+//     sub-delims except ";", ":" and "@") is decoded, and every other %XX gets upper-case hex, so one
+//     path has one spelling and a rule on "/x:y" also covers "/x%3ay" and "/x%3Ay"; dot segments
+//     are resolved (RFC 3986 5.2.4), then repeated slashes merged
 //   - the query is kept for forwarding and ignored for matching
 // A refusal is a value (reason), not an exception: this runs once per request.
 
@@ -14,8 +16,12 @@ export type Normalized =
 
 const HEX = (c: number): number => (c >= 0x30 && c <= 0x39) ? c - 0x30 : (c >= 0x41 && c <= 0x46) ? c - 0x37 : (c >= 0x61 && c <= 0x66) ? c - 0x57 : -1
 
-function isUnreserved (b: number): boolean {
-  return (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x2e || b === 0x5f || b === 0x7e
+/** pchar (RFC 3986 3.3) minus ";": safe to carry decoded, since every server reads it the same either way. */
+function decodesInPath (b: number): boolean {
+  return (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39) ||
+    b === 0x2d || b === 0x2e || b === 0x5f || b === 0x7e || // unreserved
+    b === 0x21 || b === 0x24 || b === 0x26 || b === 0x27 || b === 0x28 || b === 0x29 || b === 0x2a || b === 0x2b || b === 0x2c || b === 0x3d || // sub-delims but ";"
+    b === 0x3a || b === 0x40 // ":" "@"
 }
 
 const refuse = (reason: string): Normalized => ({ ok: false, reason })
@@ -51,7 +57,7 @@ export function normalizeTarget (target: string): Normalized {
     const b = hi * 16 + lo
     if (b === 0) return refuse('NUL (%00) in path')
     if (b === 0x2f || b === 0x5c) return refuse('encoded slash or backslash (%2F, %5C) in path')
-    seg += isUnreserved(b) ? String.fromCharCode(b) : rawPath.slice(i, i + 3)
+    seg += decodesInPath(b) ? String.fromCharCode(b) : rawPath.slice(i, i + 3).toUpperCase()
     i += 2
   }
   if (rawPath.length === 1) trailingSlash = true

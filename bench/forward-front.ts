@@ -1,0 +1,29 @@
+// One forwarding front for bench/forward.ts: `node forward-front.ts <kind> <appPort>`.
+import { createServer } from 'node:http'
+import httpProxy from 'http-proxy'
+import { Pool } from 'undici'
+import { createUpstreamAgent, endToEndHeaders, forwardRequest } from '../src/proxy/forward.ts'
+
+const [kind, appPortText] = process.argv.slice(2)
+const appPort = Number(appPortText)
+let handler: Parameters<typeof createServer>[1]
+if (kind === 'http-proxy') {
+  const proxy = httpProxy.createProxyServer({ target: `http://127.0.0.1:${appPort}`, agent: createUpstreamAgent(), xfwd: false })
+  proxy.on('error', (_err, _req, res) => { (res as import('node:http').ServerResponse).writeHead(502).end() })
+  handler = (req, res) => { proxy.web(req, res) }
+} else if (kind === 'gatehouse-forward') {
+  const opts = { upstream: { host: '127.0.0.1', port: appPort }, agent: createUpstreamAgent(), responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }
+  handler = (req, res) => { forwardRequest(req, res, req.url ?? '/', endToEndHeaders(req.headers), opts, () => {}) }
+} else {
+  const pool = new Pool(`http://127.0.0.1:${appPort}`, { connections: 64, pipelining: 1 })
+  handler = (req, res) => {
+    const headers = endToEndHeaders(req.headers) as Record<string, string>
+    pool.request({ path: req.url ?? '/', method: req.method as 'GET', headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req }).then((up) => {
+      res.writeHead(up.statusCode, endToEndHeaders(up.headers as import('node:http').IncomingHttpHeaders))
+      up.body.pipe(res)
+    }, () => { res.writeHead(502).end() })
+  }
+}
+const server = createServer(handler)
+server.keepAliveTimeout = 60_000
+server.listen(0, '127.0.0.1', () => { process.stdout.write(`${JSON.stringify({ port: (server.address() as { port: number }).port })}\n`) })
