@@ -1,4 +1,5 @@
 import { loadConfig, type Schema } from '../config.ts'
+import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { startSidecar } from '../proxy/sidecar.ts'
 import type { Runner } from './runner.ts'
@@ -9,8 +10,12 @@ export const proxySchema = {
   admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics' },
   policy: { kind: 'string', required: true, help: 'policy file (YAML), reloaded on change and SIGHUP' },
   'trust-bundle': { kind: 'string', required: true, help: 'PEM trust bundle, reloaded on change; may hold several roots' },
-  cert: { kind: 'string', required: true, help: 'workload certificate chain (PEM), reloaded on change' },
-  key: { kind: 'string', required: true, help: 'workload private key (PEM), reloaded on change' },
+  cert: { kind: 'string', help: 'workload certificate chain (PEM), reloaded on change (or use --ca-url)' },
+  key: { kind: 'string', help: 'workload private key (PEM), reloaded on change' },
+  'ca-url': { kind: 'string', help: 'gatehouse CA, e.g. https://gatehouse-ca.gatehouse-system.svc:15443: identity issued and rotated by it' },
+  'token-file': { kind: 'string', help: 'join token or projected service-account token, re-read at each request to the CA' },
+  'ca-id': { kind: 'string', help: 'SPIFFE ID the CA must present (default spiffe://<trust domain>/gatehouse/ca)' },
+  'spiffe-id': { kind: 'string', help: 'if set, the CA must issue exactly this ID' },
   'trust-domain': { kind: 'string', help: 'trust domain for bundle roots without a spiffe:// SAN' },
   'reload-interval': { kind: 'duration', default: '2s', help: 'how often cert, key, bundle and policy files are checked for changes' },
   'tls-min-version': { kind: 'enum', values: ['1.3', '1.2'], default: '1.3', help: 'lowest TLS version accepted inbound' },
@@ -27,6 +32,10 @@ export const proxySchema = {
 
 export const proxy: Runner = async (argv, io) => {
   const c = loadConfig('proxy', proxySchema, { argv })
+  const sources = [c.caUrl !== undefined, c.cert !== undefined || c.key !== undefined].filter(Boolean).length
+  if (sources !== 1 || (c.caUrl === undefined && (c.cert === undefined || c.key === undefined))) {
+    throw new ConfigInvalidError(['exactly one identity source is required: --cert FILE --key FILE (static, reloaded on change), or --ca-url URL [--token-file FILE] (issued and rotated by the CA)'])
+  }
   const logger = createLogger('gatehouse-proxy')
   const sidecar = await startSidecar({
     inbound: c.inbound,
@@ -34,8 +43,9 @@ export const proxy: Runner = async (argv, io) => {
     admin: c.admin,
     policyFile: c.policy,
     trustBundleFile: c.trustBundle,
-    certFile: c.cert,
-    keyFile: c.key,
+    ...(c.cert === undefined ? {} : { certFile: c.cert }),
+    ...(c.key === undefined ? {} : { keyFile: c.key }),
+    ...(c.caUrl === undefined ? {} : { ca: { url: c.caUrl, ...(c.tokenFile === undefined ? {} : { tokenFile: c.tokenFile }), ...(c.caId === undefined ? {} : { caId: c.caId }), ...(c.spiffeId === undefined ? {} : { expectedId: c.spiffeId }) } }),
     ...(c.trustDomain === undefined ? {} : { trustDomain: c.trustDomain }),
     reloadIntervalMs: c.reloadInterval,
     tlsMinVersion: c.tlsMinVersion === '1.2' ? 'TLSv1.2' : 'TLSv1.3',

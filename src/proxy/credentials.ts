@@ -28,6 +28,8 @@ export interface TlsMaterial { cert: string, key: string, ca: string }
 export class Credentials extends EventEmitter<{ change: [] }> {
   private svid: Svid | undefined
   private trust: { bundle: TrustBundle, pem: string } | undefined
+  /** Bundle certificates per source ("file", "ca"): the effective bundle is their union. */
+  private readonly bundleSources = new Map<string, string>()
 
   get current (): Svid | undefined { return this.svid }
   get bundle (): TrustBundle | undefined { return this.trust?.bundle }
@@ -42,30 +44,60 @@ export class Credentials extends EventEmitter<{ change: [] }> {
     return { cert: this.svid.chainPem, key: this.svid.keyPem, ca: this.trust.pem }
   }
 
-  /** Validates then installs a bundle; the current SVID must still verify against it. */
-  setBundle (pem: string, defaultTrustDomain: string | undefined, source: string): void {
-    const bundle = TrustBundle.fromPem(pem, { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source })
+  /**
+   * Validates then installs the bundle from one source (the --trust-bundle file, the CA). The
+   * effective bundle is the union of all sources, so a root added at the CA is trusted at the next
+   * renewal even before the mounted file catches up; the current SVID must still verify against it.
+   */
+  setBundle (pem: string, defaultTrustDomain: string | undefined, source: string, sourceKind = 'file'): void {
+    const opts = { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source }
+    TrustBundle.fromPem(pem, opts) // each source must be valid on its own
+    const sources = new Map(this.bundleSources).set(sourceKind, pem)
+    const bundle = TrustBundle.fromPem([...sources.values()].join('\n'), opts)
     if (this.svid !== undefined) verifyX509Svid([this.svid.leaf, ...pemToDers(this.svid.chainPem).slice(1)], bundle)
+    this.bundleSources.set(sourceKind, pem)
     this.trust = { bundle, pem: bundle.toPem() }
     this.emit('change')
   }
 
   /** Validates then installs an SVID: parseable chain, key matches leaf, a valid SVID under the current bundle. */
   setSvid (chainPem: string, keyPem: string): Svid {
-    const ders = pemToDers(chainPem)
-    if (ders.length === 0) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'certificate file holds no certificate')
-    let privateKey: KeyObject
-    try { privateKey = createPrivateKey(keyPem) } catch { throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'key file holds no readable private key') }
-    const leaf = parseCertificate(ders[0]!)
-    const pub = (k: KeyObject): string => k.export({ type: 'spki', format: 'der' }).toString('base64')
-    if (pub(createPublicKey(privateKey)) !== pub(leaf.publicKey)) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'private key does not match the certificate')
     if (this.trust === undefined) throw new GatehouseError('GH_NO_BUNDLE', 503, 'no trust bundle loaded to check the certificate against')
-    const verified = verifyX509Svid(ders, this.trust.bundle)
-    const svid: Svid = { id: verified.id, chainPem, keyPem, privateKey, leaf, notAfter: leaf.notAfter }
+    const svid = checkSvid(chainPem, keyPem, this.trust.bundle)
     this.svid = svid
     this.emit('change')
     return svid
   }
+
+  /**
+   * What the CA returns, installed as one step: the new SVID is checked against the new bundle, so a
+   * root rotation (new chain under a new root, bundle without the old root) never leaves a moment
+   * where the identity and the bundle disagree.
+   */
+  installIssued (chainPem: string, keyPem: string, bundlePem: string, defaultTrustDomain: string | undefined): Svid {
+    const opts = { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source: 'CA response' }
+    TrustBundle.fromPem(bundlePem, opts)
+    const sources = new Map(this.bundleSources).set('ca', bundlePem)
+    const bundle = TrustBundle.fromPem([...sources.values()].join('\n'), opts)
+    const svid = checkSvid(chainPem, keyPem, bundle)
+    this.bundleSources.set('ca', bundlePem)
+    this.trust = { bundle, pem: bundle.toPem() }
+    this.svid = svid
+    this.emit('change')
+    return svid
+  }
+}
+
+function checkSvid (chainPem: string, keyPem: string, bundle: TrustBundle): Svid {
+  const ders = pemToDers(chainPem)
+  if (ders.length === 0) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'certificate holds no certificate')
+  let privateKey: KeyObject
+  try { privateKey = createPrivateKey(keyPem) } catch { throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'no readable private key') }
+  const leaf = parseCertificate(ders[0]!)
+  const pub = (k: KeyObject): string => k.export({ type: 'spki', format: 'der' }).toString('base64')
+  if (pub(createPublicKey(privateKey)) !== pub(leaf.publicKey)) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'private key does not match the certificate')
+  const verified = verifyX509Svid(ders, bundle)
+  return { id: verified.id, chainPem, keyPem, privateKey, leaf, notAfter: leaf.notAfter }
 }
 
 export interface StaticFilesOptions {
@@ -78,31 +110,39 @@ export interface StaticFilesOptions {
   onReload?: (what: 'identity' | 'bundle', ok: boolean) => void
 }
 
+/** Runs a reload; a failure keeps the current material and is logged and counted, never thrown. */
+function guarded (what: 'identity' | 'bundle', fn: () => void, opts: { logger: Logger, onReload?: (what: 'identity' | 'bundle', ok: boolean) => void }) {
+  return (): void => {
+    try {
+      fn()
+      opts.onReload?.(what, true)
+    } catch (err) {
+      opts.onReload?.(what, false)
+      opts.logger.error({ event: `${what}.reload_failed`, code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, `new ${what} rejected; keeping the current one`)
+    }
+  }
+}
+
+/** --trust-bundle: load now (throwing if unusable at start), then reload on change. */
+export function watchBundleFile (creds: Credentials, opts: Omit<StaticFilesOptions, 'certFile' | 'keyFile'>): FileWatch {
+  const load = (): void => {
+    creds.setBundle(readFileSync(opts.bundleFile, 'utf8'), opts.trustDomain, opts.bundleFile)
+    opts.logger.info({ event: 'bundle.loaded', source: opts.bundleFile, trustDomains: creds.bundle?.trustDomains }, 'trust bundle loaded')
+  }
+  load()
+  return watchFiles([opts.bundleFile], opts.intervalMs, guarded('bundle', load, opts))
+}
+
 /**
  * --cert/--key/--trust-bundle: load now (throwing if unusable at start), then reload on change.
  * A broken new file keeps the old material and logs why.
  */
 export function loadStaticFiles (creds: Credentials, opts: StaticFilesOptions): FileWatch[] {
-  const { logger } = opts
-  const loadBundle = (): void => { creds.setBundle(readFileSync(opts.bundleFile, 'utf8'), opts.trustDomain, opts.bundleFile) }
+  const bundleWatch = watchBundleFile(creds, opts)
   const loadSvid = (): void => {
     const svid = creds.setSvid(readFileSync(opts.certFile, 'utf8'), readFileSync(opts.keyFile, 'utf8'))
-    logger.info({ event: 'identity.loaded', spiffeId: svid.id.toString(), serial: svid.leaf.serialHex, notAfter: svid.notAfter.toISOString(), source: opts.certFile }, 'workload certificate loaded')
+    opts.logger.info({ event: 'identity.loaded', spiffeId: svid.id.toString(), serial: svid.leaf.serialHex, notAfter: svid.notAfter.toISOString(), source: opts.certFile }, 'workload certificate loaded')
   }
-  loadBundle()
   loadSvid()
-  const guarded = (what: 'identity' | 'bundle', fn: () => void) => (): void => {
-    try {
-      fn()
-      opts.onReload?.(what, true)
-      if (what === 'bundle') logger.info({ event: 'bundle.loaded', source: opts.bundleFile, trustDomains: creds.bundle?.trustDomains }, 'trust bundle reloaded')
-    } catch (err) {
-      opts.onReload?.(what, false)
-      logger.error({ event: `${what}.reload_failed`, code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, `new ${what} rejected; keeping the current one`)
-    }
-  }
-  return [
-    watchFiles([opts.bundleFile], opts.intervalMs, guarded('bundle', loadBundle)),
-    watchFiles([opts.certFile, opts.keyFile], opts.intervalMs, guarded('identity', loadSvid))
-  ]
+  return [bundleWatch, watchFiles([opts.certFile, opts.keyFile], opts.intervalMs, guarded('identity', loadSvid, opts))]
 }

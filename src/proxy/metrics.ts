@@ -11,7 +11,9 @@ export interface ProxyMetrics {
   handshakeFailures: Counter<'reason'>
   policyReloads: Counter<'result'>
   credentialReloads: Counter<'what' | 'result'>
-  certExpiry: Gauge<'cert'>
+  certExpiry: Gauge<'cert' | 'serial'>
+  rotations: Counter
+  renewalFailures: Counter<'code'>
   connections: Gauge
 }
 
@@ -28,7 +30,9 @@ export function createProxyMetrics (): ProxyMetrics {
     handshakeFailures: new Counter({ name: 'gatehouse_tls_handshake_failures_total', help: 'Refused inbound TLS handshakes by reason', labelNames: ['reason'], registers }),
     policyReloads: new Counter({ name: 'gatehouse_policy_reloads_total', help: 'Policy loads by result', labelNames: ['result'], registers }),
     credentialReloads: new Counter({ name: 'gatehouse_credential_reloads_total', help: 'Certificate and bundle reloads by result', labelNames: ['what', 'result'], registers }),
-    certExpiry: new Gauge({ name: 'gatehouse_certificate_expiry_timestamp_seconds', help: 'Expiry of the workload certificate', labelNames: ['cert'], registers }),
+    certExpiry: new Gauge({ name: 'gatehouse_cert_expiry_timestamp_seconds', help: 'Expiry of the workload certificate (leaf), its issuer and each trusted root', labelNames: ['cert', 'serial'], registers }),
+    rotations: new Counter({ name: 'gatehouse_cert_rotations_total', help: 'Workload certificates obtained from the CA', registers }),
+    renewalFailures: new Counter({ name: 'gatehouse_cert_renewal_failures_total', help: 'Failed certificate requests to the CA, by error code', labelNames: ['code'], registers }),
     connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers })
   }
 }

@@ -2,7 +2,10 @@ import type { Logger } from '../log.ts'
 import { PolicyStore } from '../policy/store.ts'
 import { DecisionLog } from '../audit/record.ts'
 import type { DestinationStream } from 'pino'
-import { Credentials, loadStaticFiles } from './credentials.ts'
+import { Credentials, loadStaticFiles, watchBundleFile } from './credentials.ts'
+import { Rotator } from './rotator.ts'
+import { GatehouseError } from '../errors.ts'
+import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
 import { createUpstreamAgent, type Upstream } from './forward.ts'
 import { startInbound, type Inbound } from './inbound.ts'
@@ -18,8 +21,11 @@ export interface SidecarOptions {
   admin: { host: string, port: number }
   policyFile: string
   trustBundleFile: string
-  certFile: string
-  keyFile: string
+  /** Identity from static files (reloaded on change)... */
+  certFile?: string
+  keyFile?: string
+  /** ...or issued and rotated by the CA. */
+  ca?: { url: string, tokenFile?: string, caId?: string, expectedId?: string }
   trustDomain?: string
   reloadIntervalMs: number
   tlsMinVersion: 'TLSv1.2' | 'TLSv1.3'
@@ -50,16 +56,50 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
   const logger = o.logger
   const metrics = createProxyMetrics()
   const credentials = new Credentials()
-  const watches: FileWatch[] = loadStaticFiles(credentials, {
-    certFile: o.certFile,
-    keyFile: o.keyFile,
-    bundleFile: o.trustBundleFile,
-    ...(o.trustDomain === undefined ? {} : { trustDomain: o.trustDomain }),
-    intervalMs: o.reloadIntervalMs,
-    logger,
-    onReload: (what, ok) => { metrics.credentialReloads.inc({ what, result: ok ? 'success' : 'invalid' }) }
-  })
-  const setExpiry = (): void => { const c = credentials.current; if (c !== undefined) metrics.certExpiry.set({ cert: 'leaf' }, c.notAfter.getTime() / 1000) }
+  const onReload = (what: 'identity' | 'bundle', ok: boolean): void => { metrics.credentialReloads.inc({ what, result: ok ? 'success' : 'invalid' }) }
+  let watches: FileWatch[]
+  let rotator: Rotator | undefined
+  if (o.ca !== undefined) {
+    watches = [watchBundleFile(credentials, { bundleFile: o.trustBundleFile, ...(o.trustDomain === undefined ? {} : { trustDomain: o.trustDomain }), intervalMs: o.reloadIntervalMs, logger, onReload })]
+    const trustDomain = o.trustDomain ?? credentials.bundle?.trustDomains[0]
+    rotator = new Rotator({
+      url: o.ca.url,
+      credentials,
+      caId: o.ca.caId ?? `spiffe://${trustDomain ?? 'unknown'}/gatehouse/ca`,
+      ...(o.ca.tokenFile === undefined ? {} : { tokenFile: o.ca.tokenFile }),
+      ...(o.ca.expectedId === undefined ? {} : { expectedId: o.ca.expectedId }),
+      ...(o.trustDomain === undefined ? {} : { trustDomain: o.trustDomain }),
+      logger,
+      onRotated: () => { metrics.rotations.inc() },
+      onFailure: (code) => { metrics.renewalFailures.inc({ code }) }
+    })
+    await rotator.start()
+  } else {
+    if (o.certFile === undefined || o.keyFile === undefined) throw new GatehouseError('GH_CONFIG_INVALID', 400, 'an identity source is required: --cert and --key, or --ca-url')
+    watches = loadStaticFiles(credentials, {
+      certFile: o.certFile,
+      keyFile: o.keyFile,
+      bundleFile: o.trustBundleFile,
+      ...(o.trustDomain === undefined ? {} : { trustDomain: o.trustDomain }),
+      intervalMs: o.reloadIntervalMs,
+      logger,
+      onReload
+    })
+  }
+  const setExpiry = (): void => {
+    metrics.certExpiry.reset()
+    const c = credentials.current
+    if (c !== undefined) {
+      metrics.certExpiry.set({ cert: 'leaf', serial: c.leaf.serialHex }, c.notAfter.getTime() / 1000)
+      for (const der of pemToDers(c.chainPem).slice(1)) {
+        const issuer = parseCertificate(der)
+        metrics.certExpiry.set({ cert: 'issuer', serial: issuer.serialHex }, issuer.notAfter.getTime() / 1000)
+      }
+    }
+    for (const td of credentials.bundle?.trustDomains ?? []) {
+      for (const root of credentials.bundle!.authoritiesFor(td)) metrics.certExpiry.set({ cert: 'root', serial: root.serialHex }, root.notAfter.getTime() / 1000)
+    }
+  }
   setExpiry()
   credentials.on('change', setExpiry)
 
@@ -106,6 +146,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
     decisions,
     reloadPolicy: (trigger) => policy.reload(trigger),
     stop: async (drainMs = 5000) => {
+      rotator?.stop()
       for (const w of watches) w.stop()
       policy.stop()
       await inbound.close(drainMs)
