@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { parseDocument, LineCounter, isMap, isSeq, isScalar, type Node, type YAMLMap } from 'yaml'
+import { isMap, isSeq, isScalar, type Node } from 'yaml'
+import { readYamlSource, mapGet as get, unknownKeys } from '../yaml-source.ts'
 import { PolicyInvalidError } from '../errors.ts'
 import { isValidMethod } from './normalize.ts'
 import { callerPatternProblem, pathPatternProblem } from './compile.ts'
@@ -32,31 +33,10 @@ const TOP_KEYS = ['version', 'mode', 'rules', 'deny']
 const RULE_KEYS = ['name', 'from', 'methods', 'paths']
 
 export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
-  const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
-  const problems: string[] = []
-  const at = (node: Node | null | undefined): string => {
-    const offset = node?.range?.[0]
-    if (offset === undefined) return source
-    const { line, col } = lineCounter.linePos(offset)
-    return `${source}:${line}:${col}`
-  }
-  for (const e of doc.errors) {
-    const { line, col } = lineCounter.linePos(e.pos[0])
-    problems.push(`${source}:${line}:${col}: YAML syntax: ${e.message.split('\n')[0]}`)
-  }
+  const { root, at, problems } = readYamlSource(text, source)
   if (problems.length > 0) throw new PolicyInvalidError(problems)
-
-  const root = doc.contents
   if (!isMap(root)) throw new PolicyInvalidError([`${at(root)}: expected a mapping with version, mode, rules and deny`])
-  const get = (map: YAMLMap, key: string): Node | undefined => {
-    const pair = map.items.find(p => isScalar(p.key) && p.key.value === key)
-    return pair?.value as Node | undefined
-  }
-  for (const pair of root.items) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : '?'
-    if (!TOP_KEYS.includes(key)) problems.push(`${at(pair.key as Node)}: unknown key "${key}" (expected one of ${TOP_KEYS.join(', ')})`)
-  }
+  problems.push(...unknownKeys(root, TOP_KEYS, at, ''))
 
   const version = get(root, 'version')
   if (!isScalar(version) || version.value !== 1) problems.push(`${at(version ?? root)}: version: expected 1`)
@@ -87,10 +67,7 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
     return node.items.flatMap((item, i) => {
       const where = `${key}[${i}]`
       if (!isMap(item)) { problems.push(`${at(item as Node)}: ${where}: expected a mapping with name, from, methods, paths`); return [] }
-      for (const pair of item.items) {
-        const k = isScalar(pair.key) ? String(pair.key.value) : '?'
-        if (!RULE_KEYS.includes(k)) problems.push(`${at(pair.key as Node)}: ${where}: unknown key "${k}" (expected one of ${RULE_KEYS.join(', ')})`)
-      }
+      problems.push(...unknownKeys(item, RULE_KEYS, at, where))
       const nameNode = get(item, 'name')
       const name = isScalar(nameNode) && typeof nameNode.value === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(nameNode.value) ? nameNode.value : undefined
       if (name === undefined) problems.push(`${at(nameNode ?? item)}: ${where}.name: expected a name of letters, digits, ".", "_" or "-" (max 63)`)

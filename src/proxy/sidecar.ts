@@ -4,6 +4,8 @@ import { DecisionLog } from '../audit/record.ts'
 import type { DestinationStream } from 'pino'
 import { Credentials, loadStaticFiles, watchBundleFile } from './credentials.ts'
 import { Rotator } from './rotator.ts'
+import { RouteTable, watchRoutesFile } from './routes.ts'
+import { startOutbound, type Outbound } from './outbound.ts'
 import { GatehouseError } from '../errors.ts'
 import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
@@ -19,6 +21,10 @@ export interface SidecarOptions {
   inbound: { host: string, port: number }
   upstream: Upstream
   admin: { host: string, port: number }
+  /** Outbound listener (HTTP_PROXY for the app); routes from routesFile, none = every destination refused. */
+  outbound?: { host: string, port: number }
+  routesFile?: string
+  allowConnect?: string[]
   policyFile: string
   trustBundleFile: string
   /** Identity from static files (reloaded on change)... */
@@ -43,6 +49,7 @@ export interface SidecarOptions {
 
 export interface Sidecar {
   inbound: Inbound
+  outbound: Outbound | undefined
   admin: Admin
   credentials: Credentials
   policy: PolicyStore
@@ -127,6 +134,11 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
     maxHeaderSize: o.maxHeaderSize,
     maxConnections: o.maxConnections
   })
+  const routes = new RouteTable()
+  if (o.routesFile !== undefined) watches.push(watchRoutesFile(routes, { file: o.routesFile, trustDomain: () => credentials.current?.id.trustDomain, intervalMs: o.reloadIntervalMs, logger }))
+  const outbound = o.outbound === undefined
+    ? undefined
+    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [] })
   const admin = await startAdmin({
     listen: o.admin,
     registry: metrics.registry,
@@ -139,6 +151,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
   })
   return {
     inbound,
+    outbound,
     admin,
     credentials,
     policy,
@@ -149,7 +162,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
       rotator?.stop()
       for (const w of watches) w.stop()
       policy.stop()
-      await inbound.close(drainMs)
+      await Promise.all([inbound.close(drainMs), outbound?.close()])
       await admin.close()
       agent.destroy()
       decisions.flush()

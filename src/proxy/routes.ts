@@ -1,0 +1,109 @@
+import { readFileSync } from 'node:fs'
+import { isMap, isSeq, isScalar, type Node } from 'yaml'
+import { GatehouseError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { SpiffeId } from '../spiffe/id.ts'
+import { parseHostPort } from '../config.ts'
+import { readYamlSource, mapGet, unknownKeys } from '../yaml-source.ts'
+import { watchFiles, type FileWatch } from './file-watch.ts'
+
+// Outbound destinations (DESIGN.md routes file): the host the app names -> where that service's
+// sidecar listens and the SPIFFE ID it must present. Anything not listed is refused. A Kubernetes
+// service host (name.namespace.svc[.cluster.local]) may give `serviceAccount` instead of `id`, and
+// then defaults to address <host>:15006 and ID spiffe://TD/ns/<namespace>/sa/<serviceAccount>.
+
+export interface Route { host: string, port: number | undefined, address: { host: string, port: number }, id: string }
+
+export class RoutesInvalidError extends GatehouseError {
+  readonly problems: string[]
+  constructor (problems: string[]) {
+    super('GH_ROUTES_INVALID', 400, `invalid routes:\n  - ${problems.join('\n  - ')}`)
+    this.problems = problems
+  }
+}
+
+const ROUTE_KEYS = ['host', 'address', 'id', 'serviceAccount']
+const K8S_SERVICE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\.[a-z0-9.-]+)?$/
+export const DEFAULT_INBOUND_PORT = 15006
+
+export function parseRoutes (text: string, source: string, trustDomain: string | undefined): Route[] {
+  const { root, at, problems } = readYamlSource(text, source)
+  if (problems.length > 0) throw new RoutesInvalidError(problems)
+  if (!isMap(root)) throw new RoutesInvalidError([`${at(root)}: expected a mapping with version and routes`])
+  problems.push(...unknownKeys(root, ['version', 'routes'], at, ''))
+  const version = mapGet(root, 'version')
+  if (!isScalar(version) || version.value !== 1) problems.push(`${at(version ?? root)}: version: expected 1`)
+  const list = mapGet(root, 'routes')
+  const routes: Route[] = []
+  if (list !== undefined && !isSeq(list)) problems.push(`${at(list)}: routes: expected a list`)
+  const seen = new Set<string>()
+  for (const [i, item] of (isSeq(list) ? list.items : []).entries()) {
+    const where = `routes[${i}]`
+    if (!isMap(item)) { problems.push(`${at(item as Node)}: ${where}: expected a mapping with host, address, id`); continue }
+    problems.push(...unknownKeys(item, ROUTE_KEYS, at, where))
+    const str = (key: string): { value?: string, node?: Node } => {
+      const node = mapGet(item, key)
+      return isScalar(node) && typeof node.value === 'string' ? { value: node.value, node } : node === undefined ? {} : { node }
+    }
+    const host = str('host')
+    const m = host.value === undefined ? null : /^([a-z0-9.-]+)(?::(\d{1,5}))?$/.exec(host.value.toLowerCase())
+    if (m === null) { problems.push(`${at(host.node ?? item)}: ${where}.host: expected a host name, optionally with :port`); continue }
+    const name = m[1]!
+    const port = m[2] === undefined ? undefined : Number(m[2])
+    const key = `${name}:${port ?? ''}`
+    if (seen.has(key)) problems.push(`${at(host.node)}: ${where}.host: "${host.value!}" is listed twice`)
+    seen.add(key)
+    const k8s = K8S_SERVICE.exec(name)
+    const addressText = str('address')
+    const address = addressText.value !== undefined ? parseHostPort(addressText.value) : k8s !== null ? { host: name, port: DEFAULT_INBOUND_PORT } : undefined
+    if (address === undefined) problems.push(`${at(addressText.node ?? item)}: ${where}.address: expected HOST:PORT of the destination's sidecar${k8s === null ? '' : ''}`)
+    const idText = str('id')
+    const sa = str('serviceAccount')
+    let id: string | undefined
+    if (idText.value !== undefined) {
+      const parsed = SpiffeId.tryParse(idText.value)
+      if (parsed === undefined || parsed.isRoot) problems.push(`${at(idText.node)}: ${where}.id: expected the SPIFFE ID the destination must present, got ${JSON.stringify(idText.value)}`)
+      else id = parsed.toString()
+    } else if (sa.value !== undefined && k8s !== null && trustDomain !== undefined) {
+      try { id = SpiffeId.forServiceAccount(trustDomain, k8s[3]!, sa.value).toString() } catch { problems.push(`${at(sa.node)}: ${where}.serviceAccount: not a valid service account name`) }
+    } else {
+      problems.push(`${at(item)}: ${where}: expected id (or serviceAccount, for a name.namespace.svc host)`)
+    }
+    if (address !== undefined && id !== undefined) routes.push({ host: name, port, address, id })
+  }
+  if (problems.length > 0) throw new RoutesInvalidError(problems)
+  return routes
+}
+
+export class RouteTable {
+  private byKey = new Map<string, Route>()
+  private readonly listeners: Array<() => void> = []
+
+  /** The route for a host and port the app named: exact host:port first, then the host alone. */
+  lookup (host: string, port: number): Route | undefined {
+    const h = host.toLowerCase()
+    return this.byKey.get(`${h}:${port}`) ?? this.byKey.get(`${h}:`)
+  }
+
+  replace (routes: Route[]): void {
+    this.byKey = new Map(routes.map(r => [`${r.host}:${r.port ?? ''}`, r]))
+    for (const l of this.listeners) l()
+  }
+
+  onChange (fn: () => void): void { this.listeners.push(fn) }
+}
+
+/** --routes FILE: load now (throwing if invalid at start), then reload on change; a bad file keeps the last good table. */
+export function watchRoutesFile (table: RouteTable, opts: { file: string, trustDomain: () => string | undefined, intervalMs: number, logger: Logger }): FileWatch {
+  const load = (): void => {
+    const routes = parseRoutes(readFileSync(opts.file, 'utf8'), opts.file, opts.trustDomain())
+    table.replace(routes)
+    opts.logger.info({ event: 'routes.loaded', file: opts.file, routes: routes.length }, 'outbound routes loaded')
+  }
+  load()
+  return watchFiles([opts.file], opts.intervalMs, () => {
+    try { load() } catch (err) {
+      opts.logger.error({ event: 'routes.reload_failed', code: (err as GatehouseError).code ?? 'GH_INTERNAL', problems: (err as RoutesInvalidError).problems ?? [(err as Error).message] }, 'invalid routes rejected; keeping the current ones')
+    }
+  })
+}
