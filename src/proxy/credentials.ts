@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
+import { createPrivateKey, type KeyObject } from 'node:crypto'
+import { spkiDer } from '../x509/keys.ts'
 import { EventEmitter } from 'node:events'
 import { GatehouseError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -7,7 +8,7 @@ import type { SpiffeId } from '../spiffe/id.ts'
 import { TrustBundle } from '../spiffe/bundle.ts'
 import { verifyX509Svid } from '../spiffe/svid.ts'
 import { pemToDers, parseCertificate, type Certificate } from '../x509/certificate.ts'
-import { watchFiles, type FileWatch } from './file-watch.ts'
+import { watchFiles, type FileWatch } from '../file-watch.ts'
 
 // The sidecar's own identity (certificate chain + key) and the trust bundle it verifies peers with.
 // Whatever feeds them (static files here; the CA client in the next step), every new value is
@@ -94,8 +95,7 @@ function checkSvid (chainPem: string, keyPem: string, bundle: TrustBundle): Svid
   let privateKey: KeyObject
   try { privateKey = createPrivateKey(keyPem) } catch { throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'no readable private key') }
   const leaf = parseCertificate(ders[0]!)
-  const pub = (k: KeyObject): string => k.export({ type: 'spki', format: 'der' }).toString('base64')
-  if (pub(createPublicKey(privateKey)) !== pub(leaf.publicKey)) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'private key does not match the certificate')
+  if (!spkiDer(privateKey).equals(spkiDer(leaf.publicKey))) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'private key does not match the certificate')
   const verified = verifyX509Svid(ders, bundle)
   return { id: verified.id, chainPem, keyPem, privateKey, leaf, notAfter: leaf.notAfter }
 }

@@ -42,11 +42,16 @@ export function createUpstreamAgent (maxSockets = 512): Agent {
 }
 
 const IDEMPOTENT_NO_BODY = new Set(['GET', 'HEAD', 'OPTIONS'])
+const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 
 /** Streams `req` to the app as `target` with `headers`, and the answer back to `res`. */
 export function forwardRequest (req: IncomingMessage, res: ServerResponse, target: string, headers: OutgoingHttpHeaders, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
   let finished = false
   const finish = (o: ForwardOutcome): void => { if (!finished) { finished = true; done(o) } }
+  // Transfer-Encoding is hop-by-hop (endToEndHeaders drops it), so a chunked body must be framed again
+  // explicitly: Node does not chunk GET, HEAD, DELETE, OPTIONS, TRACE or CONNECT by default and would
+  // write their body unframed onto the app connection, where the app reads it as another request.
+  if (req.headers['transfer-encoding'] !== undefined) headers = { ...headers, 'transfer-encoding': 'chunked' }
   const attempt = (retry: boolean): void => {
     const up = request({ host: opts.upstream.host, port: opts.upstream.port, method: req.method, path: target, headers, agent: opts.agent })
     let answered = false
@@ -73,7 +78,7 @@ export function forwardRequest (req: IncomingMessage, res: ServerResponse, targe
       clearTimeout(headerTimer)
       if (answered) { res.destroy(); finish({ kind: 'upstream-reset', status: res.statusCode, error: err.code ?? err.message }); return }
       // A keep-alive connection the app closed just as we reused it: safe to retry once if nothing was sent.
-      if (retry && up.reusedSocket && err.code === 'ECONNRESET' && IDEMPOTENT_NO_BODY.has(req.method ?? '') && req.readableEnded) { attempt(false); return }
+      if (retry && up.reusedSocket && err.code === 'ECONNRESET' && IDEMPOTENT_NO_BODY.has(req.method ?? '') && !hasBody(req) && req.readableEnded) { attempt(false); return }
       if (err.code === 'GH_UPSTREAM_TIMEOUT') finish({ kind: 'upstream-timeout', status: 504, error: err.message })
       else finish({ kind: 'upstream-unavailable', status: 502, error: err.code ?? err.message })
     })
@@ -88,12 +93,15 @@ export function forwardRequest (req: IncomingMessage, res: ServerResponse, targe
 /** WebSocket and other Upgrade requests, after authorization: relay the 101 and then raw bytes. */
 export function forwardUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer, target: string, headers: OutgoingHttpHeaders, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
   const upgradeHeaders = { ...headers, connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' }
-  const up = request({ host: opts.upstream.host, port: opts.upstream.port, method: req.method, path: target, headers: upgradeHeaders })
+  const up = request({ host: opts.upstream.host, port: opts.upstream.port, method: req.method, path: target, headers: upgradeHeaders, timeout: opts.connectTimeoutMs })
+  up.on('timeout', () => { up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })) })
   const timer = setTimeout(() => { up.destroy(Object.assign(new Error('upgrade timeout'), { code: 'GH_UPSTREAM_TIMEOUT' })) }, opts.responseTimeoutMs)
   up.on('upgrade', (upRes, upSocket, upHead) => {
     clearTimeout(timer)
-    const lines = [`HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}`]
-    for (let i = 0; i < upRes.rawHeaders.length; i += 2) lines.push(`${upRes.rawHeaders[i]!}: ${upRes.rawHeaders[i + 1]!}`)
+    up.setTimeout(0)
+    // The 101 must keep Connection: upgrade and Upgrade; any other hop-by-hop header stays behind.
+    const lines = [`HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}`, 'connection: upgrade', `upgrade: ${String(upRes.headers.upgrade ?? '')}`]
+    for (const [k, v] of Object.entries(endToEndHeaders(upRes.headers))) for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${String(one)}`)
     socket.write(`${lines.join('\r\n')}\r\n\r\n`)
     if (upHead.length > 0) socket.write(upHead)
     if (head.length > 0) upSocket.write(head)

@@ -64,6 +64,9 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     handshakeTimeout: opts.handshakeTimeoutMs,
     headersTimeout: opts.headersTimeoutMs,
     requestTimeout: opts.requestTimeoutMs,
+    // Node enforces headersTimeout/requestTimeout only when it sweeps connections, every 30 s by
+    // default: a 10 s headers deadline would let a slowloris hold a socket for up to 40 s.
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(opts.headersTimeoutMs / 4))),
     keepAliveTimeout: opts.idleTimeoutMs,
     maxHeaderSize: opts.maxHeaderSize
   })
@@ -125,6 +128,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     }
     const refuse = (status: number, reason: string, body: Record<string, unknown>): Verdict => {
       fields.reason = reason
+      if (status === 400) fields.error = reason
       return { ok: false, status, body: { ...body, requestId }, fields }
     }
     if (peer === undefined) return refuse(403, 'no-verified-peer', { error: 'forbidden' })
@@ -164,13 +168,24 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     return o.kind === 'client-gone' ? 'client-gone' : undefined
   }
 
+  /** A decision line for a request we could not even fully read or judge. */
+  const bareFields = (peer: PeerIdentity | undefined, method: string, rawPath: string, reason: string): DecisionFields => ({
+    requestId: randomUUID(), decision: 'deny', mode: policy.current?.compiled.mode ?? 'enforce', enforced: true, rule: null, reason,
+    caller: peer?.id ?? null, callee: credentials.current?.id.toString() ?? null, method, path: null, rawPath, status: 0, durationMs: 0,
+    policyRevision: policy.current?.revision ?? null, peerCertSerial: peer?.serial ?? null
+  })
+
+  /** authorize(), failing closed: an unexpected error denies with 500 and is logged, never thrown. */
+  const judge = (req: IncomingMessage): Verdict => {
+    try { return authorize(req) } catch (err) {
+      logger.error({ err }, 'authorization failed unexpectedly; denying')
+      return { ok: false, status: 500, body: { error: 'internal' }, fields: bareFields(peers.get(req.socket), req.method ?? '', req.url ?? '', `internal: ${(err as GatehouseError).code ?? 'GH_INTERNAL'}`) }
+    }
+  }
+
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const start = performance.now()
-    let verdict: Verdict
-    try { verdict = authorize(req) } catch (err) {
-      logger.error({ err }, 'authorization failed unexpectedly; denying')
-      verdict = { ok: false, status: 500, body: { error: 'internal' }, fields: { requestId: randomUUID(), decision: 'deny', mode: 'enforce', enforced: true, rule: null, reason: `internal: ${(err as GatehouseError).code ?? 'GH_INTERNAL'}`, caller: null, callee: null, method: req.method ?? '', path: null, rawPath: req.url ?? '', status: 0, durationMs: 0, policyRevision: null, peerCertSerial: null } }
-    }
+    const verdict = judge(req)
     if (!verdict.ok) {
       const body = JSON.stringify(verdict.body)
       res.writeHead(verdict.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(verdict.status === 400 ? { connection: 'close' } : {}) })
@@ -194,8 +209,10 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   })
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // A raw socket is ours once 'upgrade' fires: without an error listener a client reset would crash the process.
+    socket.on('error', () => { socket.destroy() })
     const start = performance.now()
-    const verdict = authorize(req)
+    const verdict = judge(req)
     if (!verdict.ok) {
       const body = JSON.stringify(verdict.body)
       socket.end(`HTTP/1.1 ${verdict.status} ${verdict.status === 403 ? 'Forbidden' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
@@ -213,6 +230,12 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
     if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
       socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`)
+      // Rejected as malformed by the parser: still exactly one decision line (method and path unknown).
+      if (peer !== undefined) {
+        const fields = bareFields(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`)
+        fields.error = err.code ?? 'parse-error'
+        record(fields, status, performance.now())
+      }
     } else socket.destroy()
   })
 

@@ -51,7 +51,7 @@ export function handshakeFailureReason (err: NodeJS.ErrnoException): string {
   if (/UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY_LEAF|SELF_SIGNED|unknown ca|self.signed|CERT_SIGNATURE_FAILURE|certificate verify failed/i.test(code)) return 'unknown-ca'
   if (/INVALID_PURPOSE|unsupported certificate purpose|INVALID_CA/i.test(code)) return 'not-svid'
   if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|certificate required/i.test(code)) return 'no-client-certificate'
-  if (/VERSION|protocol version|NO_SHARED_CIPHER|no shared cipher|no protocols available/i.test(code)) return 'tls-version-or-cipher'
+  if (/VERSION|protocol version|unsupported protocol|NO_SHARED_CIPHER|no shared cipher|no protocols available/i.test(code)) return 'tls-version-or-cipher'
   if (/ETIMEDOUT|timeout/i.test(code)) return 'handshake-timeout'
   if (/ECONNRESET|socket hang up|EPIPE/i.test(code)) return 'connection-reset'
   if (/wrong version number|http request|packet length too long|unexpected eof/i.test(code)) return 'not-tls'

@@ -1,0 +1,127 @@
+import t from 'tap'
+import { createHash, X509Certificate } from 'node:crypto'
+import { startMesh, eventually } from './helpers/mesh.ts'
+import { rawExchange, parseResponses, sleep } from './helpers/raw-tls.ts'
+
+// The decision log: exactly one line per request, whatever became of it (allowed, denied,
+// malformed, app down), every line with the fields DESIGN.md promises, and a hash chain
+// (seq 1..n, prev = sha256 of the previous line as written) that any edit breaks.
+
+const CLIENT = 'spiffe://example.org/ns/client/sa/caller'
+const SERVER = 'spiffe://example.org/ns/server/sa/payments'
+const GENESIS = '0'.repeat(64)
+
+/** Index of the first line whose seq or prev does not follow from the lines before it, or -1 if the chain holds. */
+function firstBreak (raw: readonly string[]): number {
+  for (let i = 0; i < raw.length; i++) {
+    let line: { seq?: unknown, prev?: unknown }
+    try { line = JSON.parse(raw[i]!) as typeof line } catch { return i }
+    const prev = i === 0 ? GENESIS : createHash('sha256').update(raw[i - 1]!).digest('hex')
+    if (line.seq !== i + 1 || line.prev !== prev) return i
+  }
+  return -1
+}
+
+t.test('one decision line per request, every field present, and a hash chain that edits break', async t => {
+  const mesh = await startMesh(t, {
+    policy: `version: 1
+rules:
+  - name: ok-reads
+    from: ["${CLIENT}"]
+    methods: [GET]
+    paths: ["/ok/**"]
+`,
+    appHandler: (req, res) => {
+      if (req.url === '/ok/boom') { req.socket.destroy(); return } // the app fails without answering
+      res.end('fine')
+    }
+  })
+  const lines = (): number => mesh.decisions.length
+  const expectOneMore = async (before: number, what: string): Promise<Record<string, any>> => {
+    await eventually(() => lines() >= before + 1, 5000, `decision line for ${what}`)
+    await sleep(50)
+    t.equal(lines(), before + 1, `${what}: exactly one decision line`)
+    return mesh.decisions.at(-1)!
+  }
+
+  let before = lines()
+  const allowed = await mesh.request('/ok/item', { headers: { 'x-request-id': 'req-allow' } })
+  t.equal(allowed.status, 200)
+  t.match(await expectOneMore(before, 'allowed'), { requestId: 'req-allow', decision: 'allow', rule: 'ok-reads', reason: 'allow-rule', status: 200, path: '/ok/item' })
+
+  before = lines()
+  const denied = await mesh.request('/secret', { headers: { 'x-request-id': 'req-deny' } })
+  t.equal(denied.status, 403)
+  t.match(await expectOneMore(before, 'denied'), { requestId: 'req-deny', decision: 'deny', rule: null, reason: 'no-matching-rule', status: 403, path: '/secret' })
+
+  before = lines()
+  const malformed = await mesh.request('/a%2Fb', { headers: { 'x-request-id': 'req-bad' } })
+  t.equal(malformed.status, 400)
+  t.match(await expectOneMore(before, 'malformed target'), { requestId: 'req-bad', decision: 'deny', status: 400, path: null, rawPath: '/a%2Fb', reason: /^bad-request: encoded slash/ })
+
+  before = lines()
+  const failed = await mesh.request('/ok/boom', { headers: { 'x-request-id': 'req-502' } })
+  t.equal(failed.status, 502)
+  t.same(JSON.parse(failed.body), { error: 'upstream_unavailable', requestId: 'req-502' })
+  t.match(await expectOneMore(before, 'upstream failure'), { requestId: 'req-502', decision: 'allow', status: 502, error: /^upstream-unavailable: / })
+
+  // A request the HTTP parser itself refuses (lower-case method) is answered 400 by the clientError
+  // handler: a decision line too (method and path unknown), plus the operational log line.
+  before = lines()
+  const ex = await rawExchange(mesh, 'get /ok/item HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.same(parseResponses(ex.response).map(r => r.status), [400], 'method "get" is refused with 400')
+  await sleep(100)
+  t.equal(lines(), before + 1, 'a parser-level 400 from an authenticated peer gets a decision line too')
+  t.match(mesh.decisions.at(-1), { decision: 'deny', status: 400, method: '', path: null, reason: 'bad-request: HPE_INVALID_METHOD', error: 'HPE_INVALID_METHOD', caller: CLIENT })
+  t.ok(mesh.logs.some(l => l.event === 'http.rejected' && l.code === 'HPE_INVALID_METHOD' && l.caller === CLIENT), 'it is in the operational log, with the caller')
+
+  // Every line: all DESIGN.md fields, with the right types.
+  const leaf = new X509Certificate(mesh.client.chainPem)
+  const required = ['requestId', 'decision', 'mode', 'rule', 'reason', 'caller', 'callee', 'method', 'path', 'rawPath', 'status', 'durationMs', 'policyRevision', 'peerCertSerial', 'seq', 'prev', 'msg']
+  for (const [i, d] of mesh.decisions.entries()) {
+    t.same(required.filter(k => !(k in d)), [], `line ${i + 1}: every field is present`)
+    t.match(d, {
+      msg: 'decision',
+      requestId: String,
+      decision: /^(allow|deny)$/,
+      mode: 'enforce',
+      reason: String,
+      caller: CLIENT,
+      callee: SERVER,
+      method: i === 4 ? '' : 'GET',
+      rawPath: String,
+      status: Number,
+      durationMs: Number,
+      policyRevision: /^sha256:[0-9a-f]+$/,
+      peerCertSerial: leaf.serialNumber.toLowerCase(),
+      seq: i + 1,
+      prev: /^[0-9a-f]{64}$/
+    }, `line ${i + 1}: field values`)
+    t.ok(d.durationMs >= 0, `line ${i + 1}: durationMs is not negative`)
+  }
+
+  // The chain.
+  const raw = [...mesh.rawDecisions]
+  t.equal(raw.length, 5, 'five lines in all')
+  t.equal(firstBreak(raw), -1, 'the chain verifies: seq 1..n, each prev the sha256 of the line before')
+  t.equal((JSON.parse(raw[0]!) as { prev: string }).prev, GENESIS, 'the first prev is 64 zeros')
+
+  const edited = [...raw]
+  edited[1] = edited[1]!.replace('"status":403', '"status":200')
+  t.not(edited[1], raw[1], 'the copy was edited')
+  t.equal(firstBreak(edited), 2, 'editing line 2 breaks the chain at line 3')
+
+  const removed = raw.filter((_, i) => i !== 1)
+  t.equal(firstBreak(removed), 1, 'removing line 2 breaks the chain where it was')
+
+  const swapped = [raw[0]!, raw[2]!, raw[1]!, raw[3]!]
+  t.equal(firstBreak(swapped), 1, 'swapping two lines breaks the chain')
+
+  const truncatedHead = raw.slice(1)
+  t.equal(firstBreak(truncatedHead), 0, 'dropping the first line breaks the chain at the start')
+
+  const respaced = [...raw]
+  respaced[2] = raw[2]!.replace(/^\{/, '{ ')
+  t.same(JSON.parse(respaced[2]), JSON.parse(raw[2]!), 'the same JSON value, spelled with one more space')
+  t.equal(firstBreak(respaced), 3, 'still breaks the chain: prev covers the exact bytes written')
+})
