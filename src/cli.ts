@@ -2,7 +2,7 @@
 import { GatehouseError, ConfigInvalidError } from './errors.ts'
 import { usage } from './config.ts'
 import type { Runner, CliIo } from './cli/runner.ts'
-import { caSchemas, caInit, caIssue, caToken, caServe } from './cli/ca.ts'
+import { caSchemas, caInit, caIssue, caToken, caServe, caRotateRoot } from './cli/ca.ts'
 import { proxy, proxySchema } from './cli/proxy.ts'
 
 // Entry point: picks the subcommand, runs it, and turns errors into "gatehouse: CODE: message" on
@@ -14,6 +14,7 @@ const commands: Record<string, { run: Runner, schema: Record<string, unknown> }>
   'ca issue': { run: caIssue, schema: caSchemas['ca issue'] },
   'ca token': { run: caToken, schema: caSchemas['ca token'] },
   'ca serve': { run: caServe, schema: caSchemas['ca serve'] },
+  'ca rotate-root': { run: caRotateRoot, schema: caSchemas['ca rotate-root'] },
   proxy: { run: proxy, schema: proxySchema }
 }
 

@@ -12,7 +12,9 @@ import {
   NotFoundError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
 } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import type { CaMaterial } from './store.ts'
+import { FILES, type CaMaterial } from './store.ts'
+import { join } from 'node:path'
+import { watchFiles } from '../file-watch.ts'
 import type { Issuer } from './issuer.ts'
 import type { Attestor, Attestation } from './attest.ts'
 import type { RateLimiter } from './rate-limit.ts'
@@ -37,6 +39,8 @@ export interface CaServerOptions {
   servingId?: string
   servingDns?: string[]
   servingIps?: string[]
+  /** Re-read the CA directory when its files change (root rotation, issuer renewal). */
+  reload?: { intervalMs: number, load: () => { ca: CaMaterial, issuer: Issuer } }
 }
 
 export interface RunningCaServer { server: Server, port: number, close: () => Promise<void> }
@@ -61,7 +65,8 @@ function send (res: ServerResponse, status: number, body: unknown, headers: Reco
 }
 
 export async function startCaServer (opts: CaServerOptions): Promise<RunningCaServer> {
-  const { ca, issuer, attestor, limiter, logger } = opts
+  let { ca, issuer } = opts
+  const { attestor, limiter, logger } = opts
   const servingId = SpiffeId.parse(opts.servingId ?? `spiffe://${ca.trustDomain}/gatehouse/ca`)
 
   // The serving certificate is an SVID from our own issuer with a key that exists only in memory;
@@ -158,6 +163,17 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   }, (req, res) => { void handle(req, res) })
   server.on('tlsClientError', (err) => { logger.debug({ err: err.message }, 'TLS handshake failed') })
 
+  const watch = opts.reload === undefined
+    ? undefined
+    : watchFiles([FILES.rootCert, FILES.issuerCert, FILES.issuerKey, FILES.bundle].map(f => join(ca.dir, f)), opts.reload.intervalMs, () => {
+      try {
+        ({ ca, issuer } = opts.reload!.load())
+        server.setSecureContext(servingContext())
+        logger.info({ event: 'ca.reloaded', issuerSerial: ca.issuer.serialHex, roots: ca.bundle.authoritiesFor(ca.trustDomain).map(r => r.serialHex) }, 'CA material reloaded')
+      } catch (err) {
+        logger.error({ event: 'ca.reload_failed', code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, 'CA files changed but cannot be loaded; keeping the current material')
+      }
+    })
   const renew = setInterval(() => {
     try { server.setSecureContext(servingContext()) } catch (err) { logger.error({ err }, 'cannot renew the CA serving certificate; keeping the current one') }
   }, SERVING_TTL_MS / 2)
@@ -174,6 +190,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
     port,
     close: async () => {
       clearInterval(renew)
+      watch?.stop()
       server.closeIdleConnections()
       await new Promise<void>(resolve => server.close(() => { resolve() }))
     }

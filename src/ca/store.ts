@@ -6,7 +6,7 @@ import { SpiffeId, parseTrustDomain } from '../spiffe/id.ts'
 import { TrustBundle } from '../spiffe/bundle.ts'
 import { buildCertificate } from '../x509/build.ts'
 import { parseCertificate, derToPem, pemToDers, type Certificate } from '../x509/certificate.ts'
-import { generateKey, type KeyType } from '../x509/keys.ts'
+import { generateKey, spkiDer, type KeyType } from '../x509/keys.ts'
 
 // The CA's material on disk: a long-lived root, an issuer (intermediate) that signs workload leaves,
 // and a separate key that signs join tokens (so the certificate-signing key signs nothing else).
@@ -105,12 +105,15 @@ export function loadCa (dir: string): CaMaterial {
   const rootDers = pemToDers(read(FILES.rootCert))
   if (issuerDers.length !== 1 || rootDers.length !== 1) throw new CaMissingError(`${dir}: root.pem and issuer.pem must hold one certificate each`)
   const bundlePem = read(FILES.bundle)
+  const issuer = parseCertificate(issuerDers[0]!)
+  const issuerKey = createPrivateKey(read(FILES.issuerKey))
+  if (!spkiDer(issuerKey).equals(spkiDer(issuer.publicKey))) throw new CaMissingError(`${dir}: issuer-key.pem does not match issuer.pem`)
   return {
     dir,
     trustDomain,
     root: parseCertificate(rootDers[0]!),
-    issuer: parseCertificate(issuerDers[0]!),
-    issuerKey: createPrivateKey(read(FILES.issuerKey)),
+    issuer,
+    issuerKey,
     tokenKey: createPrivateKey(read(FILES.tokenKey)),
     bundle: TrustBundle.fromPem(bundlePem, { defaultTrustDomain: trustDomain, source: join(dir, FILES.bundle) }),
     bundlePem

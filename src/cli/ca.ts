@@ -12,6 +12,7 @@ import { K8sTokenVerifier, jwksFromFile, jwksFromUrl } from '../ca/k8s-token.ts'
 import { Attestor } from '../ca/attest.ts'
 import { RateLimiter } from '../ca/rate-limit.ts'
 import { startCaServer } from '../ca/server.ts'
+import { rotateRoot, type RotationStep } from '../ca/rotate.ts'
 import { generateKey, KEY_TYPES, type KeyType } from '../x509/keys.ts'
 import { verifyCsr } from '../x509/csr.ts'
 import type { Runner } from './runner.ts'
@@ -39,6 +40,12 @@ export const caSchemas = {
     'spiffe-id': { kind: 'string', required: true, help: 'SPIFFE ID the token may obtain' },
     ttl: { kind: 'duration', default: '10m', help: 'token lifetime' }
   },
+  'ca rotate-root': {
+    dir: { kind: 'string', required: true, help: 'CA directory' },
+    step: { kind: 'enum', values: ['prepare', 'activate', 'retire'], required: true, help: 'prepare (add a new root to the bundle), activate (issue under it), retire (drop the old root)' },
+    'leaf-ttl': { kind: 'duration', default: '1h', help: 'leaf lifetime used by ca serve: the minimum wait between steps' },
+    force: { kind: 'bool', default: false, help: 'skip the wait between steps (sidecars that have not renewed will refuse new peers)' }
+  },
   'ca serve': {
     dir: { kind: 'string', required: true, help: 'CA directory' },
     listen: { kind: 'hostport', default: '0.0.0.0:15443', help: 'HTTPS API address' },
@@ -51,7 +58,8 @@ export const caSchemas = {
     'rate-burst': { kind: 'int', default: 50, min: 1, help: 'issuance burst per identity' },
     'rate-per-minute': { kind: 'int', default: 30, min: 1, help: 'sustained issuances per identity per minute' },
     'serving-dns': { kind: 'list', default: ['localhost'], help: 'DNS SANs of the CA serving certificate' },
-    'serving-ip': { kind: 'list', default: ['127.0.0.1', '::1'], help: 'IP SANs of the CA serving certificate' }
+    'serving-ip': { kind: 'list', default: ['127.0.0.1', '::1'], help: 'IP SANs of the CA serving certificate' },
+    'reload-interval': { kind: 'duration', default: '2s', help: 'how often the CA files are checked for changes (root rotation)' }
   }
 } as const satisfies Record<string, Schema>
 
@@ -86,6 +94,12 @@ export const caToken: Runner = async (argv, io) => {
   return 0
 }
 
+export const caRotateRoot: Runner = async (argv, io) => {
+  const c = loadConfig('ca rotate-root', caSchemas['ca rotate-root'], { argv })
+  io.out(`${rotateRoot(c.dir, c.step as RotationStep, { leafTtlMs: c.leafTtl, force: c.force })}\n`)
+  return 0
+}
+
 export const caServe: Runner = async (argv, io) => {
   const c = loadConfig('ca serve', caSchemas['ca serve'], { argv })
   const logger = createLogger('gatehouse-ca')
@@ -104,7 +118,8 @@ export const caServe: Runner = async (argv, io) => {
     logger,
     listen: c.listen,
     servingDns: c.servingDns,
-    servingIps: c.servingIp
+    servingIps: c.servingIp,
+    reload: { intervalMs: c.reloadInterval, load: () => { const m = loadCa(c.dir); return { ca: m, issuer: new Issuer(m, { defaultTtlMs: c.leafTtl }) } } }
   })
   io.onShutdown(running.close)
   return undefined // keep running

@@ -3,7 +3,7 @@ import type { Logger } from '../log.ts'
 import { GatehouseError } from '../errors.ts'
 import { parsePolicy } from './load.ts'
 import { compilePolicy, type CompiledPolicy } from './compile.ts'
-import { watchFiles, type FileWatch } from '../proxy/file-watch.ts'
+import { watchFiles, type FileWatch } from '../file-watch.ts'
 
 // The current policy. A reload (file change or SIGHUP) parses and compiles the new file, and only a
 // valid one replaces the current policy; an invalid one is logged and counted, never half-applied.

@@ -5,7 +5,7 @@ import type { Logger } from '../log.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { parseHostPort } from '../config.ts'
 import { readYamlSource, mapGet, unknownKeys } from '../yaml-source.ts'
-import { watchFiles, type FileWatch } from './file-watch.ts'
+import { watchFiles, type FileWatch } from '../file-watch.ts'
 
 // Outbound destinations (DESIGN.md routes file): the host the app names -> where that service's
 // sidecar listens and the SPIFFE ID it must present. Anything not listed is refused. A Kubernetes

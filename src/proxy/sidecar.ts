@@ -12,7 +12,7 @@ import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
 import { createUpstreamAgent, type Upstream } from './forward.ts'
 import { startInbound, type Inbound } from './inbound.ts'
 import { startAdmin, type Admin } from './admin.ts'
-import type { FileWatch } from './file-watch.ts'
+import type { FileWatch } from '../file-watch.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
 // The CLI builds the options from the config schema; tests call this directly.
