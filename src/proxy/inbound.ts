@@ -47,6 +47,8 @@ type Verdict =
 export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   const { credentials, policy, decisions, metrics, logger } = opts
   const peers = new WeakMap<object, PeerIdentity>()
+  /** Sockets with a request in flight (an expiring peer's connection is closed only when idle). */
+  const busy = new WeakSet<object>()
 
   const context = (): Record<string, unknown> => {
     const { cert, key } = credentials.tls()
@@ -89,9 +91,17 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     if (bundle === undefined) { refuseHandshake(socket, 'no-bundle', 'no trust bundle loaded'); return }
     if (socket.isSessionReused()) { refuseHandshake(socket, 'session-resumed', 'TLS session resumption is not accepted'); return }
     try {
-      peers.set(socket, verifyPeer(socket, bundle))
+      const peer = verifyPeer(socket, bundle)
+      peers.set(socket, peer)
       metrics.connections.inc()
-      socket.once('close', () => { metrics.connections.dec() })
+      // Continuous verification: a kept-alive connection does not outlive its peer's certificate.
+      // At expiry an idle connection is closed; a request in flight finishes, and the next request
+      // on it is refused (see authorize), so the caller must handshake again with a fresh SVID.
+      const expiry = setTimeout(() => {
+        if (!busy.has(socket)) socket.destroy()
+      }, Math.min(Math.max(0, peer.notAfter.getTime() - Date.now()), 2 ** 31 - 1))
+      expiry.unref()
+      socket.once('close', () => { metrics.connections.dec(); clearTimeout(expiry) })
     } catch (err) {
       const reason = (err as { reason?: string }).reason ?? 'not-svid'
       refuseHandshake(socket, reason, (err as Error).message)
@@ -101,6 +111,11 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     const reason = handshakeFailureReason(err as NodeJS.ErrnoException)
     metrics.handshakeFailures.inc({ reason })
     logger.warn({ event: 'tls.refused', reason, detail: err.message, remote: socket.remoteAddress }, 'inbound TLS handshake failed')
+  })
+  // Over --max-connections Node drops the connection silently: count and log it.
+  server.on('drop', (data?: { remoteAddress?: string, remotePort?: number }) => {
+    metrics.handshakeFailures.inc({ reason: 'max-connections' })
+    logger.warn({ event: 'tls.refused', reason: 'max-connections', remote: `${data?.remoteAddress ?? '?'}:${data?.remotePort ?? '?'}` }, 'connection dropped: --max-connections reached')
   })
 
   function authorize (req: IncomingMessage): Verdict {
@@ -132,6 +147,10 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       return { ok: false, status, body: { ...body, requestId }, fields }
     }
     if (peer === undefined) return refuse(403, 'no-verified-peer', { error: 'forbidden' })
+    if (Date.now() > peer.notAfter.getTime()) {
+      req.socket.once('finish', () => { req.socket.destroy() })
+      return refuse(401, 'peer-certificate-expired', { error: 'peer_certificate_expired' })
+    }
     if (!isValidMethod(fields.method)) { metrics.rejected.inc({ reason: 'method' }); return refuse(400, 'bad-request: method is not an upper-case token', { error: 'bad_request', reason: 'method is not an upper-case token' }) }
     const n = normalizeTarget(fields.rawPath)
     if (!n.ok) { metrics.rejected.inc({ reason: 'target' }); return refuse(400, `bad-request: ${n.reason}`, { error: 'bad_request', reason: n.reason }) }
@@ -185,10 +204,12 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const start = performance.now()
+    busy.add(req.socket)
+    res.once('close', () => { busy.delete(req.socket) })
     const verdict = judge(req)
     if (!verdict.ok) {
       const body = JSON.stringify(verdict.body)
-      res.writeHead(verdict.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(verdict.status === 400 ? { connection: 'close' } : {}) })
+      res.writeHead(verdict.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(verdict.status === 400 || verdict.status === 401 ? { connection: 'close' } : {}) })
       res.end(body)
       record(verdict.fields, verdict.status, start)
       // Drain (not forward) whatever body the client sent, so keep-alive framing stays intact.
