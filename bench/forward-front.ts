@@ -2,17 +2,19 @@
 import { createServer } from 'node:http'
 import httpProxy from 'http-proxy'
 import { Pool } from 'undici'
-import { createUpstreamAgent, endToEndHeaders, forwardRequest } from '../src/proxy/forward.ts'
+import { Agent } from 'node:http'
+import { createUpstreamPool, endToEndHeaders, forwardRequest } from '../src/proxy/forward.ts'
 
 const [kind, appPortText] = process.argv.slice(2)
 const appPort = Number(appPortText)
 let handler: Parameters<typeof createServer>[1]
 if (kind === 'http-proxy') {
-  const proxy = httpProxy.createProxyServer({ target: `http://127.0.0.1:${appPort}`, agent: createUpstreamAgent(), xfwd: false })
+  const proxy = httpProxy.createProxyServer({ target: `http://127.0.0.1:${appPort}`, agent: new Agent({ keepAlive: true, maxSockets: 512 }), xfwd: false })
   proxy.on('error', (_err, _req, res) => { (res as import('node:http').ServerResponse).writeHead(502).end() })
   handler = (req, res) => { proxy.web(req, res) }
 } else if (kind === 'gatehouse-forward') {
-  const opts = { upstream: { host: '127.0.0.1', port: appPort }, agent: createUpstreamAgent(), responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }
+  const upstream = { host: '127.0.0.1', port: appPort }
+  const opts = { upstream, pool: createUpstreamPool(upstream, { responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }), responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }
   handler = (req, res) => { forwardRequest(req, res, req.url ?? '/', endToEndHeaders(req.headers), opts, () => {}) }
 } else {
   const pool = new Pool(`http://127.0.0.1:${appPort}`, { connections: 64, pipelining: 1 })

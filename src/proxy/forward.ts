@@ -1,15 +1,17 @@
-import { request, Agent, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders, type IncomingHttpHeaders } from 'node:http'
+import { request, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders, type IncomingHttpHeaders } from 'node:http'
+import { Pool, errors as undiciErrors } from 'undici'
 import type { Duplex } from 'node:stream'
 
 // Forwarding to the app on localhost: bodies stream both ways (nothing is buffered), one keep-alive
-// agent reuses connections, hop-by-hop headers are dropped in both directions (RFC 9110 7.6.1), and
+// pool reuses connections, hop-by-hop headers are dropped in both directions (RFC 9110 7.6.1), and
 // failures become a typed outcome: app down -> 502, app too slow -> 504, never a hang.
 
 export interface Upstream { host: string, port: number }
 
 export interface ForwardOptions {
   upstream: Upstream
-  agent: Agent
+  /** Keep-alive connections to the app (undici: measured fastest, see bench/forward.ts). */
+  pool: Pool
   /** Time allowed for the app to start answering (response headers). */
   responseTimeoutMs: number
   connectTimeoutMs: number
@@ -36,58 +38,51 @@ export function endToEndHeaders (headers: IncomingHttpHeaders, drop: readonly st
   return out
 }
 
-export function createUpstreamAgent (maxSockets = 512): Agent {
-  // LIFO keeps a few hot connections instead of cycling through (and timing out) many.
-  return new Agent({ keepAlive: true, keepAliveMsecs: 1000, maxSockets, maxFreeSockets: 64, scheduling: 'lifo' })
+export function createUpstreamPool (upstream: Upstream, opts: { responseTimeoutMs: number, connectTimeoutMs: number, connections?: number }): Pool {
+  return new Pool(`http://${upstream.host.includes(':') ? `[${upstream.host}]` : upstream.host}:${upstream.port}`, {
+    connections: opts.connections ?? 512,
+    pipelining: 1,
+    keepAliveTimeout: 4000,
+    headersTimeout: opts.responseTimeoutMs,
+    bodyTimeout: 0, // a long stream (download, SSE) is the app's business; a stall is cut by the client's side
+    connect: { timeout: opts.connectTimeoutMs }
+  })
 }
 
-const IDEMPOTENT_NO_BODY = new Set(['GET', 'HEAD', 'OPTIONS'])
 const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 
-/** Streams `req` to the app as `target` with `headers`, and the answer back to `res`. */
+/**
+ * Streams `req` to the app as `target` with `headers`, and the answer back into `res`. A body is
+ * re-framed by undici (content-length kept, otherwise chunked), whatever the method, so a chunked
+ * GET body can never reach the app unframed and be read as a second request.
+ */
 export function forwardRequest (req: IncomingMessage, res: ServerResponse, target: string, headers: OutgoingHttpHeaders, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
   let finished = false
   const finish = (o: ForwardOutcome): void => { if (!finished) { finished = true; done(o) } }
-  // Transfer-Encoding is hop-by-hop (endToEndHeaders drops it), so a chunked body must be framed again
-  // explicitly: Node does not chunk GET, HEAD, DELETE, OPTIONS, TRACE or CONNECT by default and would
-  // write their body unframed onto the app connection, where the app reads it as another request.
-  if (req.headers['transfer-encoding'] !== undefined) headers = { ...headers, 'transfer-encoding': 'chunked' }
-  const attempt = (retry: boolean): void => {
-    const up = request({ host: opts.upstream.host, port: opts.upstream.port, method: req.method, path: target, headers, agent: opts.agent })
-    let answered = false
-    const headerTimer = setTimeout(() => {
-      up.destroy(Object.assign(new Error(`app did not answer within ${opts.responseTimeoutMs} ms`), { code: 'GH_UPSTREAM_TIMEOUT' }))
-    }, opts.responseTimeoutMs)
-    up.on('socket', (s) => {
-      if (s.connecting) {
-        const ct = setTimeout(() => { up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })) }, opts.connectTimeoutMs)
-        s.once('connect', () => { clearTimeout(ct) })
-        s.once('close', () => { clearTimeout(ct) })
-      }
-    })
-    up.on('response', (upRes) => {
-      answered = true
-      clearTimeout(headerTimer)
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, endToEndHeaders(upRes.headers))
-      upRes.pipe(res)
-      upRes.on('error', () => { res.destroy() })
-      upRes.on('end', () => { finish({ kind: 'response', status: upRes.statusCode ?? 502 }) })
-      res.on('close', () => { if (!res.writableFinished) { upRes.destroy(); finish({ kind: 'client-gone', status: upRes.statusCode ?? 499 }) } })
-    })
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(headerTimer)
-      if (answered) { res.destroy(); finish({ kind: 'upstream-reset', status: res.statusCode, error: err.code ?? err.message }); return }
-      // A keep-alive connection the app closed just as we reused it: safe to retry once if nothing was sent.
-      if (retry && up.reusedSocket && err.code === 'ECONNRESET' && IDEMPOTENT_NO_BODY.has(req.method ?? '') && !hasBody(req) && req.readableEnded) { attempt(false); return }
-      if (err.code === 'GH_UPSTREAM_TIMEOUT') finish({ kind: 'upstream-timeout', status: 504, error: err.message })
-      else finish({ kind: 'upstream-unavailable', status: 502, error: err.code ?? err.message })
-    })
-    req.on('aborted', () => { up.destroy() })
-    if (retry) req.pipe(up)
-    else up.end()
-  }
-  res.on('close', () => { if (!finished && !res.writableFinished) finish({ kind: 'client-gone', status: 499 }) })
-  attempt(true)
+  const abort = new AbortController()
+  res.on('close', () => {
+    if (!res.writableFinished) { abort.abort(); finish({ kind: 'client-gone', status: res.headersSent ? res.statusCode : 499 }) }
+  })
+  // Expect is answered by our own server (100 Continue) and is hop-level for undici.
+  const outHeaders = { ...headers }
+  delete outHeaders.expect
+  opts.pool.stream({
+    path: target,
+    method: (req.method ?? 'GET') as 'GET',
+    headers: outHeaders as Record<string, string | string[]>,
+    body: hasBody(req) ? req : null,
+    signal: abort.signal
+  }, ({ statusCode, headers: upHeaders }) => {
+    res.writeHead(statusCode, endToEndHeaders(upHeaders as IncomingHttpHeaders))
+    return res
+  }, (err) => {
+    if (err === null) { finish({ kind: 'response', status: res.statusCode }); return }
+    const e = err as Error & { code?: string }
+    if (abort.signal.aborted) { finish({ kind: 'client-gone', status: res.headersSent ? res.statusCode : 499 }); return }
+    if (res.headersSent) { res.destroy(); finish({ kind: 'upstream-reset', status: res.statusCode, error: e.code ?? e.message }); return }
+    if (e instanceof undiciErrors.HeadersTimeoutError) finish({ kind: 'upstream-timeout', status: 504, error: `app did not answer within ${opts.responseTimeoutMs} ms` })
+    else finish({ kind: 'upstream-unavailable', status: 502, error: (e.cause as { code?: string } | undefined)?.code ?? e.code ?? e.message })
+  })
 }
 
 /** WebSocket and other Upgrade requests, after authorization: relay the 101 and then raw bytes. */

@@ -9,7 +9,7 @@ import { startOutbound, type Outbound } from './outbound.ts'
 import { GatehouseError } from '../errors.ts'
 import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
-import { createUpstreamAgent, type Upstream } from './forward.ts'
+import { createUpstreamPool, type Upstream } from './forward.ts'
 import { startInbound, type Inbound } from './inbound.ts'
 import { startAdmin, type Admin } from './admin.ts'
 import type { FileWatch } from '../file-watch.ts'
@@ -117,7 +117,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
   policy.watchFile(o.reloadIntervalMs)
 
   const decisions = new DecisionLog(o.decisionLog)
-  const agent = createUpstreamAgent()
+  const pool = createUpstreamPool(o.upstream, { responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs })
   const inbound = await startInbound({
     listen: o.inbound,
     credentials,
@@ -125,7 +125,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
     decisions,
     metrics,
     logger,
-    forward: { upstream: o.upstream, agent, responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs },
+    forward: { upstream: o.upstream, pool, responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs },
     tlsMinVersion: o.tlsMinVersion,
     handshakeTimeoutMs: o.handshakeTimeoutMs,
     headersTimeoutMs: o.headersTimeoutMs,
@@ -164,7 +164,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
       policy.stop()
       await Promise.all([inbound.close(drainMs), outbound?.close()])
       await admin.close()
-      agent.destroy()
+      await pool.close()
       decisions.flush()
     }
   }
