@@ -57,10 +57,18 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     }
     return pool
   }
-  // Routes changed: let the current pools finish their requests and start fresh ones on demand.
-  o.routes.onChange(() => {
+  // Routes changed, or our SVID rotated: let the current pools finish their requests (close() is
+  // graceful) and open fresh ones on demand. After a rotation this retires every connection made
+  // with the old certificate at half-life, long before the peer would close it at expiry.
+  const retirePools = (): void => {
     for (const pool of pools.values()) void pool.close()
     pools.clear()
+  }
+  o.routes.onChange(retirePools)
+  let serial = o.credentials.current?.leaf.serialHex
+  o.credentials.on('change', () => {
+    const now = o.credentials.current?.leaf.serialHex
+    if (now !== serial) { serial = now; retirePools() }
   })
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -107,6 +115,15 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     // A raw socket is ours once 'connect' fires: without an error listener a client reset would crash the process.
     socket.on('error', () => { socket.destroy() })
     const target = (req.url ?? '').toLowerCase()
+    const sep = target.lastIndexOf(':')
+    // undici/fetch clients tunnel even http:// through CONNECT. To a routed destination the tunnel is
+    // read by this same HTTP server (origin-form + Host), so it is still routed, mTLS'd and checked.
+    if (sep > 0 && o.routes.lookup(target.slice(0, sep).replace(/^\[|\]$/g, ''), Number(target.slice(sep + 1))) !== undefined) {
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length > 0) socket.unshift(head)
+      server.emit('connection', socket)
+      return
+    }
     if (!o.allowConnect.includes(target)) {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', target }, 'CONNECT refused')
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"error":"connect_refused","code":"GH_OUTBOUND_CONNECT_REFUSED"}')
