@@ -94,25 +94,26 @@ rules:
       durationMs: Number,
       policyRevision: /^sha256:[0-9a-f]+$/,
       peerCertSerial: leaf.serialNumber.toLowerCase(),
-      seq: i + 1,
+      seq: i + 2,
       prev: /^[0-9a-f]{64}$/
     }, `line ${i + 1}: field values`)
     t.ok(d.durationMs >= 0, `line ${i + 1}: durationMs is not negative`)
   }
 
-  // The chain.
+  // The chain: a genesis line naming the writer, then the five decisions.
   const raw = [...mesh.rawDecisions]
-  t.equal(raw.length, 5, 'five lines in all')
+  t.equal(raw.length, 6, 'a genesis line and five decision lines')
+  t.match(JSON.parse(raw[0]!), { msg: 'genesis', seq: 1, spiffeId: SERVER })
   t.equal(firstBreak(raw), -1, 'the chain verifies: seq 1..n, each prev the sha256 of the line before')
   t.equal((JSON.parse(raw[0]!) as { prev: string }).prev, GENESIS, 'the first prev is 64 zeros')
 
   const edited = [...raw]
-  edited[1] = edited[1]!.replace('"status":403', '"status":200')
-  t.not(edited[1], raw[1], 'the copy was edited')
-  t.equal(firstBreak(edited), 2, 'editing line 2 breaks the chain at line 3')
+  edited[2] = edited[2]!.replace('"status":403', '"status":200')
+  t.not(edited[2], raw[2], 'the copy was edited')
+  t.equal(firstBreak(edited), 3, 'editing a line breaks the chain at the next one')
 
-  const removed = raw.filter((_, i) => i !== 1)
-  t.equal(firstBreak(removed), 1, 'removing line 2 breaks the chain where it was')
+  const removed = raw.filter((_, i) => i !== 2)
+  t.equal(firstBreak(removed), 2, 'removing a line breaks the chain where it was')
 
   const swapped = [raw[0]!, raw[2]!, raw[1]!, raw[3]!]
   t.equal(firstBreak(swapped), 1, 'swapping two lines breaks the chain')
@@ -121,7 +122,7 @@ rules:
   t.equal(firstBreak(truncatedHead), 0, 'dropping the first line breaks the chain at the start')
 
   const respaced = [...raw]
-  respaced[2] = raw[2]!.replace(/^\{/, '{ ')
-  t.same(JSON.parse(respaced[2]), JSON.parse(raw[2]!), 'the same JSON value, spelled with one more space')
-  t.equal(firstBreak(respaced), 3, 'still breaks the chain: prev covers the exact bytes written')
+  respaced[3] = raw[3]!.replace(/^\{/, '{ ')
+  t.same(JSON.parse(respaced[3]), JSON.parse(raw[3]!), 'the same JSON value, spelled with one more space')
+  t.equal(firstBreak(respaced), 4, 'still breaks the chain: prev covers the exact bytes written')
 })

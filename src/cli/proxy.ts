@@ -30,6 +30,11 @@ export const proxySchema = {
   'max-connections': { kind: 'int', default: 10000, min: 1, help: 'max concurrent inbound connections' },
   'upstream-timeout': { kind: 'duration', default: '30s', help: 'time for the app to start answering (504 beyond)' },
   'upstream-connect-timeout': { kind: 'duration', default: '2s', help: 'time to connect to the app (502 beyond)' },
+  'decision-log': { kind: 'string', help: 'also write the decision log to this file (size-rotated, chain kept across files)' },
+  'decision-log-stdout': { kind: 'bool', default: true, help: 'write the decision log to stdout' },
+  'decision-log-max-bytes': { kind: 'int', default: 104857600, min: 4096, help: 'rotate the decision-log file at this size' },
+  'checkpoint-every': { kind: 'int', default: 1000, min: 1, help: 'sign a decision-log checkpoint every N lines' },
+  'checkpoint-interval': { kind: 'duration', default: '5s', help: '... or at least this often while lines are written' },
   'drain-timeout': { kind: 'duration', default: '10s', help: 'on SIGTERM, how long in-flight requests may finish' }
 } as const satisfies Schema
 
@@ -63,7 +68,12 @@ export const proxy: Runner = async (argv, io) => {
     maxConnections: c.maxConnections,
     upstreamTimeoutMs: c.upstreamTimeout,
     upstreamConnectTimeoutMs: c.upstreamConnectTimeout,
-    logger
+    logger,
+    ...(c.decisionLog === undefined ? {} : { decisionLogFile: c.decisionLog }),
+    decisionLogStdout: c.decisionLogStdout,
+    decisionLogMaxBytes: c.decisionLogMaxBytes,
+    checkpointEvery: c.checkpointEvery,
+    checkpointIntervalMs: c.checkpointInterval
   })
   process.on('SIGHUP', () => { sidecar.reloadPolicy('SIGHUP') })
   io.onShutdown(async () => { await sidecar.stop(c.drainTimeout) })

@@ -13,6 +13,8 @@ export interface SegmentPattern { segments: string[], anyDepth: boolean }
 
 export interface CompiledRule {
   name: string
+  /** A shadow rule: evaluated for shadowDecision only. */
+  shadow: boolean
   callersExact: Set<string>
   /** Caller patterns per trust domain: segments of the ID path. */
   callerPatterns: Array<{ trustDomain: string, pattern: SegmentPattern }>
@@ -21,7 +23,14 @@ export interface CompiledRule {
   pathPatterns: SegmentPattern[]
 }
 
-export interface CompiledPolicy { mode: 'enforce' | 'audit', deny: CompiledRule[], allow: CompiledRule[] }
+export interface CompiledPolicy {
+  mode: 'enforce' | 'audit'
+  /** Enforced rules only, in file order. */
+  deny: CompiledRule[]
+  allow: CompiledRule[]
+  /** Enforced and shadow rules together, in file order: what would decide if the shadow rules were enforced. */
+  shadow: { deny: CompiledRule[], allow: CompiledRule[] } | undefined
+}
 
 function splitPattern (path: string): SegmentPattern {
   const segments = path.split('/').slice(1)
@@ -94,6 +103,7 @@ export function exactPathKey (path: string): string {
 function compileRule (rule: PolicyRule): CompiledRule {
   const compiled: CompiledRule = {
     name: rule.name,
+    shadow: rule.mode === 'audit',
     callersExact: new Set(),
     callerPatterns: [],
     methods: rule.methods === undefined ? undefined : new Set(rule.methods),
@@ -116,5 +126,13 @@ function compileRule (rule: PolicyRule): CompiledRule {
 }
 
 export function compilePolicy (policy: Policy): CompiledPolicy {
-  return { mode: policy.mode, deny: policy.deny.map(compileRule), allow: policy.rules.map(compileRule) }
+  const deny = policy.deny.map(compileRule)
+  const allow = policy.rules.map(compileRule)
+  const hasShadow = [...deny, ...allow].some(r => r.shadow)
+  return {
+    mode: policy.mode,
+    deny: deny.filter(r => !r.shadow),
+    allow: allow.filter(r => !r.shadow),
+    shadow: hasShadow ? { deny, allow } : undefined
+  }
 }

@@ -21,6 +21,9 @@ export interface Decision {
   mode: 'enforce' | 'audit'
   rule: string | null
   reason: Reason
+  /** Present when the policy has shadow rules: the decision with them enforced too. */
+  shadowDecision?: 'allow' | 'deny'
+  shadowRule?: string | null
 }
 
 function callerMatches (rule: CompiledRule, caller: Caller): boolean {
@@ -51,10 +54,21 @@ function firstMatch (rules: CompiledRule[], req: RequestFacts): CompiledRule | u
   return undefined
 }
 
+function evaluate (deny: CompiledRule[], allow: CompiledRule[], req: RequestFacts): { decision: 'allow' | 'deny', rule: string | null, reason: Reason } {
+  const denied = firstMatch(deny, req)
+  if (denied !== undefined) return { decision: 'deny', rule: denied.name, reason: 'deny-rule' }
+  const allowed = firstMatch(allow, req)
+  if (allowed !== undefined) return { decision: 'allow', rule: allowed.name, reason: 'allow-rule' }
+  return { decision: 'deny', rule: null, reason: 'no-matching-rule' }
+}
+
 export function decide (policy: CompiledPolicy, req: RequestFacts): Decision {
-  const denied = firstMatch(policy.deny, req)
-  if (denied !== undefined) return { decision: 'deny', allowed: policy.mode === 'audit', mode: policy.mode, rule: denied.name, reason: 'deny-rule' }
-  const allowed = firstMatch(policy.allow, req)
-  if (allowed !== undefined) return { decision: 'allow', allowed: true, mode: policy.mode, rule: allowed.name, reason: 'allow-rule' }
-  return { decision: 'deny', allowed: policy.mode === 'audit', mode: policy.mode, rule: null, reason: 'no-matching-rule' }
+  const e = evaluate(policy.deny, policy.allow, req)
+  const d: Decision = { ...e, allowed: e.decision === 'allow' || policy.mode === 'audit', mode: policy.mode }
+  if (policy.shadow !== undefined) {
+    const s = evaluate(policy.shadow.deny, policy.shadow.allow, req)
+    d.shadowDecision = s.decision
+    d.shadowRule = s.rule
+  }
+  return d
 }

@@ -11,6 +11,8 @@ import { callerPatternProblem, pathPatternProblem } from './compile.ts'
 
 export interface PolicyRule {
   name: string
+  /** "audit": a shadow rule, evaluated and logged as shadowDecision but not enforced. */
+  mode?: 'enforce' | 'audit'
   from: string[]
   methods?: string[]
   paths?: string[]
@@ -30,7 +32,7 @@ export function policyRevision (text: string): string {
 }
 
 const TOP_KEYS = ['version', 'mode', 'rules', 'deny']
-const RULE_KEYS = ['name', 'from', 'methods', 'paths']
+const RULE_KEYS = ['name', 'mode', 'from', 'methods', 'paths']
 
 export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
   const { root, at, problems } = readYamlSource(text, source)
@@ -76,7 +78,11 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
       const from = readList(get(item, 'from'), `${at(item)}: ${where}.from`, callerPatternProblem, true)
       const methods = readList(get(item, 'methods'), `${at(item)}: ${where}.methods`, m => isValidMethod(m) ? undefined : 'expected an upper-case HTTP method', false)
       const paths = readList(get(item, 'paths'), `${at(item)}: ${where}.paths`, pathPatternProblem, false)
+      const modeNode = get(item, 'mode')
+      const ruleMode = modeNode === undefined ? undefined : isScalar(modeNode) ? modeNode.value : null
+      if (ruleMode !== undefined && ruleMode !== 'enforce' && ruleMode !== 'audit') problems.push(`${at(modeNode)}: ${where}.mode: expected enforce or audit (a shadow rule), got ${JSON.stringify(ruleMode)}`)
       const rule: PolicyRule = { name: name ?? where, from: from ?? [] }
+      if (ruleMode === 'audit') rule.mode = 'audit'
       if (methods !== undefined) rule.methods = methods
       if (paths !== undefined) rule.paths = paths
       return [rule]

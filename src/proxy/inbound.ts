@@ -162,7 +162,8 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     fields.rule = d.rule
     fields.reason = d.reason
     fields.enforced = !d.allowed || d.decision === 'allow'
-    metrics.requests.inc({ decision: d.decision, rule: d.rule ?? '', mode: d.mode })
+    if (d.shadowDecision !== undefined) { fields.shadowDecision = d.shadowDecision; fields.shadowRule = d.shadowRule ?? null }
+    metrics.requests.inc({ decision: d.decision, rule: d.rule ?? '', mode: d.mode, caller: metrics.callerLabel(peer.id) })
     if (!d.allowed) return refuse(403, d.reason, { error: 'forbidden' })
     const headers = endToEndHeaders(req.headers, ['x-forwarded-client-cert', 'x-request-id'])
     headers['x-forwarded-client-cert'] = `By=${own.id.toString()};Hash=${peer.certHash};URI=${peer.id}`

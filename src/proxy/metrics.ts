@@ -4,7 +4,9 @@ import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom
 
 export interface ProxyMetrics {
   registry: Registry
-  requests: Counter<'decision' | 'rule' | 'mode'>
+  requests: Counter<'decision' | 'rule' | 'mode' | 'caller'>
+  /** The caller label value: the SPIFFE ID for the first `maxCallers` callers seen, then "other". */
+  callerLabel: (caller: string) => string
   rejected: Counter<'reason'>
   upstreamErrors: Counter<'kind'>
   duration: Histogram<'decision'>
@@ -15,15 +17,25 @@ export interface ProxyMetrics {
   rotations: Counter
   renewalFailures: Counter<'code'>
   connections: Gauge
+  decisionLines: Counter<'kind'>
 }
 
-export function createProxyMetrics (): ProxyMetrics {
+export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMetrics {
+  // Each distinct label value is a time series in every Prometheus that scrapes us: cap them.
+  const callers = new Set<string>()
+  const maxCallers = opts.maxCallers ?? 100
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'gatehouse_process_' })
   const registers = [registry]
   return {
     registry,
-    requests: new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision and deciding rule', labelNames: ['decision', 'rule', 'mode'], registers }),
+    requests: new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision, deciding rule and caller (callers past the limit are "other")', labelNames: ['decision', 'rule', 'mode', 'caller'], registers }),
+    callerLabel: (caller: string) => {
+      if (callers.has(caller)) return caller
+      if (callers.size >= maxCallers) return 'other'
+      callers.add(caller)
+      return caller
+    },
     rejected: new Counter({ name: 'gatehouse_requests_rejected_total', help: 'Malformed requests refused before authorization', labelNames: ['reason'], registers }),
     upstreamErrors: new Counter({ name: 'gatehouse_upstream_errors_total', help: 'Requests the app did not answer', labelNames: ['kind'], registers }),
     duration: new Histogram({ name: 'gatehouse_request_duration_seconds', help: 'Inbound request duration', labelNames: ['decision'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
@@ -33,6 +45,7 @@ export function createProxyMetrics (): ProxyMetrics {
     certExpiry: new Gauge({ name: 'gatehouse_cert_expiry_timestamp_seconds', help: 'Expiry of the workload certificate (leaf), its issuer and each trusted root', labelNames: ['cert', 'serial'], registers }),
     rotations: new Counter({ name: 'gatehouse_cert_rotations_total', help: 'Workload certificates obtained from the CA', registers }),
     renewalFailures: new Counter({ name: 'gatehouse_cert_renewal_failures_total', help: 'Failed certificate requests to the CA, by error code', labelNames: ['code'], registers }),
+    decisionLines: new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, checkpoint, genesis)', labelNames: ['kind'], registers }),
     connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers })
   }
 }

@@ -23,15 +23,18 @@ export class Rotator {
   private timer: NodeJS.Timeout | undefined
   private failures = 0
   private stopped = false
+  /** Settles a start() still waiting for its first SVID: stop() between two attempts ends it. */
+  private startWaiting: (() => void) | undefined
 
   constructor (o: RotatorOptions) { this.o = o }
 
   /** Obtains the first SVID (retrying with backoff until it succeeds or stop() is called), then keeps it fresh. */
   async start (): Promise<void> {
     await new Promise<void>((resolve) => {
+      this.startWaiting = resolve
       const first = async (): Promise<void> => {
         if (this.stopped) { resolve(); return }
-        if (await this.renew('initial')) { resolve(); return }
+        if (await this.renew('initial') || this.stopped) { resolve(); return }
         this.timer = setTimeout(() => { void first() }, this.backoffMs())
       }
       void first()
@@ -41,6 +44,7 @@ export class Rotator {
   stop (): void {
     this.stopped = true
     if (this.timer !== undefined) clearTimeout(this.timer)
+    this.startWaiting?.()
   }
 
   /**

@@ -44,7 +44,13 @@ export interface SidecarOptions {
   upstreamTimeoutMs: number
   upstreamConnectTimeoutMs: number
   logger: Logger
+  /** Decision log destinations: a stream (tests), stdout (default) and/or a rotating file. */
   decisionLog?: DestinationStream
+  decisionLogStdout?: boolean
+  decisionLogFile?: string
+  decisionLogMaxBytes?: number
+  checkpointEvery?: number
+  checkpointIntervalMs?: number
 }
 
 export interface Sidecar {
@@ -109,6 +115,10 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
   }
   setExpiry()
   credentials.on('change', setExpiry)
+  // Before any listener opens: an invalid routes file fails the start without leaving the inbound
+  // listener serving (and the process unable to exit).
+  const routes = new RouteTable()
+  if (o.routesFile !== undefined) watches.push(watchRoutesFile(routes, { file: o.routesFile, trustDomain: () => credentials.current?.id.trustDomain, intervalMs: o.reloadIntervalMs, logger }))
 
   const policy = new PolicyStore({ file: o.policyFile, logger, onResult: (result) => { metrics.policyReloads.inc({ result }) } })
   // Start even with a bad policy file (deny everything, not ready) rather than crash-loop; the
@@ -116,7 +126,20 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
   policy.reload('start')
   policy.watchFile(o.reloadIntervalMs)
 
-  const decisions = new DecisionLog(o.decisionLog)
+  const decisions = new DecisionLog({
+    ...(o.decisionLog === undefined ? {} : { destination: o.decisionLog }),
+    ...(o.decisionLogStdout === undefined ? {} : { stdout: o.decisionLogStdout }),
+    ...(o.decisionLogFile === undefined ? {} : { file: o.decisionLogFile }),
+    ...(o.decisionLogMaxBytes === undefined ? {} : { maxFileBytes: o.decisionLogMaxBytes }),
+    ...(o.checkpointEvery === undefined ? {} : { checkpointEvery: o.checkpointEvery }),
+    ...(o.checkpointIntervalMs === undefined ? {} : { checkpointIntervalMs: o.checkpointIntervalMs }),
+    signer: () => {
+      const c = credentials.current
+      return c === undefined ? undefined : { spiffeId: c.id.toString(), chainDers: pemToDers(c.chainPem), privateKey: c.privateKey }
+    },
+    onLine: (kind) => { metrics.decisionLines.inc({ kind }) },
+    onCheckpointError: (err) => { logger.error({ event: 'decision_log.checkpoint_failed', reason: err.message }, 'could not sign a decision-log checkpoint') }
+  })
   const pool = createUpstreamPool(o.upstream, { responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs })
   const inbound = await startInbound({
     listen: o.inbound,
@@ -134,8 +157,6 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
     maxHeaderSize: o.maxHeaderSize,
     maxConnections: o.maxConnections
   })
-  const routes = new RouteTable()
-  if (o.routesFile !== undefined) watches.push(watchRoutesFile(routes, { file: o.routesFile, trustDomain: () => credentials.current?.id.trustDomain, intervalMs: o.reloadIntervalMs, logger }))
   const outbound = o.outbound === undefined
     ? undefined
     : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [] })
@@ -165,7 +186,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
       await Promise.all([inbound.close(drainMs), outbound?.close()])
       await admin.close()
       await pool.close()
-      decisions.flush()
+      await decisions.close()
     }
   }
 }

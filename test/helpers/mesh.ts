@@ -108,7 +108,8 @@ export interface Mesh {
   client: SvidFiles
   policyFile: string
   url: string
-  /** Decision log lines as parsed JSON, plus the raw text lines (for hash-chain checks). */
+  /** Decision lines as parsed JSON; rawDecisions is every line of the log as written (genesis and
+   * checkpoints included: the hash chain runs through all of them). */
   decisions: Array<Record<string, any>>
   rawDecisions: string[]
   logs: Array<Record<string, any>>
@@ -143,7 +144,8 @@ export async function startMesh (t: Tap, opts: MeshOptions = {}): Promise<Mesh> 
       const line = buf.slice(0, i)
       buf = buf.slice(i + 1)
       rawDecisions.push(line)
-      decisions.push(JSON.parse(line) as Record<string, any>)
+      const rec = JSON.parse(line) as Record<string, any>
+      if (rec.msg === 'decision') decisions.push(rec)
     }
   })
   const logCapture = captureLines()

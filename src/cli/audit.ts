@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs'
+import { loadConfig, parseDuration, type Schema } from '../config.ts'
+import { ConfigInvalidError } from '../errors.ts'
+import { TrustBundle } from '../spiffe/bundle.ts'
+import { verifyLog } from '../audit/verify.ts'
+import { queryLog, policyFindings, type QueryFilters } from '../audit/query.ts'
+import { parsePolicy } from '../policy/load.ts'
+import type { Runner } from './runner.ts'
+
+export const auditSchemas = {
+  'audit verify': {
+    'trust-bundle': { kind: 'string', required: true, help: 'PEM trust bundle the writers\' SVIDs chain to' },
+    'trust-domain': { kind: 'string', help: 'trust domain for bundle roots without a spiffe:// SAN' },
+    format: { kind: 'enum', values: ['text', 'json'], default: 'text', help: 'report format' }
+  },
+  'audit query': {
+    caller: { kind: 'string', help: 'caller SPIFFE ID (glob: * within a segment, ** across)' },
+    decision: { kind: 'enum', values: ['allow', 'deny'], help: 'only this decision' },
+    since: { kind: 'string', help: 'ISO time, or a duration ago (e.g. 1h)' },
+    until: { kind: 'string', help: 'ISO time, or a duration ago' },
+    path: { kind: 'string', help: 'normalized path glob, e.g. /v1/** ' },
+    format: { kind: 'enum', values: ['table', 'json'], default: 'table', help: 'output format' },
+    summary: { kind: 'bool', default: false, help: 'print who-calls-whom and denials instead of lines' },
+    policy: { kind: 'string', help: 'with --summary: report rules never matched and allowed callers never seen' }
+  }
+} as const satisfies Record<string, Schema>
+
+function needFiles (positionals: string[], command: string): string[] {
+  if (positionals.length === 0) throw new ConfigInvalidError([`gatehouse ${command} needs at least one decision-log FILE`])
+  return positionals
+}
+
+/** Exit codes: 0 everything verified, 1 the log was tampered with, 3 intact but a tail no checkpoint covers yet. */
+export const auditVerify: Runner = async (argv, io) => {
+  const c = loadConfig('audit verify', auditSchemas['audit verify'], { argv })
+  const files = needFiles(c.positionals, 'audit verify')
+  const bundle = TrustBundle.fromPem(readFileSync(c.trustBundle, 'utf8'), { ...(c.trustDomain === undefined ? {} : { defaultTrustDomain: c.trustDomain }), source: c.trustBundle })
+  const r = await verifyLog(files, bundle)
+  if (c.format === 'json') io.out(`${JSON.stringify(r, null, 2)}\n`)
+  else {
+    const head = `${r.lines} lines by ${r.writer ?? 'unknown writer'}; ${r.checkpoints} checkpoints (signed by ${r.signers.join(', ') || 'nobody'}); verified through seq ${r.verifiedThrough}`
+    if (r.break !== undefined) io.out(`TAMPERED: ${r.break.message}\n  at ${r.break.file}:${r.break.line} (${r.break.kind})\n${head}\n`)
+    else if (r.unverifiedTail !== undefined) io.out(`INTACT, NOT FULLY VERIFIED: seq ${r.unverifiedTail.fromSeq}..${r.unverifiedTail.toSeq} (${r.unverifiedTail.lines} lines) are chained but no checkpoint covers them yet\n${head}\n`)
+    else io.out(`VERIFIED: ${head}\n`)
+  }
+  return r.break !== undefined ? 1 : r.unverifiedTail !== undefined ? 3 : 0
+}
+
+function parseWhen (text: string | undefined, key: string): Date | undefined {
+  if (text === undefined) return undefined
+  const ago = parseDuration(text)
+  if (ago !== undefined) return new Date(Date.now() - ago)
+  const d = new Date(text)
+  if (Number.isNaN(d.getTime())) throw new ConfigInvalidError([`--${key}: expected an ISO time or a duration ago (e.g. 1h), got ${JSON.stringify(text)}`])
+  return d
+}
+
+const table = (rows: string[][]): string => {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
+  return rows.map(r => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
+}
+
+export const auditQuery: Runner = async (argv, io) => {
+  const c = loadConfig('audit query', auditSchemas['audit query'], { argv })
+  const files = needFiles(c.positionals, 'audit query')
+  const filters: QueryFilters = {}
+  if (c.caller !== undefined) filters.caller = c.caller
+  if (c.decision !== undefined) filters.decision = c.decision as 'allow' | 'deny'
+  if (c.path !== undefined) filters.path = c.path
+  const since = parseWhen(c.since, 'since')
+  const until = parseWhen(c.until, 'until')
+  if (since !== undefined) filters.since = since
+  if (until !== undefined) filters.until = until
+  const tty = process.stderr.isTTY
+  const started = performance.now()
+  const r = await queryLog(files, filters, {
+    keepLines: !c.summary,
+    ...(tty ? { onProgress: (done: number, total: number) => { process.stderr.write(`\r${'#'.repeat(Math.round(30 * done / Math.max(1, total))).padEnd(30, '.')} ${Math.round(100 * done / Math.max(1, total))}%`) } } : {})
+  })
+  if (tty) process.stderr.write('\r\x1b[K')
+  if (c.summary) {
+    const summary = {
+      scanned: r.scanned,
+      matched: r.matched,
+      calls: [...r.calls].sort((a, b) => b[1] - a[1]).map(([k, n]) => { const [caller, callee] = k.split('\t'); return { caller, callee, count: n } }),
+      denials: [...r.denials].sort((a, b) => b[1] - a[1]).map(([k, n]) => { const [caller, path] = k.split('\t'); return { caller, path, count: n } }),
+      ...(c.policy === undefined ? {} : policyFindings(parsePolicy(readFileSync(c.policy, 'utf8'), c.policy).policy, r))
+    }
+    if (c.format === 'json') { io.out(`${JSON.stringify(summary, null, 2)}\n`); return 0 }
+    io.out(`${r.matched} of ${r.scanned} decisions matched (${((performance.now() - started) / 1000).toFixed(1)} s)\n\nwho calls whom\n${table([['CALLER', 'CALLEE', 'COUNT'], ...summary.calls.map(x => [x.caller!, x.callee!, String(x.count)])])}\n\ndenials by caller and path\n${table([['CALLER', 'PATH', 'COUNT'], ...summary.denials.map(x => [x.caller!, x.path!, String(x.count)])])}\n`)
+    const { unusedRules, unseenCallers } = summary as { unusedRules?: string[], unseenCallers?: Array<{ rule: string, caller: string }> }
+    if (unusedRules !== undefined && unseenCallers !== undefined) {
+      io.out(`\nrules that never matched: ${unusedRules.length === 0 ? 'none' : unusedRules.join(', ')}\n`)
+      io.out(`callers allowed by a rule but never seen:\n${unseenCallers.length === 0 ? '  none' : unseenCallers.map(u => `  ${u.caller} (rule ${u.rule})`).join('\n')}\n`)
+    }
+    return 0
+  }
+  if (c.format === 'json') { for (const d of r.lines) io.out(`${JSON.stringify(d)}\n`); return 0 }
+  io.out(`${table([['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'], ...r.lines.map(d => [String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.path ?? d.rawPath), String(d.rule ?? '-')])])}\n${r.matched} of ${r.scanned} decisions\n`)
+  return 0
+}
