@@ -4,8 +4,11 @@ import { usage } from './config.ts'
 import type { Runner, CliIo } from './cli/runner.ts'
 import { caSchemas, caInit, caIssue, caToken, caServe, caRotateRoot } from './cli/ca.ts'
 import { proxy, proxySchema } from './cli/proxy.ts'
+import { inject, injectServe, injectSchemas } from './cli/inject.ts'
 import { auditSchemas, auditVerify, auditQuery } from './cli/audit.ts'
+import { demo, demoSchema } from './cli/demo.ts'
 import { policySchemas, policyCheck, policyExplain, policyTest } from './cli/policy.ts'
+import { captureSchema, captureIptables } from './cli/capture.ts'
 
 // Entry point: picks the subcommand, runs it, and turns errors into "gatehouse: CODE: message" on
 // stderr with exit status 2 (configuration) or 1 (anything else). This file and src/cli/ are the only
@@ -17,12 +20,15 @@ const commands: Record<string, { run: Runner, schema: Record<string, unknown> }>
   'ca token': { run: caToken, schema: caSchemas['ca token'] },
   'ca serve': { run: caServe, schema: caSchemas['ca serve'] },
   'ca rotate-root': { run: caRotateRoot, schema: caSchemas['ca rotate-root'] },
+  inject: { run: inject, schema: injectSchemas.inject }, 'inject serve': { run: injectServe, schema: injectSchemas['inject serve'] },
   proxy: { run: proxy, schema: proxySchema },
   'audit verify': { run: auditVerify, schema: auditSchemas['audit verify'] },
   'audit query': { run: auditQuery, schema: auditSchemas['audit query'] },
   'policy check': { run: policyCheck, schema: policySchemas['policy check'] },
   'policy explain': { run: policyExplain, schema: policySchemas['policy explain'] },
-  'policy test': { run: policyTest, schema: policySchemas['policy test'] }
+  'policy test': { run: policyTest, schema: policySchemas['policy test'] },
+  'capture iptables': { run: captureIptables, schema: captureSchema },
+  demo: { run: demo, schema: demoSchema }
 }
 
 function help (): string {
