@@ -56,8 +56,8 @@ async function main (argv: string[]): Promise<void> {
   } catch (err) {
     const e = err instanceof GatehouseError ? err : undefined
     process.stderr.write(`gatehouse ${name}: ${e === undefined ? (err as Error).stack ?? String(err) : `${e.code}: ${e.message}`}\n`)
-    process.exitCode = err instanceof ConfigInvalidError || e?.code === 'GH_CONFIG_INVALID' ? 2 : 1
-    return
+    // Exit now: a start that failed half-way may leave a timer or socket that would keep us alive.
+    process.exit(err instanceof ConfigInvalidError || e?.code === 'GH_CONFIG_INVALID' ? 2 : 1)
   }
   // A server is running: drain on SIGTERM/SIGINT (what Kubernetes sends), then exit.
   let stopping = false

@@ -130,13 +130,19 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       return
     }
     const [h, p] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))]
-    const upstream = netConnect({ host: h, port: p }, () => {
+    let established = false
+    const upstream = netConnect({ host: h, port: p, timeout: o.connectTimeoutMs }, () => {
+      established = true
+      upstream.setTimeout(0)
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
       if (head.length > 0) upstream.write(head)
       upstream.pipe(socket).pipe(upstream)
     })
     const close = (): void => { upstream.destroy(); socket.destroy() }
-    upstream.on('error', () => { socket.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\n\r\n') })
+    upstream.on('timeout', () => { upstream.destroy(new Error('connect timeout')) })
+    // Before the 200 the client still speaks HTTP and gets a 502; after it, the stream is opaque and is just closed.
+    upstream.on('error', () => { if (established) close(); else socket.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\n\r\n') })
+    upstream.on('close', () => { if (established) socket.end() })
     socket.on('error', close)
   })
   await new Promise<void>((resolve, reject) => {

@@ -65,7 +65,18 @@ export interface Sidecar {
   stop: (drainMs?: number) => Promise<void>
 }
 
+/** Starts every part; if one fails, whatever already started is stopped before the error is rethrown. */
 export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
+  const undo: Array<() => unknown> = []
+  try {
+    return await buildSidecar(o, undo)
+  } catch (err) {
+    for (const fn of undo.reverse()) { try { await fn() } catch { /* best effort: the start already failed */ } }
+    throw err
+  }
+}
+
+async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Promise<Sidecar> {
   const logger = o.logger
   const metrics = createProxyMetrics()
   const credentials = new Credentials()
@@ -86,6 +97,8 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
       onRotated: () => { metrics.rotations.inc() },
       onFailure: (code) => { metrics.renewalFailures.inc({ code }) }
     })
+    const r = rotator
+    undo.push(() => { r.stop() })
     await rotator.start()
   } else {
     if (o.certFile === undefined || o.keyFile === undefined) throw new GatehouseError('GH_CONFIG_INVALID', 400, 'an identity source is required: --cert and --key, or --ca-url')
@@ -113,6 +126,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
       for (const root of credentials.bundle!.authoritiesFor(td)) metrics.certExpiry.set({ cert: 'root', serial: root.serialHex }, root.notAfter.getTime() / 1000)
     }
   }
+  undo.push(() => { for (const w of watches) w.stop() })
   setExpiry()
   credentials.on('change', setExpiry)
   // Before any listener opens: an invalid routes file fails the start without leaving the inbound
@@ -125,6 +139,7 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
   // operator sees why in the log and /readyz, and a fixed file is picked up without a restart.
   policy.reload('start')
   policy.watchFile(o.reloadIntervalMs)
+  undo.push(() => { policy.stop() })
 
   const decisions = new DecisionLog({
     ...(o.decisionLog === undefined ? {} : { destination: o.decisionLog }),
@@ -141,6 +156,8 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
     onCheckpointError: (err) => { logger.error({ event: 'decision_log.checkpoint_failed', reason: err.message }, 'could not sign a decision-log checkpoint') }
   })
   const pool = createUpstreamPool(o.upstream, { responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs })
+  undo.push(async () => { await decisions.close() })
+  undo.push(async () => { await pool.close() })
   const inbound = await startInbound({
     listen: o.inbound,
     credentials,
@@ -157,9 +174,11 @@ export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
     maxHeaderSize: o.maxHeaderSize,
     maxConnections: o.maxConnections
   })
+  undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined
     ? undefined
     : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [] })
+  undo.push(async () => { await outbound?.close() })
   const admin = await startAdmin({
     listen: o.admin,
     registry: metrics.registry,
