@@ -31,6 +31,24 @@ const commands: Record<string, { run: Runner, schema: Record<string, unknown> }>
   demo: { run: demo, schema: demoSchema }
 }
 
+const HINTS: Record<string, string> = {
+  EADDRINUSE: 'another process is listening there: stop it or choose another address',
+  EACCES: 'permission denied: check the file mode, or use a port above 1023',
+  ENOENT: 'no such file or directory: check the path',
+  EADDRNOTAVAIL: 'that address is not on this machine',
+  ECONNREFUSED: 'nothing is listening there'
+}
+
+/** One line for an error from the system (a port in use, a missing file): what failed and what to do. */
+function describeSystemError (err: unknown): string {
+  const e = err as NodeJS.ErrnoException
+  if (typeof e?.code === 'string') {
+    const hint = HINTS[e.code]
+    return `${e.code}: ${e.message.replace(`${e.code}: `, '')}${hint === undefined ? '' : ` (${hint})`}`
+  }
+  return `${(err as Error)?.message ?? String(err)} (run with --debug for details)`
+}
+
 function help (): string {
   return `usage: gatehouse <command> [flags]\ncommands:\n${Object.keys(commands).map(c => `  ${c}`).join('\n')}\nRun 'gatehouse <command> --help' for its flags.\n`
 }
@@ -42,7 +60,9 @@ async function main (argv: string[]): Promise<void> {
     process.exitCode = argv.length === 0 || argv[0] === '--help' || argv[0] === 'help' ? 0 : 2
     return
   }
-  const rest = argv.slice(name.split(' ').length)
+  // --debug (or GATEHOUSE_DEBUG=1) adds stack traces to errors; it is not a flag of any command.
+  const debug = argv.includes('--debug') || process.env.GATEHOUSE_DEBUG === '1'
+  const rest = argv.slice(name.split(' ').length).filter(a => a !== '--debug')
   const cmd = commands[name]!
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`${usage(name, cmd.schema as never)}\n`)
@@ -55,7 +75,8 @@ async function main (argv: string[]): Promise<void> {
     if (code !== undefined) { process.exitCode = code; return }
   } catch (err) {
     const e = err instanceof GatehouseError ? err : undefined
-    process.stderr.write(`gatehouse ${name}: ${e === undefined ? (err as Error).stack ?? String(err) : `${e.code}: ${e.message}`}\n`)
+    process.stderr.write(`gatehouse ${name}: ${e === undefined ? describeSystemError(err) : `${e.code}: ${e.message}`}\n`)
+    if (debug && err instanceof Error && err.stack !== undefined) process.stderr.write(`${err.stack}\n`)
     // Exit now: a start that failed half-way may leave a timer or socket that would keep us alive.
     process.exit(err instanceof ConfigInvalidError || e?.code === 'GH_CONFIG_INVALID' ? 2 : 1)
   }
