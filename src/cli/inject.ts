@@ -1,0 +1,128 @@
+import { readFileSync } from 'node:fs'
+import { loadConfig, type Schema } from '../config.ts'
+import { ConfigInvalidError } from '../errors.ts'
+import { createLogger } from '../log.ts'
+import { injectorConfig, DEFAULT_INJECTOR_CONFIG as D, NAMESPACE_LABEL, type InjectorConfig } from '../inject/config.ts'
+import { injectManifest } from '../inject/manifest.ts'
+import { startInjectorServer } from '../inject/server.ts'
+import { parseQuantity } from '../inject/quantity.ts'
+import { InjectInvalidError } from '../inject/errors.ts'
+import type { Runner } from './runner.ts'
+
+// `gatehouse inject [-f FILE|-]`: offline injection of a manifest, printed to stdout (a summary of
+// what happened to each object goes to stderr, so the output can be piped to kubectl apply).
+// `gatehouse inject serve`: the mutating webhook.
+
+const injectorFlags = {
+  image: { kind: 'string', default: D.image, help: 'proxy image' },
+  'image-pull-policy': { kind: 'enum', values: ['Always', 'IfNotPresent', 'Never'], default: D.imagePullPolicy, help: 'proxy image pull policy' },
+  'ca-url': { kind: 'string', default: D.caUrl, help: 'gatehouse CA URL given to each proxy' },
+  'trust-domain': { kind: 'string', default: D.trustDomain, help: 'SPIFFE trust domain' },
+  'bundle-configmap': { kind: 'string', default: D.bundleConfigMap, help: 'ConfigMap (in each namespace) holding the trust bundle as bundle.pem' },
+  'inbound-port': { kind: 'int', default: D.inboundPort, min: 1, help: 'proxy inbound (mTLS) port' },
+  'outbound-port': { kind: 'int', default: D.outboundPort, min: 1, help: 'proxy outbound (HTTP_PROXY) port' },
+  'admin-port': { kind: 'int', default: D.adminPort, min: 1, help: 'proxy admin port (probes)' },
+  'proxy-cpu-request': { kind: 'string', default: D.resources.cpuRequest, help: 'default proxy CPU request (pod annotation gatehouse.io/proxy-cpu-request)' },
+  'proxy-memory-request': { kind: 'string', default: D.resources.memoryRequest, help: 'default proxy memory request' },
+  'proxy-cpu-limit': { kind: 'string', default: D.resources.cpuLimit, help: 'default proxy CPU limit' },
+  'proxy-memory-limit': { kind: 'string', default: D.resources.memoryLimit, help: 'default proxy memory limit' }
+} as const satisfies Schema
+
+export const injectSchemas = {
+  inject: {
+    file: { kind: 'string', default: '-', help: 'manifest to inject (multi-document YAML); - for stdin; also -f' },
+    'namespace-labels': { kind: 'list', default: [`${NAMESPACE_LABEL}=enabled`], help: 'labels of the target namespace, k=v (repeat or comma-separate); the default opts every object in; "" evaluates pod annotations only' },
+    ...injectorFlags
+  },
+  'inject serve': {
+    listen: { kind: 'hostport', default: '0.0.0.0:15017', help: 'HTTPS address of the webhook' },
+    cert: { kind: 'string', required: true, help: 'serving certificate chain (PEM), reloaded on change' },
+    key: { kind: 'string', required: true, help: 'serving private key (PEM), reloaded on change' },
+    'max-body-bytes': { kind: 'int', default: 4 * 1024 * 1024, min: 1024, help: 'largest AdmissionReview accepted' },
+    'reload-interval': { kind: 'duration', default: '5s', help: 'how often the cert and key files are checked for changes' },
+    ...injectorFlags
+  }
+} as const satisfies Record<string, Schema>
+
+type InjectorFlagValues = ReturnType<typeof loadConfig<typeof injectorFlags>>
+
+function configFrom (c: InjectorFlagValues): InjectorConfig {
+  const problems: string[] = []
+  try {
+    const u = new URL(c.caUrl)
+    if (u.protocol !== 'https:') problems.push(`--ca-url must be an https:// URL, got ${JSON.stringify(c.caUrl)}`)
+  } catch { problems.push(`--ca-url is not a URL: ${JSON.stringify(c.caUrl)}`) }
+  for (const [flag, v] of [['proxy-cpu-request', c.proxyCpuRequest], ['proxy-memory-request', c.proxyMemoryRequest], ['proxy-cpu-limit', c.proxyCpuLimit], ['proxy-memory-limit', c.proxyMemoryLimit]] as const) {
+    if (parseQuantity(v) === undefined) problems.push(`--${flag} must be a Kubernetes quantity such as 100m or 128Mi, got ${JSON.stringify(v)}`)
+  }
+  for (const [flag, p] of [['inbound-port', c.inboundPort], ['outbound-port', c.outboundPort], ['admin-port', c.adminPort]] as const) {
+    if (p > 65535) problems.push(`--${flag} must be a port number, got ${p}`)
+  }
+  if (new Set([c.inboundPort, c.outboundPort, c.adminPort]).size !== 3) problems.push('--inbound-port, --outbound-port and --admin-port must differ')
+  if (problems.length > 0) throw new ConfigInvalidError(problems)
+  return injectorConfig({
+    image: c.image,
+    imagePullPolicy: c.imagePullPolicy as InjectorConfig['imagePullPolicy'],
+    caUrl: c.caUrl,
+    trustDomain: c.trustDomain,
+    bundleConfigMap: c.bundleConfigmap,
+    inboundPort: c.inboundPort,
+    outboundPort: c.outboundPort,
+    adminPort: c.adminPort,
+    resources: { cpuRequest: c.proxyCpuRequest, memoryRequest: c.proxyMemoryRequest, cpuLimit: c.proxyCpuLimit, memoryLimit: c.proxyMemoryLimit }
+  })
+}
+
+function labelsFrom (list: string[]): Record<string, string> {
+  const labels: Record<string, string> = {}
+  const bad: string[] = []
+  for (const item of list) {
+    const eq = item.indexOf('=')
+    if (eq <= 0) bad.push(item)
+    else labels[item.slice(0, eq)] = item.slice(eq + 1)
+  }
+  if (bad.length > 0) throw new ConfigInvalidError([`--namespace-labels expects key=value items, got ${bad.map(b => JSON.stringify(b)).join(', ')}`])
+  return labels
+}
+
+async function readInput (file: string): Promise<{ text: string, source: string }> {
+  if (file !== '-') {
+    try { return { text: readFileSync(file, 'utf8'), source: file } } catch (err) { throw new InjectInvalidError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`) }
+  }
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return { text: Buffer.concat(chunks).toString('utf8'), source: 'stdin' }
+}
+
+export const inject: Runner = async (argv, io) => {
+  // kubectl's spelling: -f FILE, and a bare "-" or path.
+  const args = argv.map(a => a === '-f' ? '--file' : a)
+  const c = loadConfig('inject', injectSchemas.inject, { argv: args })
+  if (c.positionals.length > 1) throw new ConfigInvalidError([`expected at most one manifest, got ${c.positionals.join(' ')}`])
+  const file = c.positionals[0] ?? c.file
+  const config = configFrom(c)
+  const { text, source } = await readInput(file)
+  const result = injectManifest(text, { namespaceLabels: labelsFrom(c.namespaceLabels), config }, source)
+  io.out(result.text)
+  for (const e of result.entries) {
+    process.stderr.write(`${e.ref} ${e.injected ? 'injected' : `skipped (${e.reason}: ${e.detail})`}\n`)
+    for (const w of e.warnings) process.stderr.write(`  warning: ${w}\n`)
+  }
+  return 0
+}
+
+export const injectServe: Runner = async (argv, io) => {
+  const c = loadConfig('inject serve', injectSchemas['inject serve'], { argv })
+  const config = configFrom(c)
+  const running = await startInjectorServer({
+    listen: c.listen,
+    certFile: c.cert,
+    keyFile: c.key,
+    config,
+    logger: createLogger('gatehouse-injector'),
+    maxBodyBytes: c.maxBodyBytes,
+    reloadIntervalMs: c.reloadInterval
+  })
+  io.onShutdown(running.close)
+  return undefined
+}

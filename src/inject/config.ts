@@ -1,0 +1,94 @@
+// What the injector adds is decided by this configuration (flags of `gatehouse inject` and
+// `gatehouse inject serve`) and by per-pod annotations. Names the rest of the system depends on
+// (annotation keys, volume and container names, mount paths) are defined here, once.
+
+export const ANNOTATION = {
+  /** Pod opt-in/opt-out: "enabled" or "disabled" (disabled wins over the namespace label). */
+  inject: 'gatehouse.io/inject',
+  /** Set on an injected pod: JSON describing what was added; its presence makes injection a no-op. */
+  status: 'gatehouse.io/status',
+  /** Set on an opted-in pod that was not injected, with the reason (e.g. hostNetwork). */
+  skipReason: 'gatehouse.io/skip-reason',
+  /** Name of the policy ConfigMap (default "<service account>-gatehouse-policy"). */
+  policy: 'gatehouse.io/policy',
+  /** Port the app listens on, for the proxy's --upstream. */
+  upstreamPort: 'gatehouse.io/upstream-port',
+  /** JSON written by the injector: admin path -> the app's original HTTP probe, for the admin relay. */
+  appProbes: 'gatehouse.io/app-probes',
+  cpuRequest: 'gatehouse.io/proxy-cpu-request',
+  memoryRequest: 'gatehouse.io/proxy-memory-request',
+  cpuLimit: 'gatehouse.io/proxy-cpu-limit',
+  memoryLimit: 'gatehouse.io/proxy-memory-limit'
+} as const
+
+/** Namespace label that opts every pod of the namespace in. */
+export const NAMESPACE_LABEL = 'gatehouse.io/inject'
+
+export const PROXY_CONTAINER = 'gatehouse-proxy'
+
+export const VOLUME = {
+  token: 'gatehouse-token',
+  policy: 'gatehouse-policy',
+  bundle: 'gatehouse-bundle'
+} as const
+
+export const MOUNT = {
+  token: '/var/run/secrets/gatehouse',
+  policy: '/etc/gatehouse/policy',
+  bundle: '/etc/gatehouse/bundle'
+} as const
+
+export const FILE = {
+  token: 'token',
+  policy: 'policy.yaml',
+  bundle: 'bundle.pem'
+} as const
+
+export interface ProxyResources {
+  cpuRequest: string
+  memoryRequest: string
+  cpuLimit: string
+  memoryLimit: string
+}
+
+export interface InjectorConfig {
+  image: string
+  imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never'
+  caUrl: string
+  trustDomain: string
+  /** ConfigMap, in each injected namespace, holding the trust bundle under key bundle.pem. */
+  bundleConfigMap: string
+  inboundPort: number
+  outboundPort: number
+  adminPort: number
+  /** Audience of the projected service-account token: what the CA requires. */
+  tokenAudience: string
+  tokenExpirationSeconds: number
+  /** The image's numeric user (Dockerfile: USER 1337:1337). */
+  proxyUid: number
+  resources: ProxyResources
+}
+
+export const DEFAULT_INJECTOR_CONFIG: InjectorConfig = {
+  image: 'gatehouse:0.1.0',
+  imagePullPolicy: 'IfNotPresent',
+  caUrl: 'https://gatehouse-ca.gatehouse-system.svc:15443',
+  trustDomain: 'cluster.local',
+  bundleConfigMap: 'gatehouse-trust-bundle',
+  inboundPort: 15006,
+  outboundPort: 15001,
+  adminPort: 15020,
+  tokenAudience: 'gatehouse-ca',
+  tokenExpirationSeconds: 3600,
+  proxyUid: 1337,
+  // Node is single-threaded for the request path: one CPU is the useful ceiling.
+  resources: { cpuRequest: '50m', memoryRequest: '64Mi', cpuLimit: '1', memoryLimit: '256Mi' }
+}
+
+export function injectorConfig (overrides: Partial<Omit<InjectorConfig, 'resources'>> & { resources?: Partial<ProxyResources> } = {}): InjectorConfig {
+  return {
+    ...DEFAULT_INJECTOR_CONFIG,
+    ...overrides,
+    resources: { ...DEFAULT_INJECTOR_CONFIG.resources, ...overrides.resources }
+  }
+}

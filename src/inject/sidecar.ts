@@ -1,0 +1,107 @@
+import { FILE, MOUNT, PROXY_CONTAINER, VOLUME, type InjectorConfig, type ProxyResources } from './config.ts'
+import type { Json } from './shape.ts'
+
+// The objects the injector adds to a pod: the proxy as a native sidecar, its three volumes, and the
+// environment that sends the app's outbound HTTP through it. Pure builders; patch.ts places them.
+
+export interface SidecarSettings {
+  upstreamPort: number
+  policyConfigMap: string
+  resources: ProxyResources
+}
+
+/** The proxy container. Every arg is a real flag of `gatehouse proxy`. */
+export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
+  const admin = (path: string): Json => ({ path, port: cfg.adminPort, scheme: 'HTTP' })
+  return {
+    name: PROXY_CONTAINER,
+    image: cfg.image,
+    imagePullPolicy: cfg.imagePullPolicy,
+    // A native sidecar (Kubernetes >= 1.29): an init container that keeps running, started before
+    // the app's init containers and containers, and stopped after them, so a Job still completes.
+    restartPolicy: 'Always',
+    args: [
+      'proxy',
+      '--inbound', `0.0.0.0:${cfg.inboundPort}`,
+      '--outbound', `127.0.0.1:${cfg.outboundPort}`,
+      // 0.0.0.0: the kubelet probes the pod IP, for the proxy's own probes and the app's relayed ones.
+      '--admin', `0.0.0.0:${cfg.adminPort}`,
+      '--upstream', `127.0.0.1:${s.upstreamPort}`,
+      '--policy', `${MOUNT.policy}/${FILE.policy}`,
+      '--trust-bundle', `${MOUNT.bundle}/${FILE.bundle}`,
+      '--ca-url', cfg.caUrl,
+      '--token-file', `${MOUNT.token}/${FILE.token}`,
+      '--trust-domain', cfg.trustDomain,
+      // The kubelet expands $(VAR) from the env below: the CA must issue exactly this pod's identity.
+      '--spiffe-id', `spiffe://${cfg.trustDomain}/ns/$(POD_NAMESPACE)/sa/$(POD_SERVICE_ACCOUNT)`
+    ],
+    env: [
+      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      { name: 'POD_SERVICE_ACCOUNT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } }
+    ],
+    ports: [
+      { name: 'gh-inbound', containerPort: cfg.inboundPort, protocol: 'TCP' },
+      { name: 'gh-admin', containerPort: cfg.adminPort, protocol: 'TCP' }
+    ],
+    // The app's containers start only once this passes: the proxy has an identity and a policy.
+    startupProbe: { httpGet: admin('/readyz'), periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 600 },
+    readinessProbe: { httpGet: admin('/readyz'), periodSeconds: 5, timeoutSeconds: 1, failureThreshold: 3 },
+    livenessProbe: { httpGet: admin('/healthz'), periodSeconds: 10, timeoutSeconds: 1, failureThreshold: 3 },
+    resources: {
+      requests: { cpu: s.resources.cpuRequest, memory: s.resources.memoryRequest },
+      limits: { cpu: s.resources.cpuLimit, memory: s.resources.memoryLimit }
+    },
+    securityContext: {
+      runAsNonRoot: true,
+      runAsUser: cfg.proxyUid,
+      runAsGroup: cfg.proxyUid,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' }
+    },
+    volumeMounts: [
+      { name: VOLUME.token, mountPath: MOUNT.token, readOnly: true },
+      { name: VOLUME.policy, mountPath: MOUNT.policy, readOnly: true },
+      { name: VOLUME.bundle, mountPath: MOUNT.bundle, readOnly: true }
+    ],
+    terminationMessagePolicy: 'FallbackToLogsOnError'
+  }
+}
+
+export function proxyVolumes (cfg: InjectorConfig, s: SidecarSettings): Json[] {
+  return [
+    {
+      // A token only the CA accepts (its own audience), rotated by the kubelet; never the API token.
+      name: VOLUME.token,
+      projected: { sources: [{ serviceAccountToken: { audience: cfg.tokenAudience, expirationSeconds: cfg.tokenExpirationSeconds, path: FILE.token } }] }
+    },
+    // items make the expected key explicit: a ConfigMap without it fails visibly at mount time.
+    { name: VOLUME.policy, configMap: { name: s.policyConfigMap, items: [{ key: FILE.policy, path: FILE.policy }] } },
+    { name: VOLUME.bundle, configMap: { name: cfg.bundleConfigMap, items: [{ key: FILE.bundle, path: FILE.bundle }] } }
+  ]
+}
+
+/** Hosts the app must reach directly, never through the outbound proxy. */
+export function noProxyHosts (cfg: InjectorConfig): string[] {
+  const hosts = ['localhost', '127.0.0.1', '::1']
+  try {
+    const host = new URL(cfg.caUrl).hostname.replace(/^\[|\]$/g, '')
+    if (host !== '' && !hosts.includes(host)) hosts.push(host)
+  } catch { /* the CLI checks the URL; a bad one only loses the CA entry here */ }
+  return hosts
+}
+
+/**
+ * Env for app containers, as upper/lower-case pairs (curl and many libraries read only the lower-case
+ * name, others only the upper-case one): a pair is added or skipped as a whole.
+ */
+export function appProxyEnv (cfg: InjectorConfig): Array<Array<{ name: string, value: string }>> {
+  const proxy = `http://127.0.0.1:${cfg.outboundPort}`
+  const noProxy = noProxyHosts(cfg).join(',')
+  return [
+    [{ name: 'HTTP_PROXY', value: proxy }, { name: 'http_proxy', value: proxy }],
+    [{ name: 'NO_PROXY', value: noProxy }, { name: 'no_proxy', value: noProxy }]
+  ]
+}
