@@ -2,6 +2,7 @@ import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { startSidecar } from '../proxy/sidecar.ts'
+import { parseAppProbes } from '../proxy/admin.ts'
 import type { Runner } from './runner.ts'
 
 export const proxySchema = {
@@ -35,6 +36,7 @@ export const proxySchema = {
   'decision-log-max-bytes': { kind: 'int', default: 104857600, min: 4096, help: 'rotate the decision-log file at this size' },
   'checkpoint-every': { kind: 'int', default: 1000, min: 1, help: 'sign a decision-log checkpoint every N lines' },
   'checkpoint-interval': { kind: 'duration', default: '5s', help: '... or at least this often while lines are written' },
+  'app-probes': { kind: 'string', help: 'JSON of the app\'s HTTP probes to relay at /app-health/... (set by the injector)' },
   'drain-timeout': { kind: 'duration', default: '10s', help: 'on SIGTERM, how long in-flight requests may finish' }
 } as const satisfies Schema
 
@@ -73,7 +75,8 @@ export const proxy: Runner = async (argv, io) => {
     decisionLogStdout: c.decisionLogStdout,
     decisionLogMaxBytes: c.decisionLogMaxBytes,
     checkpointEvery: c.checkpointEvery,
-    checkpointIntervalMs: c.checkpointInterval
+    checkpointIntervalMs: c.checkpointInterval,
+    appProbes: (() => { try { return parseAppProbes(c.appProbes) } catch (err) { throw new ConfigInvalidError([`--app-probes: ${(err as Error).message}`]) } })()
   })
   process.on('SIGHUP', () => { sidecar.reloadPolicy('SIGHUP') })
   io.onShutdown(async () => { await sidecar.stop(c.drainTimeout) })

@@ -37,7 +37,9 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
     ],
     env: [
       { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-      { name: 'POD_SERVICE_ACCOUNT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } }
+      { name: 'POD_SERVICE_ACCOUNT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
+      // The app's original HTTP probes, for the admin port's /app-health relay (empty when there are none).
+      { name: 'GATEHOUSE_APP_PROBES', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['gatehouse.io/app-probes']" } } }
     ],
     ports: [
       { name: 'gh-inbound', containerPort: cfg.inboundPort, protocol: 'TCP' },

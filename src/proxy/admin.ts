@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 
@@ -11,6 +11,39 @@ export interface AdminOptions {
   registry: Registry
   /** Returns the reasons the proxy is not ready; empty when ready. */
   notReady: () => string[]
+  /** /app-health/<container>/<probe> -> the app's original probe (from the injector's annotation). */
+  appProbes?: Record<string, AppProbe>
+}
+
+export interface AppProbe {
+  httpGet: { path: string, port: number, scheme?: string, httpHeaders?: Array<{ name: string, value: string }> }
+  timeoutSeconds?: number
+}
+
+/** Parses the gatehouse.io/app-probes JSON; an empty or missing value means no probes to relay. */
+export function parseAppProbes (text: string | undefined): Record<string, AppProbe> {
+  if (text === undefined || text.trim() === '') return {}
+  const parsed = JSON.parse(text) as Record<string, AppProbe>
+  for (const [path, probe] of Object.entries(parsed)) {
+    if (!path.startsWith('/app-health/') || typeof probe?.httpGet?.path !== 'string' || !Number.isInteger(probe.httpGet.port)) {
+      throw new Error(`app probe ${JSON.stringify(path)} is not {httpGet: {path, port}}`)
+    }
+  }
+  return parsed
+}
+
+/** Relays one kubelet probe to the app on 127.0.0.1, in plaintext, and answers with the app's status. */
+function relayProbe (probe: AppProbe, res: import('node:http').ServerResponse): void {
+  const headers: Record<string, string> = {}
+  for (const h of probe.httpGet.httpHeaders ?? []) headers[h.name] = h.value
+  const up = request({ host: '127.0.0.1', port: probe.httpGet.port, path: probe.httpGet.path, method: 'GET', headers, timeout: (probe.timeoutSeconds ?? 1) * 1000 }, (upRes) => {
+    upRes.resume()
+    res.writeHead(upRes.statusCode ?? 502, { 'content-type': 'text/plain' })
+    res.end(`app probe answered ${upRes.statusCode ?? '?'}\n`)
+  })
+  up.on('timeout', () => { up.destroy(new Error('probe timeout')) })
+  up.on('error', (err) => { if (!res.headersSent) { res.writeHead(503, { 'content-type': 'text/plain' }); res.end(`app probe failed: ${err.message}\n`) } })
+  up.end()
 }
 
 export interface Admin { server: Server, port: number, close: () => Promise<void> }
@@ -29,6 +62,8 @@ export async function startAdmin (opts: AdminOptions): Promise<Admin> {
       json(reasons.length === 0 ? 200 : 503, reasons.length === 0 ? { status: 'ready' } : { status: 'not-ready', reasons })
       return
     }
+    const probe = path === undefined ? undefined : opts.appProbes?.[path]
+    if (probe !== undefined) { relayProbe(probe, res); return }
     if (path === '/metrics') {
       opts.registry.metrics().then((text) => {
         res.writeHead(200, { 'content-type': opts.registry.contentType })

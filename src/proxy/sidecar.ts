@@ -11,7 +11,7 @@ import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
 import { createUpstreamPool, type Upstream } from './forward.ts'
 import { startInbound, type Inbound } from './inbound.ts'
-import { startAdmin, type Admin } from './admin.ts'
+import { startAdmin, type Admin, type AppProbe } from './admin.ts'
 import type { FileWatch } from '../file-watch.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
@@ -51,6 +51,8 @@ export interface SidecarOptions {
   decisionLogMaxBytes?: number
   checkpointEvery?: number
   checkpointIntervalMs?: number
+  /** The app's original HTTP probes, relayed by the admin port (set by the injector). */
+  appProbes?: Record<string, AppProbe>
 }
 
 export interface Sidecar {
@@ -181,6 +183,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   undo.push(async () => { await outbound?.close() })
   const admin = await startAdmin({
     listen: o.admin,
+    ...(o.appProbes === undefined ? {} : { appProbes: o.appProbes }),
     registry: metrics.registry,
     notReady: () => {
       const reasons: string[] = []
