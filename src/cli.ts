@@ -1,35 +1,12 @@
 #!/usr/bin/env node
 import { GatehouseError, ConfigInvalidError } from './errors.ts'
 import { usage } from './config.ts'
-import type { Runner, CliIo } from './cli/runner.ts'
-import { caSchemas, caInit, caIssue, caToken, caServe, caRotateRoot } from './cli/ca.ts'
-import { proxy, proxySchema } from './cli/proxy.ts'
-import { inject, injectServe, injectSchemas } from './cli/inject.ts'
-import { auditSchemas, auditVerify, auditQuery } from './cli/audit.ts'
-import { demo, demoSchema } from './cli/demo.ts'
-import { policySchemas, policyCheck, policyExplain, policyTest } from './cli/policy.ts'
-import { captureSchema, captureIptables } from './cli/capture.ts'
+import type { CliIo } from './cli/runner.ts'
+import { commands } from './cli/commands.ts'
 
 // Entry point: picks the subcommand, runs it, and turns errors into "gatehouse: CODE: message" on
 // stderr with exit status 2 (configuration) or 1 (anything else). This file and src/cli/ are the only
 // places that write to stdout/stderr directly: everything else logs through pino.
-
-const commands: Record<string, { run: Runner, schema: Record<string, unknown> }> = {
-  'ca init': { run: caInit, schema: caSchemas['ca init'] },
-  'ca issue': { run: caIssue, schema: caSchemas['ca issue'] },
-  'ca token': { run: caToken, schema: caSchemas['ca token'] },
-  'ca serve': { run: caServe, schema: caSchemas['ca serve'] },
-  'ca rotate-root': { run: caRotateRoot, schema: caSchemas['ca rotate-root'] },
-  inject: { run: inject, schema: injectSchemas.inject }, 'inject serve': { run: injectServe, schema: injectSchemas['inject serve'] },
-  proxy: { run: proxy, schema: proxySchema },
-  'audit verify': { run: auditVerify, schema: auditSchemas['audit verify'] },
-  'audit query': { run: auditQuery, schema: auditSchemas['audit query'] },
-  'policy check': { run: policyCheck, schema: policySchemas['policy check'] },
-  'policy explain': { run: policyExplain, schema: policySchemas['policy explain'] },
-  'policy test': { run: policyTest, schema: policySchemas['policy test'] },
-  'capture iptables': { run: captureIptables, schema: captureSchema },
-  demo: { run: demo, schema: demoSchema }
-}
 
 const HINTS: Record<string, string> = {
   EADDRINUSE: 'another process is listening there: stop it or choose another address',
@@ -50,7 +27,7 @@ function describeSystemError (err: unknown): string {
 }
 
 function help (): string {
-  return `usage: gatehouse <command> [flags]\ncommands:\n${Object.keys(commands).map(c => `  ${c}`).join('\n')}\nRun 'gatehouse <command> --help' for its flags.\n`
+  return `usage: gatehouse <command> [flags]\ncommands:\n${Object.entries(commands).map(([c, cmd]) => `  ${c.padEnd(18)} ${cmd.summary}`).join('\n')}\nRun 'gatehouse <command> --help' for its flags.\n`
 }
 
 async function main (argv: string[]): Promise<void> {
