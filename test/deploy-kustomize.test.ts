@@ -326,6 +326,7 @@ t.test('kubectl kustomize deploy/ and deploy/examples', { skip: noKubectl ? 'kub
         const cmName = v.configMap.name
         if (cmName === 'gatehouse-trust-bundle') continue // made by the operator from bundle.pem (README)
         const cm = find(examples, 'ConfigMap', cmName, name)
+        if (cm === undefined && v.configMap.optional === true) continue // e.g. routes: a service that calls no one has none
         t.ok(cm, `${name}: mounted ConfigMap ${cmName} exists in the overlay`)
         for (const item of v.configMap.items ?? []) t.ok(item.key in (cm?.data ?? {}), `${name}: ${cmName} has key ${item.key}`)
       }

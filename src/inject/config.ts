@@ -29,19 +29,22 @@ export const PROXY_CONTAINER = 'gatehouse-proxy'
 export const VOLUME = {
   token: 'gatehouse-token',
   policy: 'gatehouse-policy',
-  bundle: 'gatehouse-bundle'
+  bundle: 'gatehouse-bundle',
+  routes: 'gatehouse-routes'
 } as const
 
 export const MOUNT = {
   token: '/var/run/secrets/gatehouse',
   policy: '/etc/gatehouse/policy',
-  bundle: '/etc/gatehouse/bundle'
+  bundle: '/etc/gatehouse/bundle',
+  routes: '/etc/gatehouse/routes'
 } as const
 
 export const FILE = {
   token: 'token',
   policy: 'policy.yaml',
-  bundle: 'bundle.pem'
+  bundle: 'bundle.pem',
+  routes: 'routes.yaml'
 } as const
 
 export interface ProxyResources {

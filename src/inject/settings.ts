@@ -56,7 +56,9 @@ export function readSettings (annotations: Record<string, string>, spec: Json, c
     const l = parseQuantity(lim)
     if (r !== undefined && l !== undefined && r > l) problems.push(`proxy ${what} request ${req} is above its limit ${lim}`)
   }
-  return problems.length > 0 ? { problems } : { settings: { upstreamPort, policyConfigMap, resources }, problems }
+  // Outbound destinations: an optional ConfigMap (without it every outbound call is refused).
+  const routesConfigMap = `${serviceAccountOf(spec)}-gatehouse-routes`
+  return problems.length > 0 ? { problems } : { settings: { upstreamPort, policyConfigMap, routesConfigMap, resources }, problems }
 }
 
 /** Reasons the pod cannot take the sidecar at all, whatever its annotations say. */

@@ -7,6 +7,7 @@ import type { Json } from './shape.ts'
 export interface SidecarSettings {
   upstreamPort: number
   policyConfigMap: string
+  routesConfigMap: string
   resources: ProxyResources
 }
 
@@ -29,6 +30,7 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
       '--upstream', `127.0.0.1:${s.upstreamPort}`,
       '--policy', `${MOUNT.policy}/${FILE.policy}`,
       '--trust-bundle', `${MOUNT.bundle}/${FILE.bundle}`,
+      '--routes', `${MOUNT.routes}/${FILE.routes}`,
       '--ca-url', cfg.caUrl,
       '--token-file', `${MOUNT.token}/${FILE.token}`,
       '--trust-domain', cfg.trustDomain,
@@ -66,7 +68,8 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
     volumeMounts: [
       { name: VOLUME.token, mountPath: MOUNT.token, readOnly: true },
       { name: VOLUME.policy, mountPath: MOUNT.policy, readOnly: true },
-      { name: VOLUME.bundle, mountPath: MOUNT.bundle, readOnly: true }
+      { name: VOLUME.bundle, mountPath: MOUNT.bundle, readOnly: true },
+      { name: VOLUME.routes, mountPath: MOUNT.routes, readOnly: true }
     ],
     terminationMessagePolicy: 'FallbackToLogsOnError'
   }
@@ -81,7 +84,9 @@ export function proxyVolumes (cfg: InjectorConfig, s: SidecarSettings): Json[] {
     },
     // items make the expected key explicit: a ConfigMap without it fails visibly at mount time.
     { name: VOLUME.policy, configMap: { name: s.policyConfigMap, items: [{ key: FILE.policy, path: FILE.policy }] } },
-    { name: VOLUME.bundle, configMap: { name: cfg.bundleConfigMap, items: [{ key: FILE.bundle, path: FILE.bundle }] } }
+    { name: VOLUME.bundle, configMap: { name: cfg.bundleConfigMap, items: [{ key: FILE.bundle, path: FILE.bundle }] } },
+    // Optional: a pod that calls no other mesh service needs no routes; the proxy refuses all until it appears.
+    { name: VOLUME.routes, configMap: { name: s.routesConfigMap, optional: true, items: [{ key: FILE.routes, path: FILE.routes }] } }
   ]
 }
 

@@ -95,12 +95,23 @@ export class RouteTable {
 
 /** --routes FILE: load now (throwing if invalid at start), then reload on change; a bad file keeps the last good table. */
 export function watchRoutesFile (table: RouteTable, opts: { file: string, trustDomain: () => string | undefined, intervalMs: number, logger: Logger }): FileWatch {
+  let started = false
   const load = (): void => {
-    const routes = parseRoutes(readFileSync(opts.file, 'utf8'), opts.file, opts.trustDomain())
+    let text: string
+    try { text = readFileSync(opts.file, 'utf8') } catch (err) {
+      // Missing at start (an optional ConfigMap not created yet): no destinations, not a failed start.
+      // Missing later: a failed reload, so the last good routes stay.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || started) throw err
+      table.replace([])
+      opts.logger.info({ event: 'routes.absent', file: opts.file }, 'no routes file: every outbound destination is refused until it appears')
+      return
+    }
+    const routes = parseRoutes(text, opts.file, opts.trustDomain())
     table.replace(routes)
     opts.logger.info({ event: 'routes.loaded', file: opts.file, routes: routes.length }, 'outbound routes loaded')
   }
   load()
+  started = true
   return watchFiles([opts.file], opts.intervalMs, () => {
     try { load() } catch (err) {
       opts.logger.error({ event: 'routes.reload_failed', code: (err as GatehouseError).code ?? 'GH_INTERNAL', problems: (err as RoutesInvalidError).problems ?? [(err as Error).message] }, 'invalid routes rejected; keeping the current ones')
