@@ -59,7 +59,8 @@ export const caSchemas = {
     'rate-per-minute': { kind: 'int', default: 30, min: 1, help: 'sustained issuances per identity per minute' },
     'serving-dns': { kind: 'list', default: ['localhost'], help: 'DNS SANs of the CA serving certificate' },
     'serving-ip': { kind: 'list', default: ['127.0.0.1', '::1'], help: 'IP SANs of the CA serving certificate' },
-    'reload-interval': { kind: 'duration', default: '2s', help: 'how often the CA files are checked for changes (root rotation)' }
+    'reload-interval': { kind: 'duration', default: '2s', help: 'how often the CA files are checked for changes (root rotation)' },
+    'used-tokens-file': { kind: 'string', help: 'where spent join-token IDs are recorded (default DIR/join-tokens-used.log; set it when DIR is read-only)' }
   }
 } as const satisfies Record<string, Schema>
 
@@ -113,7 +114,7 @@ export const caServe: Runner = async (argv, io) => {
   const running = await startCaServer({
     ca,
     issuer: new Issuer(ca, { defaultTtlMs: c.leafTtl }),
-    attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, used: new UsedTokenLog(join(c.dir, FILES.usedTokens)) }), ...(k8s === undefined ? {} : { k8s }) }),
+    attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, used: new UsedTokenLog(c.usedTokensFile ?? join(c.dir, FILES.usedTokens)) }), ...(k8s === undefined ? {} : { k8s }) }),
     limiter: new RateLimiter({ burst: c.rateBurst, perMinute: c.ratePerMinute }),
     logger,
     listen: c.listen,

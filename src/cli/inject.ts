@@ -15,6 +15,7 @@ import type { Runner } from './runner.ts'
 
 const injectorFlags = {
   image: { kind: 'string', default: D.image, help: 'proxy image' },
+  'capture-image': { kind: 'string', default: D.captureImage, help: 'image of the iptables capture init container (pods annotated gatehouse.io/capture: iptables)' },
   'image-pull-policy': { kind: 'enum', values: ['Always', 'IfNotPresent', 'Never'], default: D.imagePullPolicy, help: 'proxy image pull policy' },
   'ca-url': { kind: 'string', default: D.caUrl, help: 'gatehouse CA URL given to each proxy' },
   'trust-domain': { kind: 'string', default: D.trustDomain, help: 'SPIFFE trust domain' },
@@ -62,6 +63,7 @@ function configFrom (c: InjectorFlagValues): InjectorConfig {
   if (problems.length > 0) throw new ConfigInvalidError(problems)
   return injectorConfig({
     image: c.image,
+    captureImage: c.captureImage,
     imagePullPolicy: c.imagePullPolicy as InjectorConfig['imagePullPolicy'],
     caUrl: c.caUrl,
     trustDomain: c.trustDomain,

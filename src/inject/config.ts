@@ -15,6 +15,10 @@ export const ANNOTATION = {
   upstreamPort: 'gatehouse.io/upstream-port',
   /** JSON written by the injector: admin path -> the app's original HTTP probe, for the admin relay. */
   appProbes: 'gatehouse.io/app-probes',
+  /** "iptables": an init container redirects the pod's inbound TCP to the proxy (needs NET_ADMIN). */
+  capture: 'gatehouse.io/capture',
+  /** Inbound ports capture leaves alone, comma-separated. */
+  captureExcludePorts: 'gatehouse.io/capture-exclude-ports',
   cpuRequest: 'gatehouse.io/proxy-cpu-request',
   memoryRequest: 'gatehouse.io/proxy-memory-request',
   cpuLimit: 'gatehouse.io/proxy-cpu-limit',
@@ -56,6 +60,8 @@ export interface ProxyResources {
 
 export interface InjectorConfig {
   image: string
+  /** Image of the capture init container (the gatehouse image plus iptables). */
+  captureImage: string
   imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never'
   caUrl: string
   trustDomain: string
@@ -74,6 +80,7 @@ export interface InjectorConfig {
 
 export const DEFAULT_INJECTOR_CONFIG: InjectorConfig = {
   image: 'gatehouse:0.1.0',
+  captureImage: 'gatehouse-capture:0.1.0',
   imagePullPolicy: 'IfNotPresent',
   caUrl: 'https://gatehouse-ca.gatehouse-system.svc:15443',
   trustDomain: 'cluster.local',

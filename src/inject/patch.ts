@@ -1,3 +1,4 @@
+import { captureInitContainer } from '../capture/iptables.ts'
 import { ANNOTATION, DEFAULT_INJECTOR_CONFIG, PROXY_CONTAINER, VOLUME, type InjectorConfig } from './config.ts'
 import { InjectInvalidError } from './errors.ts'
 import { PatchRecorder, type JsonPatchOp } from './json-patch.ts'
@@ -73,6 +74,15 @@ export function injectPod (pod: unknown, opts: InjectOptions = {}): InjectResult
   const warnings = [...optIn.warnings]
   // First in initContainers, so it is up (startupProbe passed) before any of the app's init containers run.
   rec.insert(['spec', 'initContainers'], 0, proxyContainer(cfg, settings))
+  // Capture, when asked for, runs before everything (the proxy included): by the time anything
+  // listens, inbound TCP to any port of the pod lands on the proxy.
+  const capture = annotations[ANNOTATION.capture]
+  if (capture === 'iptables') {
+    const listed = String(annotations[ANNOTATION.captureExcludePorts] ?? '').split(',').map(x => x.trim()).filter(x => x !== '')
+    const exclude = listed.map(Number).filter(n => Number.isInteger(n) && n > 0 && n < 65536)
+    if (exclude.length !== listed.length) warnings.push(`${ANNOTATION.captureExcludePorts}: only port numbers are used; ignored ${listed.filter(x => !/^\d+$/.test(x) || Number(x) < 1 || Number(x) > 65535).join(', ')}`)
+    rec.insert(['spec', 'initContainers'], 0, captureInitContainer({ image: cfg.captureImage, inboundPort: cfg.inboundPort, excludePorts: [cfg.adminPort, ...exclude] }) as Json)
+  } else if (capture !== undefined) warnings.push(`${ANNOTATION.capture}: ${JSON.stringify(capture)} is not a capture mode (only "iptables"); inbound is not captured`)
   for (const v of proxyVolumes(cfg, settings)) rec.append(['spec', 'volumes'], v)
 
   const envPairs = appProxyEnv(cfg)
