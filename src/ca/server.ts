@@ -1,3 +1,4 @@
+import { readBody } from '../http-body.ts'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
@@ -8,7 +9,7 @@ import { SpiffeId } from '../spiffe/id.ts'
 import { verifyX509Svid } from '../spiffe/svid.ts'
 import { peerChain } from '../spiffe/peer.ts'
 import {
-  GatehouseError, asGatehouseError, BadRequestError, BodyTooLargeError, CsrInvalidError, MethodNotAllowedError,
+  GatehouseError, asGatehouseError, BadRequestError, CsrInvalidError, MethodNotAllowedError,
   NotFoundError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
 } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -44,19 +45,6 @@ export interface CaServerOptions {
 }
 
 export interface RunningCaServer { server: Server, port: number, close: () => Promise<void> }
-
-async function readBody (req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? 0)
-  if (declared > limit) throw new BodyTooLargeError(limit)
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw new BodyTooLargeError(limit)
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks)
-}
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body)

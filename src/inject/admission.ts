@@ -1,7 +1,7 @@
 import { asGatehouseError } from '../errors.ts'
 import type { JsonPatchOp } from './json-patch.ts'
 import { injectPod, type InjectOptions } from './patch.ts'
-import { isObject, objectOr, type Json } from './shape.ts'
+import { isObject, objectOr } from './shape.ts'
 
 // AdmissionReview v1 in, AdmissionReview v1 out. The answer is always allowed: this webhook adds a
 // sidecar, it never vetoes a pod. Anything it cannot understand (a malformed review, a pod it cannot

@@ -1,9 +1,10 @@
+import { readBody } from '../http-body.ts'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
-import { asGatehouseError, BodyTooLargeError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from '../errors.ts'
+import { asGatehouseError, MethodNotAllowedError, NotFoundError, UnsupportedMediaTypeError } from '../errors.ts'
 import { watchFiles, type FileWatch } from '../file-watch.ts'
 import type { Logger } from '../log.ts'
 import { admit } from './admission.ts'
@@ -38,18 +39,6 @@ export interface InjectorServerOptions {
 }
 
 export interface RunningInjector { server: Server, port: number, close: () => Promise<void> }
-
-async function readBody (req: IncomingMessage, limit: number): Promise<Buffer> {
-  if (Number(req.headers['content-length'] ?? 0) > limit) throw new BodyTooLargeError(limit)
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw new BodyTooLargeError(limit)
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks)
-}
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers })

@@ -1,6 +1,6 @@
 import { ANNOTATION, type InjectorConfig, type ProxyResources } from './config.ts'
 import { parseQuantity } from './quantity.ts'
-import { arrayOr, isObject, objectOr, type Json } from './shape.ts'
+import { arrayOr, objectOr, type Json } from './shape.ts'
 import type { SidecarSettings } from './sidecar.ts'
 
 // Per-pod settings from the pod's annotations, with the injector's defaults. Every problem is

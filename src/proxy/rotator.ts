@@ -1,5 +1,4 @@
 import type { Logger } from '../log.ts'
-import type { Credentials } from './credentials.ts'
 import { requestSvid, chooseAuth, type CaClientOptions } from './ca-client.ts'
 
 // Keeps the sidecar's SVID fresh: renew at half-life with +-10% jitter (so a fleet started together
