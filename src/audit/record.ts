@@ -56,8 +56,11 @@ export class DecisionLog {
   private seq = 0
   private prev = GENESIS_PREV
   private sinceCheckpoint = 0
+  /** seq of the last checkpoint line written directly after the line it covers (so it proves itself too). */
+  private provenThrough = 0
   private readonly logger: Logger
   private readonly sinks: Array<{ flushSync?: () => void, end?: () => void }> = []
+  private readonly stdout: ReturnType<typeof pino.destination> | undefined
   private readonly opts: DecisionLogOptions
   private readonly timer: NodeJS.Timeout
   private pending: Promise<void> = Promise.resolve()
@@ -67,9 +70,12 @@ export class DecisionLog {
     this.opts = opts
     const streams: pino.StreamEntry[] = []
     if (opts.destination !== undefined) streams.push({ stream: opts.destination })
-    else if (opts.stdout !== false) streams.push({ stream: pino.destination({ dest: 1, sync: false, minLength: 0 }) })
+    else if (opts.stdout !== false) {
+      this.stdout = pino.destination({ dest: 1, sync: false, minLength: 0 })
+      streams.push({ stream: this.stdout })
+    }
     if (opts.file !== undefined) streams.push({ stream: new RotatingFileSink(opts.file, opts.maxFileBytes ?? 100 * 1024 * 1024) as unknown as DestinationStream })
-    for (const s of streams) this.sinks.push(s.stream as { flushSync?: () => void })
+    for (const s of streams) if (s.stream !== this.stdout) this.sinks.push(s.stream as { flushSync?: () => void })
     this.logger = pino({
       base: undefined,
       level: 'info',
@@ -115,6 +121,7 @@ export class DecisionLog {
       try {
         const jws = await signCheckpoint(signer, payload)
         this.logger.info({ covers: payload.seq, jws }, 'checkpoint')
+        if (payload.seq === this.seq - 1) this.provenThrough = this.seq
         this.opts.onLine?.('checkpoint')
       } catch (err) { this.opts.onCheckpointError?.(err as Error) }
     })
@@ -128,8 +135,15 @@ export class DecisionLog {
     clearInterval(this.timer)
     if (this.sinceCheckpoint > 0 || this.seq === 1) await this.checkpoint()
     await this.pending
+    // Checkpoints still being signed when close() was called landed after lines they do not cover
+    // (lines, or each other): one more, over the very last line, leaves no unverified tail.
+    if (this.provenThrough !== this.seq) await this.checkpoint()
     this.flush()
     for (const s of this.sinks) s.end?.()
+    // stdout is written asynchronously (a slow reader must not stall requests). A write waiting on a
+    // full pipe is retried later, and flushSync() would skip it: end() writes every line, in order.
+    const out = this.stdout
+    if (out !== undefined) await new Promise<void>(resolve => { out.once('close', resolve); out.once('error', () => { resolve() }); out.end() })
   }
 
   flush (): void {

@@ -27,6 +27,8 @@ export interface VerifyReport {
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex')
 
+const seqOf = (text: string): unknown => { try { return (JSON.parse(text) as { seq?: unknown }).seq } catch { return undefined } }
+
 export async function verifyLog (files: string[], bundle: TrustBundle, opts: { slackLines?: number } = {}): Promise<VerifyReport> {
   const report: VerifyReport = { ok: false, lines: 0, writer: null, checkpoints: 0, signers: [], verifiedThrough: 0 }
   let expectedSeq = 1
@@ -41,7 +43,8 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
     return report
   }
 
-  for await (const line of readLogLines(files)) {
+  const lines = readLogLines(files)
+  for await (const line of lines) {
     let rec: { seq?: unknown, prev?: unknown, msg?: unknown, spiffeId?: unknown, checkpointEvery?: unknown, jws?: unknown }
     try { rec = JSON.parse(line.text) as typeof rec } catch {
       return fail('not-json', null, line, `${line.file}:${line.lineNo} is not a JSON line: it was edited or corrupted`)
@@ -54,6 +57,13 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
       report.writer = typeof rec.spiffeId === 'string' ? rec.spiffeId : null
       cadence = typeof rec.checkpointEvery === 'number' ? rec.checkpointEvery : Infinity
     } else if (seq > expectedSeq) {
+      // A jump forward is also the first sign of a reordering (or of a later line copied in early):
+      // it is a removal only if the expected line does not turn up further on.
+      for await (const later of lines) {
+        if (seqOf(later.text) === expectedSeq) {
+          return fail('inserted-or-reordered', seq, line, `seq ${seq} where seq ${expectedSeq} was expected, and seq ${expectedSeq} comes later (${later.file}:${later.lineNo}): a line was inserted or lines were reordered`)
+        }
+      }
       return fail('removed', seq, line, `seq ${expectedSeq}${seq - 1 > expectedSeq ? `..${seq - 1}` : ''} missing before seq ${seq}: ${seq - expectedSeq} line(s) removed`)
     } else if (seq < expectedSeq || Number.isNaN(seq)) {
       return fail('inserted-or-reordered', Number.isNaN(seq) ? null : seq, line, `seq ${String(rec.seq)} where seq ${expectedSeq} was expected: a line was inserted or lines were reordered`)

@@ -1,0 +1,95 @@
+import { readFileSync, writeFileSync } from 'node:fs'
+import { createHash, createPrivateKey } from 'node:crypto'
+import { execFile } from 'node:child_process'
+import { gatehouse, cliPath, type CliResult } from './cli.ts'
+import type { SvidFiles } from './mesh.ts'
+import { pemToDers } from '../../src/x509/certificate.ts'
+import type { Signer } from '../../src/audit/checkpoint.ts'
+import { verifyLog, type VerifyReport } from '../../src/audit/verify.ts'
+import { TrustBundle } from '../../src/spiffe/bundle.ts'
+
+// Decision-log files as an auditor (or an attacker) sees them: raw lines, read and rewritten, and
+// `gatehouse audit verify` run on them through the real CLI.
+
+export const GENESIS_PREV = '0'.repeat(64)
+
+export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex')
+
+/** The non-empty lines of a decision-log file, exactly as written (no newline). */
+export function readLines (file: string): string[] {
+  return readFileSync(file, 'utf8').split('\n').filter(l => l !== '')
+}
+
+export function writeLines (file: string, lines: readonly string[]): void {
+  writeFileSync(file, lines.map(l => `${l}\n`).join(''))
+}
+
+export interface LogRecord { seq: number, prev: string, msg: string, [k: string]: any }
+
+export const parse = (line: string): LogRecord => JSON.parse(line) as LogRecord
+
+/**
+ * What an attacker with write access (but no signing key) can do after changing lines: renumber
+ * every line from 1 and recompute every prev, so the hash chain itself is consistent again.
+ * Only the seq and prev values are rewritten, in place.
+ */
+export function rechain (lines: readonly string[]): string[] {
+  const out: string[] = []
+  let prev = GENESIS_PREV
+  for (const [i, line] of lines.entries()) {
+    const next = line.replace(/"seq":\d+,"prev":"[0-9a-f]{64}"/, `"seq":${i + 1},"prev":"${prev}"`)
+    if (next === line && !line.includes(`"seq":${i + 1},"prev":"${prev}"`)) throw new Error(`line ${i + 1} has no seq/prev to rewrite`)
+    out.push(next)
+    prev = sha256(next)
+  }
+  return out
+}
+
+/** A checkpoint signer made from SVID files (any CA, any SPIFFE ID: for forgeries too). */
+export function signerFrom (svid: SvidFiles, spiffeId: string): Signer {
+  return { spiffeId, chainDers: pemToDers(svid.chainPem), privateKey: createPrivateKey(svid.keyPem) }
+}
+
+export interface VerifyRun { status: number | null, report: VerifyReport, cli: CliResult }
+
+/** `gatehouse audit verify FILES --trust-bundle B --format json`, parsed. */
+export function verifyJson (files: string[], bundle: string): VerifyRun {
+  const cli = gatehouse(['audit', 'verify', ...files, '--trust-bundle', bundle, '--format', 'json'])
+  let report: VerifyReport
+  try { report = JSON.parse(cli.stdout) as VerifyReport } catch {
+    throw new Error(`audit verify printed no JSON report (exit ${String(cli.status)}): ${cli.stdout}${cli.stderr}`)
+  }
+  return { status: cli.status, report, cli }
+}
+
+/** `gatehouse audit verify FILES --trust-bundle B` (text report). */
+export function verifyText (files: string[], bundle: string): CliResult {
+  return gatehouse(['audit', 'verify', ...files, '--trust-bundle', bundle])
+}
+
+/** Stops a sidecar now (final checkpoint, files closed); the mesh teardown's own stop becomes a no-op. */
+export async function stopOnce (sidecar: { stop: (drainMs?: number) => Promise<void> }, drainMs = 1000): Promise<void> {
+  const stop = sidecar.stop
+  sidecar.stop = async () => {}
+  await stop(drainMs)
+}
+
+/**
+ * The same check in-process (verifyLog is what the CLI runs), with the CLI's exit status: for the
+ * many variants of one kind of tampering, where spawning a CLI for each would only cost time.
+ */
+export async function verifyInProcess (files: string[], bundleFile: string): Promise<{ status: number, report: VerifyReport }> {
+  const bundle = TrustBundle.fromPem(readFileSync(bundleFile, 'utf8'), { source: bundleFile })
+  const report = await verifyLog(files, bundle)
+  return { status: report.break !== undefined ? 1 : report.unverifiedTail !== undefined ? 3 : 0, report }
+}
+
+/** `gatehouse <args>` from source without blocking the event loop, so several can run at once. */
+export async function gatehouseAsync (args: string[]): Promise<CliResult> {
+  return await new Promise<CliResult>((resolve) => {
+    execFile(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const status = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null
+      resolve({ status, stdout, stderr })
+    })
+  })
+}
