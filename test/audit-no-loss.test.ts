@@ -171,6 +171,6 @@ t.test('gatehouse proxy process: SIGTERM with a full stdout pipe loses no line, 
   t.equal(firstDiff, -1, 'stdout carries exactly the lines of the file, in order')
 
   const v = verifyJson([logFile], pki.bundleFile)
-  t.equal(v.status, 0, 'audit verify on the file: exit 0')
+  t.equal(v.status, 0, `audit verify on the file: exit 0 (${JSON.stringify(v.report.break ?? v.report.unverifiedTail ?? null)})`)
   t.match(v.report, { ok: true, writer: 'spiffe://example.org/ns/server/sa/payments', verifiedThrough: fileLines.length })
 })

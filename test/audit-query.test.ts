@@ -132,7 +132,7 @@ t.test('audit query: filters, summaries and policy findings on a signed, rotated
     { args: ['--decision', 'deny'], expected: count(all, r => r.decision === 'deny'), pred: d => d.decision === 'deny' && d.status === 403, what: '--decision deny' },
     { args: ['--decision', 'allow'], expected: count(all, r => r.decision === 'allow'), pred: d => d.decision === 'allow', what: '--decision allow' },
     { args: ['--path', '/v1/*'], expected: count(all, r => r.path === '/v1/charges' || r.path === '/v1/invoices'), pred: d => /^\/v1\/[^/]+$/.test(d.path as string), what: '--path /v1/* (one segment)' },
-    { args: ['--path', '/v1/charges/**'], expected: count(all, r => r.path.startsWith('/v1/charges/')), pred: d => (d.path as string).startsWith('/v1/charges/'), what: '--path /v1/charges/** (any depth below)' },
+    { args: ['--path', '/v1/charges/**'], expected: count(all, r => r.path === '/v1/charges' || r.path.startsWith('/v1/charges/')), pred: d => d.path === '/v1/charges' || (d.path as string).startsWith('/v1/charges/'), what: '--path /v1/charges/** (the path itself and any depth below, as in policies)' },
     { args: ['--path', '/admin**'], expected: count(all, r => r.path.startsWith('/admin')), pred: d => (d.path as string).startsWith('/admin'), what: '--path /admin**' },
     { args: ['--since', mark], expected: count(LATE), pred: d => (d.time as string) > mark, what: '--since the mark' },
     { args: ['--until', mark], expected: count(EARLY), pred: d => (d.time as string) < mark, what: '--until the mark' },

@@ -1,5 +1,5 @@
-import { CompactSign, compactVerify, decodeProtectedHeader, importX509 } from 'jose'
-import type { KeyObject } from 'node:crypto'
+import { compactVerify, decodeProtectedHeader, importX509 } from 'jose'
+import { sign, type KeyObject } from 'node:crypto'
 import { derToPem, parseCertificate } from '../x509/certificate.ts'
 import { verifyX509Svid } from '../spiffe/svid.ts'
 import type { TrustBundle } from '../spiffe/bundle.ts'
@@ -21,10 +21,18 @@ export interface Signer { spiffeId: string, chainDers: Buffer[], privateKey: Key
 
 const algFor = (key: KeyObject): string => key.asymmetricKeyType === 'rsa' ? 'RS256' : key.asymmetricKeyDetails?.namedCurve === 'secp384r1' ? 'ES384' : 'ES256'
 
-export async function signCheckpoint (signer: Signer, payload: CheckpointPayload): Promise<string> {
-  return await new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-    .setProtectedHeader({ alg: algFor(signer.privateKey), typ: 'gatehouse-checkpoint+jwt', x5c: signer.chainDers.map(d => d.toString('base64')) })
-    .sign(signer.privateKey)
+/**
+ * Signs synchronously (node:crypto; a standard compact JWS that jose verifies): an async signature
+ * lands lines later under load, and the line must follow the line it covers to prove itself.
+ */
+export function signCheckpoint (signer: Signer, payload: CheckpointPayload): string {
+  const alg = algFor(signer.privateKey)
+  const header = { alg, typ: 'gatehouse-checkpoint+jwt', x5c: signer.chainDers.map(d => d.toString('base64')) }
+  const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
+  const digest = alg.endsWith('384') ? 'sha384' : 'sha256'
+  // JWS ECDSA signatures are r||s (IEEE P1363), not DER.
+  const signature = sign(digest, Buffer.from(input), alg.startsWith('ES') ? { key: signer.privateKey, dsaEncoding: 'ieee-p1363' } : signer.privateKey)
+  return `${input}.${signature.toString('base64url')}`
 }
 
 /** Verifies signature, chain (as of the checkpoint's own time) and signer; returns the payload. */

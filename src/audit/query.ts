@@ -27,6 +27,8 @@ export interface QueryResult {
 }
 
 export function globToRegExp (glob: string): RegExp {
+  // As in policies, a final "/**" also covers the bare path ("/v1/charges/**" matches "/v1/charges").
+  if (glob.endsWith('/**')) return new RegExp(`^${globToRegExp(glob.slice(0, -3)).source.slice(1, -1)}(/.*)?$`)
   let re = ''
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]!
@@ -37,7 +39,7 @@ export function globToRegExp (glob: string): RegExp {
   return new RegExp(`^${re}$`)
 }
 
-export async function queryLog (files: string[], f: QueryFilters, opts: { keepLines: boolean, onProgress?: (bytesDone: number, bytesTotal: number) => void }): Promise<QueryResult> {
+export async function queryLog (files: string[], f: QueryFilters, opts: { keepLines: boolean, onLine?: (d: Record<string, any>) => void, onProgress?: (bytesDone: number, bytesTotal: number) => void }): Promise<QueryResult> {
   const callerRe = f.caller === undefined ? undefined : globToRegExp(f.caller)
   const pathRe = f.path === undefined ? undefined : globToRegExp(f.path)
   const result: QueryResult = { scanned: 0, matched: 0, lines: [], calls: new Map(), denials: new Map(), rulesHit: new Map(), callersSeen: new Set() }
@@ -61,6 +63,7 @@ export async function queryLog (files: string[], f: QueryFilters, opts: { keepLi
     }
     result.matched++
     if (opts.keepLines) result.lines.push(d)
+    opts.onLine?.(d)
     const caller = String(d.caller ?? '(no identity)')
     result.callersSeen.add(caller)
     inc(result.calls, `${caller}\t${String(d.callee ?? '?')}`)

@@ -73,8 +73,12 @@ export const auditQuery: Runner = async (argv, io) => {
   if (until !== undefined) filters.until = until
   const tty = process.stderr.isTTY
   const started = performance.now()
+  // Lines are printed as they match (json, or a fixed-width table), so a query never holds them all.
+  const row = (cells: string[]): string => cells.map((x, i) => i === cells.length - 1 ? x : x.padEnd([24, 8, 6, 48, 7, 32][i] ?? 12)).join('  ').trimEnd()
+  if (!c.summary && c.format === 'table') io.out(`${row(['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'])}\n`)
   const r = await queryLog(files, filters, {
-    keepLines: !c.summary,
+    keepLines: false,
+    ...(c.summary ? {} : { onLine: (d: Record<string, any>) => { io.out(c.format === 'json' ? `${JSON.stringify(d)}\n` : `${row([String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.path ?? d.rawPath), String(d.rule ?? '-')])}\n`) } }),
     ...(tty ? { onProgress: (done: number, total: number) => { process.stderr.write(`\r${'#'.repeat(Math.round(30 * done / Math.max(1, total))).padEnd(30, '.')} ${Math.round(100 * done / Math.max(1, total))}%`) } } : {})
   })
   if (tty) process.stderr.write('\r\x1b[K')
@@ -95,7 +99,6 @@ export const auditQuery: Runner = async (argv, io) => {
     }
     return 0
   }
-  if (c.format === 'json') { for (const d of r.lines) io.out(`${JSON.stringify(d)}\n`); return 0 }
-  io.out(`${table([['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'], ...r.lines.map(d => [String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.path ?? d.rawPath), String(d.rule ?? '-')])])}\n${r.matched} of ${r.scanned} decisions\n`)
+  if (c.format === 'table') io.out(`${r.matched} of ${r.scanned} decisions\n`)
   return 0
 }

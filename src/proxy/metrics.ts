@@ -25,7 +25,7 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
   const callers = new Set<string>()
   const maxCallers = opts.maxCallers ?? 100
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_process_' })
+  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
   const registers = [registry]
   return {
     registry,

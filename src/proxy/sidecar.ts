@@ -192,6 +192,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
       return reasons
     }
   })
+  let stopping: Promise<void> | undefined
   return {
     inbound,
     outbound,
@@ -201,7 +202,9 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     metrics,
     decisions,
     reloadPolicy: (trigger) => policy.reload(trigger),
+    // Idempotent: a second stop() (a signal after an explicit stop) waits for the first.
     stop: async (drainMs = 5000) => {
+      stopping ??= (async () => {
       rotator?.stop()
       for (const w of watches) w.stop()
       policy.stop()
@@ -209,6 +212,8 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
       await admin.close()
       await pool.close()
       await decisions.close()
+      })()
+      await stopping
     }
   }
 }
