@@ -2,7 +2,7 @@
 import { createServer } from 'node:http'
 import httpProxy from 'http-proxy'
 import { Pool } from 'undici'
-import { Agent } from 'node:http'
+import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { createUpstreamPool, endToEndHeaders, forwardRequest } from '../src/proxy/forward.ts'
 
 const [kind, appPortText] = process.argv.slice(2)
@@ -16,6 +16,17 @@ if (kind === 'http-proxy') {
   const upstream = { host: '127.0.0.1', port: appPort }
   const opts = { upstream, pool: createUpstreamPool(upstream, { responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }), responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }
   handler = (req, res) => { forwardRequest(req, res, req.url ?? '/', endToEndHeaders(req.headers), opts, () => {}) }
+} else if (kind === 'node-http') {
+  // node:http client with a keep-alive Agent, piping both ways (what bench/node-reference.ts does).
+  const agent = new Agent({ keepAlive: true, maxSockets: 512 })
+  handler = (req, res) => {
+    const up = httpRequest({ host: '127.0.0.1', port: appPort, method: req.method, path: req.url, headers: endToEndHeaders(req.headers), agent }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, endToEndHeaders(upRes.headers as IncomingHttpHeaders))
+      upRes.pipe(res)
+    })
+    up.on('error', () => { if (!res.headersSent) res.writeHead(502); res.end() })
+    req.pipe(up)
+  }
 } else {
   const pool = new Pool(`http://127.0.0.1:${appPort}`, { connections: 64, pipelining: 1 })
   handler = (req, res) => {

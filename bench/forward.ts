@@ -1,6 +1,7 @@
 // bench/forward: the cost of the forwarding step alone. A plain HTTP front (no TLS, no policy) in
-// front of the same app, built three ways: http-proxy (the design card's default), Gatehouse's
-// forwarder on node:http (src/proxy/forward.ts), and undici's Pool. Each front runs in its own
+// front of the same app, built four ways: http-proxy (the design card's default), Gatehouse's
+// forwarder (undici Pool.stream, src/proxy/forward.ts), undici's Pool.request, and node:http's client
+// with a keep-alive Agent (what bench/node-reference.ts uses). Each front runs in its own
 // process; the load generator reports req/s and latency, and we read each front's CPU per request.
 //   node bench/forward.ts [--seconds 5 --connections 16]
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -28,7 +29,7 @@ const cpu = (pid: number): number => { const f = readFileSync(`/proc/${pid}/stat
 const app = await start([join(here, 'app.ts')])
 process.stdout.write(`bench/forward on Node ${process.versions.node}: ${connections} keep-alive connections, ${seconds}s each\n`)
 process.stdout.write(`${'front'.padEnd(34)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'CPU us/req'.padStart(11)}\n`)
-for (const kind of ['http-proxy', 'gatehouse-forward', 'undici-pool']) {
+for (const kind of ['http-proxy', 'gatehouse-forward', 'undici-pool', 'node-http']) {
   const front = await start([join(here, 'forward-front.ts'), kind, String(app.port)])
   await runLoad(`http://127.0.0.1:${front.port}`, { connections, seconds: 1 }) // warm-up
   const before = cpu(front.child.pid!)

@@ -1,0 +1,69 @@
+// The load generator as its own process, so bench/run.ts can pin it to core 0 and nothing else runs
+// on its event loop. `node bench/load-worker.ts '<LoadSpec JSON>'`: warms up, prints {"event":"start"},
+// runs the measured phase, prints {"event":"result", ...} and exits.
+import { readFileSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
+import { Pool } from 'undici'
+import { runLoad, runOpenLoad, runHandshakes, type LoadResult } from './load.ts'
+import type { Histogram } from './lib/histogram.ts'
+
+export interface LoadSpec {
+  mode: 'closed' | 'open' | 'handshake'
+  origin: string
+  path: string
+  headers?: Record<string, string>
+  /** PEM files: trust anchors for the server, and the client certificate chain and key to present. */
+  tls?: { ca: string, cert: string, key: string }
+  connections: number
+  seconds: number
+  warmupSeconds: number
+  /** open mode: requests per second */
+  rate?: number
+}
+
+export type WorkerResult = LoadResult & { event: 'result', mode: LoadSpec['mode'], clientCpuSeconds: number, sendLagP99?: number, sendLagMax?: number, sendLagHistogram?: Histogram }
+
+const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec
+const tls = spec.tls === undefined
+  ? undefined
+  : {
+      // One context for every connection: built from PEM per connection it would cost the client
+      // more than the handshake itself, and the handshake rate would measure the load generator.
+      secureContext: createSecureContext({
+        ca: readFileSync(spec.tls.ca, 'utf8'),
+        cert: readFileSync(spec.tls.cert, 'utf8'),
+        key: readFileSync(spec.tls.key, 'utf8'),
+        minVersion: 'TLSv1.3'
+      }),
+      // SVIDs name a SPIFFE ID, not a host name: the chain is checked against `ca`, the name is not.
+      checkServerIdentity: () => undefined,
+      // Never resume a session: every new connection is a full handshake.
+      maxCachedSessions: 0
+    }
+const pool = new Pool(spec.origin, { connections: spec.connections, pipelining: 1, keepAliveTimeout: 60_000, ...(tls === undefined ? {} : { connect: tls }) })
+const shape = { path: spec.path, ...(spec.headers === undefined ? {} : { headers: spec.headers }) }
+
+let result: LoadResult & { sendLagP99?: number, sendLagMax?: number, sendLagHistogram?: Histogram }
+let cpu: NodeJS.CpuUsage
+if (spec.mode === 'closed') {
+  if (spec.warmupSeconds > 0) await runLoad(spec.origin, { ...shape, connections: spec.connections, seconds: spec.warmupSeconds, dispatcher: pool })
+  process.stdout.write('{"event":"start"}\n')
+  cpu = process.cpuUsage()
+  result = await runLoad(spec.origin, { ...shape, connections: spec.connections, seconds: spec.seconds, dispatcher: pool })
+} else if (spec.mode === 'open') {
+  const rate = spec.rate ?? 1000
+  if (spec.warmupSeconds > 0) await runOpenLoad(spec.origin, pool, { ...shape, rate, seconds: spec.warmupSeconds })
+  process.stdout.write('{"event":"start"}\n')
+  cpu = process.cpuUsage()
+  result = await runOpenLoad(spec.origin, pool, { ...shape, rate, seconds: spec.seconds })
+} else {
+  if (spec.warmupSeconds > 0) await runHandshakes(spec.origin, pool, { ...shape, connections: spec.connections, seconds: spec.warmupSeconds })
+  process.stdout.write('{"event":"start"}\n')
+  cpu = process.cpuUsage()
+  result = await runHandshakes(spec.origin, pool, { ...shape, connections: spec.connections, seconds: spec.seconds })
+}
+const used = process.cpuUsage(cpu)
+const out: WorkerResult = { event: 'result', mode: spec.mode, ...result, clientCpuSeconds: (used.user + used.system) / 1e6 }
+process.stdout.write(`${JSON.stringify(out)}\n`)
+await pool.destroy()
+process.exit(0)

@@ -1,0 +1,67 @@
+// latest.md: the machine and the run, one table of per-target figures, the ratios with their goals,
+// rotation under load, and the micro-benches.
+import type { BenchResults } from './results.ts'
+
+const n = (v: number | undefined | null, digits = 0): string => v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+const ms = (v: number | undefined): string => n(v, v !== undefined && v >= 10 ? 1 : 2)
+
+export function renderMarkdown (r: BenchResults): string {
+  const L: string[] = []
+  const p = r.plan
+  L.push(`# Gatehouse benchmarks (${r.mode} run)`, '')
+  L.push(`${r.date}, ${r.machine.cpu}, ${r.machine.cores} cores, Linux ${r.machine.kernel}, Node ${r.machine.node}${r.machine.nginx === null ? '' : `, ${r.machine.nginx}`}. ${r.machine.pinning}. Run took ${n(r.durationSeconds)} s; load average ${n(r.machine.loadAverageAtStart, 2)} before it.`, '')
+  if (r.machine.loadAverageAtStart > 1) L.push(`> **The machine was busy** (load average ${n(r.machine.loadAverageAtStart, 2)} on ${r.machine.cores} cores before the run): latency percentiles are inflated by other processes; see the "other" columns below. Ratios of CPU per request are the least affected figures.`, '')
+  L.push(`Every target serves the same request (\`GET /v1/orders/12345\`, a ${p.bodyBytes}-byte answer from the same Node app) to the same load generator (undici, its own process), with the same client certificate (ECDSA P-256 SVID, TLS 1.3). Keep-alive throughput: ${p.connections} connections, closed loop, ${p.throughputSeconds} s per target. Latency: open model at ${p.rate} req/s for ${p.latencySeconds} s per target, each request timed from when it was due (coordinated-omission-safe). Handshakes: a new connection per request, ${p.handshakeConnections} at a time, no TLS session resumption, ${p.handshakeSeconds} s per target. ${p.rounds > 1 ? `Each phase is cut into ${p.rounds} rounds interleaved across the targets (order rotating), so outside load hits all targets alike; rates are medians over the rounds, percentiles are over all samples.` : 'One round per phase (quick run).'} CPU is read from /proc for the processes under test; peak RSS is VmHWM, reset before the target's first phase (it includes the Node binary's own pages: a bare \`node\` process is about 40 MB). Gatehouse: ${r.machine.gatehouse}.`, '')
+  L.push('| target | keep-alive req/s | CPU s / 10k req | req/s per proxy core | p50 ms | p99 ms | p99.9 ms | core % at ' + n(p.rate) + ' req/s | new handshakes/s | peak RSS MB (anon at end) | errors |')
+  L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+  for (const t of r.targets) {
+    const errors = t.throughput.errors + t.latency.errors + (t.handshakes?.errors ?? 0)
+    const hs = t.handshakes === undefined ? 'n/a' : `${n(t.handshakes.perSecond)}${t.handshakes.kind === 'tcp' ? ' (TCP)' : ''}`
+    L.push(`| ${t.name} | ${n(t.throughput.rps)} | ${n(t.throughput.cpuSecondsPer10k, 2)} | ${n(t.throughput.rpsPerProxyCore)} | ${ms(t.latency.p50)} | ${ms(t.latency.p99)} | ${ms(t.latency.p999)} | ${n(t.latency.proxyCorePctAtRate)} | ${hs} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${errors} |`)
+  }
+  for (const s of r.skipped) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | |`)
+  L.push('')
+  L.push('![latency percentiles by target](latency.png)', '')
+  L.push('Chart: `latency.png`, p50 (blue), p99 (orange) and p99.9 (red) per target, milliseconds on a log scale.', '')
+  L.push('Targets:', '')
+  for (const t of r.targets) L.push(`- **${t.name}**: ${t.description}${t.notes.length > 0 ? ` (${t.notes.join('; ')})` : ''}.`)
+  L.push('')
+  L.push('Where the time went (CPU as a share of one core; "other" is everything else running on the machine meanwhile):', '')
+  L.push('| target | keep-alive: proxy | app | load generator | other | latency run: generator send lag p99 | other | handshakes: proxy CPU ms per connection | load generator | other |')
+  L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+  const pct = (v: number | undefined): string => v === undefined ? 'n/a' : `${n(v)} %`
+  for (const t of r.targets) {
+    const h = t.handshakes
+    L.push(`| ${t.name} | ${pct(t.throughput.proxyCorePct)} | ${t.name === 'direct' ? '(is the target)' : pct(t.throughput.appCorePct)} | ${pct(t.throughput.clientCorePct)} | ${pct(t.throughput.otherCorePct)} | ${ms(t.latency.sendLagP99)} ms | ${pct(t.latency.otherCorePct)} | ${h === undefined ? 'n/a' : n(h.proxyCpuMsPerConnection, 3)} | ${pct(h?.clientCorePct)} | ${pct(h?.otherCorePct)} |`)
+  }
+  L.push('', 'A load generator near 100 % means that figure is a floor for the target (the client, not the proxy, was saturated); "req/s per proxy core" (10,000 / CPU s per 10k) does not depend on it. A send lag of more than a fraction of a millisecond, or "other" well above 0 %, means the machine was busy with something else and the latency figures are inflated by it.', '')
+
+  L.push('## Ratios (issue 8 targets; only ratios within one run count)', '')
+  L.push('| what | measured | goal | |')
+  L.push('|---|---:|---|---|')
+  for (const x of r.ratios) {
+    const v = x.value === null ? 'n/a' : x.unit === 'x' ? `${n(x.value, 2)}×` : x.unit === 'ms' ? `${n(x.value, 2)} ms` : x.unit === 'MB' ? `${n(x.value, 1)} MB` : n(x.value)
+    L.push(`| ${x.what} | ${v} | ${x.goal} | ${x.pass === null ? '' : x.pass ? 'met' : '**missed**'}${x.noisy ? ' (noisy: taken on a busy machine)' : ''} |`)
+  }
+  L.push('', 'The "per proxy core" rows compare CPU time per request (or per new connection), which outside load distorts least; the req/s and handshakes/s rows also depend on the app and the load generator (a new mTLS connection costs the client about as much as the server, so the handshake rate of a fast server is the load generator\'s).', '')
+
+  L.push('## Certificate rotation under load', '')
+  if ('skipped' in r.rotation) L.push(`Skipped: ${r.rotation.skipped}`, '')
+  else {
+    const x = r.rotation
+    L.push(`Two-hop path, both sidecars with SVIDs from \`gatehouse ca serve\` (leaf TTL ${x.leafTtl}, renewed at half-life), ${n(x.rate)} req/s open model for ${n(x.seconds)} s: **${n(x.failed)} failed of ${n(x.requests)} requests**, ${x.rotations.a} rotations on the outbound sidecar and ${x.rotations.b} on the inbound one (${x.renewalFailures} renewal failures). Latency p50 ${ms(x.p50)} ms, p99 ${ms(x.p99)} ms, p99.9 ${ms(x.p999)} ms, max ${ms(x.max)} ms (generator send lag p99 ${ms(x.sendLagP99)} ms; other load ${n(x.otherCorePct)} % of a core). From \`gatehouse proxy\` start to ready, first SVID from the CA included: ${n(x.readyMs.b)} ms (inbound sidecar), ${n(x.readyMs.a)} ms (outbound sidecar).${x.failed > 0 ? ` Failures: ${JSON.stringify(x.errorKinds)}.` : ''}`, '')
+  }
+
+  L.push('## Micro-benchmarks (one process, pinned to its own core)', '')
+  if ('skipped' in r.micro) L.push(`Skipped: ${r.micro.skipped}`, '')
+  else {
+    L.push('| policy rules | decisions/s (decide) | normalize + decide /s |', '|---:|---:|---:|')
+    for (const x of r.micro.policy) L.push(`| ${n(x.rules)} | ${n(x.decisionsPerSecond)} | ${n(x.normalizeAndDecidePerSecond)} |`)
+    L.push('', 'The matching rule is second to last in each policy; every tenth rule names the same caller for other paths.', '')
+    L.push('| CA issuer key | leaves signed/s (build + sign) | full issuances/s (CSR check + sign + SVID self-check) |', '|---|---:|---:|')
+    for (const x of r.micro.ca) L.push(`| ${x.keyType} | ${n(x.signLeafPerSecond)} | ${n(x.fullIssuancePerSecond)} |`)
+    const a = r.micro.audit
+    L.push('', `Decision log: ${n(a.lines)} lines (${n(a.bytes / 1048576, 1)} MB, ${a.checkpoints} signed checkpoints) in ${a.files} file(s), written by the DecisionLog class at ${n(a.writeLinesPerSecond)} lines/s; \`audit verify\` (verifyLog) checked them at **${n(a.verifyLinesPerSecond)} lines/s** (${n(a.verifyMbPerSecond, 1)} MB/s), result ${a.ok ? 'VERIFIED' : 'NOT verified'}.`, '')
+  }
+  return `${L.join('\n')}\n`
+}

@@ -1,0 +1,72 @@
+// The shape of bench/results/latest.json, and the ratios issue 8 sets targets for, computed from it.
+import type { TargetResult, Plan } from '../measure/targets.ts'
+import type { RotationResult } from '../measure/rotation.ts'
+import type { MicroResult } from '../micro-worker.ts'
+
+export interface BenchResults {
+  date: string
+  mode: 'quick' | 'full'
+  durationSeconds: number
+  machine: { cpu: string, cores: number, node: string, nginx: string | null, kernel: string, pinning: string, loadAverageAtStart: number, gatehouse: string }
+  plan: Plan & { rotationSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number }
+  targets: TargetResult[]
+  skipped: Array<{ name: string, reason: string }>
+  rotation: RotationResult | { skipped: string }
+  micro: MicroResult | { skipped: string }
+  ratios: Ratio[]
+}
+
+export interface Ratio {
+  what: string
+  value: number | null
+  unit: 'x' | 'ms' | 'MB' | 'requests'
+  goal: string
+  /** null: not measured (a target was skipped) or informational. */
+  pass: boolean | null
+  /** A figure it rests on was taken while other processes used a good part of the machine. */
+  noisy: boolean
+}
+
+/** Outside load above this share of one core during a phase, or a send lag above 1 ms, marks its figures as noisy. */
+export const NOISY_OTHER_PCT = 25
+const noisyThr = (t: TargetResult | undefined): boolean => t !== undefined && t.throughput.otherCorePct > NOISY_OTHER_PCT
+const noisyLat = (t: TargetResult | undefined): boolean => t !== undefined && (t.latency.otherCorePct > NOISY_OTHER_PCT || t.latency.sendLagP99 > 1)
+const noisyHs = (t: TargetResult | undefined): boolean => t?.handshakes !== undefined && t.handshakes.otherCorePct > NOISY_OTHER_PCT
+
+export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation']): Ratio[] {
+  const t = (name: string): TargetResult | undefined => targets.find(x => x.name === name)
+  const gh = t('gatehouse')
+  const ref = t('node-reference')
+  const ngx = t('nginx')
+  const direct = t('direct')
+  const hop = t('gatehouse two-hop')
+  const div = (a: number | undefined, b: number | undefined): number | null => a === undefined || b === undefined || !(b > 0) ? null : a / b
+  const sub = (a: number | undefined, b: number | undefined): number | null => a === undefined || b === undefined ? null : a - b
+  const atLeast = (v: number | null, goal: number): boolean | null => v === null ? null : v >= goal
+  const atMost = (v: number | null, goal: number): boolean | null => v === null ? null : v <= goal
+  const out: Ratio[] = []
+  const push = (what: string, value: number | null, unit: Ratio['unit'], goal: string, pass: boolean | null, noisy = false): void => { out.push({ what, value, unit, goal, pass, noisy }) }
+  let v = div(gh?.throughput.rps, ref?.throughput.rps)
+  push('gatehouse / node-reference, keep-alive req/s', v, 'x', '>= 0.9', atLeast(v, 0.9), noisyThr(gh) || noisyThr(ref))
+  v = div(gh?.throughput.rps, ngx?.throughput.rps)
+  push('gatehouse / nginx, keep-alive req/s', v, 'x', '>= 0.5', atLeast(v, 0.5), noisyThr(gh) || noisyThr(ngx))
+  v = div(gh?.throughput.rpsPerProxyCore, ref?.throughput.rpsPerProxyCore)
+  push('gatehouse / node-reference, req/s per proxy core (from CPU per request)', v, 'x', '(>= 0.9)', null)
+  v = div(gh?.throughput.rpsPerProxyCore, ngx?.throughput.rpsPerProxyCore)
+  push('gatehouse / nginx, req/s per proxy core (from CPU per request)', v, 'x', '(>= 0.5)', null)
+  v = sub(gh?.latency.p99, direct?.latency.p99)
+  push('gatehouse added p99 over direct at the fixed rate', v, 'ms', '<= 1 ms', atMost(v, 1), noisyLat(gh) || noisyLat(direct))
+  v = sub(hop?.latency.p99, direct?.latency.p99)
+  push('two-hop added p99 over direct at the fixed rate', v, 'ms', '<= 2 ms', atMost(v, 2), noisyLat(hop) || noisyLat(direct))
+  v = div(gh?.handshakes?.perSecond, ref?.handshakes?.perSecond)
+  push('gatehouse / node-reference, new mTLS handshakes/s', v, 'x', '>= 0.9', atLeast(v, 0.9), noisyHs(gh) || noisyHs(ref))
+  v = div(ref?.handshakes?.proxyCpuMsPerConnection, gh?.handshakes?.proxyCpuMsPerConnection)
+  push('gatehouse / node-reference, handshakes per proxy core (from CPU per connection)', v, 'x', '(>= 0.9)', null)
+  v = gh?.peakRssMb ?? null
+  push('gatehouse peak RSS under load', v, 'MB', '<= 80 MB', atMost(v, 80))
+  v = hop?.peakRssMb ?? null
+  push('two-hop: larger sidecar peak RSS under load', v, 'MB', '<= 80 MB', atMost(v, 80))
+  v = 'failed' in rotation ? rotation.failed : null
+  push('failed requests across certificate rotations', v, 'requests', '0', v === null ? null : v === 0)
+  return out
+}

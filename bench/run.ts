@@ -1,0 +1,145 @@
+// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro]
+//   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
+// Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
+// runs every target under the same load generator in one run, then rotation under load and the
+// micro-benches, and writes bench/results/latest.{json,md} and latency.png. The load generator is
+// pinned to core 0, the processes under test (and the app) to core 1.
+import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
+import { tmpdir, cpus, availableParallelism, release, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { makePki } from './lib/pki.ts'
+import { buildGatehouse } from './lib/build.ts'
+import { start, stop, firstJsonLine, killAll, pinning } from './lib/proc.ts'
+import { TargetSkipped, type BenchEnv, type Target } from './targets/target.ts'
+import { startDirect } from './targets/direct.ts'
+import { startNodeReference } from './targets/node-reference.ts'
+import { startNginx, ensureNginx, nginxVersion } from './targets/nginx.ts'
+import { startGatehouse, POLICY_RULES } from './targets/gatehouse.ts'
+import { startTwoHop } from './targets/two-hop.ts'
+import { measureTargets, type Plan } from './measure/targets.ts'
+import { measureRotation } from './measure/rotation.ts'
+import { probe } from './measure/probe.ts'
+import { computeRatios, type BenchResults } from './report/results.ts'
+import { renderMarkdown } from './report/markdown.ts'
+import { latencyChart } from './report/chart.ts'
+import type { MicroResult, MicroSpec } from './micro-worker.ts'
+
+const quick = process.argv.includes('--quick')
+const onlyAt = process.argv.indexOf('--only')
+const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','))
+const BODY_BYTES = 1024
+const plan: Plan & { rotationSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
+  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 15, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000 }
+  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000 }
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const resultsDir = fileURLToPath(new URL('./results/', import.meta.url))
+const dir = mkdtempSync(join(tmpdir(), 'gh-bench-'))
+const log = (s: string): void => { process.stderr.write(s) }
+let cleaned = false
+const cleanup = (): void => {
+  if (cleaned) return
+  cleaned = true
+  killAll()
+  rmSync(dir, { recursive: true, force: true })
+}
+process.on('exit', cleanup)
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => { log(`\n${sig}: stopping\n`); process.exit(130) })
+
+const t0 = performance.now()
+const loadAtStart = loadavg()[0] ?? 0
+const pin = pinning()
+const pinningNote = pin.ok ? 'Load generator pinned to core 0; proxy under test and app pinned to core 1 (taskset)' : `NOT pinned (${pin.reason}): figures are less comparable`
+log(`gatehouse bench (${quick ? 'quick' : 'full'}), temp dir ${dir}\n${pinningNote}\n`)
+if (loadAtStart > 1) log(`warning: load average ${loadAtStart.toFixed(2)} before the run: other processes compete for the two cores and will inflate latencies\n`)
+
+const pki = makePki(dir)
+log('building gatehouse (tsc) ...')
+const build = buildGatehouse(root, dir)
+log(` ${build.how}\n`)
+const app = start(process.execPath, [join(root, 'bench/app.ts'), '0', '--size', String(BODY_BYTES)], { core: 1, stdout: 'pipe', name: 'app' })
+const appPort = (await firstJsonLine<{ port: number }>(app, 'app')).port
+const env: BenchEnv = { dir, pki, appPort, app, root, cli: build.cli }
+
+let nginx: string | null = null
+const starters: Array<[string, () => Promise<Target>]> = [
+  ['direct', async () => await startDirect(env)],
+  ['node-reference', async () => await startNodeReference(env)],
+  ['nginx', async () => await startNginx(env, log)],
+  ['gatehouse', async () => await startGatehouse(env)],
+  ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })]
+]
+// Every target is started (and probed) first, then measured in interleaved rounds, then stopped.
+const started: Target[] = []
+const skipped: BenchResults['skipped'] = []
+let failed = false
+for (const [name, startTarget] of starters) {
+  if (only !== undefined && !only.has(name)) continue
+  log(`starting ${name} ...`)
+  let t: Target | undefined
+  try {
+    if (name === 'nginx') nginx = nginxVersion(ensureNginx(log)).replace(/^nginx version: /, '')
+    t = await startTarget()
+    await probe(env, t, BODY_BYTES)
+    started.push(t)
+    log(` ${t.origin}\n`)
+  } catch (err) {
+    const reason = err instanceof TargetSkipped ? err.message : `failed: ${(err as Error).message}`
+    if (!(err instanceof TargetSkipped)) failed = true
+    log(` skipped: ${reason}\n`)
+    skipped.push({ name, reason })
+    await t?.stop()
+  }
+}
+const measured = await measureTargets(env, started, plan, log)
+const targets = measured.results
+if (measured.failed.length > 0) { failed = true; skipped.push(...measured.failed) }
+await Promise.all(started.map(async t => { await t.stop() }))
+
+let rotation: BenchResults['rotation'] = { skipped: 'not selected (--only)' }
+if (only === undefined || only.has('rotation')) {
+  log('rotation under load:\n')
+  try {
+    rotation = await measureRotation(env, { leafTtl: plan.leafTtl, rate: plan.rotationRate, seconds: plan.rotationSeconds }, log)
+  } catch (err) {
+    failed = true
+    rotation = { skipped: `failed: ${(err as Error).message}` }
+    log(`  ${rotation.skipped}\n`)
+  }
+}
+await stop(app)
+
+let micro: BenchResults['micro'] = { skipped: 'not selected (--only)' }
+if (only === undefined || only.has('micro')) {
+  log('micro-benches (policy, CA, decision log) ...')
+  const spec: MicroSpec = { seconds: plan.microSeconds, auditLines: plan.auditLines }
+  const w = start(process.execPath, [join(root, 'bench/micro-worker.ts'), JSON.stringify(spec)], { core: 1, stdout: 'pipe', name: 'micro-worker' })
+  for await (const line of createInterface({ input: w.child.stdout! })) micro = JSON.parse(line) as MicroResult
+  await w.exited
+  if ('skipped' in micro) { failed = true; micro = { skipped: `failed: ${w.stderrTail.join('\n')}` } }
+  log(' done\n')
+}
+
+const results: BenchResults = {
+  date: new Date().toISOString(),
+  mode: quick ? 'quick' : 'full',
+  durationSeconds: (performance.now() - t0) / 1000,
+  machine: { cpu: cpus()[0]?.model.trim() ?? 'unknown CPU', cores: availableParallelism(), node: process.versions.node, nginx, kernel: release(), pinning: pinningNote, loadAverageAtStart: loadAtStart, gatehouse: build.how },
+  plan: { ...plan, bodyBytes: BODY_BYTES, policyRules: POLICY_RULES },
+  targets,
+  skipped,
+  rotation,
+  micro,
+  ratios: computeRatios(targets, rotation)
+}
+mkdirSync(resultsDir, { recursive: true })
+const markdown = renderMarkdown(results)
+writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`)
+writeFileSync(join(resultsDir, 'latest.md'), markdown)
+writeFileSync(join(resultsDir, 'latency.png'), latencyChart(targets.map(t => ({ name: t.name, p50: t.latency.p50, p99: t.latency.p99, p999: t.latency.p999 })), `latency at ${plan.rate} req/s (ms, log scale)`))
+log(`\nwrote ${join(resultsDir, 'latest.json')}, latest.md and latency.png (${results.durationSeconds.toFixed(0)} s)\n\n`)
+process.stdout.write(markdown)
+cleanup()
+process.exit(failed ? 1 : 0)

@@ -1,0 +1,103 @@
+// Target 3, nginx from Debian: terminates mTLS (ssl_verify_client on, TLS 1.3, the bench CA bundle as
+// ssl_client_certificate) and proxies to the app over an upstream keep-alive pool. One worker, no
+// master (so the pid we pin and measure is the one that does the work), everything in the run's
+// temp dir. Installed with apt-get if missing; if it cannot be, the target is skipped with the reason.
+import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { BenchEnv, Target } from './target.ts'
+import { TargetSkipped } from './target.ts'
+import { start, stop, freePort, waitForTcp } from '../lib/proc.ts'
+import { BENCH_PATH } from '../lib/policy-gen.ts'
+
+function findNginx (): string | undefined {
+  for (const p of ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/bin/nginx']) if (existsSync(p)) return p
+  try { return execFileSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' }).trim() || undefined } catch { return undefined }
+}
+
+/** The nginx binary, installed from Debian's packages (as root) if it is missing. */
+export function ensureNginx (log: (s: string) => void): string {
+  const found = findNginx()
+  if (found !== undefined) return found
+  if (process.getuid?.() !== 0) throw new TargetSkipped('nginx is not installed and this is not root (apt-get install -y nginx)')
+  const apt = (...args: string[]): void => { execFileSync('apt-get', args, { stdio: 'ignore', timeout: 300_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }) }
+  log('nginx: not installed; apt-get install -y nginx-light (or nginx) ...\n')
+  for (const attempt of [() => { apt('install', '-y', '-q', 'nginx-light') }, () => { apt('install', '-y', '-q', 'nginx') }, () => { apt('update', '-q'); apt('install', '-y', '-q', 'nginx') }]) {
+    try { attempt() } catch { continue }
+    const now = findNginx()
+    if (now !== undefined) return now
+  }
+  throw new TargetSkipped('nginx is not installed and apt-get could not install it')
+}
+
+export function nginxVersion (bin: string): string {
+  const r = spawnSync(bin, ['-v'], { encoding: 'utf8' })
+  return `${r.stdout}${r.stderr}`.trim() // nginx -v prints to stderr
+}
+
+function config (dir: string, port: number, env: BenchEnv): string {
+  return `daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  upstream app {
+    server 127.0.0.1:${env.appPort};
+    keepalive 128;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port} ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate ${env.pki.server.cert};
+    ssl_certificate_key ${env.pki.server.key};
+    ssl_client_certificate ${env.pki.bundle};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+}
+`
+}
+
+export async function startNginx (env: BenchEnv, log: (s: string) => void): Promise<Target> {
+  const bin = ensureNginx(log)
+  const dir = join(env.dir, 'nginx')
+  mkdirSync(dir, { recursive: true })
+  const port = await freePort()
+  const conf = join(dir, 'nginx.conf')
+  writeFileSync(conf, config(dir, port, env))
+  const p = start(bin, ['-p', `${dir}/`, '-c', conf, '-e', join(dir, 'error.log')], { core: 1, name: 'nginx' })
+  try {
+    await Promise.race([waitForTcp(port, 10_000, 'nginx'), p.exited.then(() => { throw new Error(`nginx exited: ${p.stderrTail.join('\n')}`) })])
+  } catch (err) {
+    await stop(p)
+    throw new TargetSkipped(`nginx did not start: ${(err as Error).message}`)
+  }
+  return {
+    name: 'nginx',
+    description: `${nginxVersion(bin).replace(/^nginx version: /, '')} (Debian): ssl_verify_client on, TLS 1.3, upstream keepalive, 1 worker, access_log off`,
+    origin: `https://127.0.0.1:${port}`,
+    path: BENCH_PATH,
+    tls: true,
+    handshakes: 'mtls',
+    procs: [p],
+    notes: [],
+    stop: async () => { await stop(p) }
+  }
+}
