@@ -51,14 +51,19 @@ export class Credentials extends EventEmitter<{ change: [] }> {
    * renewal even before the mounted file catches up; the current SVID must still verify against it.
    */
   setBundle (pem: string, defaultTrustDomain: string | undefined, source: string, sourceKind = 'file'): void {
-    const opts = { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source }
-    TrustBundle.fromPem(pem, opts) // each source must be valid on its own
-    const sources = new Map(this.bundleSources).set(sourceKind, pem)
-    const bundle = TrustBundle.fromPem([...sources.values()].join('\n'), opts)
+    const bundle = this.unionWith(sourceKind, pem, defaultTrustDomain, source)
     if (this.svid !== undefined) verifyX509Svid([this.svid.leaf, ...pemToDers(this.svid.chainPem).slice(1)], bundle)
     this.bundleSources.set(sourceKind, pem)
     this.trust = { bundle, pem: bundle.toPem() }
     this.emit('change')
+  }
+
+  /** The effective bundle if `pem` replaced the source `kind` (each source must be valid on its own). Installs nothing. */
+  private unionWith (kind: string, pem: string, defaultTrustDomain: string | undefined, source: string): TrustBundle {
+    const opts = { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source }
+    TrustBundle.fromPem(pem, opts)
+    const sources = new Map(this.bundleSources).set(kind, pem)
+    return TrustBundle.fromPem([...sources.values()].join('\n'), opts)
   }
 
   /** Validates then installs an SVID: parseable chain, key matches leaf, a valid SVID under the current bundle. */
@@ -76,10 +81,7 @@ export class Credentials extends EventEmitter<{ change: [] }> {
    * where the identity and the bundle disagree.
    */
   installIssued (chainPem: string, keyPem: string, bundlePem: string, defaultTrustDomain: string | undefined): Svid {
-    const opts = { ...(defaultTrustDomain === undefined ? {} : { defaultTrustDomain }), source: 'CA response' }
-    TrustBundle.fromPem(bundlePem, opts)
-    const sources = new Map(this.bundleSources).set('ca', bundlePem)
-    const bundle = TrustBundle.fromPem([...sources.values()].join('\n'), opts)
+    const bundle = this.unionWith('ca', bundlePem, defaultTrustDomain, 'CA response')
     const svid = checkSvid(chainPem, keyPem, bundle)
     this.bundleSources.set('ca', bundlePem)
     this.trust = { bundle, pem: bundle.toPem() }

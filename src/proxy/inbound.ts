@@ -19,7 +19,7 @@ import { endToEndHeaders, forwardRequest, forwardUpgrade, type ForwardOptions, t
 // X.509-SVID verified -> request target and method normalized -> policy decision -> decision log
 // -> forward to the app. A refusal at any step is a response written in one place (`refuse`).
 
-export interface InboundOptions {
+export interface InboundOptions extends InboundLimits {
   listen: { host: string, port: number }
   credentials: Credentials
   policy: PolicyStore
@@ -27,6 +27,10 @@ export interface InboundOptions {
   metrics: ProxyMetrics
   logger: Logger
   forward: ForwardOptions
+}
+
+/** The listener's TLS version, timeouts and limits (each a flag of `gatehouse proxy`). */
+export interface InboundLimits {
   tlsMinVersion: 'TLSv1.2' | 'TLSv1.3'
   handshakeTimeoutMs: number
   headersTimeoutMs: number

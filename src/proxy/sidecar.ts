@@ -10,14 +10,14 @@ import { GatehouseError } from '../errors.ts'
 import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
 import { createUpstreamPool, type Upstream } from './forward.ts'
-import { startInbound, type Inbound } from './inbound.ts'
+import { startInbound, type Inbound, type InboundLimits } from './inbound.ts'
 import { startAdmin, type Admin, type AppProbe } from './admin.ts'
 import type { FileWatch } from '../file-watch.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
 // The CLI builds the options from the config schema; tests call this directly.
 
-export interface SidecarOptions {
+export interface SidecarOptions extends InboundLimits {
   inbound: { host: string, port: number }
   upstream: Upstream
   admin: { host: string, port: number }
@@ -34,13 +34,6 @@ export interface SidecarOptions {
   ca?: { url: string, tokenFile?: string, caId?: string, expectedId?: string }
   trustDomain?: string
   reloadIntervalMs: number
-  tlsMinVersion: 'TLSv1.2' | 'TLSv1.3'
-  handshakeTimeoutMs: number
-  headersTimeoutMs: number
-  requestTimeoutMs: number
-  idleTimeoutMs: number
-  maxHeaderSize: number
-  maxConnections: number
   upstreamTimeoutMs: number
   upstreamConnectTimeoutMs: number
   logger: Logger

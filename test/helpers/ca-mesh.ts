@@ -16,7 +16,7 @@ import { startCaServer, type RunningCaServer } from '../../src/ca/server.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { generateKey } from '../../src/x509/keys.ts'
 import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
-import { tempDir, startApp, captureLines, type App, type Tap } from './mesh.ts'
+import { tempDir, startApp, captureLines, TEST_SIDECAR_LIMITS, type App, type Tap } from './mesh.ts'
 
 // A mesh whose identities all come from a running CA, as in production: a real `ca serve`
 // (startCaServer over HTTPS on 127.0.0.1, short leaf TTL, live reload of its directory, a generous
@@ -239,14 +239,9 @@ export async function startCaSidecar (t: Tap, ca: TestCa, o: CaSidecarOptions, p
     policyFile,
     trustBundleFile: bundleFile,
     ca: { url: ca.url, tokenFile, ...(o.expectedId === undefined ? {} : { expectedId: o.expectedId }) },
-    reloadIntervalMs: 100,
-    tlsMinVersion: 'TLSv1.3',
-    handshakeTimeoutMs: 5000,
-    headersTimeoutMs: 5000,
-    requestTimeoutMs: 30_000,
+    ...TEST_SIDECAR_LIMITS,
+    // Longer than the shared defaults: CA renewals and rotations under load run for many seconds.
     idleTimeoutMs: 30_000,
-    maxHeaderSize: 16384,
-    maxConnections: 1000,
     upstreamTimeoutMs: 10_000,
     upstreamConnectTimeoutMs: 2000,
     logger: pino({ level: 'debug' }, logCapture.stream),

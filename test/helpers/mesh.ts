@@ -93,6 +93,20 @@ export function captureLines (): { stream: PassThrough, lines: Array<Record<stri
   return { stream, lines }
 }
 
+/** Polling, timeouts and limits every test sidecar uses: short enough to keep tests fast. */
+export const TEST_SIDECAR_LIMITS = {
+  reloadIntervalMs: 100,
+  tlsMinVersion: 'TLSv1.3',
+  handshakeTimeoutMs: 5000,
+  headersTimeoutMs: 5000,
+  requestTimeoutMs: 30_000,
+  idleTimeoutMs: 5000,
+  maxHeaderSize: 16384,
+  maxConnections: 1000,
+  upstreamTimeoutMs: 5000,
+  upstreamConnectTimeoutMs: 1000
+} as const satisfies Partial<SidecarOptions>
+
 export const DEFAULT_POLICY = `version: 1
 rules:
   - name: client-all
@@ -157,16 +171,7 @@ export async function startMesh (t: Tap, opts: MeshOptions = {}): Promise<Mesh> 
     trustBundleFile: pki.bundleFile,
     certFile: server.cert,
     keyFile: server.key,
-    reloadIntervalMs: 100,
-    tlsMinVersion: 'TLSv1.3',
-    handshakeTimeoutMs: 5000,
-    headersTimeoutMs: 5000,
-    requestTimeoutMs: 30_000,
-    idleTimeoutMs: 5000,
-    maxHeaderSize: 16384,
-    maxConnections: 1000,
-    upstreamTimeoutMs: 5000,
-    upstreamConnectTimeoutMs: 1000,
+    ...TEST_SIDECAR_LIMITS,
     logger: pino({ level: 'debug' }, logCapture.stream),
     decisionLog: decisionCapture,
     ...opts.sidecar

@@ -5,7 +5,7 @@ import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage,
 import type { Readable } from 'node:stream'
 import pino from 'pino'
 import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
-import { captureLines, type Pki, type SvidFiles, type Tap } from './mesh.ts'
+import { captureLines, TEST_SIDECAR_LIMITS, type Pki, type SvidFiles, type Tap } from './mesh.ts'
 
 // Outbound path on 127.0.0.1 with static SVIDs: a caller sidecar (its outbound listener is the test's
 // HTTP_PROXY) and callee sidecars in front of real apps, each started with startSidecar directly, plus
@@ -90,16 +90,7 @@ export async function startWorkload (t: Tap, pki: Pki, dir: string, o: WorkloadO
     trustBundleFile: pki.bundleFile,
     certFile: svid.cert,
     keyFile: svid.key,
-    reloadIntervalMs: 100,
-    tlsMinVersion: 'TLSv1.3',
-    handshakeTimeoutMs: 5000,
-    headersTimeoutMs: 5000,
-    requestTimeoutMs: 30_000,
-    idleTimeoutMs: 5000,
-    maxHeaderSize: 16384,
-    maxConnections: 1000,
-    upstreamTimeoutMs: 5000,
-    upstreamConnectTimeoutMs: 1000,
+    ...TEST_SIDECAR_LIMITS,
     logger: pino({ level: 'debug' }, logs.stream),
     decisionLog: decisions.stream,
     ...o.sidecar
