@@ -5,7 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request as undiciRequest } from 'undici'
 import { startMesh, startApp, tempDir, Pki, eventually, type SvidFiles } from './helpers/mesh.ts'
 import { cliPath } from './helpers/cli.ts'
-import { readLines, parse, verifyJson, verifyInProcess, stopOnce, signerFrom } from './helpers/audit-log.ts'
+import { readLines, writeLines, parse, sha256, verifyJson, verifyInProcess, stopOnce, signerFrom } from './helpers/audit-log.ts'
+import { signCheckpoint } from '../src/audit/checkpoint.ts'
 import { DecisionLog } from '../src/audit/record.ts'
 
 // No decision line is lost: under concurrent load followed by an immediate stop, and in the real
@@ -84,6 +85,33 @@ t.test('close() while checkpoints are still being signed: every line, and the lo
   const r = await verifyInProcess([logFile], pki.bundleFile)
   t.equal(r.status, 0, 'verified: no unverified tail of checkpoint lines')
   t.equal(r.report.verifiedThrough, raw.length)
+})
+
+t.test('checkpoints back to back: the writer skips an empty one, and the verifier accepts one that vouches for a checkpoint', async t => {
+  // Regression: the demo's on-demand checkpoint right after a timer checkpoint made `audit verify`
+  // report a genuine log as TAMPERED ("vouches for seq N with a hash that line does not have").
+  const dir = tempDir(t)
+  const pki = new Pki(dir)
+  const svid = pki.issue('/ns/server/sa/payments', 'server')
+  const signer = signerFrom(svid, 'spiffe://example.org/ns/server/sa/payments')
+  const logFile = join(dir, 'decisions.log')
+  const log = new DecisionLog({ stdout: false, file: logFile, checkpointEvery: 1000, signer: () => signer })
+  log.write({ requestId: 'one', decision: 'allow', mode: 'enforce', enforced: true, rule: 'r', reason: 'allow-rule', caller: CLIENT, callee: null, method: 'GET', path: '/', rawPath: '/', status: 200, durationMs: 0, policyRevision: null, peerCertSerial: null })
+  await log.checkpoint()
+  await log.checkpoint()
+  await log.close()
+  const raw = readLines(logFile)
+  t.same(raw.map(l => parse(l).msg), ['genesis', 'decision', 'checkpoint'], 'a second checkpoint with nothing new is not written')
+
+  // A log from a writer that did sign one checkpoint over another (older builds, other writers):
+  // it is genuine, so it must verify.
+  const last = parse(raw.at(-1)!)
+  const hash = sha256(raw.at(-1)!)
+  const extra = JSON.stringify({ level: 30, time: last.time, seq: last.seq + 1, prev: hash, covers: last.seq, jws: signCheckpoint(signer, { iss: signer.spiffeId, seq: last.seq, hash, iat: Math.floor(Date.now() / 1000) }), msg: 'checkpoint' })
+  writeLines(logFile, [...raw, extra])
+  const r = await verifyInProcess([logFile], pki.bundleFile)
+  t.equal(r.status, 0, `verified (${JSON.stringify(r.report.break ?? r.report.unverifiedTail ?? null)})`)
+  t.equal(r.report.verifiedThrough, raw.length + 1)
 })
 
 interface Child { proc: ChildProcess, stdout: () => string, stderr: () => string, exited: Promise<number | null> }

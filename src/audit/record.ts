@@ -56,6 +56,7 @@ export class DecisionLog {
   private seq = 0
   private prev = GENESIS_PREV
   private sinceCheckpoint = 0
+  private lastCheckpointSeq = 0
   private readonly logger: Logger
   private readonly sinks: Array<{ flushSync?: () => void, end?: () => void }> = []
   private readonly stdout: ReturnType<typeof pino.destination> | undefined
@@ -110,11 +111,13 @@ export class DecisionLog {
   /** Signs the (seq, hash) of the last line written and appends the checkpoint right after it. */
   checkpoint (): Promise<void> {
     const signer = this.opts.signer()
-    if (signer === undefined) return Promise.resolve()
+    // Nothing written since the last checkpoint: another one would vouch for a checkpoint line only.
+    if (signer === undefined || this.lastCheckpointSeq === this.seq) return Promise.resolve()
     const payload = { iss: signer.spiffeId, seq: this.seq, hash: this.prev, iat: Math.floor(Date.now() / 1000) }
     this.sinceCheckpoint = 0
     try {
       this.logger.info({ covers: payload.seq, jws: signCheckpoint(signer, payload) }, 'checkpoint')
+      this.lastCheckpointSeq = this.seq
       this.opts.onLine?.('checkpoint')
     } catch (err) { this.opts.onCheckpointError?.(err as Error) } // the next checkpoint covers the gap
     return Promise.resolve()

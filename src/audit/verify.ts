@@ -94,7 +94,9 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
       // when it directly follows what it covers (lines written while it was being signed are not).
       const through = payload.seq === seq - 1 ? seq : payload.seq
       report.verifiedThrough = Math.max(report.verifiedThrough, through)
-      for (const s of uncovered.keys()) if (s <= through) uncovered.delete(s)
+      // Keep the hash at `through`: a later checkpoint may vouch for it (two checkpoints in a row,
+      // e.g. a timer checkpoint followed by one on demand), and that is a genuine claim.
+      for (const s of uncovered.keys()) if (s < through) uncovered.delete(s)
     } else if (seq - report.verifiedThrough > 2 * cadence + (opts.slackLines ?? 64)) {
       // By count only: time-based cadence would raise false alarms whenever a busy host delays the
       // checkpoint timer. So a rewrite of the last <= 2*cadence lines shows as an unverified tail (exit 3).
