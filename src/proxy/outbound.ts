@@ -22,6 +22,11 @@ export interface OutboundOptions {
   responseTimeoutMs: number
   /** host:port pairs CONNECT may tunnel to (plain TCP, outside the mesh); empty = CONNECT refused. */
   allowConnect: string[]
+  /**
+   * After our SVID rotates, how long connections made with the old one keep taking a (falling) share
+   * of requests (default 5 s; never more than half of the old SVID's remaining life).
+   */
+  rotationHandoverMs?: number
   onRequest?: (outcome: string) => void
 }
 
@@ -35,7 +40,10 @@ function reply (res: ServerResponse, status: number, code: string, error: string
 
 export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const { logger } = o
-  const pools = new Map<string, Pool>()
+  /** Pools (by destination) whose connections present the current SVID. */
+  let pools = new Map<string, Pool>()
+  /** After a rotation: the pools of the previous SVID, handing their traffic over (see rotate). */
+  let previous: { pools: Map<string, Pool>, since: number, ms: number, timer: NodeJS.Timeout } | undefined
   const poolKey = (r: Route): string => `${r.address.host}:${r.address.port}|${r.id}`
   const poolFor = (r: Route): Pool => {
     const key = poolKey(r)
@@ -57,18 +65,43 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     }
     return pool
   }
-  // Routes changed, or our SVID rotated: let the current pools finish their requests (close() is
-  // graceful) and open fresh ones on demand. After a rotation this retires every connection made
-  // with the old certificate at half-life, long before the peer would close it at expiry.
-  const retirePools = (): void => {
-    for (const pool of pools.values()) void pool.close()
-    pools.clear()
+  /** The pool a request goes to: during a hand-over, the old one with a share falling from 1 to 0. */
+  const pick = (r: Route): Pool => {
+    if (previous !== undefined) {
+      const old = previous.pools.get(poolKey(r))
+      if (old !== undefined && Math.random() * previous.ms > Date.now() - previous.since) return old
+    }
+    return poolFor(r)
   }
-  o.routes.onChange(retirePools)
-  let serial = o.credentials.current?.leaf.serialHex
+  // close() is graceful: requests in flight on those connections finish.
+  const closeAll = (m: Map<string, Pool>): void => { for (const pool of m.values()) void pool.close() }
+  const retirePrevious = (): void => {
+    if (previous === undefined) return
+    clearTimeout(previous.timer)
+    closeAll(previous.pools)
+    previous = undefined
+  }
+  // Routes changed: every pool goes at once (a destination may now expect another SPIFFE ID).
+  o.routes.onChange(() => { retirePrevious(); closeAll(pools); pools = new Map() })
+  // Our SVID rotated: new connections present the new one, and the old pools hand their traffic over
+  // gradually. Dropping them all at once made every waiting request open its own mTLS connection at
+  // the same moment (a p99 stall of ~700 ms in bench:rotation); the old certificate is valid for
+  // half its life still, so a few seconds of overlap costs nothing.
+  // The hand-over ends well before the old SVID expires: a peer refuses requests on a connection
+  // whose client certificate has expired.
+  const rotate = (oldNotAfter: Date | undefined): void => {
+    retirePrevious()
+    const ms = Math.min(o.rotationHandoverMs ?? 5000, ((oldNotAfter?.getTime() ?? 0) - Date.now()) / 2)
+    if (pools.size === 0 || ms <= 0) { closeAll(pools); pools = new Map(); return }
+    const timer = setTimeout(retirePrevious, ms)
+    timer.unref()
+    previous = { pools, since: Date.now(), ms, timer }
+    pools = new Map()
+  }
+  let own = o.credentials.current
   o.credentials.on('change', () => {
-    const now = o.credentials.current?.leaf.serialHex
-    if (now !== serial) { serial = now; retirePools() }
+    const now = o.credentials.current
+    if (now?.leaf.serialHex !== own?.leaf.serialHex) { const old = own; own = now; rotate(old?.notAfter) }
   })
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -92,7 +125,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     const headers = endToEndHeaders(req.headers, ['expect']) as Record<string, string | string[]>
     headers.host = url.host
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
-    poolFor(route).request({ path: `${url.pathname}${url.search}`, method: req.method as 'GET', headers, body: hasBody ? req : null }).then((up) => {
+    pick(route).request({ path: `${url.pathname}${url.search}`, method: req.method as 'GET', headers, body: hasBody ? req : null }).then((up) => {
       res.writeHead(up.statusCode, endToEndHeaders(up.headers as IncomingHttpHeaders))
       up.body.pipe(res)
       up.body.on('error', () => { res.destroy() })
@@ -156,7 +189,8 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     port,
     close: async () => {
       await new Promise<void>(resolve => { server.close(() => { resolve() }); server.closeIdleConnections() })
-      await Promise.allSettled([...pools.values()].map(async p => { await p.close() }))
+      if (previous !== undefined) clearTimeout(previous.timer)
+      await Promise.allSettled([...pools.values(), ...(previous?.pools.values() ?? [])].map(async p => { await p.close() }))
     }
   }
 }

@@ -25,6 +25,8 @@ export interface SidecarOptions extends InboundLimits {
   outbound?: { host: string, port: number }
   routesFile?: string
   allowConnect?: string[]
+  /** After a rotation, how long outbound connections made with the old SVID hand traffic over (default 5 s). */
+  rotationHandoverMs?: number
   policyFile: string
   trustBundleFile: string
   /** Identity from static files (reloaded on change)... */
@@ -172,7 +174,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined
     ? undefined
-    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [] })
+    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [], ...(o.rotationHandoverMs === undefined ? {} : { rotationHandoverMs: o.rotationHandoverMs }) })
   undo.push(async () => { await outbound?.close() })
   const admin = await startAdmin({
     listen: o.admin,

@@ -33,11 +33,10 @@ export function connectSvid (opts: SvidConnectOptions, done: (err: Error | null,
   const socket = tlsConnect({
     host: opts.host,
     port: opts.port,
-    ...(own === undefined ? {} : { cert: own.chainPem, key: own.keyPem }),
+    // The SVID's own context (built once per SVID); without an SVID, a plain one with the same settings.
+    ...(own === undefined ? { minVersion: 'TLSv1.2', secureOptions: constants.SSL_OP_NO_TICKET } : { secureContext: own.clientContext() }),
     // Our verifier decides (Node 24 hides the presented chain when OpenSSL verifies it).
     rejectUnauthorized: false,
-    minVersion: 'TLSv1.2',
-    secureOptions: constants.SSL_OP_NO_TICKET,
     ALPNProtocols: opts.alpn ?? ['http/1.1'],
     servername: undefined as unknown as string // no SNI: peers are addressed by SPIFFE ID, and IPs are not valid SNI
   })
