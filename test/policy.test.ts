@@ -630,3 +630,24 @@ t.test('1000 exact-caller rules: the last one still matches (correctness, not ti
   t.match(decide(p, request(`spiffe://cluster.local/ns/n${n - 1}/sa/s${n - 1}`, 'POST', '/x')), { decision: 'deny', rule: null, reason: 'no-matching-rule' })
   t.match(decide(p, request(`spiffe://cluster.local/ns/n${n}/sa/s${n}`, 'GET', '/x')), { decision: 'deny', rule: null })
 })
+
+t.test('per-caller rule lists: one caller\'s candidates never answer for another, across policies and past the cache size', async t => {
+  const p = compile(DESIGN_EXAMPLE)
+  const ok = request('spiffe://cluster.local/ns/orders/sa/api', 'POST', '/v1/charges')
+  const other = request('spiffe://cluster.local/ns/orders/sa/batch', 'POST', '/v1/charges')
+  t.equal(decide(p, ok).decision, 'allow')
+  t.equal(decide(p, other).decision, 'deny', 'a caller decided after an allowed one is judged on its own rules')
+  t.equal(decide(p, ok).rule, 'orders-create-charges', 'and the first caller again, from its cached list')
+  // The same caller under a policy that no longer names it.
+  const stricter = compile(DESIGN_EXAMPLE.replace('"spiffe://cluster.local/ns/orders/sa/api", ', ''))
+  t.equal(decide(stricter, ok).decision, 'deny', 'a new policy is not answered from the old policy\'s lists')
+  // Many distinct callers (past the 1,024 kept per list): every decision still right.
+  let wrong = 0
+  for (let i = 0; i < 2500; i++) {
+    const billing = decide(p, request(`spiffe://cluster.local/ns/billing/sa-${i}`, 'POST', '/v1/charges/x')).decision
+    const stranger = decide(p, request(`spiffe://cluster.local/ns/other/sa-${i}`, 'POST', '/v1/charges/x')).decision
+    if (billing !== 'allow' || stranger !== 'deny') wrong++
+  }
+  t.equal(wrong, 0, '2,500 billing callers allowed and 2,500 strangers denied')
+  t.equal(decide(p, request('spiffe://cluster.local/ns/legacy/sa/old', 'POST', '/v1/charges')).reason, 'deny-rule', 'deny rules are per caller too')
+})

@@ -43,10 +43,27 @@ export function ruleMatches (rule: CompiledRule, req: RequestFacts): { caller: b
   return { caller, method, path }
 }
 
+// The rules whose `from` names a caller, per rule list (so per compiled policy: a reload brings new
+// lists and a fresh cache). Callers are few and long-lived (one per peer workload), and the caller
+// test is most of the cost of a long policy, so each caller's candidate list is worked out once.
+const byCaller = new WeakMap<readonly CompiledRule[], Map<string, CompiledRule[]>>()
+const CALLERS_CACHED = 1024
+
+function rulesFor (rules: CompiledRule[], caller: Caller): CompiledRule[] {
+  let cache = byCaller.get(rules)
+  if (cache === undefined) { cache = new Map(); byCaller.set(rules, cache) }
+  let candidates = cache.get(caller.id)
+  if (candidates === undefined) {
+    candidates = rules.filter(rule => callerMatches(rule, caller))
+    if (cache.size >= CALLERS_CACHED) cache.clear() // many distinct callers: recompute rather than grow
+    cache.set(caller.id, candidates)
+  }
+  return candidates
+}
+
 function firstMatch (rules: CompiledRule[], req: RequestFacts): CompiledRule | undefined {
-  // Cheapest test first: caller (a Set lookup), then method, then path.
-  for (const rule of rules) {
-    if (!callerMatches(rule, req.caller)) continue
+  // In rule order, among the rules that name this caller: method (a Set lookup), then path.
+  for (const rule of rulesFor(rules, req.caller)) {
     if (rule.methods !== undefined && !rule.methods.has(req.method)) continue
     if (rule.pathsExact !== undefined && !rule.pathsExact.has(exactPathKey(req.path)) && !rule.pathPatterns.some(p => matchSegments(p, req.segments))) continue
     return rule
