@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import type { TLSSocket, PeerCertificate, DetailedPeerCertificate } from 'node:tls'
+import type { TLSSocket } from 'node:tls'
+import type { X509Certificate } from 'node:crypto'
 import { SvidInvalidError } from '../errors.ts'
 import { verifyX509Svid } from './svid.ts'
 import type { TrustBundle } from './bundle.ts'
@@ -18,29 +19,56 @@ export interface PeerIdentity {
   notAfter: Date
 }
 
-/** The peer's chain as presented (leaf first), raw DER. */
-export function peerChain (socket: TLSSocket): Buffer[] {
+/**
+ * The peer's chain as presented (leaf first), raw DER, from the native X509Certificate objects (far
+ * cheaper than getPeerCertificate(true), which turns every field of every certificate into JS).
+ * After getPeerX509Certificate() Node exposes the rest of the chain only through issuerCertificate.
+ */
+export function peerChain (socket: TLSSocket, leaf: X509Certificate | undefined = socket.getPeerX509Certificate()): Buffer[] {
   const chain: Buffer[] = []
-  let cert: PeerCertificate | DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
-  while (cert?.raw !== undefined && !chain.some(c => c.equals(cert!.raw))) {
+  let cert = leaf
+  while (cert !== undefined && !chain.some(c => c.equals(cert!.raw))) {
     chain.push(cert.raw)
-    cert = (cert as DetailedPeerCertificate).issuerCertificate
+    cert = cert.issuerCertificate
   }
   return chain
 }
 
+// Verified peers, per trust bundle (a bundle change brings a new object, so nothing verified under
+// the old one is reused), by the SHA-256 of the leaf. A peer reconnects with the same SVID many
+// times; reading its chain into JS, parsing it and checking its signatures was most of the CPU of an
+// inbound handshake. An entry is used only inside the validity of every certificate on its path.
+interface Verified { peer: PeerIdentity, notBefore: number, notAfter: number }
+const verifiedPeers = new WeakMap<TrustBundle, Map<string, Verified>>()
+const PEERS_CACHED = 4096
+
 export function verifyPeer (socket: TLSSocket, bundle: TrustBundle, now = new Date()): PeerIdentity {
-  const chain = peerChain(socket)
+  const leaf = socket.getPeerX509Certificate()
+  if (leaf === undefined) throw new SvidInvalidError('no-client-certificate', 'peer presented no certificate')
+  const certHash = leaf.fingerprint256.replaceAll(':', '').toLowerCase()
+  let cache = verifiedPeers.get(bundle)
+  const hit = cache?.get(certHash)
+  if (hit !== undefined && now.getTime() >= hit.notBefore && now.getTime() < hit.notAfter) return hit.peer
+
+  const chain = peerChain(socket, leaf)
   if (chain.length === 0) throw new SvidInvalidError('no-client-certificate', 'peer presented no certificate')
   const v = verifyX509Svid(chain, bundle, now)
-  return {
+  const peer: PeerIdentity = Object.freeze({
     id: v.id.toString(),
     trustDomain: v.id.trustDomain,
-    segments: v.id.path.split('/').slice(1),
+    segments: Object.freeze(v.id.path.split('/').slice(1)) as string[],
     serial: v.leaf.serialHex,
     certHash: createHash('sha256').update(v.leaf.der).digest('hex'),
     notAfter: v.leaf.notAfter
-  }
+  })
+  if (cache === undefined) { cache = new Map(); verifiedPeers.set(bundle, cache) }
+  if (cache.size >= PEERS_CACHED) cache.clear()
+  cache.set(peer.certHash, {
+    peer,
+    notBefore: Math.max(...v.path.map(c => c.notBefore.getTime())),
+    notAfter: Math.min(...v.path.map(c => c.notAfter.getTime()))
+  })
+  return peer
 }
 
 /** OpenSSL's verdict on a refused handshake, as the same reason categories the SVID verifier uses. */
