@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
-import { ConfigInvalidError } from './errors.ts'
+import { ConfigInvalidError, fileUnreadable } from './errors.ts'
 
 // The one configuration schema. Each role declares its options once; values come from, in rising
 // precedence: defaults, a YAML file (--config / GATEHOUSE_CONFIG, keys are the flag names),
@@ -90,6 +90,28 @@ function convert (spec: OptionSpec, raw: unknown): { value?: unknown, expected?:
 export interface ConfigSources {
   argv: string[]
   env?: NodeJS.ProcessEnv
+  /** How many positional arguments the command takes (default: any number). */
+  maxPositionals?: number
+}
+
+/** The candidate closest to `word` (edit distance at most 2, or a prefix of it), for "did you mean". */
+export function closest (word: string, candidates: readonly string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j)
+    for (let i = 1; i <= a.length; i++) {
+      const next = [i]
+      for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+      row = next
+    }
+    return row[b.length]!
+  }
+  const scored = candidates.map(c => ({ c, d: c.startsWith(word) && word.length >= 3 ? 1 : distance(word, c) })).sort((x, y) => x.d - y.d)
+  return scored[0] !== undefined && scored[0].d <= 2 ? scored[0].c : undefined
+}
+
+const didYouMean = (word: string, candidates: readonly string[], show: (c: string) => string): string => {
+  const c = closest(word, candidates)
+  return c === undefined ? '' : ` (did you mean ${show(c)}?)`
 }
 
 export interface ParsedArgs { flags: Map<string, string[]>, positionals: string[] }
@@ -119,17 +141,33 @@ export function loadConfig<S extends Schema> (command: string, schema: S, source
   const problems: string[] = []
   const raw = new Map<string, { value: unknown, from: string }>()
 
-  const configFile = flags.get('config')?.at(-1) ?? env.GATEHOUSE_CONFIG
+  const configFlag = flags.get('config')?.at(-1)
+  const configFile = configFlag ?? env.GATEHOUSE_CONFIG
+  // When the file itself cannot be used, options it may hold are not reported missing as well.
+  let configUnusable = false
   if (configFile !== undefined && configFile !== '') {
-    try {
-      const doc: unknown = parseYaml(readFileSync(configFile, 'utf8'))
-      if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) problems.push(`${configFile}: expected a mapping of option names to values`)
-      for (const [k, v] of Object.entries((doc ?? {}) as Record<string, unknown>)) {
-        if (!(k in schema)) problems.push(`${configFile}: key "${k}" is not an option of 'gatehouse ${command}' (options: ${Object.keys(schema).join(', ')})`)
-        else raw.set(k, { value: v, from: `${configFile} key "${k}"` })
+    const label = configFlag === undefined ? 'GATEHOUSE_CONFIG' : '--config'
+    let text: string | undefined
+    try { text = readFileSync(configFile, 'utf8') } catch (err) {
+      configUnusable = true
+      problems.push(fileUnreadable(label, configFile, err).message)
+    }
+    if (text !== undefined) {
+      try {
+        const doc: unknown = parseYaml(text)
+        if (doc !== null && doc !== undefined && (typeof doc !== 'object' || Array.isArray(doc))) {
+          configUnusable = true
+          problems.push(`${label} ${configFile}: expected a YAML mapping of option names to values, e.g. "${Object.keys(schema)[0] ?? 'listen'}: ..."`)
+        } else {
+          for (const [k, v] of Object.entries((doc ?? {}) as Record<string, unknown>)) {
+            if (!(k in schema)) problems.push(`${configFile}: key "${k}" is not an option of 'gatehouse ${command}'${didYouMean(k, Object.keys(schema), c => `"${c}"`)} (options: ${Object.keys(schema).join(', ')})`)
+            else raw.set(k, { value: v, from: `${configFile} key "${k}"` })
+          }
+        }
+      } catch (err) {
+        configUnusable = true
+        problems.push(`${label} ${configFile}: not valid YAML: ${(err as Error).message.split('\n')[0]!.replace(/:$/, '')}; fix the file (keys are the flag names, e.g. "${Object.keys(schema)[0] ?? 'listen'}: ...")`)
       }
-    } catch (err) {
-      problems.push(`--config ${configFile}: cannot read YAML: ${(err as Error).message.split('\n')[0]}`)
     }
   }
   for (const name of Object.keys(schema)) {
@@ -139,7 +177,7 @@ export function loadConfig<S extends Schema> (command: string, schema: S, source
   for (const [name, values] of flags) {
     if (name === 'config') continue
     const spec = schema[name]
-    if (spec === undefined) { problems.push(`--${name}: unknown flag for 'gatehouse ${command}' (flags: ${Object.keys(schema).map(k => `--${k}`).join(', ')})`); continue }
+    if (spec === undefined) { problems.push(`--${name}: unknown flag for 'gatehouse ${command}'${didYouMean(name, Object.keys(schema), c => `--${c}`)}`); continue }
     raw.set(name, { value: spec.kind === 'list' ? values.flatMap(v => v.split(',')).filter(v => v !== '') : values.at(-1), from: `--${name}` })
   }
 
@@ -148,12 +186,18 @@ export function loadConfig<S extends Schema> (command: string, schema: S, source
     const given = raw.get(name)
     const source = given ?? (spec.default !== undefined ? { value: spec.default, from: 'default' } : undefined)
     if (source === undefined) {
-      if (spec.required === true) problems.push(`--${name} is required (${spec.help}; or set ${envName(name)})`)
+      if (spec.required === true && !configUnusable) problems.push(`--${name} is required (${spec.help}; or set ${envName(name)})`)
       continue
     }
     const { value, expected } = convert(spec, source.value)
     if (expected !== undefined) problems.push(`--${name} (from ${source.from}): expected ${expected}, got ${JSON.stringify(source.value)}`)
     else out[camel(name)] = value
+  }
+  const max = sources.maxPositionals
+  if (max !== undefined && positionals.length > max) {
+    const extra = positionals.slice(max)
+    const asFlag = extra.length === 1 && max === 0 && Object.keys(schema).some(k => schema[k]!.required === true && raw.get(k) === undefined)
+    problems.push(`unexpected argument${extra.length === 1 ? '' : 's'} ${extra.map(a => JSON.stringify(a)).join(' ')}: 'gatehouse ${command}' takes ${max === 0 ? 'only flags' : `at most ${max}`}${asFlag ? ' (values are given as --flag VALUE)' : ''}`)
   }
   if (problems.length > 0) throw new ConfigInvalidError(problems)
   return out as ConfigOf<S> & { positionals: string[] }

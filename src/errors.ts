@@ -101,6 +101,48 @@ export class MethodNotAllowedError extends GatehouseError {
   constructor () { super('GH_METHOD_NOT_ALLOWED', 405, 'method not allowed') }
 }
 
+/** The command line itself is wrong (an unknown command): exit status 2, like a configuration error. */
+export class UsageError extends GatehouseError {
+  constructor (message: string) { super('GH_USAGE', 400, message) }
+}
+
+/** A file named on the command line (or in config) cannot be read: the message names the flag and what to do. */
+export class FileUnreadableError extends GatehouseError {
+  constructor (message: string, options?: { cause?: unknown }) { super('GH_FILE_UNREADABLE', 400, message, options) }
+}
+
+/** A file holds no usable private key (garbage, encrypted, or not the certificate's key). */
+export class KeyInvalidError extends GatehouseError {
+  constructor (message: string, options?: { cause?: unknown }) { super('GH_KEY_INVALID', 400, message, options) }
+}
+
+/** A file holds no usable certificate. */
+export class CertInvalidError extends GatehouseError {
+  constructor (message: string) { super('GH_CERT_INVALID', 400, message) }
+}
+
+/** A listener could not open (port in use, privileged port, address not on this machine). */
+export class ListenError extends GatehouseError {
+  constructor (message: string, options?: { cause?: unknown }) { super('GH_LISTEN_FAILED', 500, message, options) }
+}
+
+/**
+ * One line for a file that could not be read: `label` names where the path came from (a flag such as
+ * "--key", or "policy file"), and the message says what to do. Never includes the file's content.
+ */
+export function fileUnreadable (label: string, file: string, err: unknown): FileUnreadableError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  const where = `${label} ${file}`
+  const why = code === 'ENOENT' || code === 'ENOTDIR'
+    ? 'no such file; check the path'
+    : code === 'EISDIR'
+      ? 'is a directory, not a file; give the path of the file itself'
+      : code === 'EACCES' || code === 'EPERM'
+        ? `permission denied; make it readable by this user${typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : ''}, e.g. with chmod or chown`
+        : `cannot be read (${code ?? (err as Error | undefined)?.message ?? String(err)}); check the file`
+  return new FileUnreadableError(`${where}: ${why}`, { cause: err })
+}
+
 /** Wraps anything unexpected so callers still get a stable code; the cause stays in the operational log only. */
 export function asGatehouseError (err: unknown): GatehouseError {
   if (err instanceof GatehouseError) return err

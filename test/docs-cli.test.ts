@@ -19,5 +19,6 @@ t.test('every command answers --help with its flags, and an unknown command is a
   }
   const bad = gatehouse(['frobnicate'])
   t.equal(bad.status, 2)
-  t.match(bad.stderr, /usage: gatehouse <command>/)
+  t.equal(bad.stderr, 'gatehouse: GH_USAGE: unknown command "frobnicate"; run \'gatehouse --help\' for the list of commands\n', 'one line, and where the list is')
+  t.match(gatehouse(['--help']).stderr, /usage: gatehouse <command>/)
 })

@@ -148,12 +148,12 @@ t.test('a disabled pod template and a broken manifest', async t => {
 
   const broken = gatehouseWithInput(['inject'], 'kind: Pod\nmetadata: {name: [\n')
   t.equal(broken.status, 1)
-  t.match(broken.stderr, /GH_INJECT_INVALID: cannot read the manifest:\n {2}- stdin:\d+:\d+: /)
+  t.match(broken.stderr, /^gatehouse inject: GH_INJECT_INVALID: cannot read the manifest: stdin:\d+:\d+: [^\n]*; fix the manifest\n$/)
   t.equal(broken.stdout, '', 'nothing half-written to stdout')
 
   const missing = gatehouse(['inject', '-f', '/nonexistent/shop.yaml'])
   t.equal(missing.status, 1)
-  t.match(missing.stderr, /GH_INJECT_INVALID: cannot read \/nonexistent\/shop.yaml: ENOENT/)
+  t.equal(missing.stderr, 'gatehouse inject: GH_FILE_UNREADABLE: --file /nonexistent/shop.yaml: no such file; check the path\n')
 
   const badFlag = gatehouseWithInput(['inject', '--ca-url', 'http://plain', '--proxy-cpu-limit', 'lots'], MANIFEST)
   t.equal(badFlag.status, 2)

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync, readFileSync, existsSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { createPrivateKey, type KeyObject } from 'node:crypto'
-import { CaExistsError, CaMissingError } from '../errors.ts'
+import { CaExistsError, CaMissingError, KeyInvalidError, fileUnreadable } from '../errors.ts'
 import { SpiffeId, parseTrustDomain } from '../spiffe/id.ts'
 import { TrustBundle } from '../spiffe/bundle.ts'
 import { buildCertificate } from '../x509/build.ts'
@@ -95,18 +95,25 @@ export function initCa (opts: InitOptions): { files: string[] } {
 /** Loads what issuance needs. The root key stays on disk: day-to-day signing uses the issuer only. */
 export function loadCa (dir: string): CaMaterial {
   const read = (name: string): string => {
-    try { return readFileSync(join(dir, name), 'utf8') } catch {
+    try { return readFileSync(join(dir, name), 'utf8') } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') throw fileUnreadable('CA file', join(dir, name), err)
       throw new CaMissingError(`cannot read ${join(dir, name)}: is ${dir} a CA made by 'gatehouse ca init'?`)
     }
   }
-  const meta = JSON.parse(read(FILES.meta)) as { trustDomain: string }
+  const readKey = (name: string): KeyObject => {
+    const pem = read(name)
+    try { return createPrivateKey(pem) } catch (err) {
+      throw new KeyInvalidError(`CA file ${join(dir, name)}: not a PEM private key; restore it from your backup of ${dir}`, { cause: err })
+    }
+  }
+  const meta = (() => { try { return JSON.parse(read(FILES.meta)) as { trustDomain: string } } catch (err) { if (err instanceof SyntaxError) throw new CaMissingError(`${join(dir, FILES.meta)}: not valid JSON; is ${dir} a CA made by 'gatehouse ca init'?`); throw err } })()
   const trustDomain = parseTrustDomain(meta.trustDomain)
   const issuerDers = pemToDers(read(FILES.issuerCert))
   const rootDers = pemToDers(read(FILES.rootCert))
   if (issuerDers.length !== 1 || rootDers.length !== 1) throw new CaMissingError(`${dir}: root.pem and issuer.pem must hold one certificate each`)
   const bundlePem = read(FILES.bundle)
   const issuer = parseCertificate(issuerDers[0]!)
-  const issuerKey = createPrivateKey(read(FILES.issuerKey))
+  const issuerKey = readKey(FILES.issuerKey)
   if (!spkiDer(issuerKey).equals(spkiDer(issuer.publicKey))) throw new CaMissingError(`${dir}: issuer-key.pem does not match issuer.pem`)
   return {
     dir,
@@ -114,7 +121,7 @@ export function loadCa (dir: string): CaMaterial {
     root: parseCertificate(rootDers[0]!),
     issuer,
     issuerKey,
-    tokenKey: createPrivateKey(read(FILES.tokenKey)),
+    tokenKey: readKey(FILES.tokenKey),
     bundle: TrustBundle.fromPem(bundlePem, { defaultTrustDomain: trustDomain, source: join(dir, FILES.bundle) }),
     bundlePem
   }

@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs'
 import { loadConfig, parseDuration, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
-import { TrustBundle } from '../spiffe/bundle.ts'
+import { checkReadable, readArg, readBundleArg } from './check.ts'
 import { verifyLog } from '../audit/verify.ts'
 import { queryLog, policyFindings, type QueryFilters } from '../audit/query.ts'
 import { parsePolicy } from '../policy/load.ts'
@@ -26,7 +25,8 @@ export const auditSchemas = {
 } as const satisfies Record<string, Schema>
 
 function needFiles (positionals: string[], command: string): string[] {
-  if (positionals.length === 0) throw new ConfigInvalidError([`gatehouse ${command} needs at least one decision-log FILE`])
+  if (positionals.length === 0) throw new ConfigInvalidError([`gatehouse ${command} needs at least one decision-log FILE, e.g. 'gatehouse ${command} decisions.log'`])
+  for (const file of positionals) checkReadable('decision-log file', file)
   return positionals
 }
 
@@ -34,7 +34,7 @@ function needFiles (positionals: string[], command: string): string[] {
 export const auditVerify: Runner = async (argv, io) => {
   const c = loadConfig('audit verify', auditSchemas['audit verify'], { argv })
   const files = needFiles(c.positionals, 'audit verify')
-  const bundle = TrustBundle.fromPem(readFileSync(c.trustBundle, 'utf8'), { ...(c.trustDomain === undefined ? {} : { defaultTrustDomain: c.trustDomain }), source: c.trustBundle })
+  const bundle = readBundleArg('--trust-bundle', c.trustBundle, c.trustDomain)
   const r = await verifyLog(files, bundle)
   if (c.format === 'json') io.out(`${JSON.stringify(r, null, 2)}\n`)
   else {
@@ -88,7 +88,7 @@ export const auditQuery: Runner = async (argv, io) => {
       matched: r.matched,
       calls: [...r.calls].sort((a, b) => b[1] - a[1]).map(([k, n]) => { const [caller, callee] = k.split('\t'); return { caller, callee, count: n } }),
       denials: [...r.denials].sort((a, b) => b[1] - a[1]).map(([k, n]) => { const [caller, path] = k.split('\t'); return { caller, path, count: n } }),
-      ...(c.policy === undefined ? {} : policyFindings(parsePolicy(readFileSync(c.policy, 'utf8'), c.policy).policy, r))
+      ...(c.policy === undefined ? {} : policyFindings(parsePolicy(readArg('--policy', c.policy), c.policy).policy, r))
     }
     if (c.format === 'json') { io.out(`${JSON.stringify(summary, null, 2)}\n`); return 0 }
     io.out(`${r.matched} of ${r.scanned} decisions matched (${((performance.now() - started) / 1000).toFixed(1)} s)\n\nwho calls whom\n${table([['CALLER', 'CALLEE', 'COUNT'], ...summary.calls.map(x => [x.caller!, x.callee!, String(x.count)])])}\n\ndenials by caller and path\n${table([['CALLER', 'PATH', 'COUNT'], ...summary.denials.map(x => [x.caller!, x.path!, String(x.count)])])}\n`)

@@ -1,9 +1,10 @@
-import { writeFileSync, readFileSync, existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { writeFileSync, existsSync } from 'node:fs'
+import { join, dirname } from 'node:path'
 import { createPublicKey } from 'node:crypto'
 import { loadConfig, type Schema } from '../config.ts'
 import { createLogger } from '../log.ts'
-import { GatehouseError } from '../errors.ts'
+import { GatehouseError, ConfigInvalidError } from '../errors.ts'
+import { readArg, checkReadable, checkDirArg, checkListen, nameListenFailure } from './check.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { initCa, loadCa, FILES } from '../ca/store.ts'
 import { Issuer } from '../ca/issuer.ts'
@@ -67,20 +68,23 @@ export const caSchemas = {
 const keyPem = (k: import('node:crypto').KeyObject): string => k.export({ type: 'pkcs8', format: 'pem' }).toString()
 
 export const caInit: Runner = async (argv, io) => {
-  const c = loadConfig('ca init', caSchemas['ca init'], { argv })
+  const c = loadConfig('ca init', caSchemas['ca init'], { argv, maxPositionals: 0 })
+  checkDirArg('--dir', c.dir)
   const { files } = initCa({ dir: c.dir, trustDomain: c.trustDomain, keyType: c.keyType as KeyType, rootTtlMs: c.rootTtl, issuerTtlMs: c.issuerTtl })
   io.out(`created CA for trust domain ${c.trustDomain} in ${c.dir}\n${files.map(f => `  ${f}`).join('\n')}\n`)
   return 0
 }
 
 export const caIssue: Runner = async (argv, io) => {
-  const c = loadConfig('ca issue', caSchemas['ca issue'], { argv })
+  const c = loadConfig('ca issue', caSchemas['ca issue'], { argv, maxPositionals: 0 })
+  const outDir = dirname(c.out)
+  if (!existsSync(outDir)) throw new ConfigInvalidError([`--out ${c.out}: directory ${outDir} does not exist; create it first or choose another prefix`])
   const ca = loadCa(c.dir)
   const id = SpiffeId.parse(c.spiffeId)
   const key = c.csr === undefined ? generateKey(c.keyType as KeyType) : undefined
-  const publicKey = key === undefined ? verifyCsr(readFileSync(c.csr!, 'utf8')) : createPublicKey(key.privateKey)
+  const publicKey = key === undefined ? verifyCsr(readArg('--csr', c.csr!)) : createPublicKey(key.privateKey)
   const keyFile = key === undefined ? undefined : `${c.out}-key.pem`
-  if (keyFile !== undefined && existsSync(keyFile)) throw new GatehouseError('GH_OUTPUT_EXISTS', 409, `${keyFile} exists; refusing to overwrite a private key`)
+  if (keyFile !== undefined && existsSync(keyFile)) throw new GatehouseError('GH_OUTPUT_EXISTS', 409, `--out ${c.out}: ${keyFile} exists; refusing to overwrite a private key (choose another --out prefix, or remove the old files)`)
   const svid = new Issuer(ca).issue({ id, publicKey, ttlMs: c.ttl, dns: c.dns, ips: c.ip })
   if (key !== undefined) writeFileSync(keyFile!, keyPem(key.privateKey), { mode: 0o600, flag: 'wx' })
   writeFileSync(`${c.out}.pem`, svid.chainPem)
@@ -89,28 +93,34 @@ export const caIssue: Runner = async (argv, io) => {
 }
 
 export const caToken: Runner = async (argv, io) => {
-  const c = loadConfig('ca token', caSchemas['ca token'], { argv })
+  const c = loadConfig('ca token', caSchemas['ca token'], { argv, maxPositionals: 0 })
   const ca = loadCa(c.dir)
   io.out(`${await mintJoinToken({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, id: SpiffeId.parse(c.spiffeId), ttlMs: c.ttl })}\n`)
   return 0
 }
 
 export const caRotateRoot: Runner = async (argv, io) => {
-  const c = loadConfig('ca rotate-root', caSchemas['ca rotate-root'], { argv })
+  const c = loadConfig('ca rotate-root', caSchemas['ca rotate-root'], { argv, maxPositionals: 0 })
+  loadCa(c.dir) // a missing or damaged CA is reported as such, before any step starts
   io.out(`${rotateRoot(c.dir, c.step as RotationStep, { leafTtlMs: c.leafTtl, force: c.force })}\n`)
   return 0
 }
 
 export const caServe: Runner = async (argv, io) => {
-  const c = loadConfig('ca serve', caSchemas['ca serve'], { argv })
-  const logger = createLogger('gatehouse-ca')
+  const c = loadConfig('ca serve', caSchemas['ca serve'], { argv, maxPositionals: 0 })
   const ca = loadCa(c.dir)
   let k8s: K8sTokenVerifier | undefined
   if (c.jwksFile !== undefined || c.jwksUrl !== undefined) {
-    if (c.issuer === undefined) throw new GatehouseError('GH_CONFIG_INVALID', 400, 'invalid configuration:\n  - --issuer is required with --jwks-file or --jwks-url (the "iss" of your cluster\'s service-account tokens)')
+    if (c.issuer === undefined) throw new ConfigInvalidError(['--issuer is required with --jwks-file or --jwks-url (the "iss" of your cluster\'s service-account tokens)'])
+    for (const [flag, file] of [['--jwks-file', c.jwksFile], ['--jwks-ca-file', c.jwksCaFile], ['--jwks-token-file', c.jwksTokenFile]] as const) {
+      if (file !== undefined) checkReadable(flag, file)
+    }
     const jwks = c.jwksFile !== undefined ? jwksFromFile(c.jwksFile) : jwksFromUrl(c.jwksUrl!, { caFile: c.jwksCaFile, tokenFile: c.jwksTokenFile })
     k8s = new K8sTokenVerifier({ jwks, issuer: c.issuer, trustDomain: ca.trustDomain })
   }
+  const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen]]
+  await checkListen(listeners)
+  const logger = createLogger('gatehouse-ca')
   const running = await startCaServer({
     ca,
     issuer: new Issuer(ca, { defaultTtlMs: c.leafTtl }),
@@ -121,7 +131,7 @@ export const caServe: Runner = async (argv, io) => {
     servingDns: c.servingDns,
     servingIps: c.servingIp,
     reload: { intervalMs: c.reloadInterval, load: () => { const m = loadCa(c.dir); return { ca: m, issuer: new Issuer(m, { defaultTtlMs: c.leafTtl }) } } }
-  })
+  }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
   io.onShutdown(running.close)
   return undefined // keep running
 }

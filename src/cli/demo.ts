@@ -1,5 +1,6 @@
 import { loadConfig, type Schema } from '../config.ts'
 import { runDemo } from '../demo/run.ts'
+import { checkDirArg } from './check.ts'
 import type { Runner } from './runner.ts'
 
 export const demoSchema = {
@@ -9,7 +10,8 @@ export const demoSchema = {
 } as const satisfies Schema
 
 export const demo: Runner = async (argv, io) => {
-  const c = loadConfig('demo', demoSchema, { argv })
+  const c = loadConfig('demo', demoSchema, { argv, maxPositionals: 0 })
+  if (c.dir !== undefined) checkDirArg('--dir', c.dir)
   const r = await runDemo({ out: io.out, keepRunning: c.keepRunning, leafTtlMs: c.leafTtl, ...(c.dir === undefined ? {} : { dir: c.dir }) })
   const failed = r.steps.filter(s => !s.ok)
   io.out(failed.length === 0 && r.verify.break === undefined ? `All ${r.steps.length} steps behaved as expected.\n` : `${failed.length} step(s) did not behave as expected: ${failed.map(s => s.name).join('; ')}\n`)

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
@@ -6,7 +5,7 @@ import { injectorConfig, DEFAULT_INJECTOR_CONFIG as D, NAMESPACE_LABEL, type Inj
 import { injectManifest } from '../inject/manifest.ts'
 import { startInjectorServer } from '../inject/server.ts'
 import { parseQuantity } from '../inject/quantity.ts'
-import { InjectInvalidError } from '../inject/errors.ts'
+import { readArg, checkKeyPair, checkListen, nameListenFailure } from './check.ts'
 import type { Runner } from './runner.ts'
 
 // `gatehouse inject [-f FILE|-]`: offline injection of a manifest, printed to stdout (a summary of
@@ -87,9 +86,9 @@ function labelsFrom (list: string[]): Record<string, string> {
   return labels
 }
 
-async function readInput (file: string): Promise<{ text: string, source: string }> {
+async function readInput (file: string, label: string): Promise<{ text: string, source: string }> {
   if (file !== '-') {
-    try { return { text: readFileSync(file, 'utf8'), source: file } } catch (err) { throw new InjectInvalidError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`) }
+    return { text: readArg(label, file), source: file }
   }
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
@@ -103,7 +102,7 @@ export const inject: Runner = async (argv, io) => {
   if (c.positionals.length > 1) throw new ConfigInvalidError([`expected at most one manifest, got ${c.positionals.join(' ')}`])
   const file = c.positionals[0] ?? c.file
   const config = configFrom(c)
-  const { text, source } = await readInput(file)
+  const { text, source } = await readInput(file, c.positionals[0] === undefined ? '--file' : 'manifest')
   const result = injectManifest(text, { namespaceLabels: labelsFrom(c.namespaceLabels), config }, source)
   io.out(result.text)
   for (const e of result.entries) {
@@ -114,8 +113,11 @@ export const inject: Runner = async (argv, io) => {
 }
 
 export const injectServe: Runner = async (argv, io) => {
-  const c = loadConfig('inject serve', injectSchemas['inject serve'], { argv })
+  const c = loadConfig('inject serve', injectSchemas['inject serve'], { argv, maxPositionals: 0 })
   const config = configFrom(c)
+  checkKeyPair('--cert', c.cert, '--key', c.key)
+  const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen]]
+  await checkListen(listeners)
   const running = await startInjectorServer({
     listen: c.listen,
     certFile: c.cert,
@@ -124,7 +126,7 @@ export const injectServe: Runner = async (argv, io) => {
     logger: createLogger('gatehouse-injector'),
     maxBodyBytes: c.maxBodyBytes,
     reloadIntervalMs: c.reloadInterval
-  })
+  }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
   io.onShutdown(running.close)
   return undefined
 }

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { isMap, isSeq, isScalar } from 'yaml'
 import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError, PolicyInvalidError } from '../errors.ts'
@@ -8,6 +7,7 @@ import { decide, ruleMatches, type RequestFacts } from '../policy/decide.ts'
 import { normalizeTarget } from '../policy/normalize.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { readYamlSource, mapGet } from '../yaml-source.ts'
+import { readArg } from './check.ts'
 import type { Runner } from './runner.ts'
 
 export const policySchemas = {
@@ -24,8 +24,9 @@ export const policySchemas = {
 
 function loadPolicyArg (positionals: string[], command: string): ReturnType<typeof parsePolicy> {
   const file = positionals[0]
-  if (file === undefined) throw new ConfigInvalidError([`gatehouse ${command} needs the policy FILE`])
-  return parsePolicy(readFileSync(file, 'utf8'), file)
+  if (file === undefined) throw new ConfigInvalidError([`gatehouse ${command} needs the policy FILE, e.g. 'gatehouse ${command} policy.yaml'`])
+  if (positionals.length > 1) throw new ConfigInvalidError([`gatehouse ${command} takes one policy FILE, got ${positionals.map(p => JSON.stringify(p)).join(' ')} (values are given as --flag VALUE)`])
+  return parsePolicy(readArg('policy file', file), file)
 }
 
 export const policyCheck: Runner = async (argv, io) => {
@@ -75,8 +76,8 @@ export const policyTest: Runner = async (argv, io) => {
   const c = loadConfig('policy test', policySchemas['policy test'], { argv })
   const { policy } = loadPolicyArg(c.positionals, 'policy test')
   const compiled = compilePolicy(policy)
-  const { root, at, problems } = readYamlSource(readFileSync(c.cases, 'utf8'), c.cases)
-  if (problems.length > 0) throw new ConfigInvalidError(problems)
+  const { root, at, problems } = readYamlSource(readArg('--cases', c.cases), c.cases)
+  if (problems.length > 0) throw new ConfigInvalidError(problems.map(p => `--cases ${p}`))
   const list = isMap(root) ? mapGet(root, 'cases') : root
   if (!isSeq(list)) throw new ConfigInvalidError([`${at(root)}: expected a list of cases (or a mapping with "cases")`])
   let failed = 0

@@ -1,9 +1,18 @@
+import { existsSync } from 'node:fs'
+import type { X509Certificate } from 'node:crypto'
 import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { startSidecar } from '../proxy/sidecar.ts'
 import { parseAppProbes } from '../proxy/admin.ts'
+import { parseRoutes } from '../proxy/routes.ts'
+import { checkReadable, checkKeyPair, checkListen, nameListenFailure, readArg, readBundleArg } from './check.ts'
 import type { Runner } from './runner.ts'
+
+/** The trust domain of a certificate's spiffe:// URI SAN, if it has one. */
+function spiffeTrustDomain (cert: X509Certificate): string | undefined {
+  return /URI:spiffe:\/\/([^/,\s]+)/.exec(cert.subjectAltName ?? '')?.[1]
+}
 
 export const proxySchema = {
   inbound: { kind: 'hostport', default: '0.0.0.0:15006', help: 'mTLS listener for inbound calls' },
@@ -41,11 +50,26 @@ export const proxySchema = {
 } as const satisfies Schema
 
 export const proxy: Runner = async (argv, io) => {
-  const c = loadConfig('proxy', proxySchema, { argv })
+  const c = loadConfig('proxy', proxySchema, { argv, maxPositionals: 0 })
   const sources = [c.caUrl !== undefined, c.cert !== undefined || c.key !== undefined].filter(Boolean).length
   if (sources !== 1 || (c.caUrl === undefined && (c.cert === undefined || c.key === undefined))) {
     throw new ConfigInvalidError(['exactly one identity source is required: --cert FILE --key FILE (static, reloaded on change), or --ca-url URL [--token-file FILE] (issued and rotated by the CA)'])
   }
+  const appProbes = (() => { try { return parseAppProbes(c.appProbes) } catch (err) { throw new ConfigInvalidError([`--app-probes: ${(err as Error).message}`]) } })()
+  // Before anything is loaded or logged: every named file readable, the key the certificate's, each
+  // listen address free. (A policy that is present but invalid is not refused here: the sidecar then
+  // starts not ready and keeps relaying the app's probes, and picks up the fixed file when it changes.)
+  checkReadable('--policy', c.policy)
+  const bundle = readBundleArg('--trust-bundle', c.trustBundle, c.trustDomain)
+  const cert = c.cert === undefined ? undefined : checkKeyPair('--cert', c.cert, '--key', c.key!)
+  if (c.tokenFile !== undefined) checkReadable('--token-file', c.tokenFile)
+  if (c.routes !== undefined && existsSync(c.routes)) {
+    // Missing is allowed (an optional ConfigMap not created yet); present but invalid fails the start.
+    const trustDomain = c.trustDomain ?? (cert === undefined ? undefined : spiffeTrustDomain(cert)) ?? bundle.trustDomains[0]
+    parseRoutes(readArg('--routes', c.routes), c.routes, trustDomain)
+  }
+  const listeners: Array<[string, { host: string, port: number }]> = [['--inbound', c.inbound], ['--outbound', c.outbound], ['--admin', c.admin]]
+  await checkListen(listeners)
   const logger = createLogger('gatehouse-proxy')
   const sidecar = await startSidecar({
     inbound: c.inbound,
@@ -76,8 +100,8 @@ export const proxy: Runner = async (argv, io) => {
     decisionLogMaxBytes: c.decisionLogMaxBytes,
     checkpointEvery: c.checkpointEvery,
     checkpointIntervalMs: c.checkpointInterval,
-    appProbes: (() => { try { return parseAppProbes(c.appProbes) } catch (err) { throw new ConfigInvalidError([`--app-probes: ${(err as Error).message}`]) } })()
-  })
+    appProbes
+  }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
   process.on('SIGHUP', () => { sidecar.reloadPolicy('SIGHUP') })
   io.onShutdown(async () => { await sidecar.stop(c.drainTimeout) })
   return undefined

@@ -1,4 +1,4 @@
-import { envName, type Schema } from '../config.ts'
+import { envName, loadConfig, type Schema } from '../config.ts'
 import type { Runner } from './runner.ts'
 
 // The CLI reference, rendered from the command table and each command's option schema.
@@ -21,7 +21,8 @@ export function renderReference (commands: Record<string, { schema: Schema, summ
   return `${out.join('\n')}\n`
 }
 
-export const docsCli: Runner = async (_argv, io) => {
+export const docsCli: Runner = async (argv, io) => {
+  loadConfig('docs cli', {}, { argv, maxPositionals: 0 })
   const { commands } = await import('./commands.ts')
   io.out(renderReference(commands))
   return 0

@@ -84,10 +84,13 @@ export async function verifyInProcess (files: string[], bundleFile: string): Pro
   return { status: report.break !== undefined ? 1 : report.unverifiedTail !== undefined ? 3 : 0, report }
 }
 
-/** `gatehouse <args>` from source without blocking the event loop, so several can run at once. */
-export async function gatehouseAsync (args: string[]): Promise<CliResult> {
+/**
+ * `gatehouse <args>` from source without blocking the event loop, so several can run at once.
+ * `signal` kills the child when aborted (e.g. from t.teardown); `timeoutMs` kills it after that long.
+ */
+export async function gatehouseAsync (args: string[], opts: { env?: NodeJS.ProcessEnv, timeoutMs?: number, signal?: AbortSignal } = {}): Promise<CliResult> {
   return await new Promise<CliResult>((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [cliPath, ...args], { encoding: 'utf8', timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 << 20, env: { ...process.env, ...opts.env }, ...(opts.signal === undefined ? {} : { signal: opts.signal }) }, (err, stdout, stderr) => {
       const status = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null
       resolve({ status, stdout, stderr })
     })
