@@ -1,3 +1,4 @@
+import { DEFAULT_SIDECAR_MEMORY_LIMIT } from './node-options.ts'
 // What the injector adds is decided by this configuration (flags of `gatehouse inject` and
 // `gatehouse inject serve`) and by per-pod annotations. Names the rest of the system depends on
 // (annotation keys, volume and container names, mount paths) are defined here, once.
@@ -92,7 +93,7 @@ export const DEFAULT_INJECTOR_CONFIG: InjectorConfig = {
   tokenExpirationSeconds: 3600,
   proxyUid: 1337,
   // Node is single-threaded for the request path: one CPU is the useful ceiling.
-  resources: { cpuRequest: '50m', memoryRequest: '64Mi', cpuLimit: '1', memoryLimit: '256Mi' }
+  resources: { cpuRequest: '50m', memoryRequest: '64Mi', cpuLimit: '1', memoryLimit: DEFAULT_SIDECAR_MEMORY_LIMIT }
 }
 
 export function injectorConfig (overrides: Partial<Omit<InjectorConfig, 'resources'>> & { resources?: Partial<ProxyResources> } = {}): InjectorConfig {

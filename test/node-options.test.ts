@@ -1,0 +1,39 @@
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { injectPod } from '../src/inject/patch.ts'
+import { sidecarNodeOptions } from '../src/inject/node-options.ts'
+
+// The sidecar's heap sizes follow its memory limit: the injector sets NODE_OPTIONS from the pod's
+// limit, the image's default matches the injector's default limit, and the bench runs with the same.
+
+const pod = (annotations: Record<string, string>): Record<string, unknown> => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name: 'payments', namespace: 'shop', annotations: { 'gatehouse.io/inject': 'enabled', ...annotations } },
+  spec: { serviceAccountName: 'payments', containers: [{ name: 'app', image: 'payments:1', ports: [{ containerPort: 8080 }] }] }
+})
+
+const nodeOptionsOf = (annotations: Record<string, string>): unknown => {
+  const r = injectPod(pod(annotations), { namespaceLabels: {} }) as { pod: any }
+  const proxy = [...(r.pod.spec.initContainers ?? []), ...r.pod.spec.containers].find((c: any) => c.name === 'gatehouse-proxy')
+  return proxy?.env?.find((e: any) => e.name === 'NODE_OPTIONS')?.value
+}
+
+t.test('old space at 3/4 of the memory limit, a 2 MiB young generation', async t => {
+  t.equal(sidecarNodeOptions('256Mi'), '--max-semi-space-size=2 --max-old-space-size=192')
+  t.equal(sidecarNodeOptions('1Gi'), '--max-semi-space-size=2 --max-old-space-size=768')
+  t.equal(sidecarNodeOptions('500M'), '--max-semi-space-size=2 --max-old-space-size=357')
+  t.equal(sidecarNodeOptions('32Mi'), '--max-semi-space-size=2 --max-old-space-size=64', 'never below 64 MiB')
+  t.equal(sidecarNodeOptions(), sidecarNodeOptions('256Mi'), 'default: the injector\'s default limit')
+})
+
+t.test('the injected proxy gets NODE_OPTIONS from its memory limit', async t => {
+  t.equal(nodeOptionsOf({}), '--max-semi-space-size=2 --max-old-space-size=192', 'default limit 256Mi')
+  t.equal(nodeOptionsOf({ 'gatehouse.io/proxy-memory-limit': '512Mi' }), '--max-semi-space-size=2 --max-old-space-size=384', 'annotation proxy-memory-limit 512Mi')
+})
+
+t.test('the image\'s default NODE_OPTIONS are the injector\'s default', async t => {
+  const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8')
+  const runtime = dockerfile.slice(dockerfile.indexOf('AS runtime'))
+  t.match(runtime, `ENV NODE_OPTIONS="${sidecarNodeOptions()}"`)
+})
