@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { BundleInvalidError, CertInvalidError, ConfigInvalidError, GatehouseError, KeyInvalidError, ListenError, fileUnreadable } from '../errors.ts'
@@ -13,9 +13,17 @@ export function readArg (label: string, file: string): string {
   try { return readFileSync(file, 'utf8') } catch (err) { throw fileUnreadable(label, file, err) }
 }
 
-/** Throws GH_FILE_UNREADABLE unless `file` is a readable regular file. */
+/** Throws GH_FILE_UNREADABLE unless `file` can be opened for reading and is not a directory (without reading it: logs may be large). */
 export function checkReadable (label: string, file: string): void {
-  readArg(label, file)
+  let fd: number | undefined
+  try {
+    fd = openSync(file, 'r')
+    if (fstatSync(fd).isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read '${file}'`), { code: 'EISDIR' })
+  } catch (err) {
+    throw fileUnreadable(label, file, err)
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
 }
 
 /** Throws unless `dir` is a directory or does not exist yet (it will be created). */
