@@ -39,7 +39,7 @@ export function checkDirArg (label: string, dir: string): void {
 export function readKeyArg (label: string, file: string): KeyObject {
   const pem = readArg(label, file)
   try { return createPrivateKey(pem) } catch (err) {
-    throw new KeyInvalidError(`${label} ${file}: not an unencrypted PEM private key; give the PEM key file issued with the certificate`, { cause: err })
+    throw new KeyInvalidError(`${label} ${file}: not an unencrypted PEM private key; give the key file (PEM) issued with the certificate`, { cause: err })
   }
 }
 
