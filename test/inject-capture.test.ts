@@ -1,13 +1,7 @@
 import t from 'tap'
 import { injectPod } from '../src/inject/patch.ts'
-import { podProblems } from './helpers/k8s-pod.ts'
+import { podProblems, optedInPod as pod } from './helpers/k8s-pod.ts'
 
-const pod = (annotations: Record<string, string>): Record<string, unknown> => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name: 'payments', namespace: 'shop', annotations: { 'gatehouse.io/inject': 'enabled', ...annotations } },
-  spec: { serviceAccountName: 'payments', containers: [{ name: 'app', image: 'payments:1', ports: [{ containerPort: 8080 }] }] }
-})
 
 t.test('gatehouse.io/capture: iptables adds the capture init container first, with only NET_ADMIN/NET_RAW', async t => {
   const r = injectPod(pod({ 'gatehouse.io/capture': 'iptables', 'gatehouse.io/capture-exclude-ports': '9090, 9091' }), { namespaceLabels: {} }) as { pod: any, injected: boolean, warnings: string[] }

@@ -2,16 +2,11 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { injectPod } from '../src/inject/patch.ts'
 import { sidecarNodeOptions } from '../src/inject/node-options.ts'
+import { optedInPod as pod } from './helpers/k8s-pod.ts'
 
 // The sidecar's heap sizes follow its memory limit: the injector sets NODE_OPTIONS from the pod's
 // limit, the image's default matches the injector's default limit, and the bench runs with the same.
 
-const pod = (annotations: Record<string, string>): Record<string, unknown> => ({
-  apiVersion: 'v1',
-  kind: 'Pod',
-  metadata: { name: 'payments', namespace: 'shop', annotations: { 'gatehouse.io/inject': 'enabled', ...annotations } },
-  spec: { serviceAccountName: 'payments', containers: [{ name: 'app', image: 'payments:1', ports: [{ containerPort: 8080 }] }] }
-})
 
 const nodeOptionsOf = (annotations: Record<string, string>): unknown => {
   const r = injectPod(pod(annotations), { namespaceLabels: {} }) as { pod: any }

@@ -90,3 +90,11 @@ export function podProblems (pod: unknown): string[] {
   out.push(...semantic(pod))
   return out
 }
+
+/** The payments pod of the inject tests, opted in, with extra annotations. */
+export const optedInPod = (annotations: Record<string, string>): Record<string, unknown> => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name: 'payments', namespace: 'shop', annotations: { 'gatehouse.io/inject': 'enabled', ...annotations } },
+  spec: { serviceAccountName: 'payments', containers: [{ name: 'app', image: 'payments:1', ports: [{ containerPort: 8080 }] }] }
+})
