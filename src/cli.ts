@@ -2,7 +2,7 @@
 import { GatehouseError, ConfigInvalidError, UsageError } from './errors.ts'
 import { usage, closest } from './config.ts'
 import type { CliIo } from './cli/runner.ts'
-import { commands } from './cli/commands.ts'
+import { commands, loadCommand } from './cli/commands.ts'
 
 // Entry point: picks the subcommand, runs it, and turns an error into ONE line on stderr,
 // "gatehouse <command>: GH_CODE: what is wrong; what to do", with exit status 2 (configuration or
@@ -83,7 +83,7 @@ async function main (args: string[]): Promise<void> {
     fail(undefined, unknownCommand(argv), debug)
   }
   const rest = argv.slice(name.split(' ').length)
-  const cmd = commands[name]!
+  const cmd = await loadCommand(name)
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`${usage(name, cmd.schema as never)}\n`)
     return

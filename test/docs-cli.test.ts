@@ -2,7 +2,9 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { renderReference } from '../src/cli/reference.ts'
-import { commands } from '../src/cli/commands.ts'
+import { loadCommands } from '../src/cli/commands.ts'
+
+const commands = await loadCommands()
 import { gatehouse } from './helpers/cli.ts'
 
 t.test('docs/cli.md is exactly what the schemas generate (regenerate: gatehouse docs cli > docs/cli.md)', async t => {

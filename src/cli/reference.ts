@@ -23,7 +23,7 @@ export function renderReference (commands: Record<string, { schema: Schema, summ
 
 export const docsCli: Runner = async (argv, io) => {
   loadConfig('docs cli', {}, { argv, maxPositionals: 0 })
-  const { commands } = await import('./commands.ts')
-  io.out(renderReference(commands))
+  const { loadCommands } = await import('./commands.ts')
+  io.out(renderReference(await loadCommands()))
   return 0
 }
