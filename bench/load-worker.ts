@@ -21,7 +21,10 @@ export interface LoadSpec {
   rate?: number
 }
 
-export type WorkerResult = LoadResult & { event: 'result', mode: LoadSpec['mode'], clientCpuSeconds: number, sendLagP99?: number, sendLagMax?: number, sendLagHistogram?: Histogram }
+/** The warm-up's own figures: not part of the measured result, but a failed request there still counts. */
+export interface WarmupSummary { seconds: number, requests: number, errors: number, errorKinds: Record<string, number>, p99: number, max: number }
+
+export type WorkerResult = LoadResult & { event: 'result', mode: LoadSpec['mode'], clientCpuSeconds: number, sendLagP99?: number, sendLagMax?: number, sendLagHistogram?: Histogram, warmup?: WarmupSummary }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec
 const tls = spec.tls === undefined
@@ -45,25 +48,27 @@ const shape = { path: spec.path, ...(spec.headers === undefined ? {} : { headers
 
 let result: LoadResult & { sendLagP99?: number, sendLagMax?: number, sendLagHistogram?: Histogram }
 let cpu: NodeJS.CpuUsage
+let warm: LoadResult | undefined
 if (spec.mode === 'closed') {
-  if (spec.warmupSeconds > 0) await runLoad(spec.origin, { ...shape, connections: spec.connections, seconds: spec.warmupSeconds, dispatcher: pool })
+  if (spec.warmupSeconds > 0) warm = await runLoad(spec.origin, { ...shape, connections: spec.connections, seconds: spec.warmupSeconds, dispatcher: pool })
   process.stdout.write('{"event":"start"}\n')
   cpu = process.cpuUsage()
   result = await runLoad(spec.origin, { ...shape, connections: spec.connections, seconds: spec.seconds, dispatcher: pool })
 } else if (spec.mode === 'open') {
   const rate = spec.rate ?? 1000
-  if (spec.warmupSeconds > 0) await runOpenLoad(spec.origin, pool, { ...shape, rate, seconds: spec.warmupSeconds })
+  if (spec.warmupSeconds > 0) warm = await runOpenLoad(spec.origin, pool, { ...shape, rate, seconds: spec.warmupSeconds })
   process.stdout.write('{"event":"start"}\n')
   cpu = process.cpuUsage()
   result = await runOpenLoad(spec.origin, pool, { ...shape, rate, seconds: spec.seconds })
 } else {
-  if (spec.warmupSeconds > 0) await runHandshakes(spec.origin, pool, { ...shape, connections: spec.connections, seconds: spec.warmupSeconds })
+  if (spec.warmupSeconds > 0) warm = await runHandshakes(spec.origin, pool, { ...shape, connections: spec.connections, seconds: spec.warmupSeconds })
   process.stdout.write('{"event":"start"}\n')
   cpu = process.cpuUsage()
   result = await runHandshakes(spec.origin, pool, { ...shape, connections: spec.connections, seconds: spec.seconds })
 }
 const used = process.cpuUsage(cpu)
-const out: WorkerResult = { event: 'result', mode: spec.mode, ...result, clientCpuSeconds: (used.user + used.system) / 1e6 }
+const warmup = warm === undefined ? undefined : { seconds: spec.warmupSeconds, requests: warm.requests, errors: warm.errors, errorKinds: warm.errorKinds, p99: warm.p99, max: warm.max }
+const out: WorkerResult = { event: 'result', mode: spec.mode, ...result, clientCpuSeconds: (used.user + used.system) / 1e6, ...(warmup === undefined ? {} : { warmup }) }
 process.stdout.write(`${JSON.stringify(out)}\n`)
 await pool.destroy()
 process.exit(0)

@@ -30,9 +30,9 @@ const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','))
 const BODY_BYTES = 1024
-const plan: Plan & { rotationSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
-  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 15, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000 }
-  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000 }
+const plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
+  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000 }
+  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000 }
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const resultsDir = fileURLToPath(new URL('./results/', import.meta.url))
@@ -102,7 +102,7 @@ let rotation: BenchResults['rotation'] = { skipped: 'not selected (--only)' }
 if (only === undefined || only.has('rotation')) {
   log('rotation under load:\n')
   try {
-    rotation = await measureRotation(env, { leafTtl: plan.leafTtl, rate: plan.rotationRate, seconds: plan.rotationSeconds }, log)
+    rotation = await measureRotation(env, { leafTtl: plan.leafTtl, rate: plan.rotationRate, seconds: plan.rotationSeconds, warmupSeconds: plan.rotationWarmupSeconds }, log)
   } catch (err) {
     failed = true
     rotation = { skipped: `failed: ${(err as Error).message}` }

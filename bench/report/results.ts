@@ -8,7 +8,7 @@ export interface BenchResults {
   mode: 'quick' | 'full'
   durationSeconds: number
   machine: { cpu: string, cores: number, node: string, nginx: string | null, kernel: string, pinning: string, loadAverageAtStart: number, gatehouse: string }
-  plan: Plan & { rotationSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number }
+  plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number }
   targets: TargetResult[]
   skipped: Array<{ name: string, reason: string }>
   rotation: RotationResult | { skipped: string }
