@@ -49,8 +49,10 @@ CMD ["capture", "iptables", "--dry-run"]
 # ephemeral container instead of a shell in the image.
 FROM gcr.io/distroless/nodejs24-debian12 AS runtime
 ENV NODE_ENV=production
-# Heap sizes for a 256Mi container (src/inject/node-options.ts; the injector sets them per memory limit).
+# Heap sizes for a 256Mi container and the malloc arena cap (src/inject/node-options.ts; the injector
+# sets them per memory limit).
 ENV NODE_OPTIONS="--max-semi-space-size=2 --max-old-space-size=192"
+ENV MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=deps /src/package.json ./
 COPY --from=deps /src/node_modules ./node_modules

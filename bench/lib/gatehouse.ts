@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process'
 import { request } from 'undici'
 import { start, freePort, type Started } from './proc.ts'
-import { sidecarNodeOptions } from '../../src/inject/node-options.ts'
+import { sidecarProcessEnv } from '../../src/inject/node-options.ts'
 
 export interface SidecarSpec {
   name: string
@@ -47,8 +47,8 @@ export async function startSidecar (cli: string, s: SidecarSpec): Promise<Sideca
     '--upstream', `127.0.0.1:${s.upstreamPort}`, '--policy', s.policyFile, '--trust-bundle', s.trustBundle, ...identity,
     ...(s.routesFile === undefined ? [] : ['--routes', s.routesFile]),
     '--decision-log', s.decisionLog, '--decision-log-stdout', 'false'],
-  // NODE_OPTIONS as the injector sets them for the default 256Mi limit (and the image's default).
-  { core: 1, name: s.name, env: { ...process.env, GATEHOUSE_LOG_LEVEL: 'info', NODE_OPTIONS: sidecarNodeOptions() } })
+  // NODE_OPTIONS and MALLOC_ARENA_MAX as the injector sets them for the default 256Mi limit (and the image's default).
+  { core: 1, name: s.name, env: { ...process.env, GATEHOUSE_LOG_LEVEL: 'info', ...sidecarProcessEnv() } })
   const deadline = Date.now() + 30_000
   while (!await readyz(adminPort)) {
     if (proc.child.exitCode !== null || Date.now() > deadline) {

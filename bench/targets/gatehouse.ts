@@ -7,7 +7,7 @@ import { stop } from '../lib/proc.ts'
 import { startSidecar, scrapeCounters } from '../lib/gatehouse.ts'
 import { policyYaml, BENCH_PATH } from '../lib/policy-gen.ts'
 import { IDS, TRUST_DOMAIN } from '../lib/pki.ts'
-import { sidecarNodeOptions } from '../../src/inject/node-options.ts'
+import { sidecarProcessEnv } from '../../src/inject/node-options.ts'
 
 export const POLICY_RULES = 50
 
@@ -18,7 +18,7 @@ export async function startGatehouse (env: BenchEnv): Promise<Target> {
   const s = await startSidecar(env.cli, { name: 'gatehouse', policyFile, trustBundle: env.pki.bundle, upstreamPort: env.appPort, identity: env.pki.server, decisionLog })
   return {
     name: 'gatehouse',
-    description: `gatehouse proxy: ${POLICY_RULES}-rule policy (match at rule ${POLICY_RULES - 1}), decision log to a file, metrics on, NODE_OPTIONS="${sidecarNodeOptions()}" as injected`,
+    description: `gatehouse proxy: ${POLICY_RULES}-rule policy (match at rule ${POLICY_RULES - 1}), decision log to a file, metrics on, ${Object.entries(sidecarProcessEnv()).map(([k, v]) => `${k}="${v}"`).join(' ')} as injected`,
     origin: `https://127.0.0.1:${s.inboundPort}`,
     path: BENCH_PATH,
     tls: true,

@@ -1,4 +1,4 @@
-import { sidecarNodeOptions } from './node-options.ts'
+import { sidecarProcessEnv } from './node-options.ts'
 import { FILE, MOUNT, PROXY_CONTAINER, VOLUME, type InjectorConfig, type ProxyResources } from './config.ts'
 import type { Json } from './shape.ts'
 
@@ -43,8 +43,8 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
       { name: 'POD_SERVICE_ACCOUNT', valueFrom: { fieldRef: { fieldPath: 'spec.serviceAccountName' } } },
       // The app's original HTTP probes, for the admin port's /app-health relay (empty when there are none).
       { name: 'GATEHOUSE_APP_PROBES', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['gatehouse.io/app-probes']" } } },
-      // Heap sizes that fit the container's memory limit (see node-options.ts).
-      { name: 'NODE_OPTIONS', value: sidecarNodeOptions(s.resources.memoryLimit) }
+      // Heap sizes that fit the container's memory limit, and the malloc arena cap (see node-options.ts).
+      ...Object.entries(sidecarProcessEnv(s.resources.memoryLimit)).map(([name, value]) => ({ name, value }))
     ],
     ports: [
       { name: 'gh-inbound', containerPort: cfg.inboundPort, protocol: 'TCP' },
