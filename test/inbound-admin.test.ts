@@ -35,6 +35,8 @@ t.test('/healthz and /readyz answer 200 on a sidecar with identity and policy; o
   t.equal((await adminGet(mesh, '/nope')).status, 404)
   t.equal(await adminMethod(mesh.sidecar.admin.port, 'POST', '/healthz'), 405)
   t.equal(await adminMethod(mesh.sidecar.admin.port, 'HEAD', '/healthz'), 200)
+  const listening = mesh.logs.find(l => l.event === 'admin.listening')
+  t.same(listening === undefined ? undefined : { host: listening.host, port: listening.port }, { host: '127.0.0.1', port: mesh.sidecar.admin.port }, 'the log says where the admin port listens, as for the other listeners')
 })
 
 t.test('an invalid policy at start: the sidecar starts, is not ready, and answers every request 503 without reaching the app', async t => {

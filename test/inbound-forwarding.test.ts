@@ -250,3 +250,20 @@ rules:
   await eventually(() => mesh.decisions.length === 1, 5000, 'decision line')
   t.match(mesh.decisions[0], { decision: 'deny', mode: 'audit', enforced: false, rule: null, reason: 'no-matching-rule', status: 200, caller: CLIENT, path: '/v1/audited' })
 })
+
+t.test('Expect: 100-continue is answered by the sidecar and not passed on; the body reaches the app', async t => {
+  const mesh = await startMesh(t)
+  const socket = await connectRaw(mesh)
+  t.teardown(() => { socket.destroy() })
+  let got = ''
+  socket.on('data', (c: Buffer) => { got += c.toString('latin1') })
+  socket.write('POST /upload HTTP/1.1\r\nhost: gatehouse.test\r\nexpect: 100-continue\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nx-kept: yes\r\n\r\n')
+  await eventually(() => got.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 5000, 'the 100 Continue')
+  t.equal(mesh.app.seen.length, 0, 'nothing reached the app before the body was sent')
+  socket.write('hello')
+  await eventually(() => /HTTP\/1\.1 200 /.test(got.slice(25)), 5000, 'the final answer')
+  const seen = mesh.app.seen[0]
+  t.equal(seen?.body, 'hello', 'the body reached the app')
+  t.equal(seen?.headers.expect, undefined, 'no Expect header at the app')
+  t.equal(seen?.headers['x-kept'], 'yes', 'the other headers did')
+})

@@ -152,3 +152,20 @@ t.test('maxConnections: with two connections open, a third is refused; once one 
   t.equal(statusOf(fourth.response), 200, 'a new connection is served once there is room')
   t.same(mesh.app.seen.map(s => s.url), ['/a', '/b', '/d'])
 })
+
+t.test('client gone before the app answers: the request to the app is aborted, and the decision line says so', async t => {
+  // An app that never answers: it only records that its request was closed under it.
+  let appClosed = 0
+  let appGot = 0
+  const mesh = await startMesh(t, { appHandler: (_req, res) => { appGot++; res.on('close', () => { appClosed++ }) } })
+  const socket = await openTls(clientTls(mesh))
+  t.teardown(() => { socket.destroy() })
+  socket.on('error', () => {})
+  socket.write(GET('/never-answers'))
+  await eventually(() => appGot === 1, 5000, 'the app to receive the request')
+  t.equal(appClosed, 0, 'the app\'s request is open while the client waits')
+  socket.destroy()
+  await eventually(() => appClosed === 1, 5000, 'the sidecar to abort the request to the app')
+  await eventually(() => mesh.decisions.length === 1, 3000, 'a decision line')
+  t.match(mesh.decisions[0], { decision: 'allow', path: '/never-answers', status: 499, error: 'client-gone' }, 'recorded as abandoned by the client (499)')
+})

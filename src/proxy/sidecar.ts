@@ -187,6 +187,8 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
       return reasons
     }
   })
+  // Like the other listeners: a newcomer reads from the log where /readyz and /metrics answer.
+  logger.info({ event: 'admin.listening', host: o.admin.host, port: admin.port }, 'admin listener ready (/healthz, /readyz, /metrics)')
   let stopping: Promise<void> | undefined
   return {
     inbound,
