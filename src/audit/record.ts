@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto'
 import pino, { type Logger, type DestinationStream } from 'pino'
 import { RotatingFileSink } from './file-sink.ts'
+import { lineHash } from './line-hash.ts'
 import { signCheckpoint, type Signer } from './checkpoint.ts'
 
 // The decision log: one JSON line per request, never sampled. Every line carries `seq` and `prev`,
@@ -81,7 +81,7 @@ export class DecisionLog {
       mixin: () => ({ seq: ++this.seq, prev: this.prev }),
       hooks: {
         streamWrite: (line: string) => {
-          this.prev = createHash('sha256').update(line.endsWith('\n') ? line.slice(0, -1) : line).digest('hex')
+          this.prev = lineHash(line.endsWith('\n') ? line.slice(0, -1) : line)
           return line
         }
       }

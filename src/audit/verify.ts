@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { lineHash } from './line-hash.ts'
 import type { TrustBundle } from '../spiffe/bundle.ts'
 import { GENESIS_PREV } from './record.ts'
 import { verifyCheckpoint } from './checkpoint.ts'
@@ -25,7 +25,6 @@ export interface VerifyReport {
   unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
 }
 
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex')
 
 const seqOf = (text: string): unknown => { try { return (JSON.parse(text) as { seq?: unknown }).seq } catch { return undefined } }
 
@@ -70,7 +69,7 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
     } else if (rec.prev !== prevHash) {
       return fail('edited', seq, line, `seq ${seq}: prev does not match the hash of seq ${seq - 1} as written: seq ${seq - 1} was edited (or replaced)`)
     }
-    const hash = sha256(line.text)
+    const hash = lineHash(line.text)
     uncovered.set(seq, hash)
     report.lines++
 
