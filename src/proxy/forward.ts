@@ -27,9 +27,12 @@ export type ForwardOutcome =
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate'])
 
+const NONE: ReadonlySet<string> = new Set()
+
 /** Copies end-to-end headers: drops the fixed hop-by-hop set and any header named in Connection. */
 export function endToEndHeaders (headers: IncomingHttpHeaders, drop: readonly string[] = []): OutgoingHttpHeaders {
-  const listed = new Set(String(headers.connection ?? '').toLowerCase().split(',').map(s => s.trim()).filter(s => s !== ''))
+  // Most requests carry no Connection header (or just keep-alive): no set to build then.
+  const listed = headers.connection === undefined ? NONE : new Set(String(headers.connection).toLowerCase().split(',').map(s => s.trim()).filter(s => s !== ''))
   const out: OutgoingHttpHeaders = {}
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || drop.includes(name)) continue
