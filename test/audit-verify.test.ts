@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { startMesh, tempDir, Pki } from './helpers/mesh.ts'
-import { readLines, writeLines, parse, rechain, signerFrom, verifyJson, verifyText, verifyInProcess, stopOnce, type LogRecord } from './helpers/audit-log.ts'
+import { readLines, writeLines, parse, rechain, okReadsPolicy, signerFrom, verifyJson, verifyText, verifyInProcess, stopOnce, type LogRecord } from './helpers/audit-log.ts'
 import { signCheckpoint, type CheckpointPayload } from '../src/audit/checkpoint.ts'
 
 // `gatehouse audit verify` on a decision log written by a real sidecar: the untouched log verifies
@@ -17,13 +17,7 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
   const dir = tempDir(t)
   const logFile = join(dir, 'decisions.log')
   const mesh = await startMesh(t, {
-    policy: `version: 1
-rules:
-  - name: ok-reads
-    from: ["${CLIENT}"]
-    methods: [GET]
-    paths: ["/ok/**"]
-`,
+    policy: okReadsPolicy(CLIENT),
     sidecar: { decisionLogFile: logFile, decisionLogStdout: false, checkpointEvery: EVERY }
   })
   const bundle = mesh.pki.bundleFile

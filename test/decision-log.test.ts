@@ -1,7 +1,8 @@
 import t from 'tap'
-import { createHash, X509Certificate } from 'node:crypto'
+import { X509Certificate } from 'node:crypto'
 import { startMesh, eventually } from './helpers/mesh.ts'
 import { rawExchange, parseResponses, sleep } from './helpers/raw-tls.ts'
+import { okReadsPolicy, sha256, GENESIS_PREV as GENESIS } from './helpers/audit-log.ts'
 
 // The decision log: exactly one line per request, whatever became of it (allowed, denied,
 // malformed, app down), every line with the fields DESIGN.md promises, and a hash chain
@@ -9,14 +10,13 @@ import { rawExchange, parseResponses, sleep } from './helpers/raw-tls.ts'
 
 const CLIENT = 'spiffe://example.org/ns/client/sa/caller'
 const SERVER = 'spiffe://example.org/ns/server/sa/payments'
-const GENESIS = '0'.repeat(64)
 
 /** Index of the first line whose seq or prev does not follow from the lines before it, or -1 if the chain holds. */
 function firstBreak (raw: readonly string[]): number {
   for (let i = 0; i < raw.length; i++) {
     let line: { seq?: unknown, prev?: unknown }
     try { line = JSON.parse(raw[i]!) as typeof line } catch { return i }
-    const prev = i === 0 ? GENESIS : createHash('sha256').update(raw[i - 1]!).digest('hex')
+    const prev = i === 0 ? GENESIS : sha256(raw[i - 1]!)
     if (line.seq !== i + 1 || line.prev !== prev) return i
   }
   return -1
@@ -24,13 +24,7 @@ function firstBreak (raw: readonly string[]): number {
 
 t.test('one decision line per request, every field present, and a hash chain that edits break', async t => {
   const mesh = await startMesh(t, {
-    policy: `version: 1
-rules:
-  - name: ok-reads
-    from: ["${CLIENT}"]
-    methods: [GET]
-    paths: ["/ok/**"]
-`,
+    policy: okReadsPolicy(CLIENT),
     appHandler: (req, res) => {
       if (req.url === '/ok/boom') { req.socket.destroy(); return } // the app fails without answering
       res.end('fine')

@@ -15,6 +15,15 @@ export const GENESIS_PREV = '0'.repeat(64)
 
 export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex')
 
+/** The policy the decision-log tests run under: `caller` may GET /ok/**, everything else is denied. */
+export const okReadsPolicy = (caller: string): string => `version: 1
+rules:
+  - name: ok-reads
+    from: ["${caller}"]
+    methods: [GET]
+    paths: ["/ok/**"]
+`
+
 /** The non-empty lines of a decision-log file, exactly as written (no newline). */
 export function readLines (file: string): string[] {
   return readFileSync(file, 'utf8').split('\n').filter(l => l !== '')
