@@ -73,6 +73,21 @@ export class TokenReplayedError extends GatehouseError {
   constructor () { super('GH_TOKEN_REPLAYED', 401, 'join token has already been used') }
 }
 
+/**
+ * An identity first issued from a join token has renewed with its SVID alone for longer than the
+ * CA allows (`ca serve --max-renewal-chain-age`): only a new join token starts a new chain.
+ */
+export class RenewalChainExpiredError extends GatehouseError {
+  constructor (id: string, startedAt: Date, maxAge: string) {
+    super('GH_RENEWAL_CHAIN_EXPIRED', 401, `${id} was first issued from a join token at ${startedAt.toISOString()}, and has renewed with its SVID alone for longer than the maximum of ${maxAge} (ca serve --max-renewal-chain-age); a new join token is needed: gatehouse ca token --spiffe-id ${id}, written to the sidecar's token file`)
+  }
+}
+
+/** The presented SVID cannot renew by itself: its identity was attested by a service-account token, or it records no origin. */
+export class RenewalTokenRequiredError extends GatehouseError {
+  constructor (message: string) { super('GH_RENEWAL_TOKEN_REQUIRED', 401, message) }
+}
+
 export class RateLimitedError extends GatehouseError {
   readonly retryAfterSeconds: number
   constructor (retryAfterSeconds: number) {

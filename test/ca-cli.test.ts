@@ -2,11 +2,16 @@ import t from 'tap'
 import { mkdtempSync, rmSync, statSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFileSync } from 'node:child_process'
-import { X509Certificate } from 'node:crypto'
+import { execFileSync, spawn } from 'node:child_process'
+import { X509Certificate, type KeyObject } from 'node:crypto'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
-import { gatehouse } from './helpers/cli.ts'
+import { Agent } from 'undici'
+import { gatehouse, cliPath } from './helpers/cli.ts'
+import { postSvid } from './helpers/ca-fixture.ts'
+import { waitFor, sleep } from './helpers/ca-mesh.ts'
 import { pemToDers, parseCertificate } from '../src/x509/certificate.ts'
+import { createCsr } from '../src/x509/csr.ts'
+import { generateKey } from '../src/x509/keys.ts'
 
 const openssl = (...args: string[]): string => execFileSync('openssl', args, { encoding: 'utf8' })
 
@@ -154,4 +159,47 @@ t.test('configuration: every problem at once, env and YAML file sources', async 
   const c2 = decodeJwt(y2.stdout.trim())
   t.equal(c2.sub, 'spiffe://example.org/from-yaml', 'value from the YAML file')
   t.equal(c2.exp! - c2.iat!, 180, 'flag beats file')
+})
+
+t.test('ca serve --max-renewal-chain-age: a join-token identity renews by SVID until then, and is refused after', async t => {
+  const tooShort = gatehouse(['ca', 'serve', '--dir', dir, '--listen', '127.0.0.1:0', '--max-renewal-chain-age', '500ms'])
+  t.equal(tooShort.status, 2, 'below a second is a configuration error')
+  t.match(tooShort.stderr, '--max-renewal-chain-age (from --max-renewal-chain-age): expected a duration')
+
+  const child = spawn(process.execPath, [cliPath, 'ca', 'serve', '--dir', dir, '--listen', '127.0.0.1:0', '--max-renewal-chain-age', '2s'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const lines: Array<Record<string, any>> = []
+  let partial = ''
+  child.stderr.on('data', (chunk: Buffer) => {
+    const parts = (partial + chunk.toString('utf8')).split('\n')
+    partial = parts.pop() ?? ''
+    for (const p of parts) { try { lines.push(JSON.parse(p)) } catch { lines.push({ text: p }) } }
+  })
+  await waitFor(() => lines.some(l => l.event === 'ca.listening'), 10_000, 'the CA to listen')
+  const bundlePem = readFileSync(join(dir, 'bundle.pem'), 'utf8')
+  const ca = { url: `https://127.0.0.1:${lines.find(l => l.event === 'ca.listening')!.port as number}`, agent: new Agent({ connect: { ca: bundlePem } }) }
+  t.teardown(async () => { await ca.agent.close() })
+  const csr = (): { key: KeyObject, csr: string } => { const k = generateKey('ec-p256').privateKey; return { key: k, csr: createCsr(k) } }
+  const mtls = (cert: string, key: KeyObject): Agent => {
+    const agent = new Agent({ connect: { ca: bundlePem, cert, key: key.export({ type: 'pkcs8', format: 'pem' }).toString() } })
+    t.teardown(async () => { await agent.close() })
+    return agent
+  }
+
+  const id = 'spiffe://example.org/vm/chain'
+  const first = csr()
+  const joined = await postSvid(ca, { token: gatehouse(['ca', 'token', '--dir', dir, '--spiffe-id', id]).stdout.trim(), csr: first.csr })
+  t.equal(joined.status, 200, 'issued from a join token')
+  const startedAt = parseCertificate(pemToDers(joined.json.chain)[0]!).profile.renewalOrigin!.startedAt
+  const next = csr()
+  const renewed = await postSvid(ca, { csr: next.csr, dispatcher: mtls(joined.json.chain, first.key) })
+  t.equal(renewed.status, 200, 'renewed by SVID within 2 s')
+  t.match(lines.find(l => l.event === 'svid.issued' && l.serial === renewed.json.serial), { attestation: 'svid', origin: 'join-token', chainStartedAt: startedAt.toISOString(), previousSerial: joined.json.serial })
+
+  await sleep(Math.max(0, startedAt.getTime() + 2100 - Date.now()))
+  const late = await postSvid(ca, { csr: csr().csr, dispatcher: mtls(renewed.json.chain, next.key) })
+  t.equal(late.status, 401, 'refused 2 s after the join token')
+  t.equal(late.json?.error, 'GH_RENEWAL_CHAIN_EXPIRED')
+  t.match(late.json?.message, `maximum of 2s (ca serve --max-renewal-chain-age); a new join token is needed: gatehouse ca token --spiffe-id ${id}`)
+  t.match(lines.find(l => l.event === 'svid.refused' && l.code === 'GH_RENEWAL_CHAIN_EXPIRED'), { spiffeId: id, origin: 'join-token', previousSerial: renewed.json.serial })
 })

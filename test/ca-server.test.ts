@@ -75,6 +75,13 @@ function b64url (v: unknown): string {
   return Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
 }
 
+/** An undici Agent presenting `cert` (chain PEM) and `key` as its TLS client certificate, closed at teardown. */
+function mtlsAgent (t: Teardown, ca: CaMaterial, cert: string, key: KeyObject): Agent {
+  const agent = new Agent({ connect: { ca: ca.bundlePem, cert, key: keyPem(key) } })
+  t.teardown(async () => { await agent.close() })
+  return agent
+}
+
 async function listen (t: Teardown, server: HttpServer): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -373,11 +380,7 @@ t.test('renewal over mTLS with the current SVID', async t => {
   const issued = await postSvid(f, { token: await joinToken(f.ca), csr: first.csr })
   t.equal(issued.status, 200, 'initial SVID')
 
-  const mtls = (cert: string, key: KeyObject): Agent => {
-    const agent = new Agent({ connect: { ca: f.ca.bundlePem, cert, key: keyPem(key) } })
-    t.teardown(async () => { await agent.close() })
-    return agent
-  }
+  const mtls = (cert: string, key: KeyObject): Agent => mtlsAgent(t, f.ca, cert, key)
 
   t.test('the current SVID as client certificate renews the same identity', async t => {
     const next = keyAndCsr()
@@ -418,7 +421,7 @@ t.test('renewal over mTLS with the current SVID', async t => {
 
   t.test('a client that presents only its leaf (no issuer) still renews', async t => {
     const key = generateKey('ec-p256')
-    const svid = new Issuer(f.ca).issue({ id: VM_ID, publicKey: key.publicKey })
+    const svid = new Issuer(f.ca).issue({ id: VM_ID, publicKey: key.publicKey, origin: { method: 'join-token', startedAt: new Date() } })
     const leafOnly = svid.chainPem.slice(0, svid.chainPem.indexOf('-----END CERTIFICATE-----') + '-----END CERTIFICATE-----\n'.length)
     t.equal(pemToDers(leafOnly).length, 1, 'one certificate presented')
     const r = await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(leafOnly, key.privateKey) })
@@ -432,6 +435,101 @@ t.test('renewal over mTLS with the current SVID', async t => {
     t.equal(r.status, 200)
     t.equal(r.json?.spiffeId, other.toString(), 'the token\'s identity, not the certificate\'s')
     refused(t, await postSvid(f, { token: 'garbage', csr: keyAndCsr().csr, dispatcher: mtls(issued.json.chain, first.privateKey) }), 401, 'GH_TOKEN_INVALID', 'a bad token is not rescued by a good certificate')
+  })
+})
+
+t.test('renewal is bound to the original attestation; the chain origin rides in the leaf', async t => {
+  // The CA's renewal-chain clock is moved by the test (certificate validity stays on real time).
+  let now = Date.now()
+  const MAX_AGE_MS = 24 * 3_600_000
+  const signer = await saSigner()
+  const f = await startCaFixture(t, { trustDomain: TD, k8s: k8sVerifier(jwksFromFile(writeJwks(tempDir(t), signer))), maxRenewalChainAgeMs: MAX_AGE_MS, clock: () => new Date(now) })
+  const mtls = (cert: string, key: KeyObject): Agent => mtlsAgent(t, f.ca, cert, key)
+  const issuedLine = (serial: string): Record<string, unknown> | undefined => f.logs().find(l => l.event === 'svid.issued' && l.serial === serial)
+  const refusedLine = (previousSerial: string): Record<string, unknown> | undefined => f.logs().find(l => l.event === 'svid.refused' && l.previousSerial === previousSerial)
+
+  t.test('a Kubernetes identity renews with a fresh service-account token, never with its SVID alone', async t => {
+    const first = keyAndCsr()
+    const r = await postSvid(f, { token: await saToken(signer), csr: first.csr })
+    t.equal(r.status, 200, 'issued from a projected SA token')
+    const origin = { method: 'k8s-sa-token', startedAt: new Date(now) }
+    t.same(leafOf(r.json.chain).profile.renewalOrigin, origin, 'the leaf records its Kubernetes origin')
+    t.match(issuedLine(r.json.serial), { attestation: 'k8s-sa-token', origin: 'k8s-sa-token', chainStartedAt: origin.startedAt.toISOString() }, 'svid.issued names the origin')
+
+    now += 30 * 60_000
+    const bySvid = await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(r.json.chain, first.privateKey) })
+    refused(t, bySvid, 401, 'GH_RENEWAL_TOKEN_REQUIRED', 'the valid SVID alone', /service-account token.*not with the SVID alone/)
+    t.match(refusedLine(r.json.serial), { code: 'GH_RENEWAL_TOKEN_REQUIRED', attestation: 'svid', spiffeId: SA_ID, origin: 'k8s-sa-token', chainStartedAt: origin.startedAt.toISOString() }, 'svid.refused names the presented origin')
+
+    // What the sidecar does: the projected token, re-read (the kubelet rotates it), as bearer.
+    const next = keyAndCsr()
+    const fresh = await postSvid(f, { token: await saToken(signer, { claims: saClaims({ jti: randomUUID() }) }), csr: next.csr })
+    t.equal(fresh.status, 200, 'renewed with a fresh SA token')
+    t.equal(fresh.json.spiffeId, SA_ID)
+    t.same(leafOf(fresh.json.chain).profile.renewalOrigin, { method: 'k8s-sa-token', startedAt: new Date(now) }, 'attested afresh: the origin is this issuance')
+    // The token is checked exactly as at first issuance: a good SVID does not rescue a bad token.
+    refused(t, await postSvid(f, { token: await saToken(signer, { claims: saClaims({ aud: ['nope'] }) }), csr: keyAndCsr().csr, dispatcher: mtls(fresh.json.chain, next.privateKey) }), 401, 'GH_TOKEN_INVALID', 'a bad SA token next to a valid SVID', /"aud"/)
+    refused(t, await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(fresh.json.chain, next.privateKey) }), 401, 'GH_RENEWAL_TOKEN_REQUIRED', 'the renewed SVID alone either')
+  })
+
+  t.test('a join-token chain renews by SVID up to the maximum age from the join token; renewals carry the origin and cannot reset it', async t => {
+    const start = now
+    const k0 = keyAndCsr()
+    const joined = await postSvid(f, { token: await joinToken(f.ca), csr: k0.csr })
+    t.equal(joined.status, 200, 'issued from a join token')
+    const origin = { method: 'join-token', startedAt: new Date(start) }
+    t.same(leafOf(joined.json.chain).profile.renewalOrigin, origin, 'the leaf records the join token and when it was spent')
+    t.match(issuedLine(joined.json.serial), { attestation: 'join-token', origin: 'join-token', chainStartedAt: origin.startedAt.toISOString() })
+
+    // A private, non-critical extension (so no other verifier rejects the leaf), readable by openssl too.
+    const text = execFileSync('openssl', ['x509', '-noout', '-text'], { input: joined.json.chain, encoding: 'utf8' })
+    t.match(text, /\n\s+1\.3\.6\.1\.4\.1\.32473\.1\.1:\s*\n/, 'openssl shows the renewal-origin extension, not critical')
+
+    let chain: string = joined.json.chain
+    let key = k0.privateKey
+    let serial: string = joined.json.serial
+    for (const [after, label] of [[60_000, '1 min'], [12 * 3_600_000, '12 h'], [MAX_AGE_MS - 1000, '24 h - 1 s']] as const) {
+      now = start + after
+      const k = keyAndCsr()
+      const r = await postSvid(f, { csr: k.csr, dispatcher: mtls(chain, key) })
+      t.equal(r.status, 200, `renewed by SVID ${label} after the join token`)
+      t.same(leafOf(r.json.chain).profile.renewalOrigin, origin, `${label}: the new leaf carries the original origin, not the renewal's time`)
+      t.match(issuedLine(r.json.serial), { attestation: 'svid', origin: 'join-token', chainStartedAt: origin.startedAt.toISOString(), previousSerial: serial }, `${label}: svid.issued names the chain start and the previous serial`)
+      chain = r.json.chain
+      key = k.privateKey
+      serial = r.json.serial
+    }
+
+    // Two seconds later the newest leaf is only two seconds old, but its chain is over 24 h.
+    now = start + MAX_AGE_MS + 1000
+    const late = await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(chain, key) })
+    refused(t, late, 401, 'GH_RENEWAL_CHAIN_EXPIRED', 'past the maximum age', new RegExp(`join token at ${origin.startedAt.toISOString().replace(/\./g, '\\.')}.*maximum of 24h.*new join token is needed: gatehouse ca token --spiffe-id ${VM_ID.toString().replace(/\./g, '\\.')}`))
+    t.match(refusedLine(serial), { code: 'GH_RENEWAL_CHAIN_EXPIRED', attestation: 'svid', origin: 'join-token', chainStartedAt: origin.startedAt.toISOString() }, 'svid.refused names the chain start')
+    refused(t, await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(joined.json.chain, k0.privateKey) }), 401, 'GH_RENEWAL_CHAIN_EXPIRED', 'the first leaf of the chain too')
+
+    // A new join token starts a new chain.
+    const k1 = keyAndCsr()
+    const rejoined = await postSvid(f, { token: await joinToken(f.ca), csr: k1.csr, dispatcher: mtls(chain, key) })
+    t.equal(rejoined.status, 200, 'a new join token is accepted')
+    t.same(leafOf(rejoined.json.chain).profile.renewalOrigin, { method: 'join-token', startedAt: new Date(now) }, 'and starts a new chain')
+    t.equal((await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(rejoined.json.chain, k1.privateKey) })).status, 200, 'which renews by SVID again')
+  })
+
+  t.test('a leaf that records no origin (ca issue) does not renew by itself', async t => {
+    const key = generateKey('ec-p256')
+    const svid = new Issuer(f.ca).issue({ id: VM_ID, publicKey: key.publicKey })
+    t.equal(leafOf(svid.chainPem).profile.renewalOrigin, undefined, 'no origin recorded')
+    refused(t, await postSvid(f, { csr: keyAndCsr().csr, dispatcher: mtls(svid.chainPem, key.privateKey) }), 401, 'GH_RENEWAL_TOKEN_REQUIRED', 'no origin', /records no attestation origin/)
+  })
+
+  t.test('every issuance logs where its chain began', async t => {
+    const issued = f.logs().filter(l => l.event === 'svid.issued')
+    t.ok(issued.length >= 8, `${issued.length} issuances`)
+    for (const l of issued) {
+      t.ok((l.origin === 'join-token' || l.origin === 'k8s-sa-token') && typeof l.chainStartedAt === 'string', `${String(l.serial)}: origin ${String(l.origin)}, chain started ${String(l.chainStartedAt)}`)
+      t.equal(l.origin, l.attestation === 'svid' ? 'join-token' : l.attestation, `${String(l.serial)}: a renewal keeps its join-token origin; a token issuance is its own origin`)
+      if (l.attestation === 'svid') t.type(l.previousSerial, 'string', `${String(l.serial)}: a renewal names the previous serial`)
+    }
   })
 })
 

@@ -178,3 +178,37 @@ t.test('an SVID for another ID than the expected one is refused: never installed
   await Promise.race([starting, sleep(2000)])
   t.ok(started, 'stop() ends the retrying start()')
 })
+
+t.test('a join-token identity past the maximum renewal-chain age: one error, no loop against the CA, a new join token picked up without a restart', async t => {
+  // The CA's renewal-chain clock jumps ahead on demand (leaf validity stays on real time).
+  let aheadMs = 0
+  const ca = await startTestCa(t, { leafTtlMs: LEAF_TTL_MS, maxRenewalChainAgeMs: 3_600_000, clock: () => new Date(Date.now() + aheadMs) })
+  const a = await startCaSidecar(t, ca, { name: 'a', id: A_ID, policy: policyAllowing(B_ID) })
+  await waitFor(() => a.events('identity.rotated').length >= 2, 8000, 'a renewal by SVID')
+  t.match(a.events('identity.rotated')[1], { why: 'renewal', auth: 'svid' }, 'within the maximum age the SVID renews')
+  // All of them: a replayed join token is refused before it names anyone, and A is this CA's only client.
+  const refusedAtCa = (): LogLine[] => ca.logs.filter(l => l.event === 'svid.refused')
+
+  aheadMs = 2 * 3_600_000
+  await waitFor(() => a.events('identity.renewal_failed').length >= 2, 10_000, 'the refused renewal and one try of the token file')
+  const [expired, spent] = a.events('identity.renewal_failed')
+  t.match(expired, { level: 50, why: 'renewal', auth: 'svid', code: 'GH_RENEWAL_CHAIN_EXPIRED', reason: /new join token is needed: gatehouse ca token --spiffe-id/, tokenFile: a.tokenFile, msg: /write a new token to the token file/ }, 'the chain expiry is one error line saying what to do')
+  t.match(spent, { level: 40, auth: 'token', code: 'GH_TOKEN_REPLAYED', msg: /waiting for a new one/ }, 'the token file (the spent join token) is tried once')
+  t.same(refusedAtCa().map(l => l.code), ['GH_RENEWAL_CHAIN_EXPIRED', 'GH_TOKEN_REPLAYED'], 'the CA refused those two requests')
+  await sleep(3000) // a retry loop would have asked the CA again by now (backoff 0.5-3 s)
+  t.equal(refusedAtCa().length, 2, 'no further request to the CA while the token file is unchanged')
+  t.equal(a.events('identity.renewal_failed').length, 2, 'and no further log line')
+  const metrics = await a.metrics()
+  t.equal(metricValue(metrics, 'gatehouse_cert_renewal_failures_total', { code: 'GH_RENEWAL_CHAIN_EXPIRED' }), 1, 'counted once by code')
+
+  const rotations = a.events('identity.rotated').length
+  replaceFile(a.tokenFile, await ca.joinToken(A_ID))
+  await waitFor(() => a.events('identity.rotated').length > rotations, 8000, 'an SVID from the new join token')
+  t.match(a.events('identity.rotated')[rotations], { why: 'renewal', auth: 'token', spiffeId: A_ID }, 'the new join token was used, without a restart')
+  const rejoined = caIssued(ca.logs, A_ID).at(-1)
+  t.match(rejoined, { attestation: 'join-token', origin: 'join-token' }, 'a new chain began at the CA')
+  t.ok(Math.abs(Date.parse(rejoined?.chainStartedAt as string) - (Date.now() + aheadMs)) < 10_000, `starting now on the CA's clock (${String(rejoined?.chainStartedAt)})`)
+  await waitFor(() => a.events('identity.rotated').length > rotations + 1, 8000, 'a renewal in the new chain')
+  t.match(a.events('identity.rotated')[rotations + 1], { why: 'renewal', auth: 'svid' }, 'which renews by SVID again')
+  t.equal((await a.readyz()).status, 200, 'ready')
+})

@@ -1,17 +1,19 @@
 import { decodeProtectedHeader } from 'jose'
 import { TokenInvalidError } from '../errors.ts'
 import type { SpiffeId } from '../spiffe/id.ts'
+import type { RenewalOrigin } from '../x509/origin.ts'
 import { JOIN_TOKEN_TYP, type JoinTokenVerifier } from './join-token.ts'
 import type { K8sTokenVerifier } from './k8s-token.ts'
 
 // Who is asking? One of: a single-use join token, a Kubernetes projected service-account token, or
 // (for renewal) the SVID the caller already holds, presented as its TLS client certificate.
-// The answer is an identity and how it was proven; the CSR has no say in it.
+// The answer is an identity and how it was proven; the CSR has no say in it. An SVID also brings
+// the origin its leaf records (renewal.ts decides whether that origin may renew).
 
 export type Attestation =
   | { method: 'join-token', id: SpiffeId, jti: string, consume: () => void }
   | { method: 'k8s-sa-token', id: SpiffeId, pod: string, podUid: string }
-  | { method: 'svid', id: SpiffeId, serial: string }
+  | { method: 'svid', id: SpiffeId, serial: string, origin: RenewalOrigin | undefined }
 
 export class Attestor {
   private readonly join: JoinTokenVerifier

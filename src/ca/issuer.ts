@@ -5,6 +5,7 @@ import { leafSpiffeId, checkLeafProfile } from '../spiffe/svid.ts'
 import { buildCertificate } from '../x509/build.ts'
 import { derToPem, parseCertificate } from '../x509/certificate.ts'
 import { assertAcceptableKey } from '../x509/keys.ts'
+import type { RenewalOrigin } from '../x509/origin.ts'
 import type { CaMaterial } from './store.ts'
 
 // Turns (authenticated identity, public key) into a workload leaf. The identity is an argument
@@ -20,6 +21,8 @@ export interface IssueRequest {
   ttlMs?: number
   dns?: string[]
   ips?: string[]
+  /** Recorded in the leaf (renewal-origin extension); without it the leaf cannot renew by itself at `ca serve`. */
+  origin?: RenewalOrigin
 }
 
 export interface IssuedSvid {
@@ -71,7 +74,8 @@ export class Issuer {
       notAfter,
       uri: req.id.toString(),
       ...(req.dns !== undefined && req.dns.length > 0 ? { dns: req.dns } : {}),
-      ...(req.ips !== undefined && req.ips.length > 0 ? { ips: req.ips } : {})
+      ...(req.ips !== undefined && req.ips.length > 0 ? { ips: req.ips } : {}),
+      ...(req.origin === undefined ? {} : { origin: req.origin })
     })
     // The same leaf rules the proxy applies to peers: the CA never hands out what a sidecar would refuse.
     const leaf = parseCertificate(leafDer)

@@ -19,10 +19,13 @@ import { watchFiles } from '../file-watch.ts'
 import type { Issuer } from './issuer.ts'
 import type { Attestor, Attestation } from './attest.ts'
 import type { RateLimiter } from './rate-limit.ts'
+import { originFor, DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS } from './renewal.ts'
+import type { RenewalOrigin } from '../x509/origin.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
 //                   for renewal), body {"csr": "<PEM>"} -> {spiffeId, serial, chain, bundle, expiresAt}
+//                   An SVID renews only as its original attestation allows (renewal.ts).
 //   GET  /v1/bundle PEM trust anchors (or the SPIFFE bundle JSON with Accept: application/json)
 //   GET  /healthz
 // Every issuance and every refusal is one log line; errors become a response in one place.
@@ -40,6 +43,10 @@ export interface CaServerOptions {
   servingId?: string
   servingDns?: string[]
   servingIps?: string[]
+  /** How long a join-token identity may renew with its SVID alone, from the join token's use (default 24 h). */
+  maxRenewalChainAgeMs?: number
+  /** The time renewal chains are started and aged by (tests move it; certificate validity is the issuer's). */
+  clock?: () => Date
   /** Re-read the CA directory when its files change (root rotation, issuer renewal). */
   reload?: { intervalMs: number, load: () => { ca: CaMaterial, issuer: Issuer } }
 }
@@ -55,6 +62,8 @@ function send (res: ServerResponse, status: number, body: unknown, headers: Reco
 export async function startCaServer (opts: CaServerOptions): Promise<RunningCaServer> {
   let { ca, issuer } = opts
   const { attestor, limiter, logger } = opts
+  const maxChainAgeMs = opts.maxRenewalChainAgeMs ?? DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS
+  const clock = opts.clock ?? (() => new Date())
   const servingId = SpiffeId.parse(opts.servingId ?? `spiffe://${ca.trustDomain}/gatehouse/ca`)
 
   // The serving certificate is an SVID from our own issuer with a key that exists only in memory;
@@ -78,7 +87,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
     if (chain.length > 0) {
       // Our own issuer is a known intermediate, so a client that sends only its leaf can still renew.
       const svid = verifyX509Svid([...chain, ca.issuer.der], ca.bundle)
-      return { method: 'svid', id: svid.id, serial: svid.leaf.serialHex }
+      return { method: 'svid', id: svid.id, serial: svid.leaf.serialHex, origin: svid.leaf.profile.renewalOrigin }
     }
     throw new TokenInvalidError('no credentials: send a bearer token or present your current SVID')
   }
@@ -94,18 +103,25 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       if (typeof csr !== 'string') throw new CsrInvalidError('body must be {"csr": "<PEM certificate request>"}')
       const publicKey = verifyCsr(csr)
       attestation = await authenticate(req)
+      const origin = originFor(attestation, clock(), maxChainAgeMs)
       const wait = limiter.take(attestation.id.toString())
       if (wait > 0) throw new RateLimitedError(wait)
       // Only now, with everything else in order, is a single-use join token spent.
       if (attestation.method === 'join-token') attestation.consume()
-      const svid = issuer.issue({ id: attestation.id, publicKey })
-      logger.info({ event: 'svid.issued', spiffeId: svid.id, serial: svid.serial, notAfter: svid.notAfter.toISOString(), attestation: attestation.method, ...detail(attestation), remote }, 'issued SVID')
+      const svid = issuer.issue({ id: attestation.id, publicKey, origin })
+      logger.info({ event: 'svid.issued', spiffeId: svid.id, serial: svid.serial, notAfter: svid.notAfter.toISOString(), attestation: attestation.method, ...chain(origin), ...detail(attestation), remote }, 'issued SVID')
       send(res, 200, { spiffeId: svid.id, serial: svid.serial, chain: svid.chainPem, bundle: ca.bundlePem, notBefore: svid.notBefore.toISOString(), expiresAt: svid.notAfter.toISOString() })
     } catch (err) {
       const e = asGatehouseError(err)
-      logger.warn({ event: 'svid.refused', code: e.code, reason: e.message, spiffeId: attestation?.id.toString(), attestation: attestation?.method, remote, ...(e.status >= 500 ? { err } : {}) }, 'refused SVID request')
+      const presented = attestation?.method === 'svid' ? { previousSerial: attestation.serial, ...chain(attestation.origin) } : {}
+      logger.warn({ event: 'svid.refused', code: e.code, reason: e.message, spiffeId: attestation?.id.toString(), attestation: attestation?.method, ...presented, remote, ...(e.status >= 500 ? { err } : {}) }, 'refused SVID request')
       throw e
     }
+  }
+
+  /** Where the identity's renewal chain began: logged with every issuance, and with a refused SVID. */
+  function chain (o: RenewalOrigin | undefined): Record<string, string> {
+    return o === undefined ? {} : { origin: o.method, chainStartedAt: o.startedAt.toISOString() }
   }
 
   function detail (a: Attestation): Record<string, string> {

@@ -61,7 +61,8 @@ export const caSchemas = {
     'serving-dns': { kind: 'list', default: ['localhost'], help: 'DNS SANs of the CA serving certificate' },
     'serving-ip': { kind: 'list', default: ['127.0.0.1', '::1'], help: 'IP SANs of the CA serving certificate' },
     'reload-interval': { kind: 'duration', default: '2s', help: 'how often the CA files are checked for changes (root rotation)' },
-    'used-tokens-file': { kind: 'string', help: 'where spent join-token IDs are recorded (default DIR/join-tokens-used.log; set it when DIR is read-only)' }
+    'used-tokens-file': { kind: 'string', help: 'where spent join-token IDs are recorded (default DIR/join-tokens-used.log; set it when DIR is read-only)' },
+    'max-renewal-chain-age': { kind: 'duration', default: '24h', min: 1000, help: 'how long an identity first issued from a join token may renew with its SVID alone, counted from the join token\'s use; then a new join token is needed (service-account identities always renew with a fresh token)' }
   }
 } as const satisfies Record<string, Schema>
 
@@ -126,6 +127,7 @@ export const caServe: Runner = async (argv, io) => {
     issuer: new Issuer(ca, { defaultTtlMs: c.leafTtl }),
     attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, used: new UsedTokenLog(c.usedTokensFile ?? join(c.dir, FILES.usedTokens)) }), ...(k8s === undefined ? {} : { k8s }) }),
     limiter: new RateLimiter({ burst: c.rateBurst, perMinute: c.ratePerMinute }),
+    maxRenewalChainAgeMs: c.maxRenewalChainAge,
     logger,
     listen: c.listen,
     servingDns: c.servingDns,

@@ -26,8 +26,21 @@ export interface IssuedResponse { chainPem: string, keyPem: string, bundlePem: s
 
 export type CaAuth = 'token' | 'svid'
 
-/** Which credential to use: a service-account token is re-attested at every renewal (so a deleted
- * service account stops renewing); a single-use join token only works once, after which the SVID is. */
+/**
+ * The CA's answers meaning "this SVID will never renew by itself again" (renewal chain too old, or an
+ * identity that renews only with a service-account token): retrying with the SVID cannot help.
+ */
+export const SVID_RENEWAL_REFUSED: ReadonlySet<string> = new Set(['GH_RENEWAL_CHAIN_EXPIRED', 'GH_RENEWAL_TOKEN_REQUIRED'])
+
+/** The token file's content, or undefined when there is none or it cannot be read. */
+export function readTokenFile (tokenFile: string | undefined): string | undefined {
+  if (tokenFile === undefined) return undefined
+  try { return readFileSync(tokenFile, 'utf8').trim() } catch { return undefined }
+}
+
+/** Which credential to use: a service-account token is re-attested at every renewal (the CA renews a
+ * Kubernetes identity with nothing else, so a deleted service account stops renewing); a single-use
+ * join token only works once, after which the SVID is, up to the CA's maximum renewal-chain age. */
 export function chooseAuth (creds: Credentials, tokenFile: string | undefined, now = new Date()): CaAuth {
   const haveSvid = creds.current !== undefined && now < creds.current.notAfter
   if (tokenFile === undefined) return 'svid'

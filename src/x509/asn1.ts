@@ -62,6 +62,13 @@ export function time (d: Date): Asn1 {
     : asn1.create(Class.UNIVERSAL, Type.GENERALIZEDTIME, false, asn1.dateToGeneralizedTime(d))
 }
 
+/** GeneralizedTime to the millisecond (DER: a fraction only when non-zero, without trailing zeros). */
+export function generalizedTimeMs (d: Date): Asn1 {
+  const iso = d.toISOString() // YYYY-MM-DDTHH:MM:SS.mmmZ
+  const fraction = iso.slice(20, 23).replace(/0+$/, '')
+  return asn1.create(Class.UNIVERSAL, Type.GENERALIZEDTIME, false, `${iso.slice(0, 19).replace(/[-T:]/g, '')}${fraction === '' ? '' : `.${fraction}`}Z`)
+}
+
 export const children = (node: Asn1): Asn1[] => Array.isArray(node.value) ? node.value : []
 export const bytesOf = (node: Asn1): Buffer => Buffer.from(typeof node.value === 'string' ? node.value : '', 'binary')
 export const oidOf = (node: Asn1): string => asn1.derToOid(forge.util.createBuffer(node.value as string))

@@ -4,6 +4,7 @@ import forge from 'node-forge'
 import * as A from './asn1.ts'
 import { OID, KU } from './oids.ts'
 import { spkiDer, keyIdentifier, signatureAlgorithm } from './keys.ts'
+import { encodeRenewalOrigin, type RenewalOrigin } from './origin.ts'
 
 // Builds and signs X.509 v3 certificates: node-forge's ASN.1 layer encodes the DER, node:crypto
 // signs (ECDSA and RSA). Only the two profiles Gatehouse issues exist here: signing (CA)
@@ -26,6 +27,8 @@ export interface CertificateSpec {
   dns?: string[]
   ips?: string[]
   ca?: { pathLen?: number }
+  /** Leaves only: how the identity was first attested and when (the renewal-origin extension). */
+  origin?: RenewalOrigin
 }
 
 function encodeName (attrs: NameAttrs): A.Asn1 {
@@ -91,6 +94,8 @@ export function buildCertificate (spec: CertificateSpec, serial: Buffer = random
     exts.push(extension(OID.basicConstraints, true, A.seq()))
     exts.push(extension(OID.keyUsage, true, A.namedBits([KU.digitalSignature])))
     exts.push(extension(OID.extKeyUsage, false, A.seq(A.oid(OID.serverAuth), A.oid(OID.clientAuth))))
+    // Non-critical: peers (ours or anyone's) that do not know it ignore it; only the CA reads it.
+    if (spec.origin !== undefined) exts.push(extension(OID.renewalOrigin, false, encodeRenewalOrigin(spec.origin)))
   }
   const names: A.Asn1[] = []
   if (spec.uri !== undefined) names.push(A.implicitPrimitive(6, spec.uri))

@@ -1,6 +1,7 @@
 import { X509Certificate, type KeyObject } from 'node:crypto'
 import { fromDer, toDer, children, bytesOf, oidOf, isContext, boolOf, Class, Type, type Asn1 } from './asn1.ts'
 import { OID, KU } from './oids.ts'
+import { decodeRenewalOrigin, type RenewalOrigin } from './origin.ts'
 
 // A certificate as the SVID rules need to see it. node:crypto's X509Certificate answers the path
 // questions (signature, issuer match, dates) but hides key-usage bits and every criticality flag,
@@ -17,6 +18,8 @@ export interface CertificateProfile {
   nameConstraints?: Extension<{ permittedUris: string[], excludedUris: string[] }>
   subjectKeyId?: Buffer
   authorityKeyId?: Buffer
+  /** Gatehouse's renewal-origin extension, when present and well-formed (see origin.ts). */
+  renewalOrigin?: RenewalOrigin
   /** True when the Subject DN holds no attributes (then the SAN must be critical, RFC 5280 4.1.2.6). */
   subjectEmpty: boolean
   /** Extension OIDs we do not understand that are marked critical: RFC 5280 says reject. */
@@ -103,6 +106,12 @@ function decodeExtension (profile: CertificateProfile, id: string, critical: boo
     case OID.authorityKeyId: {
       const keyId = children(fromDer(value)).find(p => isContext(p, 0))
       if (keyId !== undefined) profile.authorityKeyId = bytesOf(keyId)
+      return
+    }
+    case OID.renewalOrigin: {
+      const origin = decodeRenewalOrigin(value)
+      if (origin !== undefined) profile.renewalOrigin = origin
+      if (critical) profile.unknownCritical.push(id) // we never mark it critical; someone else's use of the OID is not ours to accept
       return
     }
     default:

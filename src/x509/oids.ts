@@ -13,7 +13,12 @@ export const OID = {
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
   ecdsaWithSha384: '1.2.840.10045.4.3.3',
   sha256WithRsa: '1.2.840.113549.1.1.11',
-  extensionRequest: '1.2.840.113549.1.9.14'
+  extensionRequest: '1.2.840.113549.1.9.14',
+  // Gatehouse's own, non-critical: how a leaf's identity was first attested and when (see origin.ts).
+  // The arc is IANA's documentation enterprise number (RFC 5612), which no organisation is ever
+  // assigned, so it cannot collide with anyone's real extension; it is only read from leaves our
+  // issuer signed. Move it under a registered Gatehouse PEN when there is one.
+  renewalOrigin: '1.3.6.1.4.1.32473.1.1'
 } as const
 
 /** RFC 5280 KeyUsage bit numbers. */

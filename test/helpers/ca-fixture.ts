@@ -41,6 +41,10 @@ export interface CaFixtureOptions {
   k8s?: K8sTokenVerifier
   limiter?: RateLimiter
   leafTtlMs?: number
+  /** `ca serve --max-renewal-chain-age`. */
+  maxRenewalChainAgeMs?: number
+  /** The CA's clock for renewal chains (start and age); certificate validity stays on real time. */
+  clock?: () => Date
 }
 
 export interface CaFixture {
@@ -73,7 +77,9 @@ export async function startCaFixture (t: Teardown, opts: CaFixtureOptions = {}):
     }),
     limiter: opts.limiter ?? new RateLimiter({ burst: 1000, perMinute: 1000 }),
     logger,
-    listen: { host: '127.0.0.1', port: 0 }
+    listen: { host: '127.0.0.1', port: 0 },
+    ...(opts.maxRenewalChainAgeMs === undefined ? {} : { maxRenewalChainAgeMs: opts.maxRenewalChainAgeMs }),
+    ...(opts.clock === undefined ? {} : { clock: opts.clock })
   })
   const agent = new Agent({ connect: { ca: ca.bundlePem } })
   let closed: Promise<void> | undefined

@@ -61,6 +61,10 @@ export interface TestCaOptions {
   /** How often `ca serve` polls its directory (root rotation). */
   reloadIntervalMs?: number
   k8s?: K8sTokenVerifier
+  /** `ca serve --max-renewal-chain-age`. */
+  maxRenewalChainAgeMs?: number
+  /** The CA's clock for renewal chains (start and age); certificate validity stays on real time. */
+  clock?: () => Date
 }
 
 export interface TestCa {
@@ -105,6 +109,8 @@ export async function startTestCa (t: Tap, opts: TestCaOptions): Promise<TestCa>
       limiter,
       logger,
       listen: { host: '127.0.0.1', port },
+      ...(opts.maxRenewalChainAgeMs === undefined ? {} : { maxRenewalChainAgeMs: opts.maxRenewalChainAgeMs }),
+      ...(opts.clock === undefined ? {} : { clock: opts.clock }),
       reload: {
         intervalMs: opts.reloadIntervalMs ?? 200,
         load: () => { const m = loadCa(dir); return { ca: m, issuer: new Issuer(m, { defaultTtlMs: opts.leafTtlMs }) } }
