@@ -1,4 +1,5 @@
 import t from 'tap'
+import { networkInterfaces } from 'node:os'
 import { request } from 'undici'
 import { Registry } from 'prom-client'
 import { startAdmin, parseAppProbes } from '../src/proxy/admin.ts'
@@ -47,4 +48,46 @@ t.test('the injected proxy receives the recorded probes through the downward API
   const recorded = parseAppProbes(r.pod.metadata.annotations['gatehouse.io/app-probes'])
   t.same(Object.keys(recorded), ['/app-health/web/readyz'])
   t.equal(r.pod.spec.containers[0].readinessProbe.httpGet.path, '/app-health/web/readyz')
+})
+
+/** A non-loopback address of this machine to reach a 0.0.0.0 listener by (IPv4 first; no link-local, which needs a zone). */
+function podIpLike (): string | undefined {
+  const all = Object.values(networkInterfaces()).flat().filter(a => a !== undefined && !a.internal)
+  const pick = all.find(a => a!.family === 'IPv4') ?? all.find(a => a!.family === 'IPv6' && !a!.address.startsWith('fe80:'))
+  return pick?.address
+}
+
+const POD_IP = podIpLike()
+
+t.test('on 0.0.0.0 the probes answer on every address, /metrics and the rest only on loopback unless exposed', {
+  skip: POD_IP === undefined ? 'this machine has no non-loopback address to reach the admin listener by' : false
+}, async t => {
+  const address = POD_IP!
+  const app = await startApp(t, (_req, res) => { res.writeHead(200); res.end() })
+  const appProbes = parseAppProbes(JSON.stringify({ '/app-health/web/readyz': { httpGet: { path: '/healthz', port: app.port, scheme: 'HTTP' } } }))
+  const registry = new Registry()
+  const start = async (exposeMetrics?: boolean): Promise<(host: string, path: string) => Promise<number>> => {
+    const admin = await startAdmin({ listen: { host: '0.0.0.0', port: 0 }, registry, notReady: () => [], appProbes, ...(exposeMetrics === undefined ? {} : { exposeMetrics }) })
+    t.teardown(admin.close)
+    return async (host, path) => {
+      const r = await request(`http://${host.includes(':') ? `[${host}]` : host}:${admin.port}${path}`)
+      await r.body.dump()
+      return r.statusCode
+    }
+  }
+
+  const get = await start()
+  for (const path of ['/healthz', '/readyz', '/app-health/web/readyz']) {
+    t.equal(await get(address, path), 200, `${path} answers on ${address}, where the kubelet probes`)
+    t.equal(await get('127.0.0.1', path), 200, `${path} answers on 127.0.0.1`)
+  }
+  t.equal(await get(address, '/metrics'), 403, `/metrics is refused on ${address}`)
+  t.equal(await get(address, '/nope'), 403, 'as is any other path: off loopback only the probes exist')
+  t.equal(await get('127.0.0.1', '/metrics'), 200, '/metrics answers on 127.0.0.1')
+  t.equal(await get('127.0.0.1', '/nope'), 404)
+
+  const exposed = await start(true)
+  t.equal(await exposed(address, '/metrics'), 200, `with exposeMetrics (--admin-expose-metrics), /metrics answers on ${address}`)
+  t.equal(await exposed(address, '/nope'), 403, 'and nothing else is added')
+  t.equal(await exposed('127.0.0.1', '/metrics'), 200)
 })

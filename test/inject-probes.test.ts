@@ -2,6 +2,7 @@ import t from 'tap'
 import fjp from 'fast-json-patch'
 import { injectPod as injectPodTyped, type InjectOptions, type InjectResult } from '../src/inject/patch.ts'
 import { injectorConfig } from '../src/inject/config.ts'
+import { proxySchema } from '../src/cli/proxy.ts'
 
 // The app's HTTP probes are pointed at the proxy's admin port, /app-health/<container>/<probe>, and
 // the originals are recorded in the gatehouse.io/app-probes annotation for the admin relay. Only the
@@ -81,6 +82,10 @@ t.test('the proxy\'s own probes gate the app on its readiness', async t => {
   t.same(proxy.readinessProbe.httpGet, { path: '/readyz', port: 15020, scheme: 'HTTP' })
   t.same(proxy.livenessProbe.httpGet, { path: '/healthz', port: 15020, scheme: 'HTTP' })
   t.ok(proxy.args.includes('--admin') && proxy.args[proxy.args.indexOf('--admin') + 1] === '0.0.0.0:15020', 'admin listens on the pod IP, where the kubelet probes')
+  t.notOk(proxy.args.includes('--admin-expose-metrics'), 'only the probes answer there: /metrics stays on loopback by default')
+  const exposed = injectPod(pod(), { config: injectorConfig({ exposeMetrics: true }) }).pod.spec.initContainers[0]
+  t.ok(exposed.args.includes('--admin-expose-metrics'), 'unless the injector is told to expose metrics (--proxy-expose-metrics)')
+  t.ok('admin-expose-metrics' in proxySchema, 'a real flag of gatehouse proxy')
 })
 
 t.test('another admin port moves the rewritten probes with it', async t => {

@@ -22,6 +22,7 @@ const injectorFlags = {
   'inbound-port': { kind: 'int', default: D.inboundPort, min: 1, help: 'proxy inbound (mTLS) port' },
   'outbound-port': { kind: 'int', default: D.outboundPort, min: 1, help: 'proxy outbound (HTTP_PROXY) port' },
   'admin-port': { kind: 'int', default: D.adminPort, min: 1, help: 'proxy admin port (probes)' },
+  'proxy-expose-metrics': { kind: 'bool', default: D.exposeMetrics, help: 'serve each proxy\'s /metrics on the pod IP too (proxy --admin-expose-metrics), for a Prometheus scraping pods' },
   'proxy-cpu-request': { kind: 'string', default: D.resources.cpuRequest, help: 'default proxy CPU request (pod annotation gatehouse.io/proxy-cpu-request)' },
   'proxy-memory-request': { kind: 'string', default: D.resources.memoryRequest, help: 'default proxy memory request' },
   'proxy-cpu-limit': { kind: 'string', default: D.resources.cpuLimit, help: 'default proxy CPU limit' },
@@ -70,6 +71,7 @@ function configFrom (c: InjectorFlagValues): InjectorConfig {
     inboundPort: c.inboundPort,
     outboundPort: c.outboundPort,
     adminPort: c.adminPort,
+    exposeMetrics: c.proxyExposeMetrics,
     resources: { cpuRequest: c.proxyCpuRequest, memoryRequest: c.proxyMemoryRequest, cpuLimit: c.proxyCpuLimit, memoryLimit: c.proxyMemoryLimit }
   })
 }

@@ -17,7 +17,8 @@ function spiffeTrustDomain (cert: X509Certificate): string | undefined {
 export const proxySchema = {
   inbound: { kind: 'hostport', default: '0.0.0.0:15006', help: 'mTLS listener for inbound calls' },
   upstream: { kind: 'hostport', default: '127.0.0.1:8080', help: 'the app' },
-  admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics' },
+  admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics; off loopback (e.g. 0.0.0.0 in a pod, for the kubelet) only the probe paths answer' },
+  'admin-expose-metrics': { kind: 'bool', default: false, help: 'also serve /metrics on the admin listener\'s non-loopback addresses (for a Prometheus scraping the pod IP)' },
   outbound: { kind: 'hostport', default: '127.0.0.1:15001', help: 'HTTP proxy for the app\'s outbound calls (HTTP_PROXY)' },
   routes: { kind: 'string', help: 'outbound destinations (YAML), reloaded on change; without it every destination is refused' },
   'allow-connect': { kind: 'list', default: [], help: 'host:port pairs the app may CONNECT to (opaque, outside the mesh)' },
@@ -75,6 +76,7 @@ export const proxy: Runner = async (argv, io) => {
     inbound: c.inbound,
     upstream: c.upstream,
     admin: c.admin,
+    adminExposeMetrics: c.adminExposeMetrics,
     outbound: c.outbound,
     ...(c.routes === undefined ? {} : { routesFile: c.routes }),
     allowConnect: c.allowConnect,

@@ -71,6 +71,8 @@ export interface InjectorConfig {
   inboundPort: number
   outboundPort: number
   adminPort: number
+  /** Give each proxy --admin-expose-metrics: /metrics on the pod IP, for a Prometheus scraping pods. */
+  exposeMetrics: boolean
   /** Audience of the projected service-account token: what the CA requires. */
   tokenAudience: string
   tokenExpirationSeconds: number
@@ -89,6 +91,8 @@ export const DEFAULT_INJECTOR_CONFIG: InjectorConfig = {
   inboundPort: 15006,
   outboundPort: 15001,
   adminPort: 15020,
+  // Off: the admin port is on the pod IP for the kubelet's probes, and only those answer there.
+  exposeMetrics: false,
   tokenAudience: 'gatehouse-ca',
   tokenExpirationSeconds: 3600,
   proxyUid: 1337,

@@ -27,7 +27,9 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
       '--inbound', `0.0.0.0:${cfg.inboundPort}`,
       '--outbound', `127.0.0.1:${cfg.outboundPort}`,
       // 0.0.0.0: the kubelet probes the pod IP, for the proxy's own probes and the app's relayed ones.
+      // Only those answer there; /metrics stays on loopback unless the injector is told otherwise.
       '--admin', `0.0.0.0:${cfg.adminPort}`,
+      ...(cfg.exposeMetrics ? ['--admin-expose-metrics'] : []),
       '--upstream', `127.0.0.1:${s.upstreamPort}`,
       '--policy', `${MOUNT.policy}/${FILE.policy}`,
       '--trust-bundle', `${MOUNT.bundle}/${FILE.bundle}`,

@@ -1,10 +1,15 @@
 import { createServer, request, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { BlockList, type AddressInfo, type Socket } from 'node:net'
 import type { Registry } from 'prom-client'
 
 // The admin listener (loopback by default): liveness, readiness and Prometheus metrics. Readiness is
 // the honest one: ready only with a valid identity and a loaded policy, so Kubernetes keeps traffic
 // away from a sidecar that could only deny or fail.
+//
+// In a pod it listens on 0.0.0.0, because the kubelet probes the pod IP. One listener, split by the
+// connection's addresses: the probe paths answer on every address, everything else (/metrics) only
+// to a connection that is loopback on both ends, unless exposeMetrics. One port keeps the injector's
+// probes and capture exclusions as they are; a second, loopback-only port would add both.
 
 export interface AdminOptions {
   listen: { host: string, port: number }
@@ -13,6 +18,8 @@ export interface AdminOptions {
   notReady: () => string[]
   /** /app-health/<container>/<probe> -> the app's original probe (from the injector's annotation). */
   appProbes?: Record<string, AppProbe>
+  /** Also serve /metrics off loopback (a Prometheus scraping the pod IP); default false. */
+  exposeMetrics?: boolean
 }
 
 export interface AppProbe {
@@ -48,6 +55,19 @@ function relayProbe (probe: AppProbe, res: import('node:http').ServerResponse): 
 
 export interface Admin { server: Server, port: number, close: () => Promise<void> }
 
+const LOOPBACK = new BlockList()
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
+LOOPBACK.addAddress('::1', 'ipv6')
+
+const isLoopback = (address: string | undefined): boolean =>
+  address !== undefined && LOOPBACK.check(address, address.includes(':') ? 'ipv6' : 'ipv4') // ::ffff:127.x matches the IPv4 rule
+
+/**
+ * Both ends, not only the local one: a packet from outside cannot reach 127.0.0.0/8 without
+ * route_localnet and a DNAT rule, and if someone set those up, the remote end still gives it away.
+ */
+const onLoopback = (socket: Socket): boolean => isLoopback(socket.localAddress) && isLoopback(socket.remoteAddress)
+
 export async function startAdmin (opts: AdminOptions): Promise<Admin> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -64,6 +84,8 @@ export async function startAdmin (opts: AdminOptions): Promise<Admin> {
     }
     const probe = path === undefined ? undefined : opts.appProbes?.[path]
     if (probe !== undefined) { relayProbe(probe, res); return }
+    // Off loopback only the probes above exist: one answer for every other path, so it says nothing.
+    if (!onLoopback(req.socket) && !(path === '/metrics' && opts.exposeMetrics === true)) { json(403, { error: 'loopback_only' }); return }
     if (path === '/metrics') {
       opts.registry.metrics().then((text) => {
         res.writeHead(200, { 'content-type': opts.registry.contentType })

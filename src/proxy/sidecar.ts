@@ -21,6 +21,8 @@ export interface SidecarOptions extends InboundLimits {
   inbound: { host: string, port: number }
   upstream: Upstream
   admin: { host: string, port: number }
+  /** Serve /metrics on the admin listener's non-loopback addresses too (probes always are). */
+  adminExposeMetrics?: boolean
   /** Outbound listener (HTTP_PROXY for the app); routes from routesFile, none = every destination refused. */
   outbound?: { host: string, port: number }
   routesFile?: string
@@ -179,6 +181,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   const admin = await startAdmin({
     listen: o.admin,
     ...(o.appProbes === undefined ? {} : { appProbes: o.appProbes }),
+    ...(o.adminExposeMetrics === undefined ? {} : { exposeMetrics: o.adminExposeMetrics }),
     registry: metrics.registry,
     notReady: () => {
       const reasons: string[] = []
