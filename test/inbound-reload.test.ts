@@ -1,9 +1,10 @@
 import t from 'tap'
-import { writeFileSync, renameSync } from 'node:fs'
+import { appendFileSync, writeFileSync, renameSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import { startMesh, Pki as MeshPki, tempDir, eventually, type Mesh } from './helpers/mesh.ts'
+import { policyRevision } from '../src/policy/load.ts'
 import { clientTls, openTls, responseReader, tlsAttempt, scrapeMetrics, metricValue, statusOf } from './helpers/inbound-probe.ts'
 
 // Static identity, trust bundle and policy files are reloaded while the sidecar serves: a good new
@@ -199,4 +200,71 @@ deny:
   t.equal(mesh.sidecar.policy.current!.revision, r3, 'and the current policy stays')
   t.match(mesh.logs.filter(l => l.event === 'policy.reload_failed').at(-1), { trigger: 'SIGHUP', keptRevision: r3 })
   t.equal(mesh.app.seen.length, 2)
+})
+
+// A policy edited in place. The poll interval is the settle window: a change applies once two
+// consecutive polls saw the same file. 500 ms (not the usual 100) leaves a loaded machine time to
+// write the next part, and to send a request, before the poll after the one that saw the first part.
+const SETTLE_TEST_LIMITS = { reloadIntervalMs: 500 }
+const READS_ONLY = `version: 1
+rules:
+  - name: client-reads
+    from: ["${CALLER}"]
+    paths: ["/v1/**"]
+`
+const loadedRevisions = (mesh: Mesh): string[] => mesh.logs.filter(l => l.event === 'policy.loaded').map(l => String(l.revision))
+/** The sidecar has seen `text` in the file: applied it (what happened before settling), or is waiting for it to settle. */
+const sawFile = (mesh: Mesh, text: string): boolean => {
+  const rev = policyRevision(text)
+  return mesh.sidecar.policy.current?.revision === rev || mesh.logs.some(l => l.event === 'policy.change_settling' && l.revision === rev)
+}
+
+t.test('a policy written in place in two parts is never applied half-written', async t => {
+  const mesh = await startMesh(t, { policy: READS_ONLY, sidecar: SETTLE_TEST_LIMITS })
+  const start = mesh.sidecar.policy.current!.revision
+  t.equal((await mesh.request('/admin/users')).status, 403, 'before: /admin is not allowed (no rule matches)')
+  // The allow rules first: on its own a valid policy, which allows /admin...
+  const allowAll = `version: 1
+rules:
+  - name: client-all
+    from: ["${CALLER}"]
+`
+  // ...until the deny rules that follow are written.
+  const denyAdmin = `deny:
+  - name: no-admin
+    from: ["${CALLER}"]
+    paths: ["/admin/**"]
+`
+  writeFileSync(mesh.policyFile, allowAll)
+  await eventually(() => sawFile(mesh, allowAll), 5000, 'a poll to see the half-written file')
+  t.equal((await mesh.request('/admin/users')).status, 403, 'between the two writes, /admin is still denied')
+  appendFileSync(mesh.policyFile, denyAdmin)
+  const final = policyRevision(allowAll + denyAdmin)
+  await eventually(() => mesh.sidecar.policy.current?.revision === final, 5000, 'the complete policy to be applied')
+  t.same(loadedRevisions(mesh), [start, final], 'the only policies ever applied: the first one and the complete one')
+  t.equal((await mesh.request('/admin/users')).status, 403, 'after: /admin is denied by the deny rule')
+  t.match(mesh.decisions.at(-1), { decision: 'deny', rule: 'no-admin', policyRevision: final })
+  t.equal((await mesh.request('/v1/items')).status, 200, 'and the rest is allowed')
+  t.notOk(mesh.decisions.some(d => d.path === '/admin/users' && d.decision === 'allow'), 'no request to /admin was ever allowed')
+  t.notOk(mesh.app.seen.some(s => s.url.startsWith('/admin')), 'none reached the app')
+})
+
+t.test('a policy file that keeps changing is applied once it stops', async t => {
+  const mesh = await startMesh(t, { policy: READS_ONLY, sidecar: SETTLE_TEST_LIMITS })
+  const start = mesh.sidecar.policy.current!.revision
+  const version = (n: number): string => `${READS_ONLY}  - name: extra-${n}\n    from: ["${CALLER}"]\n    paths: ["/extra/${n}"]\n`
+  // Each poll sees a different file: a new version is written as soon as one is seen. The first is
+  // written right after the start, before the watcher's first poll: it must not be taken for the
+  // file as loaded at start.
+  const N = 4
+  for (let n = 1; n <= N; n++) {
+    writeFileSync(mesh.policyFile, version(n))
+    await eventually(() => sawFile(mesh, version(n)), 5000, `a poll to see version ${n}`)
+    if (n < N) t.equal(mesh.sidecar.policy.current!.revision, start, `version ${n}: still changing, not applied`)
+  }
+  const last = policyRevision(version(N))
+  await eventually(() => mesh.sidecar.policy.current?.revision === last, 5000, 'the last version to be applied once the file is stable')
+  t.same(loadedRevisions(mesh), [start, last], 'none of the versions in between was applied')
+  t.ok(mesh.logs.some(l => l.event === 'policy.change_settling' && l.level === 20 && l.revision === last), 'waiting for a change to settle is logged at debug level')
+  t.equal((await mesh.request(`/extra/${N}`)).status, 200, 'the last version decides')
 })
