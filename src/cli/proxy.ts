@@ -6,6 +6,7 @@ import { createLogger } from '../log.ts'
 import { startSidecar } from '../proxy/sidecar.ts'
 import { parseAppProbes } from '../proxy/admin.ts'
 import { parseRoutes } from '../proxy/routes.ts'
+import { DEFAULT_UPGRADE_PROTOCOLS, upgradeListProblems } from '../proxy/upgrade.ts'
 import { checkReadable, checkKeyPair, checkListen, nameListenFailure, readArg, readBundleArg } from './check.ts'
 import type { Runner } from './runner.ts'
 
@@ -22,6 +23,7 @@ export const proxySchema = {
   outbound: { kind: 'hostport', default: '127.0.0.1:15001', help: 'HTTP proxy for the app\'s outbound calls (HTTP_PROXY)' },
   routes: { kind: 'string', help: 'outbound destinations (YAML), reloaded on change; without it every destination is refused' },
   'allow-connect': { kind: 'list', default: [], help: 'host:port pairs the app may CONNECT to (opaque, outside the mesh)' },
+  'upgrade-protocols': { kind: 'list', default: [...DEFAULT_UPGRADE_PROTOCOLS], help: 'Upgrade protocols relayed inbound after authorization; any other Upgrade gets 400 (h2c can never be listed)' },
   policy: { kind: 'string', required: true, help: 'policy file (YAML), reloaded on change and SIGHUP' },
   'trust-bundle': { kind: 'string', required: true, help: 'PEM trust bundle, reloaded on change; may hold several roots' },
   cert: { kind: 'string', help: 'workload certificate chain (PEM), reloaded on change (or use --ca-url)' },
@@ -56,6 +58,8 @@ export const proxy: Runner = async (argv, io) => {
   if (sources !== 1 || (c.caUrl === undefined && (c.cert === undefined || c.key === undefined))) {
     throw new ConfigInvalidError(['exactly one identity source is required: --cert FILE --key FILE (static, reloaded on change), or --ca-url URL [--token-file FILE] (issued and rotated by the CA)'])
   }
+  const upgradeProblems = upgradeListProblems(c.upgradeProtocols)
+  if (upgradeProblems.length > 0) throw new ConfigInvalidError(upgradeProblems.map(p => `--upgrade-protocols: ${p}`))
   const appProbes = (() => { try { return parseAppProbes(c.appProbes) } catch (err) { throw new ConfigInvalidError([`--app-probes: ${(err as Error).message}`]) } })()
   // Before anything is loaded or logged: every named file readable, the key the certificate's, each
   // listen address free. (A policy that is present but invalid is not refused here: the sidecar then
@@ -80,6 +84,7 @@ export const proxy: Runner = async (argv, io) => {
     outbound: c.outbound,
     ...(c.routes === undefined ? {} : { routesFile: c.routes }),
     allowConnect: c.allowConnect,
+    upgradeProtocols: c.upgradeProtocols,
     policyFile: c.policy,
     trustBundleFile: c.trustBundle,
     ...(c.cert === undefined ? {} : { certFile: c.cert }),

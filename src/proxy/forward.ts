@@ -110,15 +110,26 @@ export function forwardRequest (req: IncomingMessage, res: ServerResponse, targe
   })
 }
 
-/** WebSocket and other Upgrade requests, after authorization: relay the 101 and then raw bytes. */
-export function forwardUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer, target: string, headers: OutgoingHttpHeaders, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
-  const upgradeHeaders = { ...headers, connection: 'Upgrade', upgrade: req.headers.upgrade ?? '' }
+/**
+ * WebSocket and other Upgrade requests, after authorization: relay the 101 and then raw bytes.
+ * `headers.upgrade` holds only the protocols that may be relayed (`offered`); an app that switches to
+ * anything else is cut off before a byte of the new protocol reaches the caller.
+ */
+export function forwardUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer, target: string, headers: OutgoingHttpHeaders, offered: readonly string[], opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
+  const upgradeHeaders = { ...headers, connection: 'Upgrade' }
   const up = request({ host: opts.upstream.host, port: opts.upstream.port, method: req.method, path: target, headers: upgradeHeaders, timeout: opts.connectTimeoutMs })
   up.on('timeout', () => { up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })) })
   const timer = setTimeout(() => { up.destroy(Object.assign(new Error('upgrade timeout'), { code: 'GH_UPSTREAM_TIMEOUT' })) }, opts.responseTimeoutMs)
   up.on('upgrade', (upRes, upSocket, upHead) => {
     clearTimeout(timer)
     up.setTimeout(0)
+    const chosen = String(upRes.headers.upgrade ?? '').trim().toLowerCase()
+    if (!offered.some(p => p === chosen || p.split('/')[0] === chosen.split('/')[0])) {
+      upSocket.destroy()
+      socket.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
+      done({ kind: 'upstream-unavailable', status: 502, error: `the app switched to ${JSON.stringify(chosen)}, which was not offered` })
+      return
+    }
     // The 101 must keep Connection: upgrade and Upgrade; any other hop-by-hop header stays behind.
     const lines = [`HTTP/1.1 101 ${upRes.statusMessage ?? 'Switching Protocols'}`, 'connection: upgrade', `upgrade: ${String(upRes.headers.upgrade ?? '')}`]
     for (const [k, v] of Object.entries(endToEndHeaders(upRes.headers))) for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${String(one)}`)
@@ -127,8 +138,11 @@ export function forwardUpgrade (req: IncomingMessage, socket: Duplex, head: Buff
     if (head.length > 0) upSocket.write(head)
     upSocket.pipe(socket).pipe(upSocket)
     const close = (): void => { upSocket.destroy(); socket.destroy() }
+    // Either side gone (error or close) ends the tunnel: a half-open relay would hold the app's socket.
     upSocket.on('error', close)
     socket.on('error', close)
+    upSocket.on('close', close)
+    socket.on('close', close)
     done({ kind: 'upgraded', status: 101 })
   })
   up.on('response', (upRes) => {

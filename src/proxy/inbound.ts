@@ -14,6 +14,8 @@ import type { DecisionLog, DecisionFields } from '../audit/record.ts'
 import type { Credentials } from './credentials.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { endToEndHeaders, forwardRequest, forwardUpgrade, type ForwardOptions, type ForwardOutcome } from './forward.ts'
+import { allowedOffer, offeredProtocols } from './upgrade.ts'
+import { drainBounded } from '../http-body.ts'
 
 // The inbound path, top to bottom: TLS handshake (client certificate required) -> the peer's
 // X.509-SVID verified -> request target and method normalized -> policy decision -> decision log
@@ -27,6 +29,8 @@ export interface InboundOptions extends InboundLimits {
   metrics: ProxyMetrics
   logger: Logger
   forward: ForwardOptions
+  /** Upgrade protocols relayed after authorization (see upgrade.ts); any other Upgrade is refused. */
+  upgradeProtocols: readonly string[]
 }
 
 /** The listener's TLS version, timeouts and limits (each a flag of `gatehouse proxy`). */
@@ -40,6 +44,14 @@ export interface InboundLimits {
   maxConnections: number
 }
 
+/**
+ * After a refusal, at most this much of the request's body is read (and discarded) so the response
+ * can be read on a kept-alive connection; past it, or past DENIED_DRAIN_MS, the connection is closed.
+ * A denied caller cannot hold a connection open by trickling a large body.
+ */
+export const DENIED_DRAIN_BYTES = 64 * 1024
+export const DENIED_DRAIN_MS = 2000
+
 export interface Inbound { server: Server, port: number, close: (drainMs: number) => Promise<void> }
 
 const REQUEST_ID = /^[\w.:=+/-]{1,128}$/
@@ -51,6 +63,11 @@ type Verdict =
 export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   const { credentials, policy, decisions, metrics, logger } = opts
   const peers = new WeakMap<object, PeerIdentity>()
+  const upgradeAllowed = new Set(opts.upgradeProtocols.map(p => p.toLowerCase()))
+  /** The request in flight on a socket, so a parse error in its body completes its one decision line. */
+  const inFlight = new WeakMap<object, { fields: DecisionFields, start: number }>()
+  /** Decision lines already written: each request gets exactly one, whichever path ends it. */
+  const recorded = new WeakSet<DecisionFields>()
   /** Sockets with a request in flight (an expiring peer's connection is closed only when idle). */
   const busy = new WeakSet<object>()
 
@@ -155,6 +172,8 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       req.socket.once('finish', () => { req.socket.destroy() })
       return refuse(401, 'peer-certificate-expired', { error: 'peer_certificate_expired' })
     }
+    // llhttp takes a request line without a version as HTTP/0.9, and any digit pair after "HTTP/".
+    if (req.httpVersionMajor !== 1) { metrics.rejected.inc({ reason: 'version' }); return refuse(400, 'bad-request: the request line must end with HTTP/1.1 or HTTP/1.0', { error: 'bad_request', reason: 'the request line must end with HTTP/1.1 or HTTP/1.0' }) }
     if (!isValidMethod(fields.method)) { metrics.rejected.inc({ reason: 'method' }); return refuse(400, 'bad-request: method is not an upper-case token', { error: 'bad_request', reason: 'method is not an upper-case token' }) }
     const n = normalizeTarget(fields.rawPath)
     if (!n.ok) { metrics.rejected.inc({ reason: 'target' }); return refuse(400, `bad-request: ${n.reason}`, { error: 'bad_request', reason: n.reason }) }
@@ -176,6 +195,8 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   }
 
   const record = (fields: DecisionFields, status: number, start: number, error?: string): void => {
+    if (recorded.has(fields)) return
+    recorded.add(fields)
     fields.status = status
     fields.durationMs = Math.round((performance.now() - start) * 1000) / 1000
     if (error !== undefined) fields.error = error
@@ -212,13 +233,14 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     busy.add(req.socket)
     res.once('close', () => { busy.delete(req.socket) })
     const verdict = judge(req)
+    inFlight.set(req.socket, { fields: verdict.fields, start })
     if (!verdict.ok) {
       const body = JSON.stringify(verdict.body)
-      res.writeHead(verdict.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(verdict.status === 400 || verdict.status === 401 ? { connection: 'close' } : {}) })
+      // A body too large to drain cheaply ends the connection: say so, so the client does not reuse it.
+      const close = verdict.status === 400 || verdict.status === 401 || !drainBounded(req, DENIED_DRAIN_BYTES, DENIED_DRAIN_MS)
+      res.writeHead(verdict.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) })
       res.end(body)
       record(verdict.fields, verdict.status, start)
-      // Drain (not forward) whatever body the client sent, so keep-alive framing stays intact.
-      req.resume()
       return
     }
     const fields = verdict.fields
@@ -234,18 +256,43 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     })
   })
 
+  /** A refusal on a socket Node has handed over raw (Upgrade, CONNECT): the answer, then close. */
+  const refuseRaw = (socket: Duplex, verdict: Extract<Verdict, { ok: false }>, start: number): void => {
+    const body = JSON.stringify(verdict.body)
+    const text = verdict.status === 403 ? 'Forbidden' : verdict.status === 405 ? 'Method Not Allowed' : verdict.status === 503 ? 'Service Unavailable' : verdict.status === 500 ? 'Internal Server Error' : 'Bad Request'
+    socket.end(`HTTP/1.1 ${verdict.status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    record(verdict.fields, verdict.status, start)
+  }
+
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // A raw socket is ours once 'upgrade' fires: without an error listener a client reset would crash the process.
     socket.on('error', () => { socket.destroy() })
     const start = performance.now()
     const verdict = judge(req)
-    if (!verdict.ok) {
-      const body = JSON.stringify(verdict.body)
-      socket.end(`HTTP/1.1 ${verdict.status} ${verdict.status === 403 ? 'Forbidden' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
-      record(verdict.fields, verdict.status, start)
+    if (!verdict.ok) { refuseRaw(socket, verdict, start); return }
+    // Authorized, but only a listed protocol may become a tunnel (upgrade.ts says why).
+    const offered = offeredProtocols(req.headers.upgrade)
+    const relay = allowedOffer(offered, upgradeAllowed)
+    if (relay.length === 0) {
+      metrics.rejected.inc({ reason: 'upgrade' })
+      const reason = `upgrade-not-allowed: ${JSON.stringify(req.headers.upgrade ?? '')} is not on --upgrade-protocols (${[...upgradeAllowed].join(', ') || 'none'})`
+      verdict.fields.error = 'upgrade-not-allowed'
+      refuseRaw(socket, { ok: false, status: 400, body: { error: 'upgrade_not_allowed', reason: `upgrade to ${offered.join(', ') || '(none)'} is not relayed`, requestId: verdict.fields.requestId }, fields: { ...verdict.fields, decision: 'deny', enforced: true, rule: null, reason } }, start)
       return
     }
-    forwardUpgrade(req, socket, head, verdict.target, verdict.headers, opts.forward, (o) => { record(verdict.fields, o.status, start, outcomeError(o)) })
+    forwardUpgrade(req, socket, head, verdict.target, { ...verdict.headers, upgrade: relay.join(', ') }, relay, opts.forward, (o) => { record(verdict.fields, o.status, start, outcomeError(o)) })
+  })
+
+  // An inbound CONNECT asks the sidecar for a tunnel to somewhere else: never granted here (the
+  // listener fronts one app), but answered and logged like any other refused request.
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => { socket.destroy() })
+    const start = performance.now()
+    const peer = peers.get(req.socket)
+    const fields = bareFields(peer, req.method ?? 'CONNECT', req.url ?? '', 'connect-not-supported: the inbound listener does not open tunnels')
+    fields.error = 'connect-not-supported'
+    metrics.rejected.inc({ reason: 'connect' })
+    refuseRaw(socket, { ok: false, status: 405, body: { error: 'method_not_allowed', reason: 'CONNECT is not supported inbound', requestId: fields.requestId }, fields }, start)
   })
 
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
@@ -254,10 +301,15 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     metrics.rejected.inc({ reason: err.code ?? 'parse-error' })
     const peer = peers.get(socket)
     logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
+    // A request already judged whose body then failed to parse: its one decision line ends with this
+    // status (not a second line, and not the client-gone that the aborted forward would report).
+    const current = inFlight.get(socket)
+    const pending = current !== undefined && !recorded.has(current.fields) ? current : undefined
+    if (pending !== undefined) record(pending.fields, status, pending.start, err.code ?? 'parse-error')
     if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
       socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`)
       // Rejected as malformed by the parser: still exactly one decision line (method and path unknown).
-      if (peer !== undefined) {
+      if (peer !== undefined && pending === undefined) {
         const fields = bareFields(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`)
         fields.error = err.code ?? 'parse-error'
         record(fields, status, performance.now())

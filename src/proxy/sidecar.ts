@@ -11,6 +11,7 @@ import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
 import { createUpstreamPool, type Upstream } from './forward.ts'
 import { startInbound, type Inbound, type InboundLimits } from './inbound.ts'
+import { DEFAULT_UPGRADE_PROTOCOLS } from './upgrade.ts'
 import { startAdmin, type Admin, type AppProbe } from './admin.ts'
 import type { FileWatch } from '../file-watch.ts'
 
@@ -27,6 +28,8 @@ export interface SidecarOptions extends InboundLimits {
   outbound?: { host: string, port: number }
   routesFile?: string
   allowConnect?: string[]
+  /** Upgrade protocols relayed inbound after authorization (default: websocket; h2c never). */
+  upgradeProtocols?: readonly string[]
   /** After a rotation, how long outbound connections made with the old SVID hand traffic over (default 5 s). */
   rotationHandoverMs?: number
   policyFile: string
@@ -171,7 +174,8 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     requestTimeoutMs: o.requestTimeoutMs,
     idleTimeoutMs: o.idleTimeoutMs,
     maxHeaderSize: o.maxHeaderSize,
-    maxConnections: o.maxConnections
+    maxConnections: o.maxConnections,
+    upgradeProtocols: o.upgradeProtocols ?? DEFAULT_UPGRADE_PROTOCOLS
   })
   undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined
