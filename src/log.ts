@@ -25,3 +25,23 @@ export function createLogger (name: string, opts: LogOptions = {}): Logger {
 
 /** A logger that writes nothing: for library callers and tests that do not care. */
 export const silentLogger: Logger = pino({ level: 'silent' })
+
+/**
+ * A gate for log lines an attacker can cause at will (refused handshakes, dropped connections): at
+ * most `max` lines per `intervalMs`; the next line written says how many were left out. The metrics
+ * still count every event.
+ */
+export function rateLimited (max = 10, intervalMs = 1000): (write: (suppressed: number) => void) => void {
+  let windowStart = 0
+  let inWindow = 0
+  let suppressed = 0
+  return (write) => {
+    const now = Date.now()
+    if (now - windowStart >= intervalMs) { windowStart = now; inWindow = 0 }
+    if (inWindow >= max) { suppressed++; return }
+    inWindow++
+    const s = suppressed
+    suppressed = 0
+    write(s)
+  }
+}

@@ -4,7 +4,7 @@ import { createLogger } from '../log.ts'
 import { injectorConfig, DEFAULT_INJECTOR_CONFIG as D, NAMESPACE_LABEL, type InjectorConfig } from '../inject/config.ts'
 import { injectManifest } from '../inject/manifest.ts'
 import { startInjectorServer } from '../inject/server.ts'
-import { parseQuantity } from '../inject/quantity.ts'
+import { parseQuantity } from '../quantity.ts'
 import { readArg, checkKeyPair, checkListen, nameListenFailure } from './check.ts'
 import type { Runner } from './runner.ts'
 

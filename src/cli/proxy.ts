@@ -7,6 +7,7 @@ import { startSidecar } from '../proxy/sidecar.ts'
 import { parseAppProbes } from '../proxy/admin.ts'
 import { parseRoutes } from '../proxy/routes.ts'
 import { DEFAULT_UPGRADE_PROTOCOLS, upgradeListProblems } from '../proxy/upgrade.ts'
+import { UNBOUNDED_LIMITS, limitsForMemory } from '../proxy/connection-budget.ts'
 import { checkReadable, checkKeyPair, checkListen, nameListenFailure, readArg, readBundleArg } from './check.ts'
 import type { Runner } from './runner.ts'
 
@@ -35,12 +36,14 @@ export const proxySchema = {
   'trust-domain': { kind: 'string', help: 'trust domain for bundle roots without a spiffe:// SAN' },
   'reload-interval': { kind: 'duration', default: '2s', help: 'how often cert, key, bundle and policy files are checked for changes' },
   'tls-min-version': { kind: 'enum', values: ['1.3', '1.2'], default: '1.3', help: 'lowest TLS version accepted inbound' },
-  'handshake-timeout': { kind: 'duration', default: '10s', help: 'TLS handshake deadline' },
+  'memory-limit': { kind: 'string', help: 'the container\'s memory limit (e.g. 256Mi; set by the injector): max-connections, max-pending-handshakes and the handshake and idle timeouts are derived from it unless given' },
+  'handshake-timeout': { kind: 'duration', help: 'TLS handshake deadline (default 10s; 5s under a --memory-limit below 512Mi)' },
   'headers-timeout': { kind: 'duration', default: '10s', help: 'deadline for a request\'s headers (slowloris)' },
   'request-timeout': { kind: 'duration', default: '300s', help: 'deadline for a whole request, body included' },
-  'idle-timeout': { kind: 'duration', default: '60s', help: 'keep-alive idle timeout' },
+  'idle-timeout': { kind: 'duration', help: 'keep-alive idle timeout (default 60s; 30s under a --memory-limit below 512Mi)' },
   'max-header-size': { kind: 'int', default: 16384, min: 1024, help: 'max request header bytes (431 beyond)' },
-  'max-connections': { kind: 'int', default: 10000, min: 1, help: 'max concurrent inbound connections' },
+  'max-connections': { kind: 'int', min: 1, help: 'max concurrent inbound connections (default 10000, or derived from --memory-limit)' },
+  'max-pending-handshakes': { kind: 'int', min: 1, help: 'max inbound connections still in their TLS handshake; past it the oldest is cut (default 1024, or derived from --memory-limit)' },
   'upstream-timeout': { kind: 'duration', default: '30s', help: 'time for the app to start answering (504 beyond)' },
   'upstream-connect-timeout': { kind: 'duration', default: '2s', help: 'time to connect to the app (502 beyond)' },
   'decision-log': { kind: 'string', help: 'also write the decision log to this file (size-rotated, chain kept across files)' },
@@ -60,6 +63,7 @@ export const proxy: Runner = async (argv, io) => {
   }
   const upgradeProblems = upgradeListProblems(c.upgradeProtocols)
   if (upgradeProblems.length > 0) throw new ConfigInvalidError(upgradeProblems.map(p => `--upgrade-protocols: ${p}`))
+  const limits = (() => { try { return c.memoryLimit === undefined ? UNBOUNDED_LIMITS : limitsForMemory(c.memoryLimit) } catch (err) { throw new ConfigInvalidError([`--memory-limit: expected a memory quantity such as 256Mi or 1Gi, got ${JSON.stringify(c.memoryLimit)} (${(err as Error).message})`]) } })()
   const appProbes = (() => { try { return parseAppProbes(c.appProbes) } catch (err) { throw new ConfigInvalidError([`--app-probes: ${(err as Error).message}`]) } })()
   // Before anything is loaded or logged: every named file readable, the key the certificate's, each
   // listen address free. (A policy that is present but invalid is not refused here: the sidecar then
@@ -93,12 +97,13 @@ export const proxy: Runner = async (argv, io) => {
     ...(c.trustDomain === undefined ? {} : { trustDomain: c.trustDomain }),
     reloadIntervalMs: c.reloadInterval,
     tlsMinVersion: c.tlsMinVersion === '1.2' ? 'TLSv1.2' : 'TLSv1.3',
-    handshakeTimeoutMs: c.handshakeTimeout,
+    handshakeTimeoutMs: c.handshakeTimeout ?? limits.handshakeTimeoutMs,
     headersTimeoutMs: c.headersTimeout,
     requestTimeoutMs: c.requestTimeout,
-    idleTimeoutMs: c.idleTimeout,
+    idleTimeoutMs: c.idleTimeout ?? limits.idleTimeoutMs,
     maxHeaderSize: c.maxHeaderSize,
-    maxConnections: c.maxConnections,
+    maxConnections: c.maxConnections ?? limits.maxConnections,
+    maxPendingHandshakes: c.maxPendingHandshakes ?? limits.maxPendingHandshakes,
     upstreamTimeoutMs: c.upstreamTimeout,
     upstreamConnectTimeoutMs: c.upstreamConnectTimeout,
     logger,

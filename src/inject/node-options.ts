@@ -1,4 +1,4 @@
-import { parseQuantity } from './quantity.ts'
+import { parseQuantity } from '../quantity.ts'
 
 // The Node flags a sidecar runs with (NODE_OPTIONS), measured in bench/ (see bench/README.md, memory):
 // - a 2 MiB young generation instead of V8's default of up to 2 x 32 MiB: the proxy's garbage is

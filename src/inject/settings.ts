@@ -1,5 +1,5 @@
 import { ANNOTATION, type InjectorConfig, type ProxyResources } from './config.ts'
-import { parseQuantity } from './quantity.ts'
+import { parseQuantity } from '../quantity.ts'
 import { arrayOr, objectOr, type Json } from './shape.ts'
 import type { SidecarSettings } from './sidecar.ts'
 

@@ -31,6 +31,9 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
       '--admin', `0.0.0.0:${cfg.adminPort}`,
       ...(cfg.exposeMetrics ? ['--admin-expose-metrics'] : []),
       '--upstream', `127.0.0.1:${s.upstreamPort}`,
+      // Connection limits and handshake/idle timeouts sized to the container's memory limit
+      // (proxy/connection-budget.ts): a connection flood is refused before it can OOM-kill the pod.
+      '--memory-limit', s.resources.memoryLimit,
       '--policy', `${MOUNT.policy}/${FILE.policy}`,
       '--trust-bundle', `${MOUNT.bundle}/${FILE.bundle}`,
       '--routes', `${MOUNT.routes}/${FILE.routes}`,

@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import { randomUUID, constants } from 'node:crypto'
-import type { Logger } from '../log.ts'
+import { rateLimited, type Logger } from '../log.ts'
 import { GatehouseError } from '../errors.ts'
 import { verifyPeer, handshakeFailureReason, type PeerIdentity } from '../spiffe/peer.ts'
 import { normalizeTarget, isValidMethod } from '../policy/normalize.ts'
@@ -16,6 +16,8 @@ import type { ProxyMetrics } from './metrics.ts'
 import { endToEndHeaders, forwardRequest, forwardUpgrade, type ForwardOptions, type ForwardOutcome } from './forward.ts'
 import { allowedOffer, offeredProtocols } from './upgrade.ts'
 import { drainBounded } from '../http-body.ts'
+import { guardHandshakes } from './handshake-guard.ts'
+import { UNBOUNDED_LIMITS } from './connection-budget.ts'
 
 // The inbound path, top to bottom: TLS handshake (client certificate required) -> the peer's
 // X.509-SVID verified -> request target and method normalized -> policy decision -> decision log
@@ -42,6 +44,8 @@ export interface InboundLimits {
   idleTimeoutMs: number
   maxHeaderSize: number
   maxConnections: number
+  /** Connections still in their TLS handshake (handshake-guard.ts); default 1024. */
+  maxPendingHandshakes?: number
 }
 
 /**
@@ -52,7 +56,7 @@ export interface InboundLimits {
 export const DENIED_DRAIN_BYTES = 64 * 1024
 export const DENIED_DRAIN_MS = 2000
 
-export interface Inbound { server: Server, port: number, close: (drainMs: number) => Promise<void> }
+export interface Inbound { server: Server, port: number, pendingHandshakes: () => number, close: (drainMs: number) => Promise<void> }
 
 const REQUEST_ID = /^[\w.:=+/-]{1,128}$/
 
@@ -94,14 +98,19 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     maxHeaderSize: opts.maxHeaderSize
   })
   server.maxConnections = opts.maxConnections
+  const handshakes = guardHandshakes(server, opts.maxPendingHandshakes ?? UNBOUNDED_LIMITS.maxPendingHandshakes, () => {
+    // Counted, not logged one by one: a flood would otherwise become a flood of log lines.
+    metrics.handshakeFailures.inc({ reason: 'max-pending-handshakes' })
+  })
 
   credentials.on('change', () => {
     try { server.setSecureContext(context()) } catch (err) { logger.error({ err }, 'cannot apply new TLS material; keeping the current one') }
   })
 
+  const tlsRefusalLog = rateLimited()
   const refuseHandshake = (socket: TLSSocket, reason: string, message: string): void => {
     metrics.handshakeFailures.inc({ reason })
-    logger.warn({ event: 'tls.refused', reason, detail: message, remote: socket.remoteAddress }, 'refused inbound TLS peer')
+    tlsRefusalLog(suppressed => { logger.warn({ event: 'tls.refused', reason, detail: message, remote: socket.remoteAddress, ...(suppressed > 0 ? { suppressed } : {}) }, 'refused inbound TLS peer') })
     socket.destroy()
   }
 
@@ -131,12 +140,12 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   server.on('tlsClientError', (err, socket) => {
     const reason = handshakeFailureReason(err as NodeJS.ErrnoException)
     metrics.handshakeFailures.inc({ reason })
-    logger.warn({ event: 'tls.refused', reason, detail: err.message, remote: socket.remoteAddress }, 'inbound TLS handshake failed')
+    tlsRefusalLog(suppressed => { logger.warn({ event: 'tls.refused', reason, detail: err.message, remote: socket.remoteAddress, ...(suppressed > 0 ? { suppressed } : {}) }, 'inbound TLS handshake failed') })
   })
   // Over --max-connections Node drops the connection silently: count and log it.
   server.on('drop', (data?: { remoteAddress?: string, remotePort?: number }) => {
     metrics.handshakeFailures.inc({ reason: 'max-connections' })
-    logger.warn({ event: 'tls.refused', reason: 'max-connections', remote: `${data?.remoteAddress ?? '?'}:${data?.remotePort ?? '?'}` }, 'connection dropped: --max-connections reached')
+    tlsRefusalLog(suppressed => { logger.warn({ event: 'tls.refused', reason: 'max-connections', remote: `${data?.remoteAddress ?? '?'}:${data?.remotePort ?? '?'}`, ...(suppressed > 0 ? { suppressed } : {}) }, 'connection dropped: --max-connections reached') })
   })
 
   function authorize (req: IncomingMessage): Verdict {
@@ -326,6 +335,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   return {
     server,
     port,
+    pendingHandshakes: handshakes.pending,
     close: async (drainMs: number) => {
       // Stop accepting, let in-flight requests finish, then cut what is left.
       const closed = new Promise<void>(resolve => server.close(() => { resolve() }))

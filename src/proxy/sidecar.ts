@@ -175,6 +175,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     idleTimeoutMs: o.idleTimeoutMs,
     maxHeaderSize: o.maxHeaderSize,
     maxConnections: o.maxConnections,
+    ...(o.maxPendingHandshakes === undefined ? {} : { maxPendingHandshakes: o.maxPendingHandshakes }),
     upgradeProtocols: o.upgradeProtocols ?? DEFAULT_UPGRADE_PROTOCOLS
   })
   undo.push(async () => { await inbound.close(0) })

@@ -1,6 +1,6 @@
-// Kubernetes resource quantities ("250m", "64Mi", "1.5", "1e3"). The injector checks the proxy's
-// request/limit annotations before using them: a malformed quantity, or a request above its limit,
-// would make the API server reject the whole pod, and a pod must never fail because of the injector.
+// Kubernetes resource quantities ("250m", "64Mi", "1.5", "1e3"): the injector checks the proxy's
+// request/limit annotations with it (a malformed quantity would make the API server reject the pod),
+// and the proxy reads its memory limit with it to size its connection limits.
 
 const BINARY: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60 }
 const DECIMAL: Record<string, number> = { n: 1e-9, u: 1e-6, m: 1e-3, '': 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18 }
