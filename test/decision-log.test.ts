@@ -5,7 +5,7 @@ import { rawExchange, parseResponses, sleep } from './helpers/raw-tls.ts'
 import { okReadsPolicy, sha256, GENESIS_PREV as GENESIS } from './helpers/audit-log.ts'
 
 // The decision log: exactly one line per request, whatever became of it (allowed, denied,
-// malformed, app down), every line with the fields DESIGN.md promises, and a hash chain
+// malformed, app down), every line with the fields docs/architecture.md lists, and a hash chain
 // (seq 1..n, prev = sha256 of the previous line as written) that any edit breaks.
 
 const CLIENT = 'spiffe://example.org/ns/client/sa/caller'
@@ -69,7 +69,7 @@ t.test('one decision line per request, every field present, and a hash chain tha
   t.match(mesh.decisions.at(-1), { decision: 'deny', status: 400, method: '', path: null, reason: 'bad-request: HPE_INVALID_METHOD', error: 'HPE_INVALID_METHOD', caller: CLIENT })
   t.ok(mesh.logs.some(l => l.event === 'http.rejected' && l.code === 'HPE_INVALID_METHOD' && l.caller === CLIENT), 'it is in the operational log, with the caller')
 
-  // Every line: all DESIGN.md fields, with the right types.
+  // Every line: all the decision-line fields (src/audit/record.ts DecisionFields, plus seq, prev, msg), with the right types.
   const leaf = new X509Certificate(mesh.client.chainPem)
   const required = ['requestId', 'decision', 'mode', 'rule', 'reason', 'caller', 'callee', 'method', 'path', 'rawPath', 'status', 'durationMs', 'policyRevision', 'peerCertSerial', 'seq', 'prev', 'msg']
   for (const [i, d] of mesh.decisions.entries()) {

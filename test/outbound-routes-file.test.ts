@@ -4,7 +4,7 @@ import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
 import { parseRoutes, RoutesInvalidError, DEFAULT_INBOUND_PORT } from '../src/proxy/routes.ts'
 import { CALLER_ID, CALLEE_ID, TD, routesYaml, replaceFile, startWorkload, viaProxy, json } from './helpers/outbound-mesh.ts'
 
-// The routes file (DESIGN.md): validated with a file:line:col for every problem, Kubernetes service
+// The routes file (docs/architecture.md, "Outbound routes"): validated with a file:line:col for every problem, Kubernetes service
 // hosts may name a service account instead of an ID, and a running sidecar picks up a new file
 // without a restart while a bad one never replaces the last good table.
 

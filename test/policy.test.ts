@@ -12,12 +12,12 @@ import { PolicyInvalidError, GatehouseError } from '../src/errors.ts'
 import { createLogger, silentLogger } from '../src/log.ts'
 import { SpiffeId } from '../src/spiffe/id.ts'
 
-// The policy file (DESIGN.md, "Policy file"): parsing and revisions, matching semantics through
+// The policy file (docs/policy.md): parsing and revisions, matching semantics through
 // decide(), validation with file:line:col for every kind of problem, and the store that keeps the
 // last good policy across bad reloads.
 
-// The example from DESIGN.md, byte for byte.
-const DESIGN_EXAMPLE = `version: 1
+// An annotated policy using every field, comments included, byte for byte.
+const ANNOTATED_EXAMPLE = `version: 1
 mode: enforce                 # or audit: would-be denials are logged, then allowed
 rules:                        # allow rules; a request is allowed if any rule matches
   - name: orders-create-charges
@@ -58,8 +58,8 @@ function problemsOf (t: Test, yaml: string, source = 'p.yaml'): string[] {
   return []
 }
 
-t.test('the DESIGN.md example parses; the revision is a hash of the exact bytes', async t => {
-  const loaded = parsePolicy(DESIGN_EXAMPLE, 'policy.yaml')
+t.test('the annotated example parses; the revision is a hash of the exact bytes', async t => {
+  const loaded = parsePolicy(ANNOTATED_EXAMPLE, 'policy.yaml')
   t.same(loaded.policy, {
     version: 1,
     mode: 'enforce',
@@ -73,15 +73,15 @@ t.test('the DESIGN.md example parses; the revision is a hash of the exact bytes'
   })
   t.equal(loaded.source, 'policy.yaml')
   t.match(loaded.revision, /^sha256:[0-9a-f]{16}$/)
-  t.equal(loaded.revision, policyRevision(DESIGN_EXAMPLE))
-  t.equal(parsePolicy(DESIGN_EXAMPLE, 'elsewhere.yaml').revision, loaded.revision, 'identical text, identical revision (the file name plays no part)')
+  t.equal(loaded.revision, policyRevision(ANNOTATED_EXAMPLE))
+  t.equal(parsePolicy(ANNOTATED_EXAMPLE, 'elsewhere.yaml').revision, loaded.revision, 'identical text, identical revision (the file name plays no part)')
 
   // One byte changed, even in a comment or whitespace, is another revision.
-  const oneByte = DESIGN_EXAMPLE.replace('# or audit', '# Or audit')
-  t.equal(oneByte.length, DESIGN_EXAMPLE.length)
+  const oneByte = ANNOTATED_EXAMPLE.replace('# or audit', '# Or audit')
+  t.equal(oneByte.length, ANNOTATED_EXAMPLE.length)
   t.not(parsePolicy(oneByte).revision, loaded.revision, 'a one-byte change in a comment')
-  t.not(parsePolicy(`${DESIGN_EXAMPLE}\n`).revision, loaded.revision, 'one trailing newline more')
-  t.not(parsePolicy(DESIGN_EXAMPLE.replace('"/v1/charges",', '"/v1/chargez",')).revision, loaded.revision, 'a one-byte change in a path')
+  t.not(parsePolicy(`${ANNOTATED_EXAMPLE}\n`).revision, loaded.revision, 'one trailing newline more')
+  t.not(parsePolicy(ANNOTATED_EXAMPLE.replace('"/v1/charges",', '"/v1/chargez",')).revision, loaded.revision, 'a one-byte change in a path')
 
   // The example decides as its comments say.
   const p = compilePolicy(loaded.policy)
@@ -632,14 +632,14 @@ t.test('1000 exact-caller rules: the last one still matches (correctness, not ti
 })
 
 t.test('per-caller rule lists: one caller\'s candidates never answer for another, across policies and past the cache size', async t => {
-  const p = compile(DESIGN_EXAMPLE)
+  const p = compile(ANNOTATED_EXAMPLE)
   const ok = request('spiffe://cluster.local/ns/orders/sa/api', 'POST', '/v1/charges')
   const other = request('spiffe://cluster.local/ns/orders/sa/batch', 'POST', '/v1/charges')
   t.equal(decide(p, ok).decision, 'allow')
   t.equal(decide(p, other).decision, 'deny', 'a caller decided after an allowed one is judged on its own rules')
   t.equal(decide(p, ok).rule, 'orders-create-charges', 'and the first caller again, from its cached list')
   // The same caller under a policy that no longer names it.
-  const stricter = compile(DESIGN_EXAMPLE.replace('"spiffe://cluster.local/ns/orders/sa/api", ', ''))
+  const stricter = compile(ANNOTATED_EXAMPLE.replace('"spiffe://cluster.local/ns/orders/sa/api", ', ''))
   t.equal(decide(stricter, ok).decision, 'deny', 'a new policy is not answered from the old policy\'s lists')
   // Many distinct callers (past the 1,024 kept per list): every decision still right.
   let wrong = 0

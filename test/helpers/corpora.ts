@@ -2,14 +2,16 @@ import { readFileSync, existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { join, resolve } from 'node:path'
 
-// The conformance corpora live in ../shared beside the checkout (as CI has it); tests read them
-// from there and never copy them in. GATEHOUSE_CORPORA overrides the location.
+// The conformance corpora (SPIFFE IDs, X.509-SVID rules, path normalization, HTTP smuggling,
+// AdmissionReviews) are part of the repository, under test/corpora/; test/corpora/README.md gives
+// each file's source and licence. GATEHOUSE_CORPORA points the tests at another copy (to compare
+// with a newer version of the corpora).
 const here = fileURLToPath(new URL('.', import.meta.url))
-export const corporaDir = process.env.GATEHOUSE_CORPORA ?? resolve(here, '../../../shared/corpora')
+export const corporaDir = process.env.GATEHOUSE_CORPORA ?? resolve(here, '../corpora')
 
 export function corpusPath (...parts: string[]): string {
   const p = join(corporaDir, ...parts)
-  if (!existsSync(p)) throw new Error(`corpus file missing: ${p} (is ../shared beside the checkout?)`)
+  if (!existsSync(p)) throw new Error(`corpus file missing: ${p} (the corpora live in test/corpora/)`)
   return p
 }
 

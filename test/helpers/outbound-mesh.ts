@@ -17,7 +17,7 @@ export const CALLEE_ID = `spiffe://${TD}/ns/b/sa/callee`
 
 export interface RouteSpec { host: string, address?: string, id?: string, serviceAccount?: string }
 
-/** A routes file (DESIGN.md format) for `routes`. */
+/** A routes file (the format of docs/architecture.md, "Outbound routes") for `routes`. */
 export function routesYaml (routes: RouteSpec[]): string {
   if (routes.length === 0) return 'version: 1\nroutes: []\n'
   const items = routes.map(r => [
