@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request as undiciRequest } from 'undici'
 import { startMesh, startApp, tempDir, Pki, eventually, type SvidFiles } from './helpers/mesh.ts'
 import { cliPath } from './helpers/cli.ts'
-import { readLines, writeLines, parse, sha256, verifyJson, verifyInProcess, stopOnce, signerFrom } from './helpers/audit-log.ts'
+import { readLines, writeLines, parse, sha256, verifyJson, verifyInProcess, stopOnce, signerFrom, decisionFields } from './helpers/audit-log.ts'
 import { signCheckpoint } from '../src/audit/checkpoint.ts'
 import { DecisionLog } from '../src/audit/record.ts'
 
@@ -15,6 +15,7 @@ import { DecisionLog } from '../src/audit/record.ts'
 // a checkpoint that verifies.
 
 const CLIENT = 'spiffe://example.org/ns/client/sa/caller'
+const SERVER = 'spiffe://example.org/ns/server/sa/payments'
 const N = 300
 
 const idsIn = (lines: readonly string[]): string[] => lines.map(parse).filter(r => r.msg === 'decision').map(r => r.requestId as string)
@@ -70,11 +71,11 @@ t.test('close() while checkpoints are still being signed: every line, and the lo
   const pki = new Pki(dir)
   const svid = pki.issue('/ns/server/sa/payments', 'server')
   const logFile = join(dir, 'decisions.log')
-  const log = new DecisionLog({ stdout: false, file: logFile, checkpointEvery: 3, signer: () => signerFrom(svid, 'spiffe://example.org/ns/server/sa/payments') })
+  const log = new DecisionLog({ stdout: false, file: logFile, checkpointEvery: 3, signer: () => signerFrom(svid, SERVER) })
   // A synchronous burst: every checkpoint it triggers is still being signed when close() is called,
   // so they all land after the burst, covering lines well before them.
   for (let i = 0; i < 50; i++) {
-    log.write({ requestId: `burst-${i}`, decision: 'allow', mode: 'enforce', enforced: true, rule: 'r', reason: 'allow-rule', caller: CLIENT, callee: null, method: 'GET', path: '/', rawPath: '/', status: 200, durationMs: 0, policyRevision: null, peerCertSerial: null })
+    log.write(decisionFields(`burst-${i}`, CLIENT, SERVER))
   }
   await log.close()
   const raw = readLines(logFile)
@@ -93,10 +94,10 @@ t.test('checkpoints back to back: the writer skips an empty one, and the verifie
   const dir = tempDir(t)
   const pki = new Pki(dir)
   const svid = pki.issue('/ns/server/sa/payments', 'server')
-  const signer = signerFrom(svid, 'spiffe://example.org/ns/server/sa/payments')
+  const signer = signerFrom(svid, SERVER)
   const logFile = join(dir, 'decisions.log')
   const log = new DecisionLog({ stdout: false, file: logFile, checkpointEvery: 1000, signer: () => signer })
-  log.write({ requestId: 'one', decision: 'allow', mode: 'enforce', enforced: true, rule: 'r', reason: 'allow-rule', caller: CLIENT, callee: null, method: 'GET', path: '/', rawPath: '/', status: 200, durationMs: 0, policyRevision: null, peerCertSerial: null })
+  log.write(decisionFields('one', CLIENT, SERVER))
   await log.checkpoint()
   await log.checkpoint()
   await log.close()

@@ -3,6 +3,7 @@ import type { TrustBundle } from '../spiffe/bundle.ts'
 import { GENESIS_PREV } from './record.ts'
 import { verifyCheckpoint } from './checkpoint.ts'
 import { readLogLines } from './read-lines.ts'
+import { SpiffeId } from '../spiffe/id.ts'
 
 // `gatehouse audit verify`: walks the hash chain across all files and checks every checkpoint against
 // the trust bundle. It stops at the first break and says exactly what it saw there: a removed line
@@ -10,8 +11,14 @@ import { readLogLines } from './read-lines.ts'
 // line's prev does not match), a forged checkpoint (signature, chain or signer wrong), a missing
 // checkpoint (far more lines than the genesis cadence allows), and finally any tail no checkpoint
 // covers yet (reported as unverified: written, but not yet provable).
+//
+// Whose log it is: the genesis line must name the writer (a SPIFFE ID), every checkpoint must be
+// signed by that workload's SVID, and every decision line's callee must be that workload. Without
+// the last two, any workload of the trust domain could write a log of "A's decisions" and sign it
+// with its own key. A genesis naming no writer (spiffeId null) is never VERIFIED: it is reported as
+// signer-unknown (exit 1), since nothing ties its checkpoints to the workload whose decisions it holds.
 
-export type BreakKind = 'not-json' | 'no-genesis' | 'removed' | 'inserted-or-reordered' | 'edited' | 'forged-checkpoint' | 'missing-checkpoint'
+export type BreakKind = 'not-json' | 'no-genesis' | 'signer-unknown' | 'removed' | 'inserted-or-reordered' | 'edited' | 'forged-checkpoint' | 'callee-not-signer' | 'missing-checkpoint'
 
 export interface VerifyReport {
   ok: boolean
@@ -44,7 +51,7 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
 
   const lines = readLogLines(files)
   for await (const line of lines) {
-    let rec: { seq?: unknown, prev?: unknown, msg?: unknown, spiffeId?: unknown, checkpointEvery?: unknown, checkpointIntervalMs?: unknown, jws?: unknown, time?: unknown }
+    let rec: { seq?: unknown, prev?: unknown, msg?: unknown, spiffeId?: unknown, callee?: unknown, checkpointEvery?: unknown, checkpointIntervalMs?: unknown, jws?: unknown, time?: unknown }
     try { rec = JSON.parse(line.text) as typeof rec } catch {
       return fail('not-json', null, line, `${line.file}:${line.lineNo} is not a JSON line: it was edited or corrupted`)
     }
@@ -53,7 +60,13 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
       if (rec.msg !== 'genesis' || seq !== 1 || rec.prev !== GENESIS_PREV) {
         return fail('no-genesis', Number.isNaN(seq) ? null : seq, line, `the log starts at seq ${String(rec.seq)} (${String(rec.msg)}), not at its genesis line: the head of the log was removed`)
       }
-      report.writer = typeof rec.spiffeId === 'string' ? rec.spiffeId : null
+      // The writer is the one workload whose key may sign checkpoints and whose decisions the lines
+      // record. A genesis that names none (or no valid SPIFFE ID) proves nothing about either.
+      const named = typeof rec.spiffeId === 'string' ? SpiffeId.tryParse(rec.spiffeId) : undefined
+      if (named === undefined || named.toString() !== rec.spiffeId) {
+        return fail('signer-unknown', seq, line, `the genesis line names no writer (spiffeId ${JSON.stringify(rec.spiffeId ?? null).slice(0, 120)}): nothing ties the checkpoints to the workload whose decisions the log records, so it cannot be verified`)
+      }
+      report.writer = named.toString()
       cadence = typeof rec.checkpointEvery === 'number' ? rec.checkpointEvery : Infinity
     } else if (seq > expectedSeq) {
       // A jump forward is also the first sign of a reordering (or of a later line copied in early):
@@ -69,6 +82,10 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
     } else if (rec.prev !== prevHash) {
       return fail('edited', seq, line, `seq ${seq}: prev does not match the hash of seq ${seq - 1} as written: seq ${seq - 1} was edited (or replaced)`)
     }
+    if (seq !== 1 && rec.msg !== 'checkpoint' && rec.callee !== report.writer) {
+      // Every other line is a decision of the writer's own sidecar: callee is always its own ID.
+      return fail('callee-not-signer', seq, line, `seq ${seq} (${String(rec.msg)}) records a decision for callee ${JSON.stringify(rec.callee ?? null)}, but the log is ${String(report.writer)}'s (its genesis names it, and only its key may sign the checkpoints): a line claiming another workload's decisions`)
+    }
     const hash = lineHash(line.text)
     uncovered.set(seq, hash)
     report.lines++
@@ -81,7 +98,7 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: { s
         return fail('forged-checkpoint', seq, line, `checkpoint at seq ${seq} does not verify: ${(err as Error).message}`)
       }
       const { payload, signer } = checked
-      if (report.writer !== null && signer !== report.writer) {
+      if (signer !== report.writer) {
         return fail('forged-checkpoint', seq, line, `checkpoint at seq ${seq} is signed by ${signer}, but the log was started by ${report.writer}`)
       }
       if (uncovered.get(payload.seq) !== payload.hash) {

@@ -30,7 +30,10 @@ function needFiles (positionals: string[], command: string): string[] {
   return positionals
 }
 
-/** Exit codes: 0 everything verified, 1 the log was tampered with, 3 intact but a tail no checkpoint covers yet. */
+/**
+ * Exit codes: 0 everything verified, 1 the log was tampered with (or, signer-unknown, its genesis
+ * names no writer, so nothing in it can be proven), 3 intact but a tail no checkpoint covers yet.
+ */
 export const auditVerify: Runner = async (argv, io) => {
   const c = loadConfig('audit verify', auditSchemas['audit verify'], { argv })
   const files = needFiles(c.positionals, 'audit verify')
@@ -39,7 +42,8 @@ export const auditVerify: Runner = async (argv, io) => {
   if (c.format === 'json') io.out(`${JSON.stringify(r, null, 2)}\n`)
   else {
     const head = `${r.lines} lines by ${r.writer ?? 'unknown writer'}; ${r.checkpoints} checkpoints (signed by ${r.signers.join(', ') || 'nobody'}); verified through seq ${r.verifiedThrough}`
-    if (r.break !== undefined) io.out(`TAMPERED: ${r.break.message}\n  at ${r.break.file}:${r.break.line} (${r.break.kind})\n${head}\n`)
+    // A log that names no writer is not shown to be altered, but it is not proven either.
+    if (r.break !== undefined) io.out(`${r.break.kind === 'signer-unknown' ? 'NOT VERIFIED' : 'TAMPERED'}: ${r.break.message}\n  at ${r.break.file}:${r.break.line} (${r.break.kind})\n${head}\n`)
     else if (r.unverifiedTail !== undefined) io.out(`INTACT, NOT FULLY VERIFIED: seq ${r.unverifiedTail.fromSeq}..${r.unverifiedTail.toSeq} (${r.unverifiedTail.lines} lines) are chained but no checkpoint covers them yet\n${head}\n`)
     else io.out(`VERIFIED: ${head}\n`)
   }

@@ -5,6 +5,7 @@ import { gatehouse, cliPath, type CliResult } from './cli.ts'
 import type { SvidFiles } from './mesh.ts'
 import { pemToDers } from '../../src/x509/certificate.ts'
 import type { Signer } from '../../src/audit/checkpoint.ts'
+import type { DecisionFields } from '../../src/audit/record.ts'
 import { verifyLog, type VerifyReport } from '../../src/audit/verify.ts'
 import { TrustBundle } from '../../src/spiffe/bundle.ts'
 
@@ -57,6 +58,14 @@ export function rechain (lines: readonly string[]): string[] {
 /** A checkpoint signer made from SVID files (any CA, any SPIFFE ID: for forgeries too). */
 export function signerFrom (svid: SvidFiles, spiffeId: string): Signer {
   return { spiffeId, chainDers: pemToDers(svid.chainPem), privateKey: createPrivateKey(svid.keyPem) }
+}
+
+/**
+ * One allowed GET, as the sidecar of `callee` logs it (a real sidecar always names itself as the
+ * callee), for logs written with DecisionLog directly.
+ */
+export function decisionFields (requestId: string, caller: string, callee: string | null, overrides: Partial<DecisionFields> = {}): DecisionFields {
+  return { requestId, decision: 'allow', mode: 'enforce', enforced: true, rule: 'r', reason: 'allow-rule', caller, callee, method: 'GET', path: '/', rawPath: '/', status: 200, durationMs: 0, policyRevision: null, peerCertSerial: null, ...overrides }
 }
 
 export interface VerifyRun { status: number | null, report: VerifyReport, cli: CliResult }
