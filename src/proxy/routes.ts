@@ -7,7 +7,7 @@ import { parseHostPort } from '../config.ts'
 import { readYamlSource, mapGet, unknownKeys } from '../yaml-source.ts'
 import { watchFiles, type FileWatch } from '../file-watch.ts'
 
-// Outbound destinations (DESIGN.md routes file): the host the app names -> where that service's
+// Outbound destinations (docs/architecture.md "Outbound routes" routes file): the host the app names -> where that service's
 // sidecar listens and the SPIFFE ID it must present. Anything not listed is refused. A Kubernetes
 // service host (name.namespace.svc[.cluster.local]) may give `serviceAccount` instead of `id`, and
 // then defaults to address <host>:15006 and ID spiffe://TD/ns/<namespace>/sa/<serviceAccount>.
