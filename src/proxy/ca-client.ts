@@ -45,18 +45,19 @@ export function chooseAuth (creds: Credentials, tokenFile: string | undefined, n
   const haveSvid = creds.current !== undefined && now < creds.current.notAfter
   if (tokenFile === undefined) return 'svid'
   if (!haveSvid) return 'token'
-  try {
-    return decodeProtectedHeader(readFileSync(tokenFile, 'utf8').trim()).typ === JOIN_TOKEN_TYP ? 'svid' : 'token'
-  } catch { return 'svid' }
+  const token = readTokenFile(tokenFile)
+  if (token === undefined) return 'svid'
+  try { return decodeProtectedHeader(token).typ === JOIN_TOKEN_TYP ? 'svid' : 'token' } catch { return 'svid' }
 }
 
-export async function requestSvid (opts: CaClientOptions, auth: CaAuth): Promise<IssuedResponse> {
+/** `token`: the token already read for this request (the rotator compares it with a refused one); otherwise the token file is read here. */
+export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: string): Promise<IssuedResponse> {
   const url = new URL('/v1/svid', opts.url)
   const key = generateKey('ec-p256')
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (auth === 'token') {
     if (opts.tokenFile === undefined) throw new GatehouseError('GH_NO_TOKEN', 401, 'no token file configured')
-    headers.authorization = `Bearer ${readFileSync(opts.tokenFile, 'utf8').trim()}`
+    headers.authorization = `Bearer ${token ?? readFileSync(opts.tokenFile, 'utf8').trim()}`
   }
   const port = Number(url.port === '' ? 443 : url.port)
   const client = new Client(url.origin, {

@@ -1,6 +1,7 @@
 import { request, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders, type IncomingHttpHeaders } from 'node:http'
 import { Pool, errors as undiciErrors } from 'undici'
 import type { Duplex } from 'node:stream'
+import { protocolName } from './upgrade.ts'
 
 // Forwarding to the app on localhost: bodies stream both ways (nothing is buffered), one keep-alive
 // pool reuses connections, hop-by-hop headers are dropped in both directions (RFC 9110 7.6.1), and
@@ -124,7 +125,7 @@ export function forwardUpgrade (req: IncomingMessage, socket: Duplex, head: Buff
     clearTimeout(timer)
     up.setTimeout(0)
     const chosen = String(upRes.headers.upgrade ?? '').trim().toLowerCase()
-    if (!offered.some(p => p === chosen || p.split('/')[0] === chosen.split('/')[0])) {
+    if (!offered.some(p => p === chosen || protocolName(p) === protocolName(chosen))) {
       upSocket.destroy()
       socket.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
       done({ kind: 'upstream-unavailable', status: 502, error: `the app switched to ${JSON.stringify(chosen)}, which was not offered` })

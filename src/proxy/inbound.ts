@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:https'
-import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http'
+import { STATUS_CODES, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { AddressInfo } from 'node:net'
@@ -268,8 +268,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   /** A refusal on a socket Node has handed over raw (Upgrade, CONNECT): the answer, then close. */
   const refuseRaw = (socket: Duplex, verdict: Extract<Verdict, { ok: false }>, start: number): void => {
     const body = JSON.stringify(verdict.body)
-    const text = verdict.status === 403 ? 'Forbidden' : verdict.status === 405 ? 'Method Not Allowed' : verdict.status === 503 ? 'Service Unavailable' : verdict.status === 500 ? 'Internal Server Error' : 'Bad Request'
-    socket.end(`HTTP/1.1 ${verdict.status} ${text}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    socket.end(`HTTP/1.1 ${verdict.status} ${STATUS_CODES[verdict.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
     record(verdict.fields, verdict.status, start)
   }
 
@@ -316,7 +315,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     const pending = current !== undefined && !recorded.has(current.fields) ? current : undefined
     if (pending !== undefined) record(pending.fields, status, pending.start, err.code ?? 'parse-error')
     if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
-      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`)
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`)
       // Rejected as malformed by the parser: still exactly one decision line (method and path unknown).
       if (peer !== undefined && pending === undefined) {
         const fields = bareFields(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`)

@@ -86,7 +86,7 @@ export class Rotator {
       auth = 'token'
     }
     try {
-      const res = await requestSvid(this.o, auth)
+      const res = await requestSvid(this.o, auth, token)
       if (this.stopped) return true
       if (this.o.expectedId !== undefined && res.spiffeId !== this.o.expectedId) {
         throw Object.assign(new Error(`CA issued ${res.spiffeId}, expected ${this.o.expectedId}`), { code: 'GH_UNEXPECTED_ID' })

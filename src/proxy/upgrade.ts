@@ -31,5 +31,8 @@ export function upgradeListProblems (list: readonly string[]): string[] {
  * ("websocket/13") matches a bare list entry ("websocket").
  */
 export function allowedOffer (offered: readonly string[], allowed: ReadonlySet<string>): string[] {
-  return offered.filter(p => !NEVER_UPGRADE.includes(p) && (allowed.has(p) || allowed.has(p.split('/')[0]!)))
+  return offered.filter(p => !NEVER_UPGRADE.includes(p) && (allowed.has(p) || allowed.has(protocolName(p))))
 }
+
+/** "websocket/13" -> "websocket": the name a version-qualified protocol is listed and chosen by. */
+export const protocolName = (protocol: string): string => protocol.split('/')[0]!
