@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startMesh, eventually } from './helpers/mesh.ts'
 import { connectRaw, headerValues, parseResponses, rawExchange, sleep } from './helpers/raw-tls.ts'
-import { DENIED_DRAIN_BYTES, DENIED_DRAIN_MS } from '../src/proxy/inbound.ts'
+import { DENIED_DRAIN_BYTES, DENIED_DRAIN_MS } from '../src/proxy/inbound-h1.ts'
 
 // Issue 13.3 and 13.5: every request gets exactly one decision line with one final status, whatever
 // ends it (a CONNECT, a body that fails to parse after authorization, a request line without an

@@ -56,8 +56,8 @@ t.test('a destination presenting another SPIFFE ID than the route\'s is refused:
     t.equal(res.headers['content-type'], 'application/json')
     const answer = json(res)
     t.match(answer, { error: 'upstream_identity_mismatch', code: 'GH_PEER_IDENTITY' }, `${method}: stable error and code`)
-    t.match(answer.detail, CALLEE_ID, 'the detail names the ID presented...')
-    t.match(answer.detail, OTHER_ID, '...and the one expected')
+    t.match(answer.reason, CALLEE_ID, 'the detail names the ID presented...')
+    t.match(answer.reason, OTHER_ID, '...and the one expected')
   }
   t.equal(bApp.seen.length, appBefore, 'B\'s app never saw the request')
   t.equal(b.decisions.length, decisionsBefore, 'no request reached B\'s sidecar either (refused right after the handshake)')

@@ -8,6 +8,8 @@ import { parseAppProbes } from '../proxy/admin.ts'
 import { parseRoutes } from '../proxy/routes.ts'
 import { DEFAULT_UPGRADE_PROTOCOLS, upgradeListProblems } from '../proxy/upgrade.ts'
 import { UNBOUNDED_LIMITS, limitsForMemory } from '../proxy/connection-budget.ts'
+import { UPSTREAM_PROTOCOLS, type UpstreamProtocol } from '../proxy/app-upstream.ts'
+import { DEFAULT_MAX_CONCURRENT_STREAMS } from '../proxy/inbound-h2.ts'
 import { checkReadable, checkKeyPair, checkListen, nameListenFailure, readArg, readBundleArg } from './check.ts'
 import type { Runner } from './runner.ts'
 
@@ -19,6 +21,7 @@ function spiffeTrustDomain (cert: X509Certificate): string | undefined {
 export const proxySchema = {
   inbound: { kind: 'hostport', default: '0.0.0.0:15006', help: 'mTLS listener for inbound calls' },
   upstream: { kind: 'hostport', default: '127.0.0.1:8080', help: 'the app' },
+  'upstream-protocol': { kind: 'enum', values: UPSTREAM_PROTOCOLS, default: 'auto', help: 'how requests reach the app: auto (gRPC over h2c, the rest over HTTP/1.1), http1, or h2c (everything over h2c, prior knowledge)' },
   admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics; off loopback (e.g. 0.0.0.0 in a pod, for the kubelet) only the probe paths answer' },
   'admin-expose-metrics': { kind: 'bool', default: false, help: 'also serve /metrics on the admin listener\'s non-loopback addresses (for a Prometheus scraping the pod IP)' },
   outbound: { kind: 'hostport', default: '127.0.0.1:15001', help: 'HTTP proxy for the app\'s outbound calls (HTTP_PROXY)' },
@@ -43,6 +46,7 @@ export const proxySchema = {
   'idle-timeout': { kind: 'duration', help: 'keep-alive idle timeout (default 60s; 30s under a --memory-limit below 512Mi)' },
   'max-header-size': { kind: 'int', default: 16384, min: 1024, help: 'max request header bytes (431 beyond)' },
   'max-connections': { kind: 'int', min: 1, help: 'max concurrent inbound connections (default 10000, or derived from --memory-limit)' },
+  'max-concurrent-streams': { kind: 'int', default: DEFAULT_MAX_CONCURRENT_STREAMS, min: 1, help: 'HTTP/2 streams one inbound connection may have open at once; more are refused (REFUSED_STREAM)' },
   'max-pending-handshakes': { kind: 'int', min: 1, help: 'max inbound connections still in their TLS handshake; past it the oldest is cut (default 1024, or derived from --memory-limit)' },
   'upstream-timeout': { kind: 'duration', default: '30s', help: 'time for the app to start answering (504 beyond)' },
   'upstream-connect-timeout': { kind: 'duration', default: '2s', help: 'time to connect to the app (502 beyond)' },
@@ -83,6 +87,7 @@ export const proxy: Runner = async (argv, io) => {
   const sidecar = await startSidecar({
     inbound: c.inbound,
     upstream: c.upstream,
+    upstreamProtocol: c.upstreamProtocol as UpstreamProtocol, // one of the enum's values: the schema checked it
     admin: c.admin,
     adminExposeMetrics: c.adminExposeMetrics,
     outbound: c.outbound,
@@ -104,6 +109,7 @@ export const proxy: Runner = async (argv, io) => {
     maxHeaderSize: c.maxHeaderSize,
     maxConnections: c.maxConnections ?? limits.maxConnections,
     maxPendingHandshakes: c.maxPendingHandshakes ?? limits.maxPendingHandshakes,
+    maxConcurrentStreams: c.maxConcurrentStreams,
     upstreamTimeoutMs: c.upstreamTimeout,
     upstreamConnectTimeoutMs: c.upstreamConnectTimeout,
     logger,

@@ -1,17 +1,24 @@
-import { createServer, type Server, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from 'node:http'
+import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createH2cServer, constants as h2, type Http2Session, type ServerHttp2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2'
 import { connect as netConnect, type AddressInfo } from 'node:net'
-import type { Duplex } from 'node:stream'
-import { Pool, errors as undiciErrors } from 'undici'
+import { PassThrough, type Duplex } from 'node:stream'
 import type { Logger } from '../log.ts'
-import type { Credentials } from './credentials.ts'
+import type { Credentials } from '../identity/credentials.ts'
+import { PeerIdentityError } from '../identity/svid-connect.ts'
 import type { RouteTable, Route } from './routes.ts'
-import { connectSvid, PeerIdentityError } from './svid-connect.ts'
-import { endToEndHeaders } from './forward.ts'
+import { endToEndHeaders, isGrpc } from './headers.ts'
+import { h1Sink, h2Sink, type ForwardRequest, type ResponseSink } from './exchange.ts'
+import { forwardH2 } from './forward-h2.ts'
+import { hasBody } from './forward-h1.ts'
+import { MeshLinks } from './mesh-link.ts'
+import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
 
 // The outbound listener: the app calls other services through HTTP_PROXY=http://127.0.0.1:15001
-// with plain http:// URLs. Each destination host must be in the route table; the call leaves the
-// pod only as mTLS to the destination's sidecar, which must present the SPIFFE ID of the route.
-// Unknown destinations are refused, and CONNECT (an opaque tunnel) only to listed host:ports.
+// with plain http:// URLs (or CONNECT, as grpc-js and grpc-go do with grpc_proxy/https_proxy, then
+// HTTP/2 or HTTP/1.1 inside the tunnel). Each destination host must be in the route table; the call
+// leaves the pod only as a stream on the mTLS HTTP/2 link to the destination's sidecar
+// (mesh-link.ts), which must present the SPIFFE ID of the route. Unknown destinations are refused,
+// and CONNECT to anything but a route only to listed host:ports (opaque, outside the mesh).
 
 export interface OutboundOptions {
   listen: { host: string, port: number }
@@ -22,126 +29,98 @@ export interface OutboundOptions {
   responseTimeoutMs: number
   /** host:port pairs CONNECT may tunnel to (plain TCP, outside the mesh); empty = CONNECT refused. */
   allowConnect: string[]
-  /**
-   * After our SVID rotates, how long connections made with the old one keep taking a (falling) share
-   * of requests (default 5 s; never more than half of the old SVID's remaining life).
-   */
-  rotationHandoverMs?: number
   onRequest?: (outcome: string) => void
 }
 
 export interface Outbound { server: Server, port: number, close: () => Promise<void> }
 
-function reply (res: ServerResponse, status: number, code: string, error: string, detail: string): void {
-  const body = JSON.stringify({ error, code, detail })
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-  res.end(body)
-}
+/** The HTTP/2 client preface starts with this method name; no HTTP/1.1 request does. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0')
 
 export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const { logger } = o
-  /** Pools (by destination) whose connections present the current SVID. */
-  let pools = new Map<string, Pool>()
-  /** After a rotation: the pools of the previous SVID, handing their traffic over (see rotate). */
-  let previous: { pools: Map<string, Pool>, since: number, ms: number, timer: NodeJS.Timeout } | undefined
-  const poolKey = (r: Route): string => `${r.address.host}:${r.address.port}|${r.id}`
-  const poolFor = (r: Route): Pool => {
-    const key = poolKey(r)
-    let pool = pools.get(key)
-    if (pool === undefined) {
-      pool = new Pool(`https://${r.address.host.includes(':') ? `[${r.address.host}]` : r.address.host}:${r.address.port}`, {
-        connections: 128,
-        keepAliveTimeout: 30_000,
-        headersTimeout: o.responseTimeoutMs,
-        bodyTimeout: 0,
-        // Every new connection presents our current SVID and checks the peer's: a rotation applies
-        // to the next connection, and an existing one finishes with the certificate it started with.
-        connect: (_opts, cb) => {
-          connectSvid({ host: r.address.host, port: r.address.port, credentials: o.credentials, expectedId: r.id, timeoutMs: o.connectTimeoutMs },
-            (err, socket) => { if (err !== null || socket === undefined) cb(err ?? new Error('no socket'), null); else cb(null, socket) })
-        }
-      })
-      pools.set(key, pool)
-    }
-    return pool
-  }
-  /** The pool a request goes to: during a hand-over, the old one with a share falling from 1 to 0. */
-  const pick = (r: Route): Pool => {
-    if (previous !== undefined) {
-      const old = previous.pools.get(poolKey(r))
-      if (old !== undefined && Math.random() * previous.ms > Date.now() - previous.since) return old
-    }
-    return poolFor(r)
-  }
-  // close() is graceful: requests in flight on those connections finish.
-  const closeAll = (m: Map<string, Pool>): void => { for (const pool of m.values()) void pool.close() }
-  const retirePrevious = (): void => {
-    if (previous === undefined) return
-    clearTimeout(previous.timer)
-    closeAll(previous.pools)
-    previous = undefined
-  }
-  // Routes changed: every pool goes at once (a destination may now expect another SPIFFE ID).
-  o.routes.onChange(() => { retirePrevious(); closeAll(pools); pools = new Map() })
-  // Our SVID rotated: new connections present the new one, and the old pools hand their traffic over
-  // gradually. Dropping them all at once made every waiting request open its own mTLS connection at
-  // the same moment (a p99 stall of ~700 ms in bench:rotation); the old certificate is valid for
-  // half its life still, so a few seconds of overlap costs nothing.
-  // The hand-over ends well before the old SVID expires: a peer refuses requests on a connection
-  // whose client certificate has expired.
-  const rotate = (oldNotAfter: Date | undefined): void => {
-    retirePrevious()
-    const ms = Math.min(o.rotationHandoverMs ?? 5000, ((oldNotAfter?.getTime() ?? 0) - Date.now()) / 2)
-    if (pools.size === 0 || ms <= 0) { closeAll(pools); pools = new Map(); return }
-    const timer = setTimeout(retirePrevious, ms)
-    timer.unref()
-    previous = { pools, since: Date.now(), ms, timer }
-    pools = new Map()
-  }
+  const links = new MeshLinks({ credentials: o.credentials, connectTimeoutMs: o.connectTimeoutMs, logger })
+  // Routes changed (a destination may now expect another SPIFFE ID), or our SVID rotated (new links
+  // must present the new one): the current links take no new streams, finish the ones in flight, and close.
+  o.routes.onChange(() => { links.retireAll() })
   let own = o.credentials.current
   o.credentials.on('change', () => {
     const now = o.credentials.current
-    if (now?.leaf.serialHex !== own?.leaf.serialHex) { const old = own; own = now; rotate(old?.notAfter) }
+    if (now?.leaf.serialHex !== own?.leaf.serialHex) { own = now; links.retireAll() }
   })
 
+  /** One request to a routed destination, from either protocol: a stream on the route's link. */
+  const forward = (route: Route, fr: ForwardRequest, sink: ResponseSink, refuse: (r: Refusal) => void): void => {
+    const failed = (status: 502 | 504, code: string, error: string, reason: string, outcome: string): void => {
+      if (sink.headersSent) sink.destroy()
+      else refuse({ status, code, error, reason })
+      o.onRequest?.(outcome)
+    }
+    links.session(route).then((session) => {
+      forwardH2(fr, sink, session, { responseTimeoutMs: o.responseTimeoutMs, scheme: 'https' }, (out) => {
+        if (out.kind === 'response' || out.kind === 'client-gone' || out.kind === 'upgraded') { o.onRequest?.('forwarded'); return }
+        logger.warn({ event: 'outbound.failed', kind: out.kind, host: fr.headers.host, route: route.id, detail: out.error }, 'outbound call failed')
+        if (out.kind === 'upstream-timeout') failed(504, 'GH_UPSTREAM_TIMEOUT', 'upstream_timeout', out.error, 'timeout')
+        else failed(502, 'GH_UPSTREAM_UNAVAILABLE', 'upstream_unavailable', out.error, 'unavailable')
+      })
+    }, (err: Error & { code?: string }) => {
+      if (err instanceof PeerIdentityError) {
+        logger.error({ event: 'outbound.peer_refused', code: err.code, reason: err.reason, host: fr.headers.host, route: route.id, detail: err.message }, 'destination did not present the expected SPIFFE ID')
+        failed(502, 'GH_PEER_IDENTITY', 'upstream_identity_mismatch', err.message, 'identity-mismatch')
+        return
+      }
+      logger.warn({ event: 'outbound.failed', code: err.code, host: fr.headers.host, route: route.id, detail: err.message }, 'outbound call failed')
+      failed(502, 'GH_UPSTREAM_UNAVAILABLE', 'upstream_unavailable', err.message, 'unavailable')
+    })
+  }
+
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const reply = (r: Refusal, outcome: string): void => { refuseH1(res, r); o.onRequest?.(outcome) }
     let url: URL
     try {
       // HTTP_PROXY clients send absolute-form; a client that talks to us directly sends origin-form + Host.
       url = new URL(req.url?.startsWith('/') === true ? `http://${req.headers.host ?? ''}${req.url}` : req.url ?? '')
     } catch {
-      reply(res, 400, 'GH_OUTBOUND_BAD_TARGET', 'bad_request', 'request target is not a URL'); o.onRequest?.('bad-target'); return
+      reply({ status: 400, code: 'GH_OUTBOUND_BAD_TARGET', error: 'bad_request', reason: 'request target is not a URL' }, 'bad-target'); return
     }
     if (url.protocol !== 'http:') {
-      reply(res, 400, 'GH_OUTBOUND_BAD_TARGET', 'bad_request', `${url.protocol} URLs cannot be proxied; call http:// and the sidecar adds mTLS`); o.onRequest?.('bad-target'); return
+      reply({ status: 400, code: 'GH_OUTBOUND_BAD_TARGET', error: 'bad_request', reason: `${url.protocol} URLs cannot be proxied; call http:// and the sidecar adds mTLS` }, 'bad-target'); return
     }
     const port = url.port === '' ? 80 : Number(url.port)
     const host = url.hostname.replace(/^\[|\]$/g, '')
     const route = o.routes.lookup(host, port)
     if (route === undefined) {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', host, port }, 'outbound call to an unknown destination refused')
-      reply(res, 403, 'GH_OUTBOUND_UNKNOWN_DESTINATION', 'unknown_destination', `${host}:${port} is not in the routes file`); o.onRequest?.('unknown-destination'); return
+      reply({ status: 403, code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', error: 'unknown_destination', reason: `${host}:${port} is not in the routes file` }, 'unknown-destination'); return
     }
-    const headers = endToEndHeaders(req.headers, ['expect']) as Record<string, string | string[]>
+    const headers = endToEndHeaders(req.headers, ['expect'])
     headers.host = url.host
-    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
-    pick(route).request({ path: `${url.pathname}${url.search}`, method: req.method as 'GET', headers, body: hasBody ? req : null }).then((up) => {
-      res.writeHead(up.statusCode, endToEndHeaders(up.headers as IncomingHttpHeaders))
-      up.body.pipe(res)
-      up.body.on('error', () => { res.destroy() })
-      o.onRequest?.('forwarded')
-    }, (err: Error & { code?: string }) => {
-      if (err instanceof PeerIdentityError) {
-        logger.error({ event: 'outbound.peer_refused', code: err.code, reason: err.reason, host, route: route.id, detail: err.message }, 'destination did not present the expected SPIFFE ID')
-        reply(res, 502, 'GH_PEER_IDENTITY', 'upstream_identity_mismatch', err.message); o.onRequest?.('identity-mismatch'); return
-      }
-      const timeout = err instanceof undiciErrors.HeadersTimeoutError
-      logger.warn({ event: 'outbound.failed', code: err.code, host, route: route.id, detail: err.message }, 'outbound call failed')
-      if (res.headersSent) { res.destroy(); return }
-      reply(res, timeout ? 504 : 502, timeout ? 'GH_UPSTREAM_TIMEOUT' : 'GH_UPSTREAM_UNAVAILABLE', timeout ? 'upstream_timeout' : 'upstream_unavailable', err.message)
-      o.onRequest?.(timeout ? 'timeout' : 'unavailable')
-    })
+    forward(route, { method: req.method ?? 'GET', target: `${url.pathname}${url.search}`, headers, body: hasBody(req) ? req : null }, h1Sink(res), r => { refuseH1(res, r) })
   }
+
+  // HTTP/2 inside a CONNECT tunnel to a routed destination (grpc-js, grpc-go): every stream goes to
+  // the tunnel's route, whatever its :authority says. Which route is set for the duration of accept.
+  const tunnels = createH2cServer({ settings: { enablePush: false } })
+  const tunnelRoutes = new WeakMap<Http2Session, Route>()
+  let accepting: Route | undefined
+  tunnels.on('session', (session: Http2Session) => {
+    if (accepting === undefined) { session.destroy(); return }
+    tunnelRoutes.set(session, accepting)
+    session.on('error', () => { /* the app's connection went away; its streams are settled on their own */ })
+  })
+  tunnels.on('stream', (stream: ServerHttp2Stream, headers: H2Headers, flags: number) => {
+    stream.on('error', () => {})
+    const route = tunnelRoutes.get(stream.session as Http2Session)
+    const grpc = isGrpc(headers)
+    if (route === undefined) { refuseH2(stream, { status: 502, error: 'upstream_unavailable' }, grpc); return }
+    const out = endToEndHeaders(headers, ['host'])
+    out.host = String(headers[':authority'] ?? headers.host ?? '')
+    // A PassThrough: the stream's readable side is the body; ending the body must not end the stream.
+    const body = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0 ? null : stream.pipe(new PassThrough())
+    forward(route, { method: String(headers[':method']), target: String(headers[':path'] ?? '/'), headers: out, body }, h2Sink(stream), r => { refuseH2(stream, r, grpc) })
+  })
+  const sessions = new Set<Http2Session>()
+  tunnels.on('session', (s: Http2Session) => { sessions.add(s); s.once('close', () => { sessions.delete(s) }) })
 
   const server = createServer({ headersTimeout: 10_000, requestTimeout: 0, keepAliveTimeout: 60_000 }, handle)
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -149,17 +128,30 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     socket.on('error', () => { socket.destroy() })
     const target = (req.url ?? '').toLowerCase()
     const sep = target.lastIndexOf(':')
-    // undici/fetch clients tunnel even http:// through CONNECT. To a routed destination the tunnel is
-    // read by this same HTTP server (origin-form + Host), so it is still routed, mTLS'd and checked.
-    if (sep > 0 && o.routes.lookup(target.slice(0, sep).replace(/^\[|\]$/g, ''), Number(target.slice(sep + 1))) !== undefined) {
+    // A tunnel to a routed destination is not opaque: its first bytes say HTTP/2 (grpc-js, grpc-go)
+    // or HTTP/1.1 (undici/fetch tunnel even http:// URLs), and each request inside is routed, sent
+    // over the mesh link and checked like any other.
+    const route = sep > 0 ? o.routes.lookup(target.slice(0, sep).replace(/^\[|\]$/g, ''), Number(target.slice(sep + 1))) : undefined
+    if (route !== undefined) {
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
-      if (head.length > 0) socket.unshift(head)
-      server.emit('connection', socket)
+      const dispatch = (first: Buffer): void => {
+        socket.unshift(first)
+        if (first.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) {
+          accepting = route
+          try { tunnels.emit('connection', socket) } finally { accepting = undefined }
+        } else {
+          server.emit('connection', socket)
+          // The HTTP parser reads the socket's handle; what was already read (and unshifted) flows once resumed.
+          socket.resume()
+        }
+      }
+      if (head.length > 0) dispatch(head)
+      else socket.once('data', (chunk: Buffer) => { socket.pause(); dispatch(chunk) })
       return
     }
     if (!o.allowConnect.includes(target)) {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', target }, 'CONNECT refused')
-      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"error":"connect_refused","code":"GH_OUTBOUND_CONNECT_REFUSED"}')
+      refuseRaw(socket, { status: 403, error: 'connect_refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', reason: `${target} is neither a route nor on --allow-connect` })
       return
     }
     const [h, p] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))]
@@ -174,7 +166,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     const close = (): void => { upstream.destroy(); socket.destroy() }
     upstream.on('timeout', () => { upstream.destroy(new Error('connect timeout')) })
     // Before the 200 the client still speaks HTTP and gets a 502; after it, the stream is opaque and is just closed.
-    upstream.on('error', () => { if (established) close(); else socket.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\n\r\n') })
+    upstream.on('error', () => { if (established) close(); else refuseRaw(socket, { status: 502 }) })
     upstream.on('close', () => { if (established) socket.end() })
     socket.on('error', close)
   })
@@ -188,9 +180,9 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     server,
     port,
     close: async () => {
+      for (const s of sessions) s.close()
       await new Promise<void>(resolve => { server.close(() => { resolve() }); server.closeIdleConnections() })
-      if (previous !== undefined) clearTimeout(previous.timer)
-      await Promise.allSettled([...pools.values(), ...(previous?.pools.values() ?? [])].map(async p => { await p.close() }))
+      await links.close()
     }
   }
 }

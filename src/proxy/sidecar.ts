@@ -2,14 +2,15 @@ import type { Logger } from '../log.ts'
 import { PolicyStore } from '../policy/store.ts'
 import { DecisionLog } from '../audit/record.ts'
 import type { DestinationStream } from 'pino'
-import { Credentials, loadStaticFiles, watchBundleFile } from './credentials.ts'
-import { Rotator } from './rotator.ts'
+import { Credentials, loadStaticFiles, watchBundleFile } from '../identity/credentials.ts'
+import { Rotator } from '../identity/rotator.ts'
 import { RouteTable, watchRoutesFile } from './routes.ts'
 import { startOutbound, type Outbound } from './outbound.ts'
 import { GatehouseError } from '../errors.ts'
 import { pemToDers, parseCertificate } from '../x509/certificate.ts'
 import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
-import { createUpstreamPool, type Upstream } from './forward.ts'
+import { createUpstreamPool, type Upstream } from './forward-h1.ts'
+import { createAppUpstream, type UpstreamProtocol } from './app-upstream.ts'
 import { startInbound, type Inbound, type InboundLimits } from './inbound.ts'
 import { DEFAULT_UPGRADE_PROTOCOLS } from './upgrade.ts'
 import { startAdmin, type Admin, type AppProbe } from './admin.ts'
@@ -21,6 +22,8 @@ import type { FileWatch } from '../file-watch.ts'
 export interface SidecarOptions extends InboundLimits {
   inbound: { host: string, port: number }
   upstream: Upstream
+  /** How requests reach the app (app-upstream.ts): default auto, gRPC over h2c and the rest over HTTP/1.1. */
+  upstreamProtocol?: UpstreamProtocol
   admin: { host: string, port: number }
   /** Serve /metrics on the admin listener's non-loopback addresses too (probes always are). */
   adminExposeMetrics?: boolean
@@ -30,8 +33,6 @@ export interface SidecarOptions extends InboundLimits {
   allowConnect?: string[]
   /** Upgrade protocols relayed inbound after authorization (default: websocket; h2c never). */
   upgradeProtocols?: readonly string[]
-  /** After a rotation, how long outbound connections made with the old SVID hand traffic over (default 5 s). */
-  rotationHandoverMs?: number
   policyFile: string
   trustBundleFile: string
   /** Identity from static files (reloaded on change)... */
@@ -160,6 +161,8 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   const pool = createUpstreamPool(o.upstream, { responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs })
   undo.push(async () => { await decisions.close() })
   undo.push(async () => { await pool.close() })
+  const app = createAppUpstream(o.upstream, o.upstreamProtocol ?? 'auto', pool, { responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs })
+  undo.push(async () => { await app.h2c.close() })
   const inbound = await startInbound({
     listen: o.inbound,
     credentials,
@@ -167,7 +170,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     decisions,
     metrics,
     logger,
-    forward: { upstream: o.upstream, pool, responseTimeoutMs: o.upstreamTimeoutMs, connectTimeoutMs: o.upstreamConnectTimeoutMs },
+    app,
     tlsMinVersion: o.tlsMinVersion,
     handshakeTimeoutMs: o.handshakeTimeoutMs,
     headersTimeoutMs: o.headersTimeoutMs,
@@ -176,12 +179,13 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     maxHeaderSize: o.maxHeaderSize,
     maxConnections: o.maxConnections,
     ...(o.maxPendingHandshakes === undefined ? {} : { maxPendingHandshakes: o.maxPendingHandshakes }),
+    ...(o.maxConcurrentStreams === undefined ? {} : { maxConcurrentStreams: o.maxConcurrentStreams }),
     upgradeProtocols: o.upgradeProtocols ?? DEFAULT_UPGRADE_PROTOCOLS
   })
   undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined
     ? undefined
-    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [], ...(o.rotationHandoverMs === undefined ? {} : { rotationHandoverMs: o.rotationHandoverMs }) })
+    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [] })
   undo.push(async () => { await outbound?.close() })
   const admin = await startAdmin({
     listen: o.admin,
@@ -215,7 +219,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
       policy.stop()
       await Promise.all([inbound.close(drainMs), outbound?.close()])
       await admin.close()
-      await pool.close()
+      await Promise.all([pool.close(), app.h2c.close()])
       await decisions.close()
       })()
       await stopping

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { PassThrough } from 'node:stream'
+import { connect as h2connect, type ClientHttp2Session, type OutgoingHttpHeaders as H2OutgoingHeaders, type IncomingHttpHeaders as H2IncomingHeaders } from 'node:http2'
 import { Agent, request as undiciRequest } from 'undici'
 import pino from 'pino'
 import { initCa, loadCa, type CaMaterial } from '../../src/ca/store.ts'
@@ -129,6 +130,8 @@ export interface Mesh {
   logs: Array<Record<string, any>>
   /** An undici Agent presenting `svid` (default: the client SVID) and trusting the bundle. */
   agent: (svid?: SvidFiles) => Agent
+  /** An HTTP/2 connection (ALPN h2) to the sidecar presenting `svid` (default: the client SVID); closed at teardown. */
+  h2: (svid?: SvidFiles) => Promise<ClientHttp2Session>
   /** GET/POST through the sidecar as the client. */
   request: (path: string, opts?: { method?: string, headers?: Record<string, string>, body?: string, svid?: SvidFiles }) => Promise<{ status: number, headers: Record<string, any>, body: string }>
 }
@@ -189,7 +192,17 @@ export async function startMesh (t: Tap, opts: MeshOptions = {}): Promise<Mesh> 
     return a
   }
   const defaultAgent = agent()
+  const sessions: ClientHttp2Session[] = []
+  t.teardown(() => { for (const s of sessions) s.destroy() })
+  const h2 = async (svid: SvidFiles = client): Promise<ClientHttp2Session> => {
+    const session = h2connect(url, { ca: pki.ca.bundlePem, cert: svid.chainPem, key: svid.keyPem, checkServerIdentity: () => undefined })
+    sessions.push(session)
+    session.on('error', () => {})
+    await new Promise<void>((resolve, reject) => { session.once('connect', () => { resolve() }); session.once('error', reject) })
+    return session
+  }
   return {
+    h2,
     dir,
     pki,
     app,
@@ -212,6 +225,25 @@ export async function startMesh (t: Tap, opts: MeshOptions = {}): Promise<Mesh> 
       return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
     }
   }
+}
+
+export interface H2Response { status: number, headers: H2IncomingHeaders, body: string, trailers: H2IncomingHeaders, rstCode: number }
+
+/** One request on an HTTP/2 session: the answer, its trailers, and how the stream ended (rstCode 0: cleanly). */
+export async function h2Request (session: ClientHttp2Session, headers: H2OutgoingHeaders, body?: string | Buffer): Promise<H2Response> {
+  return await new Promise<H2Response>((resolve) => {
+    const req = session.request(headers, { endStream: body === undefined })
+    const chunks: Buffer[] = []
+    let status = 0
+    let resHeaders: H2IncomingHeaders = {}
+    let trailers: H2IncomingHeaders = {}
+    req.on('response', (h) => { resHeaders = h; status = Number(h[':status']) })
+    req.on('trailers', (h) => { trailers = h })
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('error', () => {})
+    req.on('close', () => { resolve({ status, headers: resHeaders, body: Buffer.concat(chunks).toString('utf8'), trailers, rstCode: req.rstCode ?? 0 }) })
+    if (body !== undefined) req.end(body)
+  })
 }
 
 /** Waits until `check` is true (polling), failing after `ms`. */

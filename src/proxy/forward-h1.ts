@@ -1,9 +1,11 @@
-import { request, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders, type IncomingHttpHeaders } from 'node:http'
+import { request, type IncomingMessage, type OutgoingHttpHeaders, type IncomingHttpHeaders } from 'node:http'
 import { Pool, errors as undiciErrors } from 'undici'
 import type { Duplex } from 'node:stream'
 import { protocolName } from './upgrade.ts'
+import { endToEndHeaders } from './headers.ts'
+import type { ForwardOutcome, ForwardRequest, ResponseSink } from './exchange.ts'
 
-// Forwarding to the app on localhost: bodies stream both ways (nothing is buffered), one keep-alive
+// Forwarding to the app on localhost over HTTP/1.1: bodies stream both ways (nothing is buffered), one keep-alive
 // pool reuses connections, hop-by-hop headers are dropped in both directions (RFC 9110 7.6.1), and
 // failures become a typed outcome: app down -> 502, app too slow -> 504, never a hang.
 
@@ -16,30 +18,6 @@ export interface ForwardOptions {
   /** Time allowed for the app to start answering (response headers). */
   responseTimeoutMs: number
   connectTimeoutMs: number
-}
-
-export type ForwardOutcome =
-  | { kind: 'response', status: number }
-  | { kind: 'upgraded', status: 101 }
-  | { kind: 'upstream-unavailable', status: 502, error: string }
-  | { kind: 'upstream-timeout', status: 504, error: string }
-  | { kind: 'upstream-reset', status: number, error: string }
-  | { kind: 'client-gone', status: number }
-
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate'])
-
-const NONE: ReadonlySet<string> = new Set()
-
-/** Copies end-to-end headers: drops the fixed hop-by-hop set and any header named in Connection. */
-export function endToEndHeaders (headers: IncomingHttpHeaders, drop: readonly string[] = []): OutgoingHttpHeaders {
-  // Most requests carry no Connection header (or just keep-alive): no set to build then.
-  const listed = headers.connection === undefined ? NONE : new Set(String(headers.connection).toLowerCase().split(',').map(s => s.trim()).filter(s => s !== ''))
-  const out: OutgoingHttpHeaders = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || drop.includes(name)) continue
-    out[name] = value
-  }
-  return out
 }
 
 export function createUpstreamPool (upstream: Upstream, opts: { responseTimeoutMs: number, connectTimeoutMs: number, connections?: number }): Pool {
@@ -75,37 +53,34 @@ class ClientGone {
   }
 }
 
-const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
+/** Whether an HTTP/1.1 request has a body to forward (an HTTP/2 one says so with END_STREAM). */
+export const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 
 /**
- * Streams `req` to the app as `target` with `headers`, and the answer back into `res`. A body is
- * re-framed by undici (content-length kept, otherwise chunked), whatever the method, so a chunked
- * GET body can never reach the app unframed and be read as a second request.
+ * Streams the request to the app and the answer back into `sink`. A body is re-framed by undici
+ * (content-length kept, otherwise chunked), whatever the method, so a chunked GET body can never
+ * reach the app unframed and be read as a second request.
  */
-export function forwardRequest (req: IncomingMessage, res: ServerResponse, target: string, headers: OutgoingHttpHeaders, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
+export function forwardH1 (fr: ForwardRequest, sink: ResponseSink, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
   let finished = false
   const finish = (o: ForwardOutcome): void => { if (!finished) { finished = true; done(o) } }
   const gone = new ClientGone()
-  res.on('close', () => {
-    if (!res.writableFinished) { gone.abort(); finish({ kind: 'client-gone', status: res.headersSent ? res.statusCode : 499 }) }
-  })
+  sink.onAbort(() => { gone.abort(); finish({ kind: 'client-gone', status: sink.headersSent ? sink.statusCode : 499 }) })
   // Expect is answered by our own server (100 Continue) and is hop-level for undici. (Copied, not
   // deleted in place, and only when present: a delete turns the object into a slower dictionary.)
+  const headers = fr.headers
   const outHeaders = headers.expect === undefined ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k !== 'expect'))
   opts.pool.stream({
-    path: target,
-    method: (req.method ?? 'GET') as 'GET',
+    path: fr.target,
+    method: fr.method as 'GET',
     headers: outHeaders as Record<string, string | string[]>,
-    body: hasBody(req) ? req : null,
+    body: fr.body,
     signal: gone
-  }, ({ statusCode, headers: upHeaders }) => {
-    res.writeHead(statusCode, endToEndHeaders(upHeaders as IncomingHttpHeaders))
-    return res
-  }, (err) => {
-    if (err === null) { finish({ kind: 'response', status: res.statusCode }); return }
+  }, ({ statusCode, headers: upHeaders }) => sink.head(statusCode, endToEndHeaders(upHeaders as IncomingHttpHeaders), { end: false, trailers: false }), (err) => {
+    if (err === null) { finish({ kind: 'response', status: sink.statusCode }); return }
     const e = err as Error & { code?: string }
-    if (gone.aborted) { finish({ kind: 'client-gone', status: res.headersSent ? res.statusCode : 499 }); return }
-    if (res.headersSent) { res.destroy(); finish({ kind: 'upstream-reset', status: res.statusCode, error: e.code ?? e.message }); return }
+    if (gone.aborted) { finish({ kind: 'client-gone', status: sink.headersSent ? sink.statusCode : 499 }); return }
+    if (sink.headersSent) { sink.destroy(); finish({ kind: 'upstream-reset', status: sink.statusCode, error: e.code ?? e.message }); return }
     if (e instanceof undiciErrors.HeadersTimeoutError) finish({ kind: 'upstream-timeout', status: 504, error: `app did not answer within ${opts.responseTimeoutMs} ms` })
     else finish({ kind: 'upstream-unavailable', status: 502, error: (e.cause as { code?: string } | undefined)?.code ?? e.code ?? e.message })
   })

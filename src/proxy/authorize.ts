@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto'
+import type { PeerIdentity } from '../spiffe/peer.ts'
+import { normalizeTarget, isValidMethod } from '../policy/normalize.ts'
+import { decide } from '../policy/decide.ts'
+import type { ActivePolicy } from '../policy/store.ts'
+import type { DecisionFields } from '../audit/record.ts'
+import type { Refusal } from './refusal.ts'
+
+// The authorization stage, the same for every protocol: the facts of one request (as HTTP/1.1 or
+// HTTP/2 carried them) and the verified peer in, a Verdict out. Pure apart from the request id it
+// makes up when the caller sent none: no socket, no clock but `now`, no side effects, so every case
+// is a unit test. The Verdict carries the decision line's fields; the caller writes the line.
+
+export interface RequestFacts {
+  method: string
+  /** The request target as received (origin-form for HTTP/1.1, :path for HTTP/2). */
+  rawPath: string
+  /** The caller's x-request-id header, kept when it is a sane token. */
+  requestIdHeader: string | string[] | undefined
+  /** A protocol-level fault found before authorization (bad HTTP version, a forbidden HTTP/2 header). */
+  protocolProblem?: string
+}
+
+export interface AuthorizeEnv {
+  /** undefined: the connection has no verified SVID (cannot happen past the TLS stage, but fails closed). */
+  peer: PeerIdentity | undefined
+  policy: ActivePolicy | undefined
+  /** Our own SPIFFE ID (the callee), undefined before an identity is loaded. */
+  own: string | undefined
+  now: number
+}
+
+export type Verdict =
+  | { ok: false, refusal: Refusal, fields: DecisionFields, /** the rejected-request metric's reason */ rejected?: string, /** end the connection after answering */ close?: boolean }
+  | { ok: true, target: string, fields: DecisionFields, /** x-forwarded-client-cert for the app */ xfcc: string }
+
+const REQUEST_ID = /^[\w.:=+/-]{1,128}$/
+
+/** A decision line's fields for a request denied before (or without) a policy decision. */
+export function deniedFields (env: Omit<AuthorizeEnv, 'now'>, method: string, rawPath: string, reason: string, requestId: string = randomUUID()): DecisionFields {
+  return {
+    requestId,
+    decision: 'deny',
+    mode: env.policy?.compiled.mode ?? 'enforce',
+    enforced: true,
+    rule: null,
+    reason,
+    caller: env.peer?.id ?? null,
+    callee: env.own ?? null,
+    method,
+    path: null,
+    rawPath,
+    status: 0,
+    durationMs: 0,
+    policyRevision: env.policy?.revision ?? null,
+    peerCertSerial: env.peer?.serial ?? null
+  }
+}
+
+export function authorize (facts: RequestFacts, env: AuthorizeEnv): Verdict {
+  const { peer, policy, own } = env
+  const requestId = typeof facts.requestIdHeader === 'string' && REQUEST_ID.test(facts.requestIdHeader) ? facts.requestIdHeader : randomUUID()
+  const fields = deniedFields(env, facts.method, facts.rawPath, '', requestId)
+  const refuse = (status: number, error: string, reason: string, extra: { rejected?: string, close?: boolean, detail?: string } = {}): Verdict => {
+    fields.reason = reason
+    if (status === 400) fields.error = reason
+    return { ok: false, refusal: { status, error, ...(extra.detail === undefined ? {} : { reason: extra.detail }), requestId }, fields, ...(extra.rejected === undefined ? {} : { rejected: extra.rejected }), ...(extra.close === true ? { close: true } : {}) }
+  }
+  const badRequest = (rejected: string, why: string): Verdict => refuse(400, 'bad_request', `bad-request: ${why}`, { rejected, detail: why, close: true })
+
+  if (peer === undefined) return refuse(403, 'forbidden', 'no-verified-peer')
+  // Continuous verification: a connection does not outlive its peer's certificate.
+  if (env.now > peer.notAfter.getTime()) return refuse(401, 'peer_certificate_expired', 'peer-certificate-expired', { close: true })
+  if (facts.protocolProblem !== undefined) return badRequest('protocol', facts.protocolProblem)
+  if (!isValidMethod(facts.method)) return badRequest('method', 'method is not an upper-case token')
+  const n = normalizeTarget(facts.rawPath)
+  if (!n.ok) return badRequest('target', n.reason)
+  fields.path = n.path
+  if (policy === undefined || own === undefined) return refuse(503, 'unavailable', 'not-ready: no policy or identity loaded')
+  const d = decide(policy.compiled, { caller: peer, method: facts.method, path: n.path, segments: n.segments })
+  fields.decision = d.decision
+  fields.mode = d.mode
+  fields.rule = d.rule
+  fields.reason = d.reason
+  fields.enforced = !d.allowed || d.decision === 'allow'
+  if (d.shadowDecision !== undefined) { fields.shadowDecision = d.shadowDecision; fields.shadowRule = d.shadowRule ?? null }
+  if (!d.allowed) return refuse(403, 'forbidden', d.reason)
+  return { ok: true, target: n.target, fields, xfcc: `By=${own};Hash=${peer.certHash};URI=${peer.id}` }
+}

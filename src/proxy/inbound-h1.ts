@@ -1,0 +1,140 @@
+import type { Server } from 'node:https'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from '../log.ts'
+import type { PeerIdentity } from '../spiffe/peer.ts'
+import type { DecisionFields } from '../audit/record.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import type { Judge } from './judge.ts'
+import type { Verdict } from './authorize.ts'
+import { endToEndHeaders, isGrpc } from './headers.ts'
+import { h1Sink } from './exchange.ts'
+import { forwardToApp, type AppUpstream } from './app-upstream.ts'
+import { forwardUpgrade, hasBody } from './forward-h1.ts'
+import { allowedOffer, offeredProtocols } from './upgrade.ts'
+import { refuseH1, refuseRaw } from './refusal.ts'
+import { drainBounded } from '../http-body.ts'
+
+// The HTTP/1.1 protocol stage: Node's parser hands over a request (or an Upgrade, a CONNECT, or a
+// parse error); its facts go to the judge, a refusal is answered here, an allowed request is
+// forwarded. Exactly one decision line per request, whichever of these ends it.
+
+/**
+ * After a refusal, at most this much of the request's body is read (and discarded) so the response
+ * can be read on a kept-alive connection; past it, or past DENIED_DRAIN_MS, the connection is closed.
+ * A denied caller cannot hold a connection open by trickling a large body.
+ */
+export const DENIED_DRAIN_BYTES = 64 * 1024
+export const DENIED_DRAIN_MS = 2000
+
+const FORWARD_DROP = ['x-forwarded-client-cert', 'x-request-id']
+
+export interface H1StageOptions {
+  judge: Judge
+  peerOf: (socket: object) => PeerIdentity | undefined
+  /** Sockets with a request in flight (an expiring peer's connection is closed only when idle). */
+  busy: WeakSet<object>
+  app: AppUpstream
+  upgradeProtocols: readonly string[]
+  metrics: ProxyMetrics
+  logger: Logger
+}
+
+export function attachH1 (server: Server, o: H1StageOptions): void {
+  const { judge, peerOf, busy, metrics, logger } = o
+  const upgradeAllowed = new Set(o.upgradeProtocols.map(p => p.toLowerCase()))
+  /** The request in flight on a socket, so a parse error in its body completes its one decision line. */
+  const inFlight = new WeakMap<object, { fields: DecisionFields, start: number }>()
+
+  const verdictFor = (req: IncomingMessage): Verdict => judge.verdict(peerOf(req.socket), {
+    method: req.method ?? '',
+    rawPath: req.url ?? '',
+    requestIdHeader: req.headers['x-request-id'],
+    // llhttp takes a request line without a version as HTTP/0.9, and any digit pair after "HTTP/".
+    ...(req.httpVersionMajor === 1 ? {} : { protocolProblem: 'the request line must end with HTTP/1.1 or HTTP/1.0' })
+  })
+
+  const forwardHeaders = (req: IncomingMessage, v: Extract<Verdict, { ok: true }>): Record<string, string | string[]> => {
+    const headers = endToEndHeaders(req.headers, FORWARD_DROP) as Record<string, string | string[]>
+    headers['x-forwarded-client-cert'] = v.xfcc
+    headers['x-request-id'] = v.fields.requestId
+    return headers
+  }
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const start = performance.now()
+    busy.add(req.socket)
+    res.once('close', () => { busy.delete(req.socket) })
+    const verdict = verdictFor(req)
+    inFlight.set(req.socket, { fields: verdict.fields, start })
+    if (!verdict.ok) {
+      // A body too large to drain cheaply ends the connection: say so, so the client does not reuse it.
+      const close = verdict.close === true || !drainBounded(req, DENIED_DRAIN_BYTES, DENIED_DRAIN_MS)
+      refuseH1(res, verdict.refusal, close)
+      judge.record(verdict.fields, verdict.refusal.status, start)
+      return
+    }
+    const fields = verdict.fields
+    const sink = h1Sink(res)
+    const fr = { method: req.method ?? 'GET', target: verdict.target, headers: forwardHeaders(req, verdict), body: hasBody(req) ? req : null }
+    forwardToApp(fr, sink, isGrpc(req.headers), o.app, (out) => {
+      if ((out.status === 502 || out.status === 504) && !res.headersSent) {
+        refuseH1(res, { status: out.status, error: out.status === 502 ? 'upstream_unavailable' : 'upstream_timeout', requestId: fields.requestId })
+      }
+      judge.record(fields, out.status, start, judge.outcomeError(out))
+    })
+  })
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // A raw socket is ours once 'upgrade' fires: without an error listener a client reset would crash the process.
+    socket.on('error', () => { socket.destroy() })
+    const start = performance.now()
+    const verdict = verdictFor(req)
+    if (!verdict.ok) { refuseRaw(socket, verdict.refusal); judge.record(verdict.fields, verdict.refusal.status, start); return }
+    // Authorized, but only a listed protocol may become a tunnel (upgrade.ts says why).
+    const offered = offeredProtocols(req.headers.upgrade)
+    const relay = allowedOffer(offered, upgradeAllowed)
+    if (relay.length === 0) {
+      metrics.rejected.inc({ reason: 'upgrade' })
+      const fields: DecisionFields = { ...verdict.fields, decision: 'deny', enforced: true, rule: null, reason: `upgrade-not-allowed: ${JSON.stringify(req.headers.upgrade ?? '')} is not on --upgrade-protocols (${[...upgradeAllowed].join(', ') || 'none'})`, error: 'upgrade-not-allowed' }
+      refuseRaw(socket, { status: 400, error: 'upgrade_not_allowed', reason: `upgrade to ${offered.join(', ') || '(none)'} is not relayed`, requestId: fields.requestId })
+      judge.record(fields, 400, start)
+      return
+    }
+    forwardUpgrade(req, socket, head, verdict.target, { ...forwardHeaders(req, verdict), upgrade: relay.join(', ') }, relay, o.app, (out) => { judge.record(verdict.fields, out.status, start, judge.outcomeError(out)) })
+  })
+
+  // An inbound CONNECT asks the sidecar for a tunnel to somewhere else: never granted here (the
+  // listener fronts one app), but answered and logged like any other refused request.
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => { socket.destroy() })
+    const start = performance.now()
+    const fields = judge.denied(peerOf(req.socket), req.method ?? 'CONNECT', req.url ?? '', 'connect-not-supported: the inbound listener does not open tunnels')
+    fields.error = 'connect-not-supported'
+    metrics.rejected.inc({ reason: 'connect' })
+    refuseRaw(socket, { status: 405, error: 'method_not_allowed', reason: 'CONNECT is not supported inbound', requestId: fields.requestId })
+    judge.record(fields, 405, start)
+  })
+
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // Unparseable HTTP (smuggling attempts, oversized headers): answer 400/431 and close; the app never sees it.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    metrics.rejected.inc({ reason: err.code ?? 'parse-error' })
+    const peer = peerOf(socket)
+    logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
+    // A request already judged whose body then failed to parse: its one decision line ends with this
+    // status (not a second line, and not the client-gone that the aborted forward would report).
+    const current = inFlight.get(socket)
+    const pending = current !== undefined && !judge.recorded(current.fields) ? current : undefined
+    if (pending !== undefined) judge.record(pending.fields, status, pending.start, err.code ?? 'parse-error')
+    if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
+      refuseRaw(socket, { status })
+      // Rejected as malformed by the parser: still exactly one decision line (method and path unknown).
+      if (peer !== undefined && pending === undefined) {
+        const fields = judge.denied(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`)
+        fields.error = err.code ?? 'parse-error'
+        judge.record(fields, status, performance.now())
+      }
+    } else socket.destroy()
+  })
+}

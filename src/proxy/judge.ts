@@ -1,0 +1,71 @@
+import type { Logger } from '../log.ts'
+import type { PeerIdentity } from '../spiffe/peer.ts'
+import type { PolicyStore } from '../policy/store.ts'
+import type { DecisionLog, DecisionFields } from '../audit/record.ts'
+import type { Credentials } from '../identity/credentials.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import { authorize, deniedFields, type RequestFacts, type Verdict } from './authorize.ts'
+import type { ForwardOutcome } from './exchange.ts'
+
+// Between the protocol stages (inbound-h1.ts, inbound-h2.ts) and the pure authorize(): the current
+// policy and identity, the metrics, and the decision log, with one rule: every request gets exactly
+// one decision line, whichever path ends it.
+
+export interface Judge {
+  /** authorize() with the live policy and identity, counted; an unexpected error denies with 500, never throws. */
+  verdict: (peer: PeerIdentity | undefined, facts: RequestFacts) => Verdict
+  /** Fields for a request refused before authorize() could see it (CONNECT, a parse error). */
+  denied: (peer: PeerIdentity | undefined, method: string, rawPath: string, reason: string) => DecisionFields
+  /** Writes the request's decision line, once: a second call for the same fields is ignored. */
+  record: (fields: DecisionFields, status: number, start: number, error?: string) => void
+  recorded: (fields: DecisionFields) => boolean
+  /** The decision line's `error` for a forward outcome (and the upstream-failure metric and log). */
+  outcomeError: (o: ForwardOutcome) => string | undefined
+}
+
+/** Reasons a policy decision gives (decide.ts): the requests counted by gatehouse_requests_total. */
+const DECIDED: ReadonlySet<string> = new Set(['allow-rule', 'deny-rule', 'no-matching-rule'])
+
+export interface JudgeOptions { credentials: Credentials, policy: PolicyStore, decisions: DecisionLog, metrics: ProxyMetrics, logger: Logger }
+
+export function createJudge ({ credentials, policy, decisions, metrics, logger }: JudgeOptions): Judge {
+  const recorded = new WeakSet<DecisionFields>()
+  const env = (peer: PeerIdentity | undefined): { peer: PeerIdentity | undefined, policy: PolicyStore['current'], own: string | undefined } =>
+    ({ peer, policy: policy.current, own: credentials.current?.id.toString() })
+
+  return {
+    verdict (peer, facts) {
+      try {
+        const v = authorize(facts, { ...env(peer), now: Date.now() })
+        if (!v.ok && v.rejected !== undefined) metrics.rejected.inc({ reason: v.rejected })
+        else if (peer !== undefined && DECIDED.has(v.fields.reason)) {
+          metrics.requests.inc({ decision: v.fields.decision, rule: v.fields.rule ?? '', mode: v.fields.mode, caller: metrics.callerLabel(peer.id) })
+        }
+        return v
+      } catch (err) {
+        logger.error({ err }, 'authorization failed unexpectedly; denying')
+        const fields = deniedFields(env(peer), facts.method, facts.rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
+        return { ok: false, refusal: { status: 500, error: 'internal', requestId: fields.requestId }, fields }
+      }
+    },
+    denied: (peer, method, rawPath, reason) => deniedFields(env(peer), method, rawPath, reason),
+    record (fields, status, start, error) {
+      if (recorded.has(fields)) return
+      recorded.add(fields)
+      fields.status = status
+      fields.durationMs = Math.round((performance.now() - start) * 1000) / 1000
+      if (error !== undefined) fields.error = error
+      metrics.duration.observe({ decision: fields.decision }, fields.durationMs / 1000)
+      try { decisions.write(fields) } catch (err) { logger.error({ err, requestId: fields.requestId }, 'decision log write failed') }
+    },
+    recorded: (fields) => recorded.has(fields),
+    outcomeError (o) {
+      if (o.kind === 'upstream-unavailable' || o.kind === 'upstream-timeout' || o.kind === 'upstream-reset') {
+        metrics.upstreamErrors.inc({ kind: o.kind })
+        logger.warn({ event: 'upstream.failed', kind: o.kind, error: o.error }, 'app did not answer')
+        return `${o.kind}: ${o.error}`
+      }
+      return o.kind === 'client-gone' ? 'client-gone' : undefined
+    }
+  }
+}

@@ -1,0 +1,78 @@
+import { STATUS_CODES, type ServerResponse } from 'node:http'
+import { constants as h2, type ServerHttp2Stream } from 'node:http2'
+import type { Duplex } from 'node:stream'
+
+// Every answer the sidecar writes itself (a refusal, an upstream failure) goes through this module:
+// the only place a body shape is written. HTTP/1.1 and HTTP/2 get the status and a JSON body; a gRPC
+// caller gets a trailers-only response whose grpc-status a gRPC client reports as such (not as an
+// opaque transport error), with the request id in grpc-message so the caller can find the decision line.
+
+export interface Refusal {
+  status: number
+  /** Stable snake_case name of the refusal (the body's `error`). */
+  error: string
+  /** A GH_* code, where the refusal has one (outbound refusals). */
+  code?: string
+  /** What was wrong, for the caller. */
+  reason?: string
+  requestId?: string
+}
+
+export function refusalBody (r: Refusal): string {
+  return JSON.stringify({ error: r.error, ...(r.code === undefined ? {} : { code: r.code }), ...(r.reason === undefined ? {} : { reason: r.reason }), ...(r.requestId === undefined ? {} : { requestId: r.requestId }) })
+}
+
+/** HTTP/1.1 on a parsed request. `close` says the connection must not be reused after it. */
+export function refuseH1 (res: ServerResponse, r: Refusal, close = false): void {
+  const body = refusalBody(r)
+  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) })
+  res.end(body)
+}
+
+/** HTTP/1.1 on a socket Node has handed over raw (Upgrade, CONNECT, a parse error): the answer, then close. */
+export function refuseRaw (socket: Duplex, r: Refusal | { status: number }): void {
+  const body = 'error' in r ? refusalBody(r) : ''
+  socket.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\n${body === '' ? '' : 'content-type: application/json\r\n'}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+}
+
+/** gRPC status codes (grpc/doc/statuscodes.md) for the statuses the sidecar answers with. */
+export const GRPC_STATUS = { INTERNAL: 13, UNAVAILABLE: 14, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16, UNIMPLEMENTED: 12, INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8 } as const
+
+/** gRPC's HTTP-to-gRPC mapping (doc/http-grpc-status-mapping.md), except 504, which is a deadline here. */
+export function grpcStatusFor (httpStatus: number): number {
+  switch (httpStatus) {
+    case 400: return GRPC_STATUS.INTERNAL
+    case 401: return GRPC_STATUS.UNAUTHENTICATED
+    case 403: return GRPC_STATUS.PERMISSION_DENIED
+    case 404: case 405: return GRPC_STATUS.UNIMPLEMENTED
+    case 431: return GRPC_STATUS.RESOURCE_EXHAUSTED
+    case 504: return GRPC_STATUS.DEADLINE_EXCEEDED
+    case 429: case 502: case 503: return GRPC_STATUS.UNAVAILABLE
+    default: return httpStatus < 400 ? 0 : GRPC_STATUS.INTERNAL
+  }
+}
+
+/** grpc-message is percent-encoded (PROTOCOL-HTTP2.md): anything outside printable ASCII, and '%'. */
+export function grpcMessage (text: string): string {
+  return Array.from(Buffer.from(text, 'utf8'), b => b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join('')
+}
+
+function grpcText (r: Refusal): string {
+  return `${r.error}${r.reason === undefined ? '' : `: ${r.reason}`}${r.requestId === undefined ? '' : ` (request id ${r.requestId})`}`
+}
+
+/** HTTP/2: the status and JSON body, or for gRPC a trailers-only response. A closed stream is left alone. */
+export function refuseH2 (stream: ServerHttp2Stream, r: Refusal, grpc: boolean): void {
+  if (stream.destroyed || stream.closed) return
+  if (stream.headersSent) { stream.close(h2.NGHTTP2_INTERNAL_ERROR); return }
+  if (grpc) {
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusFor(r.status)), 'grpc-message': grpcMessage(grpcText(r)) }, { endStream: true })
+  } else {
+    const body = refusalBody(r)
+    stream.respond({ ':status': r.status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+    stream.end(body)
+  }
+}
+
+/** The same refusal on whichever protocol carried the request. */
+export type Refuse = (r: Refusal) => void

@@ -1,0 +1,57 @@
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy, replaceFile } from './helpers/outbound-mesh.ts'
+
+// Sidecar to sidecar, calls travel as streams on one multiplexed HTTP/2 link per destination
+// (mesh-link.ts): a burst on a cold start opens one mTLS connection, not one per request in flight.
+// When the caller's SVID rotates, the link made with the old one takes no new streams, lets the ones
+// in flight finish, and closes; the next call opens a link presenting the new SVID. No call fails.
+
+t.test('a burst opens one link; a rotation moves new calls to a new link while calls in flight finish on the old', async t => {
+  const dir = tempDir(t, 'gh-outbound-link-')
+  const pki = new Pki(dir, TD)
+  const app = await startApp(t, (req, res, body) => {
+    const reply = (): void => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(`${req.url ?? ''} ${body.length}`) }
+    if (req.url === '/slow') setTimeout(reply, 1500)
+    else reply()
+  })
+  const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: app.port, allow: [CALLER_ID] })
+  let handshakes = 0
+  b.sidecar.inbound.server.on('secureConnection', () => { handshakes++ })
+  const a = await startWorkload(t, pki, dir, {
+    name: 'a',
+    id: CALLER_ID,
+    routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }])
+  })
+  const serialOf = (requestPath: string): string => b.decisions.findLast(d => d.rawPath === requestPath)?.peerCertSerial as string
+
+  // Cold start: 50 calls at once, HTTP/1.1 from the app, with bodies.
+  const burst = await Promise.all(Array.from({ length: 50 }, async (_, i) => await viaProxy(a.outboundPort, `http://b.internal/burst/${i}`, { method: 'POST', body: 'x'.repeat(i * 100) })))
+  t.same([...new Set(burst.map(r => r.status))], [200], 'every call of the burst succeeded')
+  t.ok(burst.every((r, i) => r.text === `/burst/${i} ${i * 100}`), 'each answer is its own request\'s (bodies intact)')
+  t.equal(handshakes, 1, 'the whole burst travelled on one mTLS connection')
+
+  const oldSerial = a.sidecar.credentials.current!.leaf.serialHex
+  t.equal(serialOf('/burst/0'), oldSerial)
+  // A call in flight across the rotation.
+  const slow = viaProxy(a.outboundPort, 'http://b.internal/slow')
+  await eventually(() => app.seen.some(s => s.url === '/slow'), 2000, 'the slow call to reach the app')
+
+  const next = pki.issue(CALLER_ID, 'a-next')
+  replaceFile(a.svid.key, readFileSync(next.key, 'utf8'))
+  replaceFile(a.svid.cert, readFileSync(next.cert, 'utf8'))
+  await eventually(() => a.sidecar.credentials.current!.leaf.serialHex !== oldSerial, 10_000, 'A to load its new SVID')
+  const newSerial = a.sidecar.credentials.current!.leaf.serialHex
+
+  const after = await Promise.all(Array.from({ length: 20 }, async (_, i) => await viaProxy(a.outboundPort, `http://b.internal/after/${i}`)))
+  t.same([...new Set(after.map(r => r.status))], [200], 'calls right after the rotation succeed')
+  t.same([...new Set(after.map((_, i) => serialOf(`/after/${i}`)))], [newSerial], 'and all present the new SVID')
+  t.equal(handshakes, 2, 'on one new link')
+
+  const slowAnswer = await slow
+  t.equal(slowAnswer.status, 200, 'the call in flight during the rotation finished')
+  t.equal(serialOf('/slow'), oldSerial, 'on the old link, with the old SVID')
+  await eventually(async () => await new Promise<number>(resolve => { b.sidecar.inbound.server.getConnections((_e, n) => { resolve(n) }) }) === 1, 5000, 'the old link to close')
+  t.pass('the old link closed once its last stream was done')
+})
