@@ -32,9 +32,7 @@ async function curl (mesh: Mesh, args: string[]): Promise<{ version: string, sta
   return { version: version!, status: Number(status), body: stdout.slice(0, i) }
 }
 
-t.test('curl --http2 and curl --http1.1 on the same port, the same policy and one decision line each', async t => {
-  const missing = needsTool('curl', 'curl')
-  if (missing !== false) { t.skip(missing); return }
+t.test('curl --http2 and curl --http1.1 on the same port, the same policy and one decision line each', { skip: needsTool('curl', 'curl') }, async t => {
   const mesh = await startMesh(t, { policy: POLICY })
   const ok = await curl(mesh, ['--http2', '-H', 'x-request-id: req-h2-1', '-H', 'x-forwarded-client-cert: By=forged', '-d', 'hello', `${mesh.url}/orders/1?x=1`])
   t.equal(ok.version, '2', 'curl negotiated HTTP/2 (ALPN h2)')

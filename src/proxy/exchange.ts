@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { constants as h2, type ServerHttp2Stream } from 'node:http2'
-import type { Readable, Writable } from 'node:stream'
+import { Writable, type Readable } from 'node:stream'
 
 // One authorized request handed to a forwarder (forward-h1.ts over HTTP/1.1, forward-h2.ts over
 // h2c), and where its response goes: a ResponseSink hides whether the caller came over HTTP/1.1 or
@@ -64,6 +64,9 @@ export function h2Sink (stream: ServerHttp2Stream): ResponseSink {
     get statusCode () { return status },
     head (s, headers, opts) {
       status = s
+      // The caller reset the stream while the app was answering ('close' has not fired yet): the
+      // answer goes nowhere, and onAbort reports the caller gone.
+      if (stream.destroyed || stream.closed) return new Writable({ write (_c, _e, cb) { cb() } })
       const waitForTrailers = opts.trailers && !opts.end
       if (waitForTrailers) stream.once('wantTrailers', () => { stream.sendTrailers(pending) })
       stream.respond({ ...headers, ':status': s }, { endStream: opts.end, waitForTrailers })

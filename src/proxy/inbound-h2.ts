@@ -15,11 +15,13 @@ import { refuseH2 } from './refusal.ts'
 // facts, rules and decision line as an HTTP/1.1 request, and forwarded on its own.
 //
 // HTTP/2's own attack surface is bounded here and in nghttp2 (see docs/threat-model.md):
-// maxConcurrentStreams caps streams per connection (excess ones are refused with REFUSED_STREAM),
-// maxHeaderListSize caps a decoded header block (an HPACK bomb resets the stream), nghttp2 refuses
-// malformed pseudo-headers and connection-specific headers and rate-limits RST_STREAM floods (rapid
-// reset, CVE-2023-44487) and CONTINUATION floods with GOAWAY; and a stream is forwarded only after
-// the frames that arrived with it have been read, so a stream opened and reset at once never
+// maxConcurrentStreams caps streams per connection (before the caller acknowledges our SETTINGS the
+// excess is refused with REFUSED_STREAM, after it the connection ends with GOAWAY PROTOCOL_ERROR);
+// maxHeaderListSize caps a decoded header block (nghttp2 resets the stream once SETTINGS are
+// acknowledged; before that, headerListSize() below answers 431); nghttp2 refuses malformed
+// pseudo-headers and connection-specific headers, drops fields with CR, LF or NUL, and ends RST_STREAM
+// floods (rapid reset, CVE-2023-44487) and CONTINUATION floods with GOAWAY; and a stream is forwarded
+// only after the frames that arrived with it have been read, so one opened and reset at once never
 // reaches the app.
 
 /** Streams one caller may have open on one connection: RFC 9113 suggests at least 100; so do Envoy and nginx. */
@@ -43,6 +45,13 @@ export interface H2Stage {
 }
 
 const FORWARD_DROP = ['x-forwarded-client-cert', 'x-request-id', 'host']
+
+/** A header list's size as RFC 9113 6.5.2 counts it: name + value + 32 per field. */
+function headerListSize (raw: string[]): number {
+  let size = 0
+  for (let i = 0; i < raw.length; i++) size += raw[i]!.length + (i % 2 === 0 ? 32 : 0)
+  return size
+}
 
 export function createH2Stage (o: H2StageOptions): H2Stage {
   const { judge, metrics, logger } = o
@@ -75,7 +84,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     })
   })
 
-  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
     const start = performance.now()
     const peer = peers.get(stream.session as Http2Session)
     const grpc = isGrpc(headers)
@@ -89,6 +98,17 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
       metrics.rejected.inc({ reason: 'connect' })
       refuseH2(stream, { status: 405, error: 'method_not_allowed', reason: 'CONNECT is not supported inbound', requestId: fields.requestId }, grpc)
       judge.record(fields, 405, start)
+      return
+    }
+    // nghttp2 applies maxHeaderListSize only once the caller has acknowledged our SETTINGS: every
+    // caller's first flight (and an attacker who never acknowledges) is bounded here instead.
+    if (headerListSize(rawHeaders) > o.maxHeaderListSize) {
+      const fields = judge.denied(peer, method, rawPath, `header-list-too-large: over ${o.maxHeaderListSize} bytes`)
+      fields.error = 'header-list-too-large'
+      metrics.rejected.inc({ reason: 'header-list-too-large' })
+      refuseH2(stream, { status: 431, error: 'headers_too_large', reason: `the header list is over ${o.maxHeaderListSize} bytes`, requestId: fields.requestId }, grpc)
+      if (!stream.readableEnded) stream.close(h2.NGHTTP2_NO_ERROR)
+      judge.record(fields, 431, start)
       return
     }
     const problem = h2HeaderProblem(headers)
