@@ -105,9 +105,9 @@ export interface EchoClient {
   bidi: (reqs: EchoMessage[], o?: CallOptions) => Promise<CallResult<EchoMessage[]>>
 }
 
-/** An Echo client for 127.0.0.1:<port> with `creds`, closed in teardown. */
-export function echoClient (t: Tap, port: number, creds: grpc.ChannelCredentials): EchoClient {
-  const stub = new Echo(`127.0.0.1:${port}`, creds) as unknown as EchoStub
+/** An Echo client for 127.0.0.1:<port> (or a host:port target) with `creds`, closed in teardown. */
+export function echoClient (t: Tap, target: number | string, creds: grpc.ChannelCredentials): EchoClient {
+  const stub = new Echo(typeof target === 'number' ? `127.0.0.1:${target}` : target, creds) as unknown as EchoStub
   t.teardown(() => { stub.close() })
   const md = (o: CallOptions): grpc.Metadata => {
     const m = new grpc.Metadata()
