@@ -73,6 +73,3 @@ export function refuseH2 (stream: ServerHttp2Stream, r: Refusal, grpc: boolean):
     stream.end(body)
   }
 }
-
-/** The same refusal on whichever protocol carried the request. */
-export type Refuse = (r: Refusal) => void
