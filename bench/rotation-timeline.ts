@@ -2,8 +2,10 @@
 // moments each sidecar rotated. The two-hop path with CA-issued SVIDs (as in `npm run bench`'s
 // rotation measurement), an open-model load from this process, and every request's due time and
 // latency kept; requests slower than --slow-ms are grouped into bursts and printed with the
-// identity.rotated events of sidecar A (outbound) and B (inbound).
-//   node bench/rotation-timeline.ts [--leaf-ttl 6s --rate 500 --seconds 20 --slow-ms 20]
+// identity.rotated events of sidecar A (outbound) and B (inbound). Then one summary line: failed
+// requests, the cold start's p99 (requests due in the first --cold-seconds, as bench/measure/
+// rotation.ts reports it) and the p99 of the rest, with the rotations each sidecar made.
+//   node bench/rotation-timeline.ts [--leaf-ttl 6s --rate 500 --seconds 20 --slow-ms 20 --cold-seconds 3]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
@@ -19,6 +21,7 @@ const leafTtl = arg('leaf-ttl', '6s')
 const rate = Number(arg('rate', '500'))
 const seconds = Number(arg('seconds', '20'))
 const slowMs = Number(arg('slow-ms', '20'))
+const coldSeconds = Number(arg('cold-seconds', '3'))
 const root = fileURLToPath(new URL('..', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'gh-bench-rotation-'))
 process.on('exit', () => { killAll(); rmSync(dir, { recursive: true, force: true }) })
@@ -67,6 +70,11 @@ const lines = [
   ...events.map(e => ({ at: e.at, text: `${e.what} at ${e.at.toFixed(0)} ms` }))
 ].sort((a, b) => a.at - b.at)
 process.stdout.write(`rotation timeline: ${rate} req/s for ${seconds} s, leaf TTL ${leafTtl}; ${slow.length} of ${total} requests slower than ${slowMs} ms (latency from the due time)\n${lines.map(l => l.text).join('\n')}\n`)
+const coldEnd = begin - t0 + coldSeconds * 1000
+const p99 = (xs: number[]): string => { const s = xs.sort((a, b) => a - b); return s.length === 0 ? 'n/a' : `${s[Math.min(s.length - 1, Math.floor(s.length * 0.99))]!.toFixed(1)} ms` }
+const ok = samples.filter(s => s.ms >= 0)
+const rotated = (who: string): number => events.filter(e => e.what === `${who} identity.rotated`).length
+process.stdout.write(`summary: ${samples.length - ok.length} failed of ${samples.length}; cold start (due in the first ${coldSeconds} s) p99 ${p99(ok.filter(s => s.due < coldEnd).map(s => s.ms))}; after it p99 ${p99(ok.filter(s => s.due >= coldEnd).map(s => s.ms))}; rotations: A (outbound) ${rotated('A (outbound)')}, B (inbound) ${rotated('B (inbound)')}\n`)
 await pool.close()
 await mesh.stop()
 process.exit(0)

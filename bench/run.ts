@@ -1,9 +1,10 @@
-// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro]
+// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro] [-- --only grpc]
 //   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
 // Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
 // runs every target under the same load generator in one run, then rotation under load and the
-// micro-benches, and writes bench/results/latest.{json,md} and latency.png. The load generator is
-// pinned to core 0, the processes under test (and the app) to core 1.
+// micro-benches, and writes bench/results/latest.{json,md}, latency.png and latency-grpc.png. The
+// load generator is pinned to core 0, the processes under test (and the app) to core 1. The gRPC
+// targets (names starting "grpc "; `--only grpc` selects them all) are measured in the same rounds.
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, availableParallelism, release, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -18,21 +19,24 @@ import { startNodeReference } from './targets/node-reference.ts'
 import { startNginx, ensureNginx, nginxVersion } from './targets/nginx.ts'
 import { startGatehouse, POLICY_RULES } from './targets/gatehouse.ts'
 import { startTwoHop } from './targets/two-hop.ts'
-import { measureTargets, type Plan } from './measure/targets.ts'
+import { startGrpcApp, startGrpcDirect, stopGrpcApp, type GrpcApp } from './targets/grpc.ts'
+import { measureTargets, type Plan, type TargetResult } from './measure/targets.ts'
 import { measureRotation } from './measure/rotation.ts'
 import { probe } from './measure/probe.ts'
 import { computeRatios, type BenchResults } from './report/results.ts'
 import { renderMarkdown } from './report/markdown.ts'
-import { latencyChart } from './report/chart.ts'
+import { latencyChart, type LatencyBars } from './report/chart.ts'
 import type { MicroResult, MicroSpec } from './micro-worker.ts'
 
 const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','))
+/** Whether a target or measurement was asked for: all by default; `--only` names them, or `grpc` for every gRPC target. */
+const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && only.has('grpc'))
 const BODY_BYTES = 1024
 const plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
-  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000 }
-  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000 }
+  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16 }
+  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000, grpcConnections: 4, grpcStreams: 16 }
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const resultsDir = fileURLToPath(new URL('./results/', import.meta.url))
@@ -64,23 +68,31 @@ const appPort = (await firstJsonLine<{ port: number }>(app, 'app')).port
 const env: BenchEnv = { dir, pki, appPort, app, root, cli: build.cli }
 
 let nginx: string | null = null
+// The gRPC app is started once, for the gRPC targets, if any is selected.
+let grpcApp: GrpcApp | undefined
+const grpc = async (): Promise<GrpcApp> => (grpcApp ??= await startGrpcApp(env))
 const starters: Array<[string, () => Promise<Target>]> = [
   ['direct', async () => await startDirect(env)],
   ['node-reference', async () => await startNodeReference(env)],
   ['nginx', async () => await startNginx(env, log)],
   ['gatehouse', async () => await startGatehouse(env)],
-  ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })]
+  ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })],
+  ['grpc direct (h2load)', async () => await startGrpcDirect(await grpc(), 'h2load')],
+  ['grpc direct', async () => await startGrpcDirect(await grpc(), 'node')],
+  ['grpc nginx', async () => await startNginx(env, log, await grpc())],
+  ['grpc gatehouse', async () => await startGatehouse(env, await grpc())],
+  ['grpc two-hop', async () => await startTwoHop(env, { kind: 'static' }, 'grpc two-hop', await grpc())]
 ]
 // Every target is started (and probed) first, then measured in interleaved rounds, then stopped.
 const started: Target[] = []
 const skipped: BenchResults['skipped'] = []
 let failed = false
 for (const [name, startTarget] of starters) {
-  if (only !== undefined && !only.has(name)) continue
+  if (!selected(name)) continue
   log(`starting ${name} ...`)
   let t: Target | undefined
   try {
-    if (name === 'nginx') nginx = nginxVersion(ensureNginx(log)).replace(/^nginx version: /, '')
+    if (name.endsWith('nginx')) nginx = nginxVersion(ensureNginx(log)).replace(/^nginx version: /, '')
     t = await startTarget()
     await probe(env, t, BODY_BYTES)
     started.push(t)
@@ -97,9 +109,10 @@ const measured = await measureTargets(env, started, plan, log)
 const targets = measured.results
 if (measured.failed.length > 0) { failed = true; skipped.push(...measured.failed) }
 await Promise.all(started.map(async t => { await t.stop() }))
+await stopGrpcApp(grpcApp)
 
 let rotation: BenchResults['rotation'] = { skipped: 'not selected (--only)' }
-if (only === undefined || only.has('rotation')) {
+if (selected('rotation')) {
   log('rotation under load:\n')
   try {
     rotation = await measureRotation(env, { leafTtl: plan.leafTtl, rate: plan.rotationRate, seconds: plan.rotationSeconds, warmupSeconds: plan.rotationWarmupSeconds }, log)
@@ -112,7 +125,7 @@ if (only === undefined || only.has('rotation')) {
 await stop(app)
 
 let micro: BenchResults['micro'] = { skipped: 'not selected (--only)' }
-if (only === undefined || only.has('micro')) {
+if (selected('micro')) {
   log('micro-benches (policy, CA, decision log) ...')
   const spec: MicroSpec = { seconds: plan.microSeconds, auditLines: plan.auditLines }
   const w = start(process.execPath, [join(root, 'bench/micro-worker.ts'), JSON.stringify(spec)], { core: 1, stdout: 'pipe', name: 'micro-worker' })
@@ -138,8 +151,10 @@ mkdirSync(resultsDir, { recursive: true })
 const markdown = renderMarkdown(results)
 writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`)
 writeFileSync(join(resultsDir, 'latest.md'), markdown)
-writeFileSync(join(resultsDir, 'latency.png'), latencyChart(targets.map(t => ({ name: t.name, p50: t.latency.p50, p99: t.latency.p99, p999: t.latency.p999 })), `latency at ${plan.rate} req/s (ms, log scale)`))
-log(`\nwrote ${join(resultsDir, 'latest.json')}, latest.md and latency.png (${results.durationSeconds.toFixed(0)} s)\n\n`)
+const bars = (protocol: TargetResult['protocol']): LatencyBars[] => targets.filter(t => t.protocol === protocol).map(t => ({ name: t.name, p50: t.latency.p50, p99: t.latency.p99, p999: t.latency.p999 }))
+writeFileSync(join(resultsDir, 'latency.png'), latencyChart(bars('http/1.1'), `latency at ${plan.rate} req/s (ms, log scale)`))
+writeFileSync(join(resultsDir, 'latency-grpc.png'), latencyChart(bars('grpc'), `gRPC unary calls, latency at ${plan.rate} calls/s (ms, log scale)`))
+log(`\nwrote ${join(resultsDir, 'latest.json')}, latest.md, latency.png and latency-grpc.png (${results.durationSeconds.toFixed(0)} s)\n\n`)
 process.stdout.write(markdown)
 cleanup()
 process.exit(failed ? 1 : 0)

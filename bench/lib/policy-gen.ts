@@ -2,8 +2,9 @@
 // callers (exact IDs and namespace patterns), methods and path patterns. The one rule that allows
 // the bench request comes second to last, and some earlier rules name the same caller with other
 // paths or methods, so evaluation walks nearly the whole list and tests more than the caller.
+// `match` changes what that rule allows (the gRPC targets: POST /gatehouse.test.Echo/*).
 
-export interface PolicySpec { rules: number, caller: string, trustDomain: string }
+export interface PolicySpec { rules: number, caller: string, trustDomain: string, match?: { methods: string[], paths: string[] } }
 
 /** The request every target is sent: it matches the rule near the end. */
 export const BENCH_PATH = '/v1/orders/12345'
@@ -20,7 +21,8 @@ export function policyYaml (spec: PolicySpec): string {
   const matchAt = Math.max(0, allowCount - 2)
   for (let i = 0; i < allowCount; i++) {
     if (i === matchAt) {
-      lines.push('  - name: orders-read', `    from: [${q(spec.caller)}, ${q(`spiffe://${td}/ns/billing/*`)}]`, '    methods: [GET, HEAD]', '    paths: ["/v1/orders/*", "/v1/orders/*/items/**"]')
+      const m = spec.match ?? { methods: ['GET', 'HEAD'], paths: ['/v1/orders/*', '/v1/orders/*/items/**'] }
+      lines.push('  - name: orders-read', `    from: [${q(spec.caller)}, ${q(`spiffe://${td}/ns/billing/*`)}]`, `    methods: [${m.methods.join(', ')}]`, `    paths: [${m.paths.map(q).join(', ')}]`)
       continue
     }
     const ns = `team${i % 17}`

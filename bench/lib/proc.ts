@@ -104,6 +104,13 @@ export function cpuSeconds (pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks()
 }
 
+/** CPU seconds (user + system) used so far by a process's children that have exited and been waited for (cutime + cstime). */
+export function childrenCpuSeconds (pid: number | 'self'): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ')
+  return (Number(fields[13]) + Number(fields[14])) / clockTicks()
+}
+
 function statusKb (pid: number, field: 'VmHWM' | 'VmRSS' | 'RssAnon'): number {
   const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m === null ? NaN : Number(m[1])

@@ -1,10 +1,13 @@
-// One load phase: bench/load-worker.ts as its own process pinned to core 0, with the CPU time of the
-// processes under test read from /proc exactly when the measured part starts and ends (the worker
-// says when: warm-up and its own start-up are not counted).
+// One load phase: a load worker (bench/load-worker.ts by default; grpc-load-worker.ts or
+// h2load-worker.ts for the gRPC targets) as its own process pinned to core 0, with the CPU time of
+// the processes under test read from /proc exactly when the measured part starts and ends (the
+// worker says when: warm-up and its own start-up are not counted; a worker that says "end" before
+// it works out its result is measured up to then).
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { start, cpuSeconds, coreBusySeconds, type Started } from '../lib/proc.ts'
 import type { LoadSpec, WorkerResult } from '../load-worker.ts'
+import type { GrpcLoadSpec } from '../grpc-load-worker.ts'
 
 export interface PhaseResult {
   load: WorkerResult
@@ -19,27 +22,34 @@ export interface PhaseResult {
   otherCorePct: number
 }
 
-export async function runPhase (root: string, spec: LoadSpec, procs: Started[]): Promise<PhaseResult> {
-  const worker = start(process.execPath, [join(root, 'bench/load-worker.ts'), JSON.stringify(spec)], { core: 0, stdout: 'pipe', name: 'load-worker' })
+export type Worker = 'bench/load-worker.ts' | 'bench/grpc-load-worker.ts' | 'bench/h2load-worker.ts'
+
+export async function runPhase (root: string, spec: LoadSpec | GrpcLoadSpec, procs: Started[], worker: Worker = 'bench/load-worker.ts'): Promise<PhaseResult> {
+  const w = start(process.execPath, [join(root, worker), JSON.stringify(spec)], { core: 0, stdout: 'pipe', name: 'load-worker' })
   let before: number[] | undefined
   let t0 = 0
   let busy0: number[] = []
-  for await (const line of createInterface({ input: worker.child.stdout! })) {
+  let ended: { cpu: number[], busy: number[], at: number } | undefined
+  const snapshot = (): { cpu: number[], busy: number[], at: number } => ({ cpu: procs.map(p => cpuSeconds(p.pid)), busy: coreBusySeconds(), at: performance.now() })
+  for await (const line of createInterface({ input: w.child.stdout! })) {
     const msg = JSON.parse(line) as { event: string }
     if (msg.event === 'start') {
       before = procs.map(p => cpuSeconds(p.pid))
       busy0 = coreBusySeconds()
       t0 = performance.now()
+    } else if (msg.event === 'end') {
+      ended = snapshot()
     } else if (msg.event === 'result') {
-      const wallSeconds = (performance.now() - t0) / 1000
-      const cpu = procs.map((p, i) => cpuSeconds(p.pid) - (before?.[i] ?? 0))
-      const busy = coreBusySeconds().reduce((a, b, i) => a + b - (busy0[i] ?? 0), 0)
+      const end = ended ?? snapshot()
+      const wallSeconds = (end.at - t0) / 1000
+      const cpu = end.cpu.map((c, i) => c - (before?.[i] ?? 0))
+      const busy = end.busy.reduce((a, b, i) => a + b - (busy0[i] ?? 0), 0)
       const load = msg as WorkerResult
       const ours = cpu.reduce((a, b) => a + b, 0) + load.clientCpuSeconds
-      await worker.exited
+      await w.exited
       return { load, cpu, wallSeconds, otherCorePct: Math.max(0, busy - ours) / wallSeconds * 100 }
     }
   }
-  await worker.exited
-  throw new Error(`load worker (${spec.mode} ${spec.origin}) exited ${String(worker.child.exitCode)} without a result:\n${worker.stderrTail.join('\n')}`)
+  await w.exited
+  throw new Error(`${worker} (${spec.mode} ${spec.origin}) exited ${String(w.child.exitCode)} without a result:\n${w.stderrTail.join('\n')}`)
 }

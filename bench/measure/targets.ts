@@ -5,9 +5,12 @@
 // rotating each round), so a burst of outside load on this shared machine lands on all of them
 // alike instead of on whichever target happened to be running. Rates are the median over the
 // rounds; latency percentiles are those of all samples of all rounds (merged histograms).
+// gRPC targets go through the same phases (but for handshakes) with unary calls instead of GETs:
+// `grpcConnections` HTTP/2 connections, `grpcStreams` calls in flight on each in the closed loop.
 import type { BenchEnv, Target } from '../targets/target.ts'
 import type { LoadSpec } from '../load-worker.ts'
-import { runPhase, type PhaseResult } from './phase.ts'
+import type { GrpcLoadSpec } from '../grpc-load-worker.ts'
+import { runPhase, type PhaseResult, type Worker } from './phase.ts'
 import { peakRssMb, resetPeakRss, anonRssMb } from '../lib/proc.ts'
 import { merge, percentile, type Histogram } from '../lib/histogram.ts'
 
@@ -24,10 +27,17 @@ export interface Plan {
   latencyWarmupSeconds: number
   rate: number
   handshakeConnections: number
+  /** gRPC targets: HTTP/2 connections (closed loop and fixed rate), and calls in flight per connection in the closed loop. */
+  grpcConnections: number
+  grpcStreams: number
 }
 
 export interface TargetResult {
   name: string
+  /** What it was sent: HTTP/1.1 GETs, or gRPC unary calls (then "requests" are calls). */
+  protocol: 'http/1.1' | 'grpc'
+  /** undici (load-worker.ts), node:http2 (grpc-load-worker.ts) or h2load. */
+  loadGenerator: 'undici' | 'node:http2' | 'h2load'
   description: string
   notes: string[]
   throughput: {
@@ -42,6 +52,8 @@ export interface TargetResult {
     cpuSecondsPer10k: number
     /** 10,000 / cpuSecondsPer10k: requests one core of the proxy alone could serve per second. */
     rpsPerProxyCore: number
+    /** CPU seconds per 10,000 requests of each process under test (two-hop: A, then B), over all rounds. */
+    cpuSecondsPer10kEach: number[]
     appCpuSecondsPer10k: number
     proxyCorePct: number
     appCorePct: number
@@ -102,13 +114,21 @@ interface Slices { thr: PhaseResult[], lat: PhaseResult[], hs: PhaseResult[] }
 export async function measureTargets (env: BenchEnv, targets: Target[], plan: Plan, log: (s: string) => void): Promise<{ results: TargetResult[], failed: Array<{ name: string, reason: string }> }> {
   const slices = new Map<Target, Slices>(targets.map(t => [t, { thr: [], lat: [], hs: [] }]))
   const failed = new Map<Target, string>()
-  const watched = (t: Target): Target['procs'] => t.procs.includes(env.app) ? t.procs : [...t.procs, env.app]
-  const spec = (t: Target, phase: Phase): LoadSpec => {
+  const appOf = (t: Target): Target['procs'][number] => t.app ?? env.app
+  const watched = (t: Target): Target['procs'] => t.procs.includes(appOf(t)) ? t.procs : [...t.procs, appOf(t)]
+  const tls = (t: Target): { tls?: LoadSpec['tls'] } => t.tls ? { tls: { ca: env.pki.bundle, cert: env.pki.client.cert, key: env.pki.client.key } } : {}
+  const workerOf = (t: Target): Worker => t.grpc === undefined ? 'bench/load-worker.ts' : t.grpc.driver === 'h2load' ? 'bench/h2load-worker.ts' : 'bench/grpc-load-worker.ts'
+  const spec = (t: Target, phase: Phase): LoadSpec | GrpcLoadSpec => {
+    if (t.grpc !== undefined) {
+      const g = { origin: t.origin, authority: t.grpc.authority, ...(t.grpc.tunnel === undefined ? {} : { tunnel: t.grpc.tunnel }), ...tls(t), connections: plan.grpcConnections, streams: plan.grpcStreams }
+      if (phase === 'throughput') return { ...g, mode: 'closed', seconds: plan.throughputSeconds / plan.rounds, warmupSeconds: plan.warmupSeconds }
+      return { ...g, mode: 'open', rate: plan.rate, seconds: plan.latencySeconds / plan.rounds, warmupSeconds: plan.latencyWarmupSeconds }
+    }
     const base = {
       origin: t.origin,
       path: t.path,
       ...(t.headers === undefined ? {} : { headers: t.headers }),
-      ...(t.tls ? { tls: { ca: env.pki.bundle, cert: env.pki.client.cert, key: env.pki.client.key } } : {})
+      ...tls(t)
     }
     if (phase === 'throughput') return { ...base, mode: 'closed', connections: plan.connections, seconds: plan.throughputSeconds / plan.rounds, warmupSeconds: plan.warmupSeconds }
     if (phase === 'latency') return { ...base, mode: 'open', rate: plan.rate, connections: plan.connections, seconds: plan.latencySeconds / plan.rounds, warmupSeconds: plan.latencyWarmupSeconds }
@@ -125,7 +145,7 @@ export async function measureTargets (env: BenchEnv, targets: Target[], plan: Pl
         const t = targets[(i + round) % targets.length]!
         if (failed.has(t) || (phase === 'handshakes' && t.handshakes === 'none')) continue
         try {
-          const r = await runPhase(env.root, spec(t, phase), watched(t))
+          const r = await runPhase(env.root, spec(t, phase), watched(t), workerOf(t))
           slices.get(t)![phase === 'throughput' ? 'thr' : phase === 'latency' ? 'lat' : 'hs'].push(r)
           log(` ${t.name} ${show(phase, r)};`)
         } catch (err) {
@@ -142,7 +162,7 @@ export async function measureTargets (env: BenchEnv, targets: Target[], plan: Pl
     if (failed.has(t)) continue
     const { thr, lat, hs } = slices.get(t)!
     const nProxy = t.procs.length
-    const appIsTarget = t.procs.includes(env.app)
+    const appIsTarget = t.procs.includes(appOf(t))
     const proxyCpu = (r: PhaseResult): number => sum(r.cpu.slice(0, nProxy))
     const appCpu = (r: PhaseResult): number => appIsTarget ? 0 : r.cpu.at(-1)!
     const wall = (rs: PhaseResult[]): number => sum(rs.map(r => r.wallSeconds))
@@ -155,6 +175,8 @@ export async function measureTargets (env: BenchEnv, targets: Target[], plan: Pl
     const inspect = t.inspect === undefined ? undefined : await t.inspect()
     results.push({
       name: t.name,
+      protocol: t.grpc === undefined ? 'http/1.1' : 'grpc',
+      loadGenerator: t.grpc === undefined ? 'undici' : t.grpc.driver === 'h2load' ? 'h2load' : 'node:http2',
       description: t.description,
       notes: t.notes,
       throughput: {
@@ -166,6 +188,7 @@ export async function measureTargets (env: BenchEnv, targets: Target[], plan: Pl
         p99: percentile(thrHist, 0.99),
         cpuSecondsPer10k: cpu10k,
         rpsPerProxyCore: cpu10k > 0 ? 10_000 / cpu10k : NaN,
+        cpuSecondsPer10kEach: t.procs.map((_, i) => sum(thr.map(r => r.cpu[i] ?? 0)) / Math.max(1, sum(thr.map(r => r.load.requests))) * 10_000),
         appCpuSecondsPer10k: sum(thr.map(appCpu)) / Math.max(1, sum(thr.map(r => r.load.requests))) * 10_000,
         proxyCorePct: sum(thr.map(proxyCpu)) / wall(thr) * 100,
         appCorePct: sum(thr.map(appCpu)) / wall(thr) * 100,

@@ -1,6 +1,7 @@
-// latest.md: the machine and the run, one table of per-target figures, the ratios with their goals,
-// rotation under load, and the micro-benches.
+// latest.md: the machine and the run, one table of per-target figures for HTTP/1.1 and one for gRPC,
+// the ratios with their goals, rotation under load, and the micro-benches.
 import type { BenchResults } from './results.ts'
+import { GRPC_BODY } from '../lib/grpc.ts'
 
 const n = (v: number | undefined | null, digits = 0): string => v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 const ms = (v: number | undefined): string => n(v, v !== undefined && v >= 10 ? 1 : 2)
@@ -14,15 +15,31 @@ export function renderMarkdown (r: BenchResults): string {
   L.push(`Every target serves the same request (\`GET /v1/orders/12345\`, a ${p.bodyBytes}-byte answer from the same Node app) to the same load generator (undici, its own process), with the same client certificate (ECDSA P-256 SVID, TLS 1.3). Keep-alive throughput: ${p.connections} connections, closed loop, ${p.throughputSeconds} s per target. Latency: open model at ${p.rate} req/s for ${p.latencySeconds} s per target, each request timed from when it was due (coordinated-omission-safe). Handshakes: a new connection per request, ${p.handshakeConnections} at a time, no TLS session resumption, ${p.handshakeSeconds} s per target. ${p.rounds > 1 ? `Each phase is cut into ${p.rounds} rounds interleaved across the targets (order rotating), so outside load hits all targets alike; rates are medians over the rounds, percentiles are over all samples.` : 'One round per phase (quick run).'} CPU is read from /proc for the processes under test; peak RSS is VmHWM, reset before the target's first phase (it includes the Node binary's own pages: a bare \`node\` process is about 40 MB). Gatehouse: ${r.machine.gatehouse}.`, '')
   L.push('| target | keep-alive req/s | CPU s / 10k req | req/s per proxy core | p50 ms | p99 ms | p99.9 ms | core % at ' + n(p.rate) + ' req/s | new handshakes/s | peak RSS MB (anon at end) | errors |')
   L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
-  for (const t of r.targets) {
+  const http = r.targets.filter(t => t.protocol !== 'grpc')
+  const grpc = r.targets.filter(t => t.protocol === 'grpc')
+  const isGrpcName = (name: string): boolean => name.startsWith('grpc ')
+  for (const t of http) {
     const errors = t.throughput.errors + t.latency.errors + (t.handshakes?.errors ?? 0)
     const hs = t.handshakes === undefined ? 'n/a' : `${n(t.handshakes.perSecond)}${t.handshakes.kind === 'tcp' ? ' (TCP)' : ''}`
-    L.push(`| ${t.name} | ${n(t.throughput.rps)} | ${n(t.throughput.cpuSecondsPer10k, 2)} | ${n(t.throughput.rpsPerProxyCore)} | ${ms(t.latency.p50)} | ${ms(t.latency.p99)} | ${ms(t.latency.p999)} | ${n(t.latency.proxyCorePctAtRate)} | ${hs} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${errors} |`)
+    L.push(`| ${t.name} | ${n(t.throughput.rps)} | ${n(t.throughput.cpuSecondsPer10k, 2)}${t.throughput.cpuSecondsPer10kEach.length > 1 ? ` (${t.throughput.cpuSecondsPer10kEach.map(x => n(x, 2)).join(' + ')})` : ''} | ${n(t.throughput.rpsPerProxyCore)} | ${ms(t.latency.p50)} | ${ms(t.latency.p99)} | ${ms(t.latency.p999)} | ${n(t.latency.proxyCorePctAtRate)} | ${hs} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${errors} |`)
   }
-  for (const s of r.skipped) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | |`)
+  for (const s of r.skipped.filter(x => !isGrpcName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | |`)
   L.push('')
   L.push('![latency percentiles by target](latency.png)', '')
   L.push('Chart: `latency.png`, p50 (blue), p99 (orange) and p99.9 (red) per target, milliseconds on a log scale.', '')
+  if (grpc.length > 0 || r.skipped.some(x => isGrpcName(x.name))) {
+    L.push('### gRPC unary calls', '')
+    L.push(`Each call is \`POST /gatehouse.test.Echo/Unary\` (content-type application/grpc, te: trailers, a ${GRPC_BODY.length}-byte length-prefixed protobuf message) to a grpc-js app that echoes it, over ${p.grpcConnections} HTTP/2 connections: closed loop with ${p.grpcStreams} calls in flight on each (${p.grpcConnections * p.grpcStreams} in all) for the throughput and CPU, open model at ${n(p.rate)} calls/s for the latency. "load generator" says what sent them: h2load cannot present a client certificate or open a CONNECT tunnel, so it drives only the direct row; the node:http2 generator drives every row, and the "grpc direct" pair shows what it adds itself.`, '')
+    L.push(`| target | load generator | calls/s (closed loop) | CPU s / 10k calls | calls/s per proxy core | app CPU s / 10k calls | p50 ms | p99 ms | p99.9 ms | core % at ${n(p.rate)} calls/s | peak RSS MB (anon at end) | errors |`)
+    L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const t of grpc) {
+      const errors = t.throughput.errors + t.latency.errors
+      const app = isGrpcName(t.name) && t.name.startsWith('grpc direct') ? '(is the target)' : n(t.throughput.appCpuSecondsPer10k, 2)
+      L.push(`| ${t.name} | ${t.loadGenerator} | ${n(t.throughput.rps)} | ${n(t.throughput.cpuSecondsPer10k, 2)}${t.throughput.cpuSecondsPer10kEach.length > 1 ? ` (${t.throughput.cpuSecondsPer10kEach.map(x => n(x, 2)).join(' + ')})` : ''} | ${n(t.throughput.rpsPerProxyCore)} | ${app} | ${ms(t.latency.p50)} | ${ms(t.latency.p99)} | ${ms(t.latency.p999)} | ${n(t.latency.proxyCorePctAtRate)} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${errors} |`)
+    }
+    for (const s of r.skipped.filter(x => isGrpcName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | | |`)
+    L.push('', '![gRPC latency percentiles by target](latency-grpc.png)', '')
+  }
   L.push('Targets:', '')
   for (const t of r.targets) L.push(`- **${t.name}**: ${t.description}${t.notes.length > 0 ? ` (${t.notes.join('; ')})` : ''}.`)
   L.push('')
@@ -32,11 +49,11 @@ export function renderMarkdown (r: BenchResults): string {
   const pct = (v: number | undefined): string => v === undefined ? 'n/a' : `${n(v)} %`
   for (const t of r.targets) {
     const h = t.handshakes
-    L.push(`| ${t.name} | ${pct(t.throughput.proxyCorePct)} | ${t.name === 'direct' ? '(is the target)' : pct(t.throughput.appCorePct)} | ${pct(t.throughput.clientCorePct)} | ${pct(t.throughput.otherCorePct)} | ${ms(t.latency.sendLagP99)} ms | ${pct(t.latency.otherCorePct)} | ${h === undefined ? 'n/a' : n(h.proxyCpuMsPerConnection, 3)} | ${pct(h?.clientCorePct)} | ${pct(h?.otherCorePct)} |`)
+    L.push(`| ${t.name} | ${pct(t.throughput.proxyCorePct)} | ${t.name === 'direct' || t.name.startsWith('grpc direct') ? '(is the target)' : pct(t.throughput.appCorePct)} | ${pct(t.throughput.clientCorePct)} | ${pct(t.throughput.otherCorePct)} | ${Number.isFinite(t.latency.sendLagP99) ? `${ms(t.latency.sendLagP99)} ms` : 'n/a'} | ${pct(t.latency.otherCorePct)} | ${h === undefined ? 'n/a' : n(h.proxyCpuMsPerConnection, 3)} | ${pct(h?.clientCorePct)} | ${pct(h?.otherCorePct)} |`)
   }
   L.push('', 'A load generator near 100 % means that figure is a floor for the target (the client, not the proxy, was saturated); "req/s per proxy core" (10,000 / CPU s per 10k) does not depend on it. A send lag of more than a fraction of a millisecond, or "other" well above 0 %, means the machine was busy with something else and the latency figures are inflated by it.', '')
 
-  L.push('## Ratios (issue 8 targets; only ratios within one run count)', '')
+  L.push('## Ratios (goals of issues 8 and 14; only ratios within one run count)', '')
   L.push('| what | measured | goal | |')
   L.push('|---|---:|---|---|')
   for (const x of r.ratios) {

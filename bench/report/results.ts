@@ -1,4 +1,4 @@
-// The shape of bench/results/latest.json, and the ratios issue 8 sets targets for, computed from it.
+// The shape of bench/results/latest.json, and the ratios issues 8 and 14 set goals for, computed from it.
 import type { TargetResult, Plan } from '../measure/targets.ts'
 import type { RotationResult } from '../measure/rotation.ts'
 import type { MicroResult } from '../micro-worker.ts'
@@ -68,5 +68,28 @@ export function computeRatios (targets: TargetResult[], rotation: BenchResults['
   push('two-hop: larger sidecar peak RSS under load', v, 'MB', '<= 80 MB', atMost(v, 80))
   v = 'failed' in rotation ? rotation.failed : null
   push('failed requests across certificate rotations', v, 'requests', '0', v === null ? null : v === 0)
+
+  // Issue 14 (HTTP/2 between sidecars, gRPC): the second hop may at most double the added p99 of one
+  // sidecar, the cold start of two sidecars stays under 200 ms at p99. gRPC: the same, for calls.
+  const gGh = t('grpc gatehouse')
+  const gHop = t('grpc two-hop')
+  const gDirect = t('grpc direct')
+  const gNgx = t('grpc nginx')
+  v = sub(gh?.latency.p99, direct?.latency.p99)
+  const w = sub(hop?.latency.p99, direct?.latency.p99)
+  push('two-hop added p99 / gatehouse added p99 (each over direct, fixed rate)', v === null || w === null ? null : div(w, v), 'x', '<= 2 (issue 14)', v === null || w === null || !(v > 0) ? null : w <= 2 * v, noisyLat(hop) || noisyLat(gh) || noisyLat(direct))
+  v = 'coldStart' in rotation ? rotation.coldStart.p99 : null
+  push('rotation run: cold-start p99 (two sidecars, first seconds at the rate)', v, 'ms', '< 200 ms (issue 14)', v === null ? null : v < 200, 'otherCorePct' in rotation && rotation.otherCorePct > NOISY_OTHER_PCT)
+  v = sub(gGh?.latency.p99, gDirect?.latency.p99)
+  push('grpc gatehouse added p99 over grpc direct at the fixed rate', v, 'ms', '', null, noisyLat(gGh) || noisyLat(gDirect))
+  const gw = sub(gHop?.latency.p99, gDirect?.latency.p99)
+  push('grpc two-hop added p99 over grpc direct at the fixed rate', gw, 'ms', '', null, noisyLat(gHop) || noisyLat(gDirect))
+  push('grpc two-hop added p99 / grpc gatehouse added p99', v === null || gw === null ? null : div(gw, v), 'x', '<= 2 (issue 14)', v === null || gw === null || !(v > 0) ? null : gw <= 2 * v, noisyLat(gHop) || noisyLat(gGh) || noisyLat(gDirect))
+  v = div(gGh?.throughput.rpsPerProxyCore, gNgx?.throughput.rpsPerProxyCore)
+  push('grpc gatehouse / grpc nginx, calls per proxy core (from CPU per call)', v, 'x', '', null, noisyThr(gGh) || noisyThr(gNgx))
+  v = div(gHop?.throughput.cpuSecondsPer10k, gGh?.throughput.cpuSecondsPer10k)
+  push('grpc two-hop / grpc gatehouse, CPU per call (both sidecars / one)', v, 'x', '', null, noisyThr(gHop) || noisyThr(gGh))
+  v = div(hop?.throughput.cpuSecondsPer10k, gh?.throughput.cpuSecondsPer10k)
+  push('two-hop / gatehouse, CPU per request (both sidecars / one)', v, 'x', '', null, noisyThr(hop) || noisyThr(gh))
   return out
 }

@@ -1,5 +1,6 @@
 // What every target of bench/run.ts provides: where the load generator sends the bench request, and
 // which processes are "the proxy under test" (their CPU and memory are what the target costs).
+// HTTP/1.1 targets are sent `GET /v1/orders/12345`; gRPC targets (`grpc` set) a unary call.
 import type { Pki } from '../lib/pki.ts'
 import type { Started } from '../lib/proc.ts'
 
@@ -30,6 +31,14 @@ export interface Target {
   handshakes: 'mtls' | 'tcp' | 'none'
   /** The processes under test. */
   procs: Started[]
+  /** The app behind the target (pinned with it, its CPU shown apart): the HTTP app unless set. */
+  app?: Started
+  /**
+   * A gRPC target: sent unary calls (bench/lib/grpc.ts) on HTTP/2 instead of HTTP/1.1 GETs, by
+   * grpc-load-worker.ts (node:http2) or, where it can (h2c, no client certificate, no proxy), h2load.
+   * `path` and `headers` are not used; `tunnel`: the calls travel in a CONNECT tunnel to it.
+   */
+  grpc?: { driver: 'node' | 'h2load', authority: string, tunnel?: string }
   notes: string[]
   /** Anything worth recording after the load phases (e.g. counters scraped from /metrics). */
   inspect?: () => Promise<Record<string, unknown>>
