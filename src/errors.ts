@@ -142,6 +142,14 @@ export class ListenError extends GatehouseError {
 }
 
 /**
+ * The decision log cannot be written (disk full, file size limit, closed stdout): the sidecar forwards
+ * nothing it cannot log, so the request is refused with this until writing works again.
+ */
+export class DecisionLogUnavailableError extends GatehouseError {
+  constructor (reason: string, options?: { cause?: unknown }) { super('GH_DECISION_LOG_UNAVAILABLE', 503, `the decision log cannot be written (${reason}): nothing is forwarded that cannot be logged`, options) }
+}
+
+/**
  * One line for a file that could not be read: `label` names where the path came from (a flag such as
  * "--key", or "policy file"), and the message says what to do. Never includes the file's content.
  */

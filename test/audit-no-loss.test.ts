@@ -108,7 +108,7 @@ t.test('checkpoints back to back: the writer skips an empty one, and the verifie
   // it is genuine, so it must verify.
   const last = parse(raw.at(-1)!)
   const hash = sha256(raw.at(-1)!)
-  const extra = JSON.stringify({ level: 30, time: last.time, seq: last.seq + 1, prev: hash, covers: last.seq, jws: signCheckpoint(signer, { iss: signer.spiffeId, seq: last.seq, hash, iat: Math.floor(Date.now() / 1000) }), msg: 'checkpoint' })
+  const extra = JSON.stringify({ level: 30, time: last.time, chain: last.chain, seq: last.seq + 1, prev: hash, covers: last.seq, jws: signCheckpoint(signer, { iss: signer.spiffeId, seq: last.seq, hash, iat: Math.floor(Date.now() / 1000) }), msg: 'checkpoint' })
   writeLines(logFile, [...raw, extra])
   const r = await verifyInProcess([logFile], pki.bundleFile)
   t.equal(r.status, 0, `verified (${JSON.stringify(r.report.break ?? r.report.unverifiedTail ?? null)})`)

@@ -4,6 +4,8 @@ import { startMesh, tempDir, Pki } from './helpers/mesh.ts'
 import { readLines, writeLines, parse, rechain, okReadsPolicy, signerFrom, decisionFields, verifyJson, verifyText, verifyInProcess, stopOnce, type LogRecord } from './helpers/audit-log.ts'
 import { signCheckpoint, type CheckpointPayload, type Signer } from '../src/audit/checkpoint.ts'
 import { DecisionLog } from '../src/audit/record.ts'
+import { VERDICT_EXIT, BREAK_VERDICT, type BreakKind } from '../src/audit/verify.ts'
+import { gatehouse } from './helpers/cli.ts'
 
 // `gatehouse audit verify` on a decision log written by a real sidecar: the untouched log verifies
 // (exit 0); each way of tampering with it is reported as the right kind of break at the right seq
@@ -65,7 +67,7 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
   const seqAt = (i: number): number => recs[i]!.seq
   /** Index of a decision line (matching `pred`) that is followed by a decision line, away from the edges. */
   const decisionIdx = (pred: (r: LogRecord) => boolean, from = 10): number => {
-    const i = recs.findIndex((r, j) => j >= from && r.msg === 'decision' && pred(r) && recs[j + 1]?.msg === 'decision')
+    const i = recs.findIndex((r, j) => j >= from && r.msg === 'decision' && pred(r) && (recs[j + 1]?.msg === 'decision' || recs[j + 1]?.msg === 'admit'))
     if (i === -1) throw new Error('no suitable decision line in the log')
     return i
   }
@@ -76,7 +78,8 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
   const expectBreak = async (t: Test, what: string, lines: readonly string[], kind: string, seq: number | null, message?: RegExp, via: 'cli' | 'lib' = 'lib'): Promise<void> => {
     const file = tampered(lines)
     const { status, report } = via === 'cli' ? verifyJson([file], bundle) : await verifyInProcess([file], bundle)
-    t.equal(status, 1, `${what}: exit 1 (${via})`)
+    const exit = VERDICT_EXIT[BREAK_VERDICT[kind as BreakKind]]
+    t.equal(status, exit, `${what}: exit ${exit} (${via})`)
     t.equal(report.ok, false, `${what}: not ok`)
     t.match(report.break, { kind, seq, file }, `${what}: reported as ${kind} at seq ${String(seq)}`)
     if (message !== undefined) t.match(report.break?.message, message, `${what}: message ${String(message)}`)
@@ -170,13 +173,15 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
     const stranger = new Pki(tempDir(t), 'example.org')
     const strangerSvid = stranger.issue('/ns/server/sa/payments', 'stranger-server')
     const resigned = await signCheckpoint(signerFrom(strangerSvid, SERVER), genuine)
-    await expectBreak(t, 're-signed by another CA', withJws(resigned), 'forged-checkpoint', cp.seq, /does not verify: .*not signed by an authority/, 'cli')
+    // A good signature by a certificate the bundle does not vouch for: UNTRUSTED, not TAMPERED (the
+    // same as the auditor holding the wrong bundle), and never VERIFIED.
+    await expectBreak(t, 're-signed by another CA', withJws(resigned), 'untrusted-signer', cp.seq, /trust bundle does not vouch for \(certificate [0-9a-f]+ is not signed by an authority/, 'cli')
 
     // Another trust domain altogether.
     const foreign = new Pki(tempDir(t), 'evil.example')
     const foreignId = 'spiffe://evil.example/ns/server/sa/payments'
     const foreignJws = await signCheckpoint(signerFrom(foreign.issue('/ns/server/sa/payments', 'foreign-server'), foreignId), { ...genuine, iss: foreignId })
-    await expectBreak(t, 'signed in another trust domain', withJws(foreignJws), 'forged-checkpoint', cp.seq, /does not verify/)
+    await expectBreak(t, 'signed in another trust domain', withJws(foreignJws), 'untrusted-signer', cp.seq, /no trust bundle for trust domain evil.example/)
 
     // Trusted by the bundle, but not the writer the genesis line names.
     const other = mesh.pki.issue('/ns/client/sa/caller', 'checkpoint-other-id')
@@ -215,11 +220,19 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
     t.end()
   })
 
-  await t.test('a removed head (genesis dropped)', async t => {
-    await expectBreak(t, 'genesis dropped', raw.slice(1), 'no-genesis', 2, /head of the log was removed/, 'cli')
-    await expectBreak(t, 'first ten lines dropped', raw.slice(10), 'no-genesis', seqAt(10), /head of the log was removed/)
-    // Even when the chain is rewritten so that it starts at 1 again, the genesis line is missing.
-    await expectBreak(t, 'genesis dropped, chain rewritten', rechain(raw.slice(1)), 'no-genesis', 1, /not at its genesis line/)
+  await t.test('a removed head (rotated away): verified from the first checkpoint, or exit 8 with --require-genesis', async t => {
+    for (const [what, lines, first] of [['genesis dropped', raw.slice(1), 2], ['first ten lines dropped', raw.slice(10), seqAt(10)]] as const) {
+      const file = tampered(lines)
+      const { status, report } = await verifyInProcess([file], bundle)
+      t.equal(status, 0, `${what}: exit 0`)
+      t.match(report.chains, [{ verdict: 'VERIFIED', genesis: false, firstSeq: first, verifiedFrom: first, writer: SERVER, firstCheckpoint: { signer: SERVER } }], `${what}: verified from seq ${first}, the writer named by the first checkpoint`)
+      t.equal((await verifyInProcess([file], bundle, { requireGenesis: true })).status, 8, `${what}: --require-genesis: exit 8`)
+    }
+    const txt = verifyText([tampered(raw.slice(10))], bundle)
+    t.match(txt.stdout, new RegExp(`VERIFIED from seq ${seqAt(10)} \\(checkpoint signed by ${SERVER} at [0-9T:.-]+Z\\); lines before seq ${seqAt(10)} not present`), 'the text report says from where, and who signed')
+    t.equal(gatehouse(['audit', 'verify', tampered(raw.slice(10)), '--trust-bundle', bundle, '--require-genesis']).status, 8, 'the CLI flag')
+    // Rewritten so that it starts at 1 again: the checkpoints no longer match the lines.
+    await expectBreak(t, 'genesis dropped, chain rewritten', rechain(raw.slice(1)), 'forged-checkpoint', recs[checkpointIdx[0]!]!.seq - 1, /vouches for seq \d+ with a hash that line does not have/)
     t.end()
   })
 
@@ -235,7 +248,7 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
     t.match(report.unverifiedTail, { fromSeq: report.verifiedThrough + 1, toSeq: raw.length - 1 }, 'the tail is named')
     const txt = verifyText([file], bundle)
     t.equal(txt.status, 3)
-    t.match(txt.stdout, /^INTACT, NOT FULLY VERIFIED: seq \d+\.\.\d+/, 'text report says not fully verified')
+    t.match(txt.stdout, /^UNSIGNED TAIL: .*\n.*UNSIGNED TAIL: seq \d+\.\.\d+ are chained but no checkpoint covers them/, 'text report says not fully verified')
     t.notMatch(txt.stdout, /^VERIFIED/m, 'and never VERIFIED')
     // Decision lines cut after the last checkpoint as well: still unverified at best, never exit 0.
     const cut = tampered(raw.slice(0, -3))
@@ -246,8 +259,8 @@ t.test('audit verify: a real log verifies; every kind of tampering is caught and
   await t.test('an empty file is not verified', async t => {
     const empty = tampered([])
     const r = await verifyInProcess([empty], bundle)
-    t.equal(r.status, 1, 'empty log: exit 1')
-    t.match(r.report.break, { kind: 'no-genesis' })
+    t.equal(r.status, 7, 'empty log: exit 7 (NOT VERIFIED)')
+    t.match(r.report.break, { kind: 'no-genesis', message: /no decision-log lines/ })
     t.end()
   })
 })
@@ -293,7 +306,7 @@ t.test('audit verify: a log is only VERIFIED as the log of the workload that sig
     t.notOk(report.break, 'no break')
     const text = verifyText([file], bundle)
     t.equal(text.status, 0)
-    t.match(text.stdout, new RegExp(`^VERIFIED: ${recs.length} lines by ${SERVER}; `), 'text report: VERIFIED, by A')
+    t.match(text.stdout, new RegExp(`^VERIFIED: ${recs.length} decision-log lines in 1 chain\\(s\\) from 1 file\\(s\\)\\n  chain \\S+ by ${SERVER}: VERIFIED from its genesis through seq ${recs.length}\\n`), 'text report: VERIFIED, by A')
     t.end()
   })
 
@@ -306,12 +319,12 @@ t.test('audit verify: a log is only VERIFIED as the log of the workload that sig
     t.match(report.break?.message, new RegExp(`callee "${SERVER}", but the log is ${CLIENT}'s`), 'the message names the claimed callee and the real signer')
     const text = verifyText([file], bundle)
     t.equal(text.status, 1)
-    t.match(text.stdout, /^TAMPERED: seq 2 .*\n {2}at .*:2 \(callee-not-signer\)\n/, 'text report: TAMPERED, callee-not-signer')
+    t.match(text.stdout, /^TAMPERED: .*\n {2}chain \S+ by \S+: TAMPERED: seq 2 .*\n {4}at .*:2 \(callee-not-signer\)\n/, 'text report: TAMPERED, callee-not-signer')
     t.notMatch(text.stdout, /^VERIFIED/m, 'never VERIFIED')
 
     // The same forgery with no writer named at all, and with A named but B's key signing.
     const unnamed = await verifyInProcess([await writeLog({ genesis: undefined, checkpoints: B, callee: () => SERVER })], bundle)
-    t.equal(unnamed.status, 1, 'genesis naming no writer, B signing, lines for A: exit 1')
+    t.equal(unnamed.status, 7, 'genesis naming no writer, B signing, lines for A: exit 7 (NOT VERIFIED)')
     t.match(unnamed.report.break, { kind: 'signer-unknown', seq: 1 })
     const claimsA = await writeLog({ genesis: { ...B, spiffeId: SERVER }, checkpoints: B, callee: () => SERVER })
     const r = await verifyInProcess([claimsA], bundle)
@@ -344,17 +357,17 @@ t.test('audit verify: a log is only VERIFIED as the log of the workload that sig
     t.match(recs[0], { msg: 'genesis', seq: 1, spiffeId: null }, 'the genesis has spiffeId null')
     t.ok(recs.some(r => r.msg === 'checkpoint'), 'its checkpoints are signed by an SVID of the trust domain')
     const { status, report } = verifyJson([file], bundle)
-    t.equal(status, 1, 'exit 1: not proven, so not a pass')
+    t.equal(status, 7, 'exit 7 (NOT VERIFIED): not proven, so not a pass')
     t.equal(report.ok, false, 'not ok')
     t.match(report.break, { kind: 'signer-unknown', seq: 1, file, line: 1, message: /genesis line names no writer \(spiffeId null\)/ })
     t.equal(report.writer, null)
     const text = verifyText([file], bundle)
-    t.equal(text.status, 1)
-    t.match(text.stdout, /^NOT VERIFIED: the genesis line names no writer.*\n {2}at .*:1 \(signer-unknown\)\n/, 'text report: NOT VERIFIED (signer-unknown)')
+    t.equal(text.status, 7)
+    t.match(text.stdout, /^NOT VERIFIED: .*\n {2}chain \S+ by unknown writer: NOT VERIFIED: the genesis line names no writer.*\n {4}at .*:1 \(signer-unknown\)\n/, 'text report: NOT VERIFIED (signer-unknown)')
     t.notMatch(text.stdout, /^(VERIFIED|TAMPERED)/m, 'neither VERIFIED nor called tampered')
     // Even when A itself signs it (a writer with no identity at start, then A's): still unproven.
     const bySigner = await verifyInProcess([await writeLog({ genesis: undefined, checkpoints: A, callee: () => SERVER })], bundle)
-    t.equal(bySigner.status, 1, 'null genesis, A signing, lines for A: exit 1')
+    t.equal(bySigner.status, 7, 'null genesis, A signing, lines for A: exit 7')
     t.match(bySigner.report.break, { kind: 'signer-unknown', seq: 1 })
     // A genesis whose spiffeId is missing, or is not a SPIFFE ID, names no writer either.
     const notAnId = await verifyInProcess([await writeLog({ genesis: { ...B, spiffeId: 'caller' }, checkpoints: B, callee: () => 'caller' })], bundle)
@@ -364,7 +377,7 @@ t.test('audit verify: a log is only VERIFIED as the log of the workload that sig
     const missing = join(dir, 'no-spiffe-id.log')
     writeLines(missing, rechain([JSON.stringify(withoutId), ...honest.slice(1)]))
     const r = await verifyInProcess([missing], bundle)
-    t.equal(r.status, 1, 'spiffeId key absent: exit 1')
+    t.equal(r.status, 7, 'spiffeId key absent: exit 7')
     t.match(r.report.break, { kind: 'signer-unknown', seq: 1 })
     t.end()
   })

@@ -2,11 +2,13 @@ import t from 'tap'
 import { X509Certificate } from 'node:crypto'
 import { startMesh, eventually } from './helpers/mesh.ts'
 import { rawExchange, parseResponses, sleep } from './helpers/raw-tls.ts'
-import { okReadsPolicy, sha256, GENESIS_PREV as GENESIS } from './helpers/audit-log.ts'
+import { okReadsPolicy, GENESIS_PREV as GENESIS } from './helpers/audit-log.ts'
+import { canonicalHash } from '../src/audit/line-hash.ts'
 
-// The decision log: exactly one line per request, whatever became of it (allowed, denied,
-// malformed, app down), every line with the fields docs/architecture.md lists, and a hash chain
-// (seq 1..n, prev = sha256 of the previous line as written) that any edit breaks.
+// The decision log: exactly one decision line per request, whatever became of it (allowed, denied,
+// malformed, app down), an admit line before each request that was forwarded, every line with the
+// fields docs/architecture.md lists, and a hash chain (seq 1..n, prev = sha256 of the previous
+// line's RFC 8785 canonical form, which is what is written) that any change of a value breaks.
 
 const CLIENT = 'spiffe://example.org/ns/client/sa/caller'
 const SERVER = 'spiffe://example.org/ns/server/sa/payments'
@@ -16,7 +18,7 @@ function firstBreak (raw: readonly string[]): number {
   for (let i = 0; i < raw.length; i++) {
     let line: { seq?: unknown, prev?: unknown }
     try { line = JSON.parse(raw[i]!) as typeof line } catch { return i }
-    const prev = i === 0 ? GENESIS : sha256(raw[i - 1]!)
+    const prev = i === 0 ? GENESIS : canonicalHash(JSON.parse(raw[i - 1]!))
     if (line.seq !== i + 1 || line.prev !== prev) return i
   }
   return -1
@@ -88,23 +90,34 @@ t.test('one decision line per request, every field present, and a hash chain tha
       durationMs: Number,
       policyRevision: /^sha256:[0-9a-f]+$/,
       peerCertSerial: leaf.serialNumber.toLowerCase(),
-      seq: i + 2,
+      seq: Number,
       prev: /^[0-9a-f]{64}$/
     }, `line ${i + 1}: field values`)
     t.ok(d.durationMs >= 0, `line ${i + 1}: durationMs is not negative`)
   }
 
-  // The chain: a genesis line naming the writer, then the five decisions.
+  // The chain: a genesis line naming the writer, then the five decisions, each forwarded request's
+  // admit line (written before it reached the app) ahead of its decision line.
   const raw = [...mesh.rawDecisions]
-  t.equal(raw.length, 6, 'a genesis line and five decision lines')
-  t.match(JSON.parse(raw[0]!), { msg: 'genesis', seq: 1, spiffeId: SERVER })
+  const recs = raw.map(l => JSON.parse(l) as Record<string, any>)
+  const admits = recs.filter(r => r.msg === 'admit')
+  t.equal(raw.length, 6 + admits.length, 'a genesis line, five decision lines and the admit lines')
+  t.same(admits.map(a => a.requestId), recs.filter(r => r.msg === 'decision' && r.decision === 'allow').map(d => d.requestId), 'one admit line per allowed (forwarded) request')
+  for (const a of admits) {
+    const d = recs.find(r => r.msg === 'decision' && r.requestId === a.requestId)!
+    t.ok(a.seq < d.seq, `admit of ${String(a.requestId)} (seq ${String(a.seq)}) before its decision (seq ${String(d.seq)})`)
+    t.match(a, { caller: CLIENT, callee: SERVER, method: 'GET', path: d.path, rule: d.rule })
+  }
+  t.match(recs[0], { msg: 'genesis', seq: 1, spiffeId: SERVER, format: 'gatehouse-decision-log/2', chain: /^[A-Za-z0-9_-]{16}$/, follows: null })
+  t.ok(recs.every(r => r.chain === recs[0]!.chain), 'every line carries the chain id')
   t.equal(firstBreak(raw), -1, 'the chain verifies: seq 1..n, each prev the sha256 of the line before')
   t.equal((JSON.parse(raw[0]!) as { prev: string }).prev, GENESIS, 'the first prev is 64 zeros')
 
   const edited = [...raw]
-  edited[2] = edited[2]!.replace('"status":403', '"status":200')
-  t.not(edited[2], raw[2], 'the copy was edited')
-  t.equal(firstBreak(edited), 3, 'editing a line breaks the chain at the next one')
+  const deniedAt = recs.findIndex(r => r.status === 403)
+  edited[deniedAt] = edited[deniedAt]!.replace('"status":403', '"status":200')
+  t.not(edited[deniedAt], raw[deniedAt], 'the copy was edited')
+  t.equal(firstBreak(edited), deniedAt + 1, 'editing a line breaks the chain at the next one')
 
   const removed = raw.filter((_, i) => i !== 2)
   t.equal(firstBreak(removed), 2, 'removing a line breaks the chain where it was')
@@ -115,8 +128,8 @@ t.test('one decision line per request, every field present, and a hash chain tha
   const truncatedHead = raw.slice(1)
   t.equal(firstBreak(truncatedHead), 0, 'dropping the first line breaks the chain at the start')
 
-  const respaced = [...raw]
-  respaced[3] = raw[3]!.replace(/^\{/, '{ ')
-  t.same(JSON.parse(respaced[3]), JSON.parse(raw[3]!), 'the same JSON value, spelled with one more space')
-  t.equal(firstBreak(respaced), 4, 'still breaks the chain: prev covers the exact bytes written')
+  // What a log shipper does: parse and re-emit with other key order and spacing. The value is the same, so is its hash.
+  const reserialized = recs.map(r => JSON.stringify(Object.fromEntries(Object.entries(r).reverse()), null, 1).replace(/\n/g, ''))
+  t.not(reserialized[3], raw[3], 'the shipper\'s spelling differs')
+  t.equal(firstBreak(reserialized), -1, 'the chain still holds: prev covers the canonical form, not the bytes')
 })

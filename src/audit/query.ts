@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs'
 import type { Policy } from '../policy/load.ts'
-import { readLogLines } from './read-lines.ts'
+import { readLogRecords, type InputStats } from './log-input.ts'
 
 // `gatehouse audit query`: filters decision lines as it streams them (a million lines never sit in
 // memory) and builds the summaries a security team asks for: who calls whom, which callers are
@@ -46,13 +46,14 @@ export async function queryLog (files: string[], f: QueryFilters, opts: { keepLi
   const total = files.reduce((n, file) => n + statSync(file).size, 0)
   let done = 0
   const inc = (m: Map<string, number>, k: string): void => { m.set(k, (m.get(k) ?? 0) + 1) }
-  for await (const line of readLogLines(files)) {
+  // Any input verify reads (CRI, Docker json, gzip, mixed streams); only decision lines matter here.
+  const stats: InputStats = { skipped: 0, damaged: [] }
+  for await (const line of readLogRecords(files, stats)) {
     done += line.text.length + 1
-    if (opts.onProgress !== undefined && result.scanned % 100_000 === 0) opts.onProgress(done, total)
-    // Cheap test before parsing: only decision lines matter here.
-    if (!line.text.includes('"msg":"decision"')) continue
+    if (opts.onProgress !== undefined && result.scanned % 100_000 === 0) opts.onProgress(Math.min(done, total), total)
+    if (line.rec.msg !== 'decision') continue
     result.scanned++
-    const d = JSON.parse(line.text) as Record<string, any>
+    const d = line.rec as Record<string, any>
     if (f.decision !== undefined && d.decision !== f.decision) continue
     if (callerRe !== undefined && !callerRe.test(String(d.caller ?? ''))) continue
     if (pathRe !== undefined && !pathRe.test(String(d.path ?? d.rawPath ?? ''))) continue

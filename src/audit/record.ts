@@ -1,18 +1,34 @@
 import pino, { type Logger, type DestinationStream } from 'pino'
+import { randomBytes } from 'node:crypto'
 import { RotatingFileSink } from './file-sink.ts'
-import { lineHash } from './line-hash.ts'
+import { lineHash, canonicalize, canonicalHash } from './line-hash.ts'
 import { signCheckpoint, type Signer } from './checkpoint.ts'
+import { DecisionLogUnavailableError } from '../errors.ts'
 
-// The decision log: one JSON line per request, never sampled. Every line carries `seq` and `prev`,
-// the SHA-256 (hex) of the previous line exactly as written (without its newline); the first line's
-// prev is 64 zeros. The first line is a genesis line naming the writer (SPIFFE ID, certificate
-// chain, checkpoint cadence). Every `checkpointEvery` lines or `checkpointIntervalMs`, and on close,
-// a checkpoint line carries a JWS by the current SVID key over the (seq, hash) of the last line, so
-// `audit verify` can prove with only the trust bundle that no line up to it was removed, inserted,
-// edited or reordered. pino calls mixin() and then streamWrite() synchronously within one log call,
-// so seq/prev and the hash of the line written always belong together.
+// The decision log: one JSON line per request, never sampled, written as its RFC 8785 canonical form
+// (so a shipper that parses and re-emits a line with other key order or spacing leaves its hash as
+// it was). Every line carries `chain` (this process's chain id), `seq` and `prev`, the SHA-256 (hex)
+// of the previous line's canonical form; the first line's prev is 64 zeros. The first line is a
+// genesis naming the writer (SPIFFE ID, certificate chain, checkpoint cadence) and the chain it
+// follows (the last line of the file it appends to: a restart starts a new chain, never continues
+// the old one). Every `checkpointEvery` lines or `checkpointIntervalMs`, and on close, a checkpoint
+// line carries a JWS by the current SVID key over the (seq, hash) of the last line, so `audit verify`
+// can prove with only the trust bundle that no line up to it was removed, inserted, edited or
+// reordered. pino calls mixin() and then streamWrite() synchronously within one log call, so
+// seq/prev and the hash of the line written always belong together.
+//
+// The log is the guarantee: an allowed request's `admit` line is written (to the kernel) before the
+// request is forwarded, and its `decision` line once it is answered. A line that cannot be written
+// throws DecisionLogUnavailableError and puts the log in a failed state (the sidecar refuses with
+// 503 and turns unready); it retries every second, and the first line written after a failure is a
+// `resumed` line saying since when and how many requests were refused.
 
 export const GENESIS_PREV = '0'.repeat(64)
+/** The genesis line's `format`: chain ids and canonical hashing. Lines without one are format 1 (hashes over the bytes as written). */
+export const LOG_FORMAT = 'gatehouse-decision-log/2'
+
+/** Where a chain left off: named by the genesis of the chain that follows it. */
+export interface ChainLink { chain: string | null, seq: number, hash: string }
 
 export interface DecisionFields {
   requestId: string
@@ -41,22 +57,36 @@ export interface DecisionLogOptions {
   /** Write to stdout (default true); a test passes its own stream instead. */
   stdout?: boolean
   destination?: DestinationStream
-  /** Also (or, with stdout false, only) write to this file, rotated at maxFileBytes. */
+  /** Also (or, with stdout false, only) write to this file, rotated at maxFileBytes; then the file is the guarantee and stdout a copy. */
   file?: string
   maxFileBytes?: number
+  /** fsync the file after every line (survives a machine crash, not only a process kill). */
+  fsync?: boolean
   checkpointEvery?: number
   checkpointIntervalMs?: number
   /** The current identity, read at each checkpoint (so one after a rotation uses the new key). */
   signer: () => Signer | undefined
-  onLine?: (kind: 'decision' | 'genesis' | 'checkpoint') => void
+  onLine?: (kind: 'decision' | 'admit' | 'genesis' | 'checkpoint' | 'resumed') => void
   onCheckpointError?: (err: Error) => void
+  /** Writing failed (once per failure), and writing works again. */
+  onUnwritable?: (reason: string) => void
+  onResumed?: (info: { failedSince: string, reason: string, refused: number }) => void
 }
 
+const RETRY_MS = 1000
+
 export class DecisionLog {
+  /** This process's chain: every line carries it, so many sidecars' lines can be told apart in one stream. */
+  readonly chain = randomBytes(12).toString('base64url')
   private seq = 0
   private prev = GENESIS_PREV
+  private written = GENESIS_PREV
   private sinceCheckpoint = 0
   private lastCheckpointSeq = 0
+  private genesisWritten = false
+  private failure: { since: string, reason: string, refused: number } | undefined
+  private retry: NodeJS.Timeout | undefined
+  private readonly follows: ChainLink | null
   private readonly logger: Logger
   private readonly sinks: Array<{ flushSync?: () => void, end?: () => void }> = []
   private readonly stdout: ReturnType<typeof pino.destination> | undefined
@@ -66,59 +96,127 @@ export class DecisionLog {
 
   constructor (opts: DecisionLogOptions) {
     this.opts = opts
+    // The guarantee first: pino.multistream writes in this order, so a line the file refused reaches no copy.
     const streams: pino.StreamEntry[] = []
+    let follows: ChainLink | null = null
+    if (opts.file !== undefined) {
+      const sink = new RotatingFileSink(opts.file, opts.maxFileBytes ?? 100 * 1024 * 1024, { fsync: opts.fsync === true })
+      follows = followed(sink.lastLine()?.text)
+      streams.push({ stream: sink as unknown as DestinationStream })
+    }
     if (opts.destination !== undefined) streams.push({ stream: opts.destination })
     else if (opts.stdout !== false) {
-      this.stdout = pino.destination({ dest: 1, sync: false, minLength: 0 })
+      // Without a file, stdout is the guarantee and is written synchronously; as a copy beside the
+      // file it is asynchronous, so a slow reader does not stall requests.
+      this.stdout = pino.destination({ dest: 1, sync: opts.file === undefined, minLength: 0 })
       streams.push({ stream: this.stdout })
     }
-    if (opts.file !== undefined) streams.push({ stream: new RotatingFileSink(opts.file, opts.maxFileBytes ?? 100 * 1024 * 1024) as unknown as DestinationStream })
+    this.follows = follows
     for (const s of streams) if (s.stream !== this.stdout) this.sinks.push(s.stream as { flushSync?: () => void })
     this.logger = pino({
       base: undefined,
       level: 'info',
       timestamp: pino.stdTimeFunctions.isoTime,
-      mixin: () => ({ seq: ++this.seq, prev: this.prev }),
+      mixin: () => ({ chain: this.chain, seq: ++this.seq, prev: this.prev }),
       hooks: {
         streamWrite: (line: string) => {
-          this.prev = lineHash(line.endsWith('\n') ? line.slice(0, -1) : line)
-          return line
+          const canonical = canonicalize(JSON.parse(line))
+          this.written = lineHash(canonical)
+          return `${canonical}\n`
         }
       }
     }, streams.length === 1 ? streams[0]!.stream : pino.multistream(streams))
-    const signer = opts.signer()
-    this.logger.info({
-      spiffeId: signer?.spiffeId ?? null,
-      x5c: signer?.chainDers.map(d => d.toString('base64')) ?? [],
-      checkpointEvery: this.every,
-      checkpointIntervalMs: this.interval,
-      pid: process.pid
-    }, 'genesis')
-    opts.onLine?.('genesis')
-    this.timer = setInterval(() => { if (this.sinceCheckpoint > 0) this.checkpoint() }, this.interval)
+    try { this.genesis() } catch { /* failed state: retried every second, nothing forwarded meanwhile */ }
+    this.timer = setInterval(() => { if (this.sinceCheckpoint > 0 && this.failure === undefined) this.checkpoint() }, this.interval)
     this.timer.unref()
   }
 
   private get every (): number { return this.opts.checkpointEvery ?? 1000 }
   private get interval (): number { return this.opts.checkpointIntervalMs ?? 5000 }
 
-  write (fields: DecisionFields): void {
-    this.logger.info(fields, 'decision')
-    this.opts.onLine?.('decision')
+  private genesis (): void {
+    const signer = this.opts.signer()
+    this.append({
+      format: LOG_FORMAT,
+      spiffeId: signer?.spiffeId ?? null,
+      x5c: signer?.chainDers.map(d => d.toString('base64')) ?? [],
+      checkpointEvery: this.every,
+      checkpointIntervalMs: this.interval,
+      pid: process.pid,
+      follows: this.follows
+    }, 'genesis')
+    this.genesisWritten = true
+  }
+
+  /** One line, whole or not at all: on failure seq and prev are as they were, and the log is failed. */
+  private append (obj: Record<string, unknown>, msg: 'genesis' | 'admit' | 'decision' | 'checkpoint' | 'resumed'): void {
+    const seq = this.seq
+    try {
+      this.logger.info(obj, msg)
+    } catch (err) {
+      this.seq = seq
+      const reason = `${(err as NodeJS.ErrnoException).code ?? 'EIO'}: ${(err as Error).message}`
+      if (this.failure === undefined) {
+        this.failure = { since: new Date().toISOString(), reason, refused: 0 }
+        this.retry = setInterval(() => { try { this.recover() } catch { /* still failing */ } }, RETRY_MS)
+        this.retry.unref()
+        this.opts.onUnwritable?.(reason)
+      }
+      throw new DecisionLogUnavailableError(reason, { cause: err })
+    }
+    this.prev = this.written
+    this.opts.onLine?.(msg)
+  }
+
+  /** After a failure: the genesis if it never made it, then a `resumed` line; throws while writing still fails. */
+  private recover (): void {
+    const f = this.failure
+    if (f === undefined) return
+    if (!this.genesisWritten) this.genesis()
+    this.append({ failedSince: f.since, reason: f.reason, refused: f.refused }, 'resumed')
+    this.failure = undefined
+    clearInterval(this.retry)
+    this.opts.onResumed?.({ failedSince: f.since, reason: f.reason, refused: f.refused })
+  }
+
+  /** Writes one line, recovering first if the log had failed; counts the request refused if it cannot. */
+  private guarded (obj: Record<string, unknown>, msg: 'admit' | 'decision'): void {
+    try {
+      this.recover()
+      this.append(obj, msg)
+    } catch (err) {
+      if (this.failure !== undefined && msg === 'admit') this.failure.refused++
+      throw err
+    }
+    // The cadence counts lines, admit lines included: the verifier bounds the lines between checkpoints.
     if (++this.sinceCheckpoint >= this.every) this.checkpoint()
+  }
+
+  /** Why the log cannot be written now (for /readyz), or undefined. */
+  problem (): string | undefined {
+    const f = this.failure
+    return f === undefined ? undefined : `decision log cannot be written since ${f.since} (${f.reason}); ${f.refused} request(s) refused`
+  }
+
+  /** Before an allowed request is forwarded: throws DecisionLogUnavailableError if the line could not be written. */
+  admit (fields: DecisionFields): void {
+    this.guarded({ requestId: fields.requestId, caller: fields.caller, callee: fields.callee, method: fields.method, path: fields.path, rule: fields.rule }, 'admit')
+  }
+
+  write (fields: DecisionFields): void {
+    this.guarded(fields as unknown as Record<string, unknown>, 'decision')
   }
 
   /** Signs the (seq, hash) of the last line written and appends the checkpoint right after it. */
   checkpoint (): Promise<void> {
     const signer = this.opts.signer()
     // Nothing written since the last checkpoint: another one would vouch for a checkpoint line only.
-    if (signer === undefined || this.lastCheckpointSeq === this.seq) return Promise.resolve()
+    if (signer === undefined || this.lastCheckpointSeq === this.seq || this.failure !== undefined) return Promise.resolve()
     const payload = { iss: signer.spiffeId, seq: this.seq, hash: this.prev, iat: Math.floor(Date.now() / 1000) }
     this.sinceCheckpoint = 0
     try {
-      this.logger.info({ covers: payload.seq, jws: signCheckpoint(signer, payload) }, 'checkpoint')
+      this.append({ covers: payload.seq, checkpointEvery: this.every, jws: signCheckpoint(signer, payload) }, 'checkpoint')
       this.lastCheckpointSeq = this.seq
-      this.opts.onLine?.('checkpoint')
     } catch (err) { this.opts.onCheckpointError?.(err as Error) } // the next checkpoint covers the gap
     return Promise.resolve()
   }
@@ -128,6 +226,7 @@ export class DecisionLog {
     if (this.closed) return
     this.closed = true
     clearInterval(this.timer)
+    clearInterval(this.retry)
     if (this.sinceCheckpoint > 0 || this.seq === 1) await this.checkpoint()
     this.flush()
     for (const s of this.sinks) s.end?.()
@@ -142,4 +241,15 @@ export class DecisionLog {
       try { s.flushSync?.() } catch { /* a stream that is not ready or not flushable has nothing buffered */ }
     }
   }
+}
+
+/** The chain a new chain follows: the last line of the file it appends to, if that is a decision-log line. */
+function followed (text: string | undefined): ChainLink | null {
+  if (text === undefined) return null
+  try {
+    const rec = JSON.parse(text) as { chain?: unknown, seq?: unknown }
+    if (typeof rec.seq !== 'number') return null
+    // Format 1 had no chain id and hashed the bytes as written.
+    return typeof rec.chain === 'string' ? { chain: rec.chain, seq: rec.seq, hash: canonicalHash(rec) } : { chain: null, seq: rec.seq, hash: lineHash(text) }
+  } catch { return null }
 }

@@ -1,134 +1,350 @@
-import { lineHash } from './line-hash.ts'
+import { lineHash, canonicalHash } from './line-hash.ts'
 import type { TrustBundle } from '../spiffe/bundle.ts'
-import { GENESIS_PREV } from './record.ts'
+import { GENESIS_PREV, type ChainLink } from './record.ts'
 import { verifyCheckpoint } from './checkpoint.ts'
-import { readLogLines } from './read-lines.ts'
+import { readLogRecords, type InputStats, type LogRecord } from './log-input.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 
-// `gatehouse audit verify`: walks the hash chain across all files and checks every checkpoint against
-// the trust bundle. It stops at the first break and says exactly what it saw there: a removed line
-// (seq jumps), an inserted or reordered line (seq goes back or repeats), an edited line (the next
-// line's prev does not match), a forged checkpoint (signature, chain or signer wrong), a missing
-// checkpoint (far more lines than the genesis cadence allows), and finally any tail no checkpoint
-// covers yet (reported as unverified: written, but not yet provable).
-//
-// Whose log it is: the genesis line must name the writer (a SPIFFE ID), every checkpoint must be
-// signed by that workload's SVID, and every decision line's callee must be that workload. Without
-// the last two, any workload of the trust domain could write a log of "A's decisions" and sign it
-// with its own key. A genesis naming no writer (spiffeId null) is never VERIFIED: it is reported as
-// signer-unknown (exit 1), since nothing ties its checkpoints to the workload whose decisions it holds.
+// `gatehouse audit verify`: splits the records (log-input.ts reads them from any file, wrapping or
+// mix) into chains, one per sidecar process (`chain`; format-1 logs, which have none, split at each
+// genesis), and walks each chain's hashes, checking every checkpoint against the trust bundle. A
+// chain stops at its first break and says exactly what it saw there:
+//   removed (a seq jumps and the missing one never turns up: GAP), inserted-or-reordered (a seq goes
+//   back, repeats, or the missing one turns up later: REORDERED), edited (a prev does not match the
+//   line before it: TAMPERED), forged-checkpoint (signature, certificate or payload wrong: TAMPERED),
+//   untrusted-signer (a good signature by a certificate the bundle does not vouch for: UNTRUSTED),
+//   callee-not-signer (a line claims another workload's decision: TAMPERED), missing-checkpoint
+//   (far more lines than the cadence allows: TAMPERED), signer-unknown / unsigned (nothing ties the
+//   lines to a workload: NOT VERIFIED).
+// A chain whose head was rotated away verifies from its first valid checkpoint: every line present
+// before it is tied to it by the hashes. Whose log it is: every checkpoint must be signed by the
+// writer its genesis names (or, headless, by the first checkpoint's signer), and every decision and
+// admit line's callee must be that workload: otherwise any workload of the trust domain could write
+// "A's decisions" and sign them with its own key.
+// A restarted sidecar's chain names the chain it follows and where that one ended: a chain cut
+// short before that point is a GAP, and an unsigned tail of the old chain (a SIGKILL) is vouched for
+// by the new chain's checkpoints, signed by the same workload.
 
-export type BreakKind = 'not-json' | 'no-genesis' | 'signer-unknown' | 'removed' | 'inserted-or-reordered' | 'edited' | 'forged-checkpoint' | 'callee-not-signer' | 'missing-checkpoint'
+export type BreakKind = 'not-json' | 'no-genesis' | 'signer-unknown' | 'unsigned' | 'removed' | 'chain-cut' | 'inserted-or-reordered' | 'edited' | 'forged-checkpoint' | 'untrusted-signer' | 'callee-not-signer' | 'missing-checkpoint'
+export type Verdict = 'VERIFIED' | 'TAMPERED' | 'REORDERED' | 'GAP' | 'UNTRUSTED' | 'NOT VERIFIED' | 'UNSIGNED TAIL' | 'NO GENESIS'
+
+/** Exit status of `audit verify` per verdict (2 is a usage error). */
+export const VERDICT_EXIT: Readonly<Record<Verdict, number>> = { VERIFIED: 0, TAMPERED: 1, 'UNSIGNED TAIL': 3, GAP: 4, REORDERED: 5, UNTRUSTED: 6, 'NOT VERIFIED': 7, 'NO GENESIS': 8 }
+/** Most severe first: the verdict of many chains is the worst of theirs. */
+const SEVERITY: readonly Verdict[] = ['TAMPERED', 'REORDERED', 'GAP', 'UNTRUSTED', 'NOT VERIFIED', 'UNSIGNED TAIL', 'NO GENESIS', 'VERIFIED']
+/** The verdict each kind of break gives. */
+export const BREAK_VERDICT: Readonly<Record<BreakKind, Verdict>> = {
+  'not-json': 'TAMPERED',
+  edited: 'TAMPERED',
+  'forged-checkpoint': 'TAMPERED',
+  'callee-not-signer': 'TAMPERED',
+  'missing-checkpoint': 'TAMPERED',
+  'inserted-or-reordered': 'REORDERED',
+  removed: 'GAP',
+  'chain-cut': 'GAP',
+  'untrusted-signer': 'UNTRUSTED',
+  'no-genesis': 'NOT VERIFIED',
+  'signer-unknown': 'NOT VERIFIED',
+  unsigned: 'NOT VERIFIED'
+}
+
+export interface Break { kind: BreakKind, seq: number | null, file: string, line: number, message: string }
+
+export interface ChainReport {
+  /** The chain id (format 2), or "format-1#N" for the Nth chain of an old log. */
+  chain: string
+  format: 1 | 2
+  verdict: Verdict
+  writer: string | null
+  lines: number
+  firstSeq: number
+  lastSeq: number
+  /** The chain's genesis line is present. */
+  genesis: boolean
+  /** Lines from this seq on are proven (1 with the genesis, else the first line present); null if none is. */
+  verifiedFrom: number | null
+  /** Every line up to and including this seq is covered by a valid checkpoint. */
+  verifiedThrough: number
+  checkpoints: number
+  signers: string[]
+  firstCheckpoint?: { seq: number, signer: string, at: string }
+  lastCheckpoint?: { seq: number, at: string }
+  /** What the genesis says this chain follows (a restart), and which chain here follows this one. */
+  follows: ChainLink | null
+  followedBy?: string
+  /** The unsigned tail was vouched for by the chain that followed it (same writer). */
+  tailVouchedBy?: string
+  files: string[]
+  break?: Break
+  unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
+}
 
 export interface VerifyReport {
   ok: boolean
+  verdict: Verdict
+  exitCode: number
+  // The chain the verdict comes from (the only one, for one sidecar's log), flattened for scripts.
   lines: number
   writer: string | null
   checkpoints: number
   signers: string[]
-  /** Every line up to and including this seq is covered by a valid checkpoint. */
   verifiedThrough: number
-  break?: { kind: BreakKind, seq: number | null, file: string, line: number, message: string }
+  break?: Break
   unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
+  chains: ChainReport[]
+  input: { files: string[], records: number, skipped: number, damaged: number }
 }
 
+export interface VerifyOptions { slackLines?: number, requireGenesis?: boolean }
 
-const seqOf = (text: string): unknown => { try { return (JSON.parse(text) as { seq?: unknown }).seq } catch { return undefined } }
+/** Checkpoint cadence assumed for a chain whose genesis (which states it) is not present. */
+const DEFAULT_CADENCE = 1000
 
-export async function verifyLog (files: string[], bundle: TrustBundle, opts: { slackLines?: number } = {}): Promise<VerifyReport> {
-  const report: VerifyReport = { ok: false, lines: 0, writer: null, checkpoints: 0, signers: [], verifiedThrough: 0 }
-  let expectedSeq = 1
-  let prevHash = GENESIS_PREV
-  let cadence = Infinity
-  // Hashes of lines not yet covered by a checkpoint (a checkpoint may land a few lines after what it covers).
-  const uncovered = new Map<number, string>()
-  const signers = new Set<string>()
-  const fail = (kind: BreakKind, seq: number | null, at: { file: string, lineNo: number }, message: string): VerifyReport => {
-    report.break = { kind, seq, file: at.file, line: at.lineNo, message }
-    report.signers = [...signers]
-    return report
+class ChainCheck {
+  readonly r: ChainReport
+  private expected = 0
+  private last: { seq: number, raw: string, rec: Record<string, unknown>, format: 1 | 2 } | undefined
+  private cadence = DEFAULT_CADENCE
+  private readonly uncovered = new Map<number, string>()
+  /** Headless: callees seen before the first checkpoint names the writer. */
+  private readonly earlyCallees = new Map<string, { seq: number, file: string, line: number }>()
+  private pendingGap: { expected: number, seq: number, file: string, lineNo: number } | undefined
+  private readonly signers = new Set<string>()
+  private readonly opts: VerifyOptions
+
+  constructor (chain: string, format: 1 | 2, opts: VerifyOptions) {
+    this.opts = opts
+    this.r = { chain, format, verdict: 'VERIFIED', writer: null, lines: 0, firstSeq: 0, lastSeq: 0, genesis: false, verifiedFrom: null, verifiedThrough: 0, checkpoints: 0, signers: [], follows: null, files: [] }
   }
 
-  const lines = readLogLines(files)
-  for await (const line of lines) {
-    let rec: { seq?: unknown, prev?: unknown, msg?: unknown, spiffeId?: unknown, callee?: unknown, checkpointEvery?: unknown, checkpointIntervalMs?: unknown, jws?: unknown, time?: unknown }
-    try { rec = JSON.parse(line.text) as typeof rec } catch {
-      return fail('not-json', null, line, `${line.file}:${line.lineNo} is not a JSON line: it was edited or corrupted`)
+  fail (kind: BreakKind, lr: LogRecord | { file: string, lineNo: number }, seq: number | null, message: string): void {
+    this.r.break ??= { kind, seq, file: lr.file, line: lr.lineNo, message }
+  }
+
+  /** The hash of the previous line, if `prev` is it: as written, or (format 2) as canonical form after a shipper re-serialized it. */
+  private confirm (prev: unknown): string | undefined {
+    const l = this.last
+    if (l === undefined) return undefined
+    if (prev === l.raw) return l.raw
+    if (l.format === 2) { const c = canonicalHash(l.rec); if (prev === c) return c }
+    return undefined
+  }
+
+  /** The hash of the chain's last line (for the chain that follows it). */
+  lastHash (): string | undefined { return this.last === undefined ? undefined : this.last.format === 2 ? canonicalHash(this.last.rec) : this.last.raw }
+
+  async add (lr: LogRecord, bundle: TrustBundle): Promise<void> {
+    const { rec } = lr
+    const seq = rec.seq as number
+    if (this.pendingGap !== undefined) {
+      if (seq === this.pendingGap.expected) {
+        const g = this.pendingGap
+        this.pendingGap = undefined
+        this.fail('inserted-or-reordered', g, g.seq, `seq ${g.seq} where seq ${g.expected} was expected, and seq ${g.expected} comes later (${lr.file}:${lr.lineNo}): a line was inserted or lines were reordered`)
+      }
+      return
     }
-    const seq = typeof rec.seq === 'number' ? rec.seq : NaN
-    if (expectedSeq === 1) {
-      if (rec.msg !== 'genesis' || seq !== 1 || rec.prev !== GENESIS_PREV) {
-        return fail('no-genesis', Number.isNaN(seq) ? null : seq, line, `the log starts at seq ${String(rec.seq)} (${String(rec.msg)}), not at its genesis line: the head of the log was removed`)
+    if (this.r.break !== undefined) return
+    if (!this.r.files.includes(lr.file)) this.r.files.push(lr.file)
+
+    if (this.r.lines === 0) {
+      this.r.firstSeq = seq
+      if (rec.msg === 'genesis' && seq === 1 && rec.prev === GENESIS_PREV) {
+        this.r.genesis = true
+        // The writer is the one workload whose key may sign checkpoints and whose decisions the lines
+        // record. A genesis that names none (or no valid SPIFFE ID) proves nothing about either.
+        const named = typeof rec.spiffeId === 'string' ? SpiffeId.tryParse(rec.spiffeId) : undefined
+        if (named === undefined || named.toString() !== rec.spiffeId) {
+          this.fail('signer-unknown', lr, seq, `the genesis line names no writer (spiffeId ${JSON.stringify(rec.spiffeId ?? null).slice(0, 120)}): nothing ties the checkpoints to the workload whose decisions the log records, so it cannot be verified`)
+          return
+        }
+        this.r.writer = named.toString()
+        this.cadence = typeof rec.checkpointEvery === 'number' ? rec.checkpointEvery : Infinity
+        const f = rec.follows as ChainLink | null | undefined
+        if (f !== null && typeof f === 'object' && typeof f.seq === 'number' && typeof f.hash === 'string') this.r.follows = { chain: typeof f.chain === 'string' ? f.chain : null, seq: f.seq, hash: f.hash }
+      } else if (rec.msg === 'genesis' && seq === 1) {
+        this.fail('edited', lr, seq, `seq 1 (genesis) has prev ${String(rec.prev).slice(0, 16)}..., not 64 zeros: the genesis line was edited`)
+        return
       }
-      // The writer is the one workload whose key may sign checkpoints and whose decisions the lines
-      // record. A genesis that names none (or no valid SPIFFE ID) proves nothing about either.
-      const named = typeof rec.spiffeId === 'string' ? SpiffeId.tryParse(rec.spiffeId) : undefined
-      if (named === undefined || named.toString() !== rec.spiffeId) {
-        return fail('signer-unknown', seq, line, `the genesis line names no writer (spiffeId ${JSON.stringify(rec.spiffeId ?? null).slice(0, 120)}): nothing ties the checkpoints to the workload whose decisions the log records, so it cannot be verified`)
+      // else: the head of the chain is not here (rotated away): proven from the first valid checkpoint on.
+    } else if (seq > this.expected) {
+      // A jump forward is also the first sign of a reordering: a removal only if the expected line does not turn up.
+      this.pendingGap = { expected: this.expected, seq, file: lr.file, lineNo: lr.lineNo }
+      return
+    } else if (seq < this.expected) {
+      this.fail('inserted-or-reordered', lr, seq, `seq ${seq} where seq ${this.expected} was expected: a line was inserted or lines were reordered`)
+      return
+    } else {
+      const h = this.confirm(rec.prev)
+      if (h === undefined) {
+        this.fail('edited', lr, seq, `seq ${seq}: prev does not match the hash of seq ${seq - 1}: seq ${seq - 1} was edited (or replaced)`)
+        return
       }
-      report.writer = named.toString()
-      cadence = typeof rec.checkpointEvery === 'number' ? rec.checkpointEvery : Infinity
-    } else if (seq > expectedSeq) {
-      // A jump forward is also the first sign of a reordering (or of a later line copied in early):
-      // it is a removal only if the expected line does not turn up further on.
-      for await (const later of lines) {
-        if (seqOf(later.text) === expectedSeq) {
-          return fail('inserted-or-reordered', seq, line, `seq ${seq} where seq ${expectedSeq} was expected, and seq ${expectedSeq} comes later (${later.file}:${later.lineNo}): a line was inserted or lines were reordered`)
+      this.uncovered.set(seq - 1, h)
+    }
+
+    if (rec.msg === 'decision' || rec.msg === 'admit') {
+      // Every decision is one of the writer's own sidecar: callee is always its own ID.
+      const callee = typeof rec.callee === 'string' ? rec.callee : JSON.stringify(rec.callee ?? null)
+      if (this.r.writer !== null && rec.callee !== this.r.writer) {
+        this.fail('callee-not-signer', lr, seq, `seq ${seq} (${String(rec.msg)}) records a decision for callee ${JSON.stringify(rec.callee ?? null)}, but the log is ${this.r.writer}'s (its genesis names it, and only its key may sign the checkpoints): a line claiming another workload's decisions`)
+        return
+      }
+      if (this.r.writer === null && !this.earlyCallees.has(callee)) this.earlyCallees.set(callee, { seq, file: lr.file, line: lr.lineNo })
+    }
+    this.last = { seq, raw: lineHash(lr.text), rec, format: this.r.format }
+    this.r.lines++
+    this.r.lastSeq = seq
+    this.expected = seq + 1
+
+    if (rec.msg === 'checkpoint') await this.checkpoint(lr, seq, bundle)
+    else {
+      const base = Math.max(this.r.verifiedThrough, this.r.firstSeq - 1)
+      // By count only: time-based cadence would raise false alarms whenever a busy host delays the
+      // checkpoint timer. So a rewrite of the last <= 2*cadence lines shows as an unverified tail.
+      if (seq - base > 2 * this.cadence + (this.opts.slackLines ?? 64)) {
+        this.fail('missing-checkpoint', lr, seq, `${seq - base} lines since ${this.r.verifiedThrough > 0 || this.r.genesis ? `the last valid checkpoint (seq ${this.r.verifiedThrough})` : `the first line present (seq ${this.r.firstSeq})`}; the writer checkpoints every ${this.cadence}: checkpoints were removed or the chain was rewritten`)
+      }
+    }
+  }
+
+  private async checkpoint (lr: LogRecord, seq: number, bundle: TrustBundle): Promise<void> {
+    const checked = await verifyCheckpoint(String(lr.rec.jws), bundle)
+    if (!checked.ok) {
+      this.fail(checked.kind === 'untrusted' ? 'untrusted-signer' : 'forged-checkpoint', lr, seq, `checkpoint at seq ${seq}: ${checked.message}`)
+      return
+    }
+    const { payload, signer } = checked
+    if (this.r.writer === null) {
+      // Headless: the first valid checkpoint names the writer, and the lines before it must be its own.
+      for (const [callee, at] of this.earlyCallees) {
+        if (callee !== signer) {
+          this.fail('callee-not-signer', { file: at.file, lineNo: at.line }, at.seq, `seq ${at.seq} records a decision for callee ${callee.startsWith('"') || callee === 'null' ? callee : JSON.stringify(callee)}, but the checkpoints of this log are signed by ${signer}: a line claiming another workload's decisions`)
+          return
         }
       }
-      return fail('removed', seq, line, `seq ${expectedSeq}${seq - 1 > expectedSeq ? `..${seq - 1}` : ''} missing before seq ${seq}: ${seq - expectedSeq} line(s) removed`)
-    } else if (seq < expectedSeq || Number.isNaN(seq)) {
-      return fail('inserted-or-reordered', Number.isNaN(seq) ? null : seq, line, `seq ${String(rec.seq)} where seq ${expectedSeq} was expected: a line was inserted or lines were reordered`)
-    } else if (rec.prev !== prevHash) {
-      return fail('edited', seq, line, `seq ${seq}: prev does not match the hash of seq ${seq - 1} as written: seq ${seq - 1} was edited (or replaced)`)
+      this.earlyCallees.clear()
+      this.r.writer = signer
+      if (typeof lr.rec.checkpointEvery === 'number') this.cadence = lr.rec.checkpointEvery
+    } else if (signer !== this.r.writer) {
+      this.fail('forged-checkpoint', lr, seq, `checkpoint at seq ${seq} is signed by ${signer}, but the log was started by ${this.r.writer}`)
+      return
     }
-    if (seq !== 1 && rec.msg !== 'checkpoint' && rec.callee !== report.writer) {
-      // Every other line is a decision of the writer's own sidecar: callee is always its own ID.
-      return fail('callee-not-signer', seq, line, `seq ${seq} (${String(rec.msg)}) records a decision for callee ${JSON.stringify(rec.callee ?? null)}, but the log is ${String(report.writer)}'s (its genesis names it, and only its key may sign the checkpoints): a line claiming another workload's decisions`)
+    if (payload.seq < this.r.firstSeq) return // vouches for a line no longer here: proves nothing present
+    if (this.uncovered.get(payload.seq) !== payload.hash) {
+      this.fail('forged-checkpoint', lr, seq, `checkpoint at seq ${seq} vouches for seq ${payload.seq} with a hash that line does not have`)
+      return
     }
-    const hash = lineHash(line.text)
-    uncovered.set(seq, hash)
-    report.lines++
+    const at = new Date(payload.iat * 1000).toISOString()
+    this.signers.add(`${signer} (${checked.serial})`)
+    this.r.checkpoints++
+    this.r.firstCheckpoint ??= { seq, signer, at }
+    this.r.lastCheckpoint = { seq, at }
+    this.r.verifiedFrom ??= this.r.genesis ? 1 : this.r.firstSeq
+    // The checkpoint line itself is proven by its own signature; it extends the verified run only
+    // when it directly follows what it covers (lines written while it was being signed are not).
+    const through = payload.seq === seq - 1 ? seq : payload.seq
+    this.r.verifiedThrough = Math.max(this.r.verifiedThrough, through)
+    // Keep the hash at `through`: a later checkpoint may vouch for it again (a timer checkpoint
+    // followed by one on demand), and that is a genuine claim.
+    for (const s of this.uncovered.keys()) if (s < through) this.uncovered.delete(s)
+  }
 
-    if (rec.msg === 'checkpoint') {
-      let checked
-      try {
-        checked = await verifyCheckpoint(String(rec.jws), bundle)
-      } catch (err) {
-        return fail('forged-checkpoint', seq, line, `checkpoint at seq ${seq} does not verify: ${(err as Error).message}`)
-      }
-      const { payload, signer } = checked
-      if (signer !== report.writer) {
-        return fail('forged-checkpoint', seq, line, `checkpoint at seq ${seq} is signed by ${signer}, but the log was started by ${report.writer}`)
-      }
-      if (uncovered.get(payload.seq) !== payload.hash) {
-        return fail('forged-checkpoint', seq, line, `checkpoint at seq ${seq} vouches for seq ${payload.seq} with a hash that line does not have`)
-      }
-      signers.add(`${signer} (${checked.serial})`)
-      report.checkpoints++
-      // The checkpoint line itself is proven by its own signature; it extends the verified run only
-      // when it directly follows what it covers (lines written while it was being signed are not).
-      const through = payload.seq === seq - 1 ? seq : payload.seq
-      report.verifiedThrough = Math.max(report.verifiedThrough, through)
-      // Keep the hash at `through`: a later checkpoint may vouch for it (two checkpoints in a row,
-      // e.g. a timer checkpoint followed by one on demand), and that is a genuine claim.
-      for (const s of uncovered.keys()) if (s < through) uncovered.delete(s)
-    } else if (seq - report.verifiedThrough > 2 * cadence + (opts.slackLines ?? 64)) {
-      // By count only: time-based cadence would raise false alarms whenever a busy host delays the
-      // checkpoint timer. So a rewrite of the last <= 2*cadence lines shows as an unverified tail (exit 3).
-      // An attacker who rewrites the chain from some point on cannot sign checkpoints for it.
-      return fail('missing-checkpoint', seq, line, `${seq - report.verifiedThrough} lines since the last valid checkpoint (seq ${report.verifiedThrough}); the writer checkpoints every ${cadence}: checkpoints were removed or the chain was rewritten`)
+  finish (): void {
+    const g = this.pendingGap
+    if (g !== undefined) this.fail('removed', g, g.seq, `seq ${g.expected}${g.seq - 1 > g.expected ? `..${g.seq - 1}` : ''} missing before seq ${g.seq}: ${g.seq - g.expected} line(s) removed`)
+    this.r.signers = [...this.signers]
+    if (this.r.break === undefined && this.r.writer === null) {
+      this.fail('unsigned', { file: this.r.files[0] ?? '', lineNo: 0 }, this.r.firstSeq, `seq ${this.r.firstSeq}..${this.r.lastSeq}: no genesis and no valid checkpoint, so nothing ties these lines to a workload`)
     }
-    prevHash = hash
-    expectedSeq = seq + 1
+    if (this.r.break === undefined && this.r.verifiedThrough < this.r.lastSeq) {
+      const lines = [...this.uncovered.keys()].filter(s => s > this.r.verifiedThrough).length + 1
+      this.r.unverifiedTail = { fromSeq: this.r.verifiedThrough + 1, toSeq: this.r.lastSeq, lines: Math.min(lines, this.r.lastSeq - this.r.verifiedThrough) }
+    }
+    this.settle()
   }
-  if (report.lines === 0) return { ...report, break: { kind: 'no-genesis', seq: null, file: files[0] ?? '', line: 0, message: 'the log is empty' } }
-  report.signers = [...signers]
-  const last = expectedSeq - 1
-  if (report.verifiedThrough < last) {
-    const tailLines = [...uncovered.keys()].filter(s => s > report.verifiedThrough).length
-    report.unverifiedTail = { fromSeq: report.verifiedThrough + 1, toSeq: last, lines: tailLines }
+
+  settle (): void {
+    this.r.verdict = this.r.break !== undefined
+      ? BREAK_VERDICT[this.r.break.kind]
+      : this.r.unverifiedTail !== undefined ? 'UNSIGNED TAIL' : !this.r.genesis && this.opts.requireGenesis === true ? 'NO GENESIS' : 'VERIFIED'
   }
-  report.ok = report.break === undefined && report.unverifiedTail === undefined
-  return report
+}
+
+export async function verifyLog (files: string[], bundle: TrustBundle, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const stats: InputStats = { skipped: 0, damaged: [] }
+  const chains = new Map<string, ChainCheck>()
+  let records = 0
+  // Format 1 has no chain id: its chains are told apart by their genesis lines.
+  let legacy = 0
+  for await (const lr of readLogRecords(files, stats)) {
+    records++
+    let key: string
+    if (typeof lr.rec.chain === 'string') key = lr.rec.chain
+    else {
+      if (lr.rec.msg === 'genesis' && lr.rec.seq === 1 && (chains.get(`format-1#${legacy}`)?.r.lines ?? 0) > 0) legacy++
+      key = `format-1#${legacy}`
+    }
+    let c = chains.get(key)
+    if (c === undefined) chains.set(key, c = new ChainCheck(key, typeof lr.rec.chain === 'string' ? 2 : 1, opts))
+    await c.add(lr, bundle)
+  }
+  for (const c of chains.values()) c.finish()
+  link(chains)
+
+  const list = [...chains.values()].map(c => c.r)
+  const input = { files, records, skipped: stats.skipped, damaged: stats.damaged.length }
+  if (list.length === 0) {
+    const brk: Break = { kind: 'no-genesis', seq: null, file: files[0] ?? '', line: 0, message: `no decision-log lines in ${files.length} file(s) (${stats.skipped} other lines skipped)` }
+    return { ok: false, verdict: 'NOT VERIFIED', exitCode: VERDICT_EXIT['NOT VERIFIED'], lines: 0, writer: null, checkpoints: 0, signers: [], verifiedThrough: 0, break: brk, chains: [], input }
+  }
+  const worst = SEVERITY.find(v => list.some(c => c.verdict === v))!
+  const focus = list.find(c => c.verdict === worst)!
+  const damaged = stats.damaged[0]
+  // A line that looks like a record but is no longer JSON was edited or corrupted: that, not the gap it leaves, is the finding.
+  const brk: Break | undefined = damaged !== undefined
+    ? { kind: 'not-json', seq: null, file: damaged.file, line: damaged.lineNo, message: `${damaged.file}:${damaged.lineNo} is a decision-log line that is not valid JSON: it was edited or corrupted${stats.damaged.length > 1 ? ` (${stats.damaged.length} such lines)` : ''}` }
+    : focus.break
+  const verdict = damaged !== undefined ? 'TAMPERED' : worst
+  return {
+    ok: verdict === 'VERIFIED',
+    verdict,
+    exitCode: VERDICT_EXIT[verdict],
+    lines: focus.lines,
+    writer: focus.writer,
+    checkpoints: focus.checkpoints,
+    signers: focus.signers,
+    verifiedThrough: focus.verifiedThrough,
+    ...(brk === undefined ? {} : { break: brk }),
+    ...(focus.unverifiedTail === undefined ? {} : { unverifiedTail: focus.unverifiedTail }),
+    chains: list,
+    input
+  }
+}
+
+/** Ties each restarted chain to the one it follows: a cut-short end is a GAP; an unsigned tail the follower vouches for is proven. */
+function link (chains: Map<string, ChainCheck>): void {
+  // Newest first: a chain vouches for the one before it only once its own tail is proven (by the next).
+  for (const y of [...chains.values()].reverse()) {
+    const f = y.r.follows
+    if (f === null || f.chain === null) continue
+    const x = chains.get(f.chain)
+    if (x === undefined) continue
+    x.r.followedBy = y.r.chain
+    if (x.r.break !== undefined) continue
+    const at = { file: x.r.files.at(-1) ?? '', lineNo: 0 }
+    if (x.r.lastSeq < f.seq) {
+      x.fail('chain-cut', at, x.r.lastSeq + 1, `chain ${x.r.chain} ends at seq ${x.r.lastSeq}, but chain ${y.r.chain}, started after it, says it ended at seq ${f.seq}: seq ${x.r.lastSeq + 1}..${f.seq} were removed from its end`)
+    } else if (x.r.lastSeq > f.seq) {
+      x.fail('inserted-or-reordered', at, f.seq + 1, `chain ${x.r.chain} goes on to seq ${x.r.lastSeq} after seq ${f.seq}, where chain ${y.r.chain} says it ended: lines were added after the sidecar restarted`)
+    } else if (x.lastHash() !== f.hash) {
+      x.fail('edited', at, f.seq, `seq ${f.seq} of chain ${x.r.chain} is not the line chain ${y.r.chain} says it ended with: it was edited`)
+    } else if (x.r.unverifiedTail !== undefined && y.r.verdict === 'VERIFIED' && y.r.writer === x.r.writer) {
+      // The follower's genesis holds the hash of x's last line, and the follower's checkpoints sign its genesis.
+      x.r.tailVouchedBy = y.r.chain
+      x.r.verifiedThrough = x.r.lastSeq
+      delete x.r.unverifiedTail
+    }
+    x.settle()
+  }
 }

@@ -1,7 +1,10 @@
 import { loadConfig, parseDuration, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
 import { checkReadable, readArg, readBundleArg } from './check.ts'
-import { verifyLog } from '../audit/verify.ts'
+import { createHash } from 'node:crypto'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { verifyLog, type ChainReport, type VerifyReport } from '../audit/verify.ts'
 import { queryLog, policyFindings, type QueryFilters } from '../audit/query.ts'
 import { parsePolicy } from '../policy/load.ts'
 import type { Runner } from './runner.ts'
@@ -10,7 +13,9 @@ export const auditSchemas = {
   'audit verify': {
     'trust-bundle': { kind: 'string', required: true, help: 'PEM trust bundle the writers\' SVIDs chain to' },
     'trust-domain': { kind: 'string', help: 'trust domain for bundle roots without a spiffe:// SAN' },
-    format: { kind: 'enum', values: ['text', 'json'], default: 'text', help: 'report format' }
+    format: { kind: 'enum', values: ['text', 'json'], default: 'text', help: 'report format' },
+    'require-genesis': { kind: 'bool', default: false, help: 'a chain whose head was rotated away (verified from a checkpoint) fails with exit 8' },
+    report: { kind: 'string', help: 'also write what was checked (files and their SHA-256, chains, seq ranges, signers, checkpoint times, verdicts) to this JSON file, as evidence' }
   },
   'audit query': {
     caller: { kind: 'string', help: 'caller SPIFFE ID (glob: * within a segment, ** across)' },
@@ -30,24 +35,64 @@ function needFiles (positionals: string[], command: string): string[] {
   return positionals
 }
 
-/**
- * Exit codes: 0 everything verified, 1 the log was tampered with (or, signer-unknown, its genesis
- * names no writer, so nothing in it can be proven), 3 intact but a tail no checkpoint covers yet.
- */
+/** Exit codes: VERDICT_EXIT (docs/audit.md lists them): 0 verified, 1 tampered, 3 unsigned tail, 4 gap, 5 reordered, 6 untrusted signer, 7 not verified (no signer), 8 no genesis (--require-genesis). */
 export const auditVerify: Runner = async (argv, io) => {
   const c = loadConfig('audit verify', auditSchemas['audit verify'], { argv })
   const files = needFiles(c.positionals, 'audit verify')
   const bundle = readBundleArg('--trust-bundle', c.trustBundle, c.trustDomain)
-  const r = await verifyLog(files, bundle)
-  if (c.format === 'json') io.out(`${JSON.stringify(r, null, 2)}\n`)
-  else {
-    const head = `${r.lines} lines by ${r.writer ?? 'unknown writer'}; ${r.checkpoints} checkpoints (signed by ${r.signers.join(', ') || 'nobody'}); verified through seq ${r.verifiedThrough}`
-    // A log that names no writer is not shown to be altered, but it is not proven either.
-    if (r.break !== undefined) io.out(`${r.break.kind === 'signer-unknown' ? 'NOT VERIFIED' : 'TAMPERED'}: ${r.break.message}\n  at ${r.break.file}:${r.break.line} (${r.break.kind})\n${head}\n`)
-    else if (r.unverifiedTail !== undefined) io.out(`INTACT, NOT FULLY VERIFIED: seq ${r.unverifiedTail.fromSeq}..${r.unverifiedTail.toSeq} (${r.unverifiedTail.lines} lines) are chained but no checkpoint covers them yet\n${head}\n`)
-    else io.out(`VERIFIED: ${head}\n`)
+  const r = await verifyLog(files, bundle, { requireGenesis: c.requireGenesis })
+  if (c.report !== undefined) writeFileSync(c.report, `${JSON.stringify(await evidence(r, files, c.trustBundle), null, 2)}\n`)
+  io.out(c.format === 'json' ? `${JSON.stringify(r, null, 2)}\n` : verifyText(r))
+  return r.exitCode
+}
+
+function chainLine (ch: ChainReport): string {
+  const who = ch.writer ?? 'unknown writer'
+  const range = `seq ${ch.firstSeq}..${ch.lastSeq} (${ch.lines} lines)`
+  const cps = `${ch.checkpoints} checkpoint(s)${ch.signers.length > 0 ? ` signed by ${ch.signers.join(', ')}` : ''}`
+  const restart = `${ch.follows?.chain != null ? `; follows chain ${ch.follows.chain} (ended at seq ${ch.follows.seq})` : ''}${ch.tailVouchedBy !== undefined ? `; its unsigned tail is vouched for by chain ${ch.tailVouchedBy}` : ''}`
+  let what: string
+  if (ch.break !== undefined) what = `${ch.verdict}: ${ch.break.message}\n    at ${ch.break.file}:${ch.break.line} (${ch.break.kind})`
+  else if (ch.unverifiedTail !== undefined) what = `UNSIGNED TAIL: seq ${ch.unverifiedTail.fromSeq}..${ch.unverifiedTail.toSeq} are chained but no checkpoint covers them yet (verified through seq ${ch.verifiedThrough})`
+  else if (!ch.genesis) what = `${ch.verdict === 'NO GENESIS' ? 'NO GENESIS' : 'VERIFIED'} from seq ${ch.firstSeq} (checkpoint signed by ${ch.firstCheckpoint?.signer ?? '?'} at ${ch.firstCheckpoint?.at ?? '?'}); lines before seq ${ch.firstSeq} not present`
+  else what = `VERIFIED from its genesis through seq ${ch.verifiedThrough}`
+  return `  chain ${ch.chain} by ${who}: ${what}\n    ${range}; ${cps}${restart}`
+}
+
+function verifyText (r: VerifyReport): string {
+  const skipped = r.input.skipped > 0 ? `; ${r.input.skipped} other line(s) skipped` : ''
+  const head = `${r.verdict}: ${r.input.records} decision-log lines in ${r.chains.length} chain(s) from ${r.input.files.length} file(s)${skipped}`
+  const top = r.break !== undefined && r.break.kind === 'not-json' ? `\n  ${r.break.message}` : ''
+  return `${head}${top}\n${r.chains.map(chainLine).join('\n')}\n`
+}
+
+/** What `--report` writes: enough for an auditor to cite what was checked, and to check it again. */
+async function evidence (r: VerifyReport, files: string[], bundleFile: string): Promise<Record<string, unknown>> {
+  const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex')
+  return {
+    tool: 'gatehouse audit verify',
+    checkedAt: new Date().toISOString(),
+    verdict: r.verdict,
+    exitCode: r.exitCode,
+    trustBundle: { file: resolve(bundleFile), sha256: sha(bundleFile) },
+    files: files.map(f => ({ file: resolve(f), bytes: statSync(f).size, sha256: sha(f) })),
+    input: r.input,
+    chains: r.chains.map(ch => ({
+      chain: ch.chain,
+      format: ch.format,
+      writer: ch.writer,
+      verdict: ch.verdict,
+      seq: { first: ch.firstSeq, last: ch.lastSeq, verifiedFrom: ch.verifiedFrom, verifiedThrough: ch.verifiedThrough },
+      lines: ch.lines,
+      genesis: ch.genesis,
+      checkpoints: { count: ch.checkpoints, first: ch.firstCheckpoint ?? null, last: ch.lastCheckpoint ?? null, signers: ch.signers },
+      follows: ch.follows,
+      followedBy: ch.followedBy ?? null,
+      tailVouchedBy: ch.tailVouchedBy ?? null,
+      files: ch.files,
+      finding: ch.break ?? (ch.unverifiedTail === undefined ? null : { kind: 'unsigned-tail', ...ch.unverifiedTail })
+    }))
   }
-  return r.break !== undefined ? 1 : r.unverifiedTail !== undefined ? 3 : 0
 }
 
 function parseWhen (text: string | undefined, key: string): Date | undefined {

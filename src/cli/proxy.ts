@@ -53,6 +53,7 @@ export const proxySchema = {
   'decision-log': { kind: 'string', help: 'also write the decision log to this file (size-rotated, chain kept across files)' },
   'decision-log-stdout': { kind: 'bool', default: true, help: 'write the decision log to stdout' },
   'decision-log-max-bytes': { kind: 'int', default: 104857600, min: 4096, help: 'rotate the decision-log file at this size' },
+  'decision-log-fsync': { kind: 'bool', default: false, help: 'fsync the decision-log file after every line: survives a machine crash, not only a sidecar kill (costs a disk flush per line)' },
   'checkpoint-every': { kind: 'int', default: 1000, min: 1, help: 'sign a decision-log checkpoint every N lines' },
   'checkpoint-interval': { kind: 'duration', default: '5s', help: '... or at least this often while lines are written' },
   'app-probes': { kind: 'string', help: 'JSON of the app\'s HTTP probes to relay at /app-health/... (set by the injector)' },
@@ -116,6 +117,7 @@ export const proxy: Runner = async (argv, io) => {
     ...(c.decisionLog === undefined ? {} : { decisionLogFile: c.decisionLog }),
     decisionLogStdout: c.decisionLogStdout,
     decisionLogMaxBytes: c.decisionLogMaxBytes,
+    decisionLogFsync: c.decisionLogFsync,
     checkpointEvery: c.checkpointEvery,
     checkpointIntervalMs: c.checkpointInterval,
     appProbes

@@ -6,6 +6,7 @@ import type { Credentials } from '../identity/credentials.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { authorize, deniedFields, type RequestFacts, type Verdict } from './authorize.ts'
 import type { ForwardOutcome } from './exchange.ts'
+import type { DecisionLogUnavailableError } from '../errors.ts'
 
 // Between the protocol stages (inbound-h1.ts, inbound-h2.ts) and the pure authorize(): the current
 // policy and identity, the metrics, and the decision log, with one rule: every request gets exactly
@@ -33,6 +34,20 @@ export function createJudge ({ credentials, policy, decisions, metrics, logger }
   const env = (peer: PeerIdentity | undefined): { peer: PeerIdentity | undefined, policy: PolicyStore['current'], own: string | undefined } =>
     ({ peer, policy: policy.current, own: credentials.current?.id.toString() })
 
+  // Nothing reaches the app before its admit line is in the log: a log that cannot be written turns
+  // the allow into a 503 (its decision line is attempted too, and fails the same way).
+  const admitted = (v: Extract<Verdict, { ok: true }>): Verdict => {
+    try {
+      decisions.admit(v.fields)
+      return v
+    } catch (err) {
+      const e = err as DecisionLogUnavailableError
+      metrics.rejected.inc({ reason: 'decision-log-unavailable' })
+      const fields: DecisionFields = { ...v.fields, decision: 'deny', enforced: true, reason: 'decision-log-unavailable', error: e.message }
+      return { ok: false, refusal: { status: 503, error: 'decision_log_unavailable', code: e.code ?? 'GH_DECISION_LOG_UNAVAILABLE', reason: 'the decision log cannot be written; nothing is forwarded that cannot be logged', requestId: fields.requestId }, fields }
+    }
+  }
+
   return {
     verdict (peer, facts) {
       try {
@@ -41,7 +56,7 @@ export function createJudge ({ credentials, policy, decisions, metrics, logger }
         else if (peer !== undefined && DECIDED.has(v.fields.reason)) {
           metrics.requests.inc({ decision: v.fields.decision, rule: v.fields.rule ?? '', mode: v.fields.mode, caller: metrics.callerLabel(peer.id) })
         }
-        return v
+        return v.ok ? admitted(v) : v
       } catch (err) {
         logger.error({ err }, 'authorization failed unexpectedly; denying')
         const fields = deniedFields(env(peer), facts.method, facts.rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
@@ -56,7 +71,11 @@ export function createJudge ({ credentials, policy, decisions, metrics, logger }
       fields.durationMs = Math.round((performance.now() - start) * 1000) / 1000
       if (error !== undefined) fields.error = error
       metrics.duration.observe({ decision: fields.decision }, fields.durationMs / 1000)
-      try { decisions.write(fields) } catch (err) { logger.error({ err, requestId: fields.requestId }, 'decision log write failed') }
+      // A failed write has already failed the log (metric, operational log line, /readyz); what is left is the request id.
+      try { decisions.write(fields) } catch {
+        // A request refused because the log was down is counted in the `resumed` line; one that was forwarded is named here.
+        if (fields.reason !== 'decision-log-unavailable') logger.warn({ event: 'decision_log.line_lost', requestId: fields.requestId, status }, 'decision line not written: the decision log cannot be written')
+      }
     },
     recorded: (fields) => recorded.has(fields),
     outcomeError (o) {

@@ -18,6 +18,8 @@ export interface ProxyMetrics {
   renewalFailures: Counter<'code'>
   connections: Gauge
   decisionLines: Counter<'kind'>
+  decisionLogWritable: Gauge
+  decisionLogFailures: Counter
 }
 
 export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMetrics {
@@ -45,7 +47,9 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
     certExpiry: new Gauge({ name: 'gatehouse_cert_expiry_timestamp_seconds', help: 'Expiry of the workload certificate (leaf), its issuer and each trusted root', labelNames: ['cert', 'serial'], registers }),
     rotations: new Counter({ name: 'gatehouse_cert_rotations_total', help: 'Workload certificates obtained from the CA', registers }),
     renewalFailures: new Counter({ name: 'gatehouse_cert_renewal_failures_total', help: 'Failed certificate requests to the CA, by error code', labelNames: ['code'], registers }),
-    decisionLines: new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, checkpoint, genesis)', labelNames: ['kind'], registers }),
+    decisionLines: new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, admit, checkpoint, genesis, resumed)', labelNames: ['kind'], registers }),
+    decisionLogWritable: new Gauge({ name: 'gatehouse_decision_log_writable', help: '1 while the decision log can be written; 0 while it cannot (requests are refused with 503)', registers }),
+    decisionLogFailures: new Counter({ name: 'gatehouse_decision_log_failures_total', help: 'Times the decision log became unwritable (disk full, file size limit, closed stdout)', registers }),
     connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers })
   }
 }

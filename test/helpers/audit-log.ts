@@ -8,6 +8,7 @@ import type { Signer } from '../../src/audit/checkpoint.ts'
 import type { DecisionFields } from '../../src/audit/record.ts'
 import { verifyLog, type VerifyReport } from '../../src/audit/verify.ts'
 import { TrustBundle } from '../../src/spiffe/bundle.ts'
+import { canonicalize } from '../../src/audit/line-hash.ts'
 
 // Decision-log files as an auditor (or an attacker) sees them: raw lines, read and rewritten, and
 // `gatehouse audit verify` run on them through the real CLI.
@@ -41,14 +42,15 @@ export const parse = (line: string): LogRecord => JSON.parse(line) as LogRecord
 /**
  * What an attacker with write access (but no signing key) can do after changing lines: renumber
  * every line from 1 and recompute every prev, so the hash chain itself is consistent again.
- * Only the seq and prev values are rewritten, in place.
+ * Lines are written back in canonical form, as the sidecar writes them.
  */
 export function rechain (lines: readonly string[]): string[] {
   const out: string[] = []
   let prev = GENESIS_PREV
   for (const [i, line] of lines.entries()) {
-    const next = line.replace(/"seq":\d+,"prev":"[0-9a-f]{64}"/, `"seq":${i + 1},"prev":"${prev}"`)
-    if (next === line && !line.includes(`"seq":${i + 1},"prev":"${prev}"`)) throw new Error(`line ${i + 1} has no seq/prev to rewrite`)
+    const rec = parse(line)
+    if (typeof rec.seq !== 'number' || typeof rec.prev !== 'string') throw new Error(`line ${i + 1} has no seq/prev to rewrite`)
+    const next = canonicalize({ ...rec, seq: i + 1, prev })
     out.push(next)
     prev = sha256(next)
   }
@@ -96,10 +98,10 @@ export async function stopOnce (sidecar: { stop: (drainMs?: number) => Promise<v
  * The same check in-process (verifyLog is what the CLI runs), with the CLI's exit status: for the
  * many variants of one kind of tampering, where spawning a CLI for each would only cost time.
  */
-export async function verifyInProcess (files: string[], bundleFile: string): Promise<{ status: number, report: VerifyReport }> {
+export async function verifyInProcess (files: string[], bundleFile: string, opts: { requireGenesis?: boolean } = {}): Promise<{ status: number, report: VerifyReport }> {
   const bundle = TrustBundle.fromPem(readFileSync(bundleFile, 'utf8'), { source: bundleFile })
-  const report = await verifyLog(files, bundle)
-  return { status: report.break !== undefined ? 1 : report.unverifiedTail !== undefined ? 3 : 0, report }
+  const report = await verifyLog(files, bundle, opts)
+  return { status: report.exitCode, report }
 }
 
 /**
