@@ -64,8 +64,9 @@ export async function * readRecords (file: string, stats: InputStats): AsyncGene
       lineNo++
       let text = physical
       let parsed: unknown
-      const cri = CRI.exec(physical)
-      if (cri !== null && !physical.startsWith('{')) {
+      // A JSON line is never a CRI line: skip the regex for it (most lines of a plain log file).
+      const cri = physical.startsWith('{') ? null : CRI.exec(physical)
+      if (cri !== null) {
         const [, , stream, tag, content] = cri
         const joined = (partial.get(stream!) ?? '') + (content ?? '')
         if (tag === 'P') { partial.set(stream!, joined); continue }
@@ -90,6 +91,8 @@ export async function * readRecords (file: string, stats: InputStats): AsyncGene
             parsed = log
             text = JSON.stringify(log)
           }
+        } else if (wrapped !== undefined) {
+          parsed = wrapped // parsed once: a record (or any other JSON) that merely mentions "log"
         }
       }
       if (parsed === undefined) {

@@ -44,7 +44,7 @@ export function createJudge ({ credentials, policy, decisions, metrics, logger }
       const e = err as DecisionLogUnavailableError
       metrics.rejected.inc({ reason: 'decision-log-unavailable' })
       const fields: DecisionFields = { ...v.fields, decision: 'deny', enforced: true, reason: 'decision-log-unavailable', error: e.message }
-      return { ok: false, refusal: { status: 503, error: 'decision_log_unavailable', code: e.code ?? 'GH_DECISION_LOG_UNAVAILABLE', reason: 'the decision log cannot be written; nothing is forwarded that cannot be logged', requestId: fields.requestId }, fields }
+      return { ok: false, refusal: { status: 503, error: 'decision_log_unavailable', code: e.code, reason: 'the decision log cannot be written; nothing is forwarded that cannot be logged', requestId: fields.requestId }, fields }
     }
   }
 
