@@ -194,6 +194,8 @@ t.test('ca serve --max-renewal-chain-age: a join-token identity renews by SVID u
   const next = csr()
   const renewed = await postSvid(ca, { csr: next.csr, dispatcher: mtls(joined.json.chain, first.key) })
   t.equal(renewed.status, 200, 'renewed by SVID within 2 s')
+  // The log line may reach us after the HTTP response does: wait for it rather than read it once.
+  await waitFor(() => lines.some(l => l.event === 'svid.issued' && l.serial === renewed.json.serial), 5_000, 'the svid.issued line')
   t.match(lines.find(l => l.event === 'svid.issued' && l.serial === renewed.json.serial), { attestation: 'svid', origin: 'join-token', chainStartedAt: startedAt.toISOString(), previousSerial: joined.json.serial })
 
   await sleep(Math.max(0, startedAt.getTime() + 2100 - Date.now()))
@@ -201,5 +203,6 @@ t.test('ca serve --max-renewal-chain-age: a join-token identity renews by SVID u
   t.equal(late.status, 401, 'refused 2 s after the join token')
   t.equal(late.json?.error, 'GH_RENEWAL_CHAIN_EXPIRED')
   t.match(late.json?.message, `maximum of 2s (ca serve --max-renewal-chain-age); a new join token is needed: gatehouse ca token --spiffe-id ${id}`)
+  await waitFor(() => lines.some(l => l.event === 'svid.refused' && l.code === 'GH_RENEWAL_CHAIN_EXPIRED'), 5_000, 'the svid.refused line')
   t.match(lines.find(l => l.event === 'svid.refused' && l.code === 'GH_RENEWAL_CHAIN_EXPIRED'), { spiffeId: id, origin: 'join-token', previousSerial: renewed.json.serial })
 })
