@@ -5,6 +5,8 @@
 // micro-benches, and writes bench/results/latest.{json,md}, latency.png and latency-grpc.png. The
 // load generator is pinned to core 0, the processes under test (and the app) to core 1. The gRPC
 // targets (names starting "grpc "; `--only grpc` selects them all) are measured in the same rounds.
+// The opaque TCP targets (names starting "redis "; `--only redis`) follow in rounds of their own,
+// driven by redis-benchmark (bench/targets/redis.ts).
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, availableParallelism, release, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -20,6 +22,8 @@ import { startNginx, ensureNginx, nginxVersion } from './targets/nginx.ts'
 import { startGatehouse, POLICY_RULES } from './targets/gatehouse.ts'
 import { startTwoHop } from './targets/two-hop.ts'
 import { startGrpcApp, startGrpcDirect, stopGrpcApp, type GrpcApp } from './targets/grpc.ts'
+import { redisStarters } from './targets/redis.ts'
+import { probeRedis, measureRedis, type RedisPlan } from './lib/redis.ts'
 import { measureTargets, type Plan, type TargetResult } from './measure/targets.ts'
 import { measureRotation } from './measure/rotation.ts'
 import { probe } from './measure/probe.ts'
@@ -31,12 +35,17 @@ import type { MicroResult, MicroSpec } from './micro-worker.ts'
 const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','))
-/** Whether a target or measurement was asked for: all by default; `--only` names them, or `grpc` for every gRPC target. */
-const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && only.has('grpc'))
+/** Whether a target or measurement was asked for: all by default; `--only` names them, or `grpc` (`redis`) for every gRPC (redis) target. */
+const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && only.has('grpc')) || (name.startsWith('redis ') && only.has('redis'))
 const BODY_BYTES = 1024
 const plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
   ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16 }
   : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000, grpcConnections: 4, grpcStreams: 16 }
+
+// Opaque TCP (redis-benchmark against redis, direct, through stunnel and through two sidecars): its own rounds.
+const redisPlan: RedisPlan = quick
+  ? { rounds: 1, warmupSeconds: 0.3, seconds: 2, latencySeconds: 1, connectSeconds: 1, clients: 50, connectClients: 16, dataBytes: 100, tests: ['set', 'get'] }
+  : { rounds: 5, warmupSeconds: 0.5, seconds: 20, latencySeconds: 10, connectSeconds: 5, clients: 50, connectClients: 16, dataBytes: 100, tests: ['set', 'get'] }
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const resultsDir = fileURLToPath(new URL('./results/', import.meta.url))
@@ -84,32 +93,44 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ['grpc two-hop', async () => await startTwoHop(env, { kind: 'static' }, 'grpc two-hop', await grpc())]
 ]
 // Every target is started (and probed) first, then measured in interleaved rounds, then stopped.
-const started: Target[] = []
 const skipped: BenchResults['skipped'] = []
 let failed = false
-for (const [name, startTarget] of starters) {
-  if (!selected(name)) continue
-  log(`starting ${name} ...`)
-  let t: Target | undefined
-  try {
-    if (name.endsWith('nginx')) nginx = nginxVersion(ensureNginx(log)).replace(/^nginx version: /, '')
-    t = await startTarget()
-    await probe(env, t, BODY_BYTES)
-    started.push(t)
-    log(` ${t.origin}\n`)
-  } catch (err) {
-    const reason = err instanceof TargetSkipped ? err.message : `failed: ${(err as Error).message}`
-    if (!(err instanceof TargetSkipped)) failed = true
-    log(` skipped: ${reason}\n`)
-    skipped.push({ name, reason })
-    await t?.stop()
+/** Starts and probes the selected targets of `list` in turn; one that cannot start is skipped with the reason (and fails the run unless TargetSkipped). */
+async function startSelected<T extends { stop: () => Promise<void> }> (list: Array<[string, () => Promise<T>]>, check: (t: T) => Promise<void>, where: (t: T) => string): Promise<T[]> {
+  const out: T[] = []
+  for (const [name, startTarget] of list) {
+    if (!selected(name)) continue
+    log(`starting ${name} ...`)
+    let t: T | undefined
+    try {
+      if (name.endsWith('nginx')) nginx = nginxVersion(ensureNginx(log)).replace(/^nginx version: /, '')
+      t = await startTarget()
+      await check(t)
+      out.push(t)
+      log(` ${where(t)}\n`)
+    } catch (err) {
+      const reason = err instanceof TargetSkipped ? err.message : `failed: ${(err as Error).message}`
+      if (!(err instanceof TargetSkipped)) failed = true
+      log(` skipped: ${reason}\n`)
+      skipped.push({ name, reason })
+      await t?.stop()
+    }
   }
+  return out
 }
+const started = await startSelected(starters, async t => { await probe(env, t, BODY_BYTES) }, t => t.origin)
 const measured = await measureTargets(env, started, plan, log)
 const targets = measured.results
 if (measured.failed.length > 0) { failed = true; skipped.push(...measured.failed) }
 await Promise.all(started.map(async t => { await t.stop() }))
 await stopGrpcApp(grpcApp)
+// Opaque TCP: redis and the paths to it, measured in rounds of their own.
+const redisPaths = redisStarters(env)
+const redisStarted = await startSelected(redisPaths.list, probeRedis, t => `127.0.0.1:${t.port}`)
+const redis = await measureRedis(redisStarted, redisPlan, log)
+if (redis.failed.length > 0) { failed = true; skipped.push(...redis.failed) }
+await Promise.all(redisStarted.map(async t => { await t.stop() }))
+await redisPaths.stop()
 
 let rotation: BenchResults['rotation'] = { skipped: 'not selected (--only)' }
 if (selected('rotation')) {
@@ -140,12 +161,13 @@ const results: BenchResults = {
   mode: quick ? 'quick' : 'full',
   durationSeconds: (performance.now() - t0) / 1000,
   machine: { cpu: cpus()[0]?.model.trim() ?? 'unknown CPU', cores: availableParallelism(), node: process.versions.node, nginx, kernel: release(), pinning: pinningNote, loadAverageAtStart: loadAtStart, gatehouse: build.how },
-  plan: { ...plan, bodyBytes: BODY_BYTES, policyRules: POLICY_RULES },
+  plan: { ...plan, bodyBytes: BODY_BYTES, policyRules: POLICY_RULES, redis: redisPlan },
   targets,
+  redis: redis.results,
   skipped,
   rotation,
   micro,
-  ratios: computeRatios(targets, rotation)
+  ratios: computeRatios(targets, rotation, redis.results)
 }
 mkdirSync(resultsDir, { recursive: true })
 const markdown = renderMarkdown(results)

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { GatehouseError, ConfigInvalidError, UsageError } from './errors.ts'
-import { usage, closest } from './config.ts'
 import type { CliIo } from './cli/runner.ts'
-import { commands, loadCommand } from './cli/commands.ts'
+import { loadCommand } from './cli/commands.ts'
+import { commandHelp, commandNamed, groupHelp, groupNamed, topHelp, unknownCommand } from './cli/reference.ts'
 
 // Entry point: picks the subcommand, runs it, and turns an error into ONE line on stderr,
 // "gatehouse <command>: GH_CODE: what is wrong; what to do", with exit status 2 (configuration or
@@ -41,25 +41,6 @@ function describeOther (err: unknown): string {
 
 const isUsage = (e: GatehouseError | undefined): boolean => e instanceof ConfigInvalidError || e?.code === 'GH_CONFIG_INVALID' || e?.code === 'GH_USAGE'
 
-function help (): string {
-  return `usage: gatehouse <command> [flags]\ncommands:\n${Object.entries(commands).map(([c, cmd]) => `  ${c.padEnd(18)} ${cmd.summary}`).join('\n')}\nRun 'gatehouse <command> --help' for its flags.\n`
-}
-
-function unknownCommand (argv: string[]): UsageError {
-  const names = Object.keys(commands)
-  const given = argv.slice(0, 2).filter(a => !a.startsWith('-'))
-  const typed = given.join(' ')
-  const groups = [...new Set(names.filter(n => n.includes(' ')).map(n => n.split(' ')[0]!))]
-  // "ca" alone, or "ca bogus": list that group's commands.
-  if (given[0] !== undefined && groups.includes(given[0])) {
-    const sub = names.filter(n => n.startsWith(`${given[0]} `))
-    const guess = given[1] === undefined ? undefined : closest(typed, sub)
-    return new UsageError(`${given[1] === undefined ? `'${given[0]}' needs a subcommand` : `unknown command "${typed}"`}${guess === undefined ? '' : ` (did you mean "${guess}"?)`}: one of ${sub.join(', ')}; run 'gatehouse --help' for every command`)
-  }
-  const guess = closest(typed, names) ?? closest(given[0] ?? '', names)
-  return new UsageError(`unknown command "${typed || argv[0] || ''}"${guess === undefined ? '' : ` (did you mean "${guess}"?)`}; run 'gatehouse --help' for the list of commands`)
-}
-
 function fail (name: string | undefined, err: unknown, debug: boolean): never {
   const e = err instanceof GatehouseError ? err : undefined
   const hint = e === undefined ? undefined : isUsage(e) ? (name === undefined || e.message.includes('--help') ? undefined : `see 'gatehouse ${name} --help'`) : WHAT_TO_DO[e.code]
@@ -70,22 +51,29 @@ function fail (name: string | undefined, err: unknown, debug: boolean): never {
   process.exit(isUsage(e) ? 2 : 1)
 }
 
+const isHelpFlag = (a: string | undefined): boolean => a === '--help' || a === '-h'
+
 async function main (args: string[]): Promise<void> {
   // --debug (or GATEHOUSE_DEBUG=1) adds stack traces to errors; it is not a flag of any command.
   const debug = args.includes('--debug') || process.env.GATEHOUSE_DEBUG === '1'
-  const argv = args.filter(a => a !== '--debug')
-  const name = [argv.slice(0, 2).join(' '), argv[0] ?? ''].find(n => n in commands)
+  const given = args.filter(a => a !== '--debug')
+  const argv = given[0] === '--version' ? ['version', ...given.slice(1)] : given
+  if (argv.length === 0 || isHelpFlag(argv[0])) {
+    process.stderr.write(topHelp()) // on stderr, where scripts and tests have always read it
+    return
+  }
+  const name = commandNamed(argv)
   if (name === undefined) {
-    if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-      process.stderr.write(help())
-      return
-    }
+    // A group alone or with --help ("gatehouse ca") lists its commands, as kubectl's groups do.
+    const group = groupNamed(argv)
+    const after = group === undefined ? [] : argv.slice(group.split(' ').length)
+    if (group !== undefined && (after.length === 0 || (after.length === 1 && isHelpFlag(after[0])))) { process.stdout.write(groupHelp(group)); return }
     fail(undefined, unknownCommand(argv), debug)
   }
   const rest = argv.slice(name.split(' ').length)
   const cmd = await loadCommand(name)
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${usage(name, cmd.schema as never)}\n`)
+  if (rest.some(isHelpFlag)) {
+    process.stdout.write(commandHelp(name, cmd))
     return
   }
   const shutdown: Array<() => Promise<void>> = []

@@ -16,6 +16,8 @@ export interface OptionSpec {
   required?: boolean
   values?: readonly string[]
   min?: number
+  /** Other spellings on the command line: one letter is -X (kubectl's -o), longer ones --NAME (an old flag name kept working). */
+  aliases?: readonly string[]
 }
 
 export type Schema = Record<string, OptionSpec>
@@ -116,20 +118,33 @@ const didYouMean = (word: string, candidates: readonly string[], show: (c: strin
 
 export interface ParsedArgs { flags: Map<string, string[]>, positionals: string[] }
 
-/** --flag value, --flag=value, --bool-flag; repeated flags accumulate (for lists). */
+/** Flag names as typed (aliases included, without dashes) to the option they set. */
+function flagNames (schema: Schema): Map<string, string> {
+  const names = new Map<string, string>()
+  for (const [name, spec] of Object.entries(schema)) for (const alias of [name, ...(spec.aliases ?? [])]) names.set(alias, name)
+  return names
+}
+
+/** The option name of a flag argument ("--path", "--path=/x", "-o", "-o=json"), or undefined for a positional ("-" is stdin). */
+function flagOf (arg: string, names: Map<string, string>): { name: string, value?: string } | undefined {
+  const m = /^--([^=]+)(?:=([\s\S]*))?$/.exec(arg) ?? /^-([a-zA-Z])(?:=([\s\S]*))?$/.exec(arg)
+  if (m === null || (!arg.startsWith('--') && !names.has(m[1]!))) return undefined
+  return { name: names.get(m[1]!) ?? m[1]!, ...(m[2] === undefined ? {} : { value: m[2] }) }
+}
+
+/** --flag value, --flag=value, --bool-flag, and aliases (-o json); repeated flags accumulate (for lists). */
 export function parseArgs (argv: string[], schema: Schema): ParsedArgs {
   const flags = new Map<string, string[]>()
   const positionals: string[] = []
+  const names = flagNames(schema)
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!
-    if (!arg.startsWith('--') || arg === '--') { positionals.push(arg); continue }
-    const eq = arg.indexOf('=')
-    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq)
-    let value: string
-    if (eq !== -1) value = arg.slice(eq + 1)
-    else if (schema[name]?.kind === 'bool' && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) value = 'true'
-    else value = argv[++i] ?? ''
-    flags.set(name, [...(flags.get(name) ?? []), value])
+    const flag = flagOf(argv[i]!, names)
+    if (flag === undefined) { positionals.push(argv[i]!); continue }
+    // A bool flag not followed by a value (the end, or another flag) is a switch: --summary -o json.
+    const next = argv[i + 1]
+    const isSwitch = schema[flag.name]?.kind === 'bool' && (next === undefined || flagOf(next, names) !== undefined)
+    const value = flag.value ?? (isSwitch ? 'true' : argv[++i] ?? '')
+    flags.set(flag.name, [...(flags.get(flag.name) ?? []), value])
   }
   return { flags, positionals }
 }
@@ -203,11 +218,41 @@ export function loadConfig<S extends Schema> (command: string, schema: S, source
   return out as ConfigOf<S> & { positionals: string[] }
 }
 
-/** Help text for a role, generated from its schema. */
-export function usage (command: string, schema: Schema): string {
-  const lines = Object.entries(schema).map(([name, s]) => {
-    const def = s.default === undefined ? (s.required === true ? ' (required)' : '') : ` (default ${Array.isArray(s.default) ? s.default.join(',') : String(s.default)})`
-    return `  --${name.padEnd(18)} ${s.help}${def}`
-  })
-  return `gatehouse ${command}\n${lines.join('\n')}\n  --config FILE        YAML file of option values (or GATEHOUSE_CONFIG)\nEvery flag can also be set as GATEHOUSE_<FLAG>, e.g. ${envName(Object.keys(schema)[0] ?? 'listen')}.`
+const VALUE_NAME: Record<Kind, string> = { string: 'string', int: 'int', duration: 'duration', bool: '', hostport: 'host:port', list: 'list', enum: '' }
+
+/** How a flag is spelt: "-o, --output" (the letter alias first, as kubectl's help shows it). */
+export function flagSpelling (name: string, spec: OptionSpec): string {
+  return `${(spec.aliases ?? []).filter(a => a.length === 1).map(a => `-${a}, `).join('')}--${name}`
+}
+
+/** A flag as help shows it: "-o, --output table|json|yaml" (an enum's values listed). */
+export function flagSynopsis (name: string, spec: OptionSpec): string {
+  const value = spec.kind === 'enum' ? (spec.values ?? []).join('|') : VALUE_NAME[spec.kind]
+  return `${flagSpelling(name, spec)}${value === '' ? '' : ` ${value}`}`
+}
+
+/** The help of one option, with its older names ("also --format"). */
+export function flagHelp (spec: OptionSpec): string {
+  const old = (spec.aliases ?? []).filter(a => a.length > 1).map(a => `--${a}`)
+  return `${spec.help}${old.length === 0 ? '' : ` (also ${old.join(', ')})`}`
+}
+
+/** A default as typed on the command line ("a,b" for a list). */
+export const defaultText = (d: NonNullable<OptionSpec['default']>): string => Array.isArray(d) ? d.join(',') : String(d)
+
+const flagDescription = (spec: OptionSpec): string =>
+  `${flagHelp(spec)}${spec.default === undefined ? (spec.required === true ? ' (required)' : '') : ` (default ${defaultText(spec.default)})`}`
+
+/** The "Flags:" section of a command's help, generated from its schema (with the flags every command has). */
+export function usage (schema: Schema): string {
+  const rows: Array<[string, string]> = [
+    ...Object.entries(schema).map(([name, s]): [string, string] => [flagSynopsis(name, s), flagDescription(s)]),
+    ['--config FILE', 'YAML file of option values (or GATEHOUSE_CONFIG)'],
+    ['-h, --help', 'this help']
+  ]
+  // Flags without a letter are indented past "-o, " so the long names line up, as in kubectl's help.
+  const shown = rows.map(([f, h]): [string, string] => [f.startsWith('--') ? `    ${f}` : f, h])
+  const width = Math.min(40, Math.max(...shown.map(([f]) => f.length)))
+  const lines = shown.map(([f, h]) => `  ${f.padEnd(width)}  ${h}`)
+  return `Flags:\n${lines.join('\n')}\nEvery flag can also be set as GATEHOUSE_<FLAG>, e.g. ${envName(Object.keys(schema)[0] ?? 'listen')}.`
 }

@@ -96,6 +96,38 @@ export class RateLimitedError extends GatehouseError {
   }
 }
 
+/**
+ * The CA could not be reached: connection refused or reset, name not resolved, or no answer in time.
+ * The message names the URL and the system code (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, ...). Transient:
+ * the sidecar keeps retrying with backoff.
+ */
+export class CaUnreachableError extends GatehouseError {
+  readonly systemCode: string
+  constructor (url: string, systemCode: string, detail?: string, options?: { cause?: unknown }) {
+    super('GH_CA_UNREACHABLE', 502, `cannot reach the CA at ${url} (${systemCode}${detail === undefined ? '' : `: ${detail}`}); check --ca-url, that 'gatehouse ca serve' is running and listening there, and the network path to it`, options)
+    this.systemCode = systemCode
+  }
+}
+
+/**
+ * The CA answered a request for an SVID with an error: `code` is the CA's own (GH_TOKEN_REPLAYED,
+ * GH_RATE_LIMITED, ...), or GH_CA_REFUSED when its answer carried none (the message then says what it was). `permanent` when asking again
+ * with the same credential cannot succeed (a 4xx other than 408 and 429); `retryAfterSeconds` from
+ * the CA's Retry-After, if it sent one.
+ */
+export class CaRefusedError extends GatehouseError {
+  /** The CA's own message (or what stood in for it). */
+  readonly detail: string
+  readonly permanent: boolean
+  readonly retryAfterSeconds: number | undefined
+  constructor (code: string, status: number, detail: string, retryAfterSeconds?: number) {
+    super(code, status, `CA refused: ${code}: ${detail}`)
+    this.detail = detail
+    this.permanent = status >= 400 && status < 500 && status !== 408 && status !== 429
+    this.retryAfterSeconds = retryAfterSeconds
+  }
+}
+
 export class BadRequestError extends GatehouseError {
   constructor (message: string) { super('GH_BAD_REQUEST', 400, message) }
 }
@@ -164,6 +196,13 @@ export function fileUnreadable (label: string, file: string, err: unknown): File
         ? `permission denied; make it readable by this user${typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : ''}, e.g. with chmod or chown`
         : `cannot be read (${code ?? (err as Error | undefined)?.message ?? String(err)}); check the file`
   return new FileUnreadableError(`${where}: ${why}`, { cause: err })
+}
+
+/** The CA refuses to issue or renew an SVID for a quarantined identity (docs/quarantine.md). */
+export class QuarantinedError extends GatehouseError {
+  constructor (id: string, reason: string) {
+    super('GH_QUARANTINED', 403, `${id} is quarantined (${reason}); 'gatehouse ca quarantine remove --spiffe-id ${id}' releases it`)
+  }
 }
 
 /** Wraps anything unexpected so callers still get a stable code; the cause stays in the operational log only. */

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { renderReference } from '../src/cli/reference.ts'
 import { loadCommands } from '../src/cli/commands.ts'
+import { gatehouse } from './helpers/cli.ts'
 
 const commands = await loadCommands()
-import { gatehouse } from './helpers/cli.ts'
 
 t.test('docs/cli.md is exactly what the schemas generate (regenerate: gatehouse docs cli > docs/cli.md)', async t => {
   const committed = readFileSync(fileURLToPath(new URL('../docs/cli.md', import.meta.url)), 'utf8')
@@ -18,6 +18,7 @@ t.test('every command answers --help with its flags, and an unknown command is a
     const r = gatehouse([...name.split(' '), '--help'])
     t.equal(r.status, 0, `${name} --help`)
     for (const flag of Object.keys(cmd.schema)) t.match(r.stdout, `--${flag}`, `${name} --help lists --${flag}`)
+    for (const arg of cmd.args) t.match(r.stdout, `\n  ${arg.name} `, `${name} --help explains ${arg.name}`)
   }
   const bad = gatehouse(['frobnicate'])
   t.equal(bad.status, 2)

@@ -189,7 +189,14 @@ function cases (busyPort: number): Case[] {
 
     // docs cli
     { cmd: 'docs cli', what: 'unknown flag', args: ['docs', 'cli', '--bogus'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--bogus: unknown flag'] },
-    configCase('docs cli')
+    configCase('docs cli'),
+    // version, completion, help
+    { cmd: 'version', what: 'an output format that does not exist', args: ['version', '-o', 'xml'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--output', 'expected one of table, json, yaml', '"xml"'] },
+    configCase('version'),
+    { cmd: 'completion', what: 'a shell it has no script for', args: ['completion', 'powershell'], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs the shell: bash, zsh or fish', '"powershell"'] },
+    configCase('completion', ['bash']),
+    { cmd: 'help', what: 'help for a command that does not exist', args: ['help', 'polcy', 'check'], status: 2, code: 'GH_USAGE', says: ['unknown command "polcy check"', 'did you mean "policy check"'] },
+    configCase('help')
   ]
 }
 
@@ -265,4 +272,12 @@ t.test('policy check reports a bad YAML file on stdout (its report), with line a
   t.match(r.stdout, /YAML syntax/)
   t.match(r.stdout, /\d+ problem\(s\)\n$/)
   t.equal(r.stderr, '', 'nothing on stderr')
+})
+
+t.test('an upper-case trust domain in a policy says it must be lower case, and how to write it', async t => {
+  const upper = file('upper.yaml', 'version: 1\nrules:\n  - name: r\n    from: ["spiffe://Example.org/ns/web/sa/web"]\n')
+  const r = await gatehouseAsync(['policy', 'check', upper])
+  t.equal(r.status, 1)
+  t.match(r.stdout, `${upper}:4:12: rules[0].from: the trust domain "Example.org" must be lower case: write "example.org"`)
+  t.notMatch(r.stdout, /characters are limited/, 'not the generic character list')
 })

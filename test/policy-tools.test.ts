@@ -151,18 +151,20 @@ t.test('policy check, explain and test', async t => {
     ].join('\n'), 'allowed: by which rule, and why the others did not match')
 
     const denied = await runs.denyRule
+    t.equal(denied.status, 3, 'deny: exit 3 (the answer, not an error), so a script can test it')
     t.match(denied.stdout, /^DENY by rule "no-admin" \(deny-rule\)/, 'denied by a deny rule')
     t.match(denied.stdout, /\n {2}deny no-admin: matches\n/)
     t.match(denied.stdout, /\n {2}allow orders-read: no match: wrong path\n/, 'right caller and method, wrong path')
 
     const none = await runs.noMatch
+    t.equal(none.status, 3, 'default deny: exit 3')
     t.match(none.stdout, /^DENY \(no-matching-rule\)/, 'no rule: default deny, no deciding rule')
     t.match(none.stdout, /\n {2}allow orders-read: no match: wrong caller, method, path\n/, 'every reason listed')
     t.match(none.stdout, /\n {2}allow billing-post: no match: wrong caller, method\n/)
     t.match(none.stdout, /\n {2}deny no-admin: no match: wrong path\n/)
 
     const refused = await runs.refused
-    t.equal(refused.status, 0)
+    t.equal(refused.status, 3, 'refused before the policy (400): exit 3, like a deny')
     t.match(refused.stdout, /^400 \(refused before the policy: encoded slash/, 'an encoded slash: 400 before any rule')
   })
 

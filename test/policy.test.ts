@@ -552,7 +552,7 @@ t.test('PolicyStore keeps the last good policy', async t => {
   t.same(results, ['success', 'unchanged', 'invalid'])
   const failed = lines.at(-1)!
   t.match(failed, { level: 50, event: 'policy.reload_failed', code: 'GH_POLICY_INVALID', trigger: 'sighup', keptRevision: policyRevision(V1) })
-  t.same(failed.problems, [`${file}:5:5: rules[0]: unknown key "method" (expected one of name, mode, from, methods, paths)`], 'the problem list, with the file name')
+  t.same(failed.problems, [`${file}:5:5: rules[0]: unknown key "method" (expected one of name, mode, from, methods, paths, ports)`], 'the problem list, with the file name')
 
   writeFileSync(file, V2)
   t.equal(store.reload('sighup'), true)

@@ -14,6 +14,8 @@ export interface SidecarSpec {
   /** Static files, or issued and rotated by the CA. */
   identity: { cert: string, key: string } | { caUrl: string, tokenFile: string }
   routesFile?: string
+  /** Opaque TCP app ports served through the inbound listener (--upstream-tcp HOST:PORT). */
+  upstreamTcp?: string[]
   decisionLog: string
 }
 
@@ -46,6 +48,7 @@ export async function startSidecar (cli: string, s: SidecarSpec): Promise<Sideca
     '--inbound', `127.0.0.1:${inboundPort}`, '--outbound', `127.0.0.1:${outboundPort}`, '--admin', `127.0.0.1:${adminPort}`,
     '--upstream', `127.0.0.1:${s.upstreamPort}`, '--policy', s.policyFile, '--trust-bundle', s.trustBundle, ...identity,
     ...(s.routesFile === undefined ? [] : ['--routes', s.routesFile]),
+    ...(s.upstreamTcp ?? []).flatMap(hp => ['--upstream-tcp', hp]),
     '--decision-log', s.decisionLog, '--decision-log-stdout', 'false'],
   // NODE_OPTIONS and MALLOC_ARENA_MAX as the injector sets them for the default 256Mi limit (and the image's default).
   { core: 1, name: s.name, env: { ...process.env, GATEHOUSE_LOG_LEVEL: 'info', ...sidecarProcessEnv() } })

@@ -1,9 +1,14 @@
 // Decision-log throughput: a signed log written with the sidecar's DecisionLog class (hash chain,
 // a JWS checkpoint every 1,000 lines, synchronous file writes), then checked with verifyLog, the
 // function behind `gatehouse audit verify`. Reports lines per second for both.
-import { mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs'
+// auditSiemVerify (issue 15): many sidecars' chains merged into one file, as a SIEM export, checked
+// by the real CLI (`node src/cli.ts audit verify`) as a child process: lines/s and peak RSS.
+//   node bench/measure/audit.ts [--quick] [--lines N] [--chains N] [--keep]   prints one JSON result
+//   (--keep leaves the merged file and bundle.pem in the temp dir, for profiling the CLI on them)
+import { mkdtempSync, rmSync, statSync, readdirSync, openSync, readSync, writeSync, closeSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { randomUUID } from 'node:crypto'
 import { DecisionLog, type DecisionFields } from '../../src/audit/record.ts'
 import { verifyLog } from '../../src/audit/verify.ts'
@@ -13,9 +18,25 @@ import { SpiffeId } from '../../src/spiffe/id.ts'
 import { pemToDers } from '../../src/x509/certificate.ts'
 import { withCa } from './ca.ts'
 import { BENCH_PATH } from '../lib/policy-gen.ts'
-import { IDS } from '../lib/pki.ts'
+import { IDS, TRUST_DOMAIN } from '../lib/pki.ts'
+import { start, peakRssMb } from '../lib/proc.ts'
 
 export interface AuditRate { lines: number, files: number, bytes: number, writeLinesPerSecond: number, verifyLinesPerSecond: number, verifyMbPerSecond: number, checkpoints: number, ok: boolean }
+
+const benchFields = (callee: string): DecisionFields => ({
+  requestId: randomUUID(), decision: 'allow', mode: 'enforce', enforced: true, rule: 'orders-read', reason: 'allow-rule',
+  caller: IDS.client, callee, method: 'GET', path: BENCH_PATH, rawPath: BENCH_PATH, status: 200, durationMs: 0.42,
+  policyRevision: 'sha256:0123456789abcdef', peerCertSerial: '5f2c0e6a9d1b7c3e'
+})
+
+/** Writes `lines` decision lines with the sidecar's writer (a checkpoint every 1,000), letting the async checkpoint work land between batches. */
+async function writeChain (log: DecisionLog, fields: DecisionFields, lines: number): Promise<void> {
+  for (let i = 0; i < lines; i++) {
+    log.write(fields)
+    if (i % 1000 === 999) await new Promise(resolve => setImmediate(resolve))
+  }
+  await log.close()
+}
 
 export async function auditRates (lines: number): Promise<AuditRate> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-audit-'))
@@ -26,18 +47,8 @@ export async function auditRates (lines: number): Promise<AuditRate> {
       const signer = { spiffeId: svid.id, chainDers: pemToDers(svid.chainPem), privateKey: key.privateKey }
       const file = join(dir, 'decisions.log')
       const log = new DecisionLog({ stdout: false, file, checkpointEvery: 1000, checkpointIntervalMs: 60_000, signer: () => signer })
-      const fields: DecisionFields = {
-        requestId: randomUUID(), decision: 'allow', mode: 'enforce', enforced: true, rule: 'orders-read', reason: 'allow-rule',
-        caller: IDS.client, callee: IDS.server, method: 'GET', path: BENCH_PATH, rawPath: BENCH_PATH, status: 200, durationMs: 0.42,
-        policyRevision: 'sha256:0123456789abcdef', peerCertSerial: '5f2c0e6a9d1b7c3e'
-      }
       const w0 = performance.now()
-      for (let i = 0; i < lines; i++) {
-        log.write(fields)
-        // Let the checkpoint signatures (async) land between batches, as they do between requests.
-        if (i % 1000 === 999) await new Promise(resolve => setImmediate(resolve))
-      }
-      await log.close()
+      await writeChain(log, benchFields(IDS.server), lines)
       const writeSeconds = (performance.now() - w0) / 1000
       // The file rotates at 100 MB (the sidecar's default): verify the whole chain, every file.
       const files = readdirSync(dir).filter(f => f.startsWith('decisions.log')).map(f => join(dir, f))
@@ -50,4 +61,122 @@ export async function auditRates (lines: number): Promise<AuditRate> {
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+export interface AuditSiemResult {
+  lines: number, chains: number, bytes: number, generateSeconds: number
+  /** The CLI run: wall time (Node start included), CPU, peak RSS (VmHWM), exit status and verdict. */
+  seconds: number, cpuSeconds: number, linesPerSecond: number, mbPerSecond: number, peakRssMb: number, rssFrom: string
+  exitCode: number | null, verdict: string, records: number, verifiedChains: number
+}
+
+/**
+ * Issue 15: `gatehouse audit verify` over `lines` decision lines from `chains` sidecars (one SVID
+ * each, a chain per sidecar, written by DecisionLog), merged line by line in a random (seeded) order
+ * into one file, then the real CLI run on it as a child pinned to core 1: its wall time, CPU and
+ * peak RSS (GNU time's maxrss from wait4, or VmHWM polled every 20 ms where /usr/bin/time is missing).
+ */
+export async function auditSiemVerify (lines: number, chains: number, log: (s: string) => void = () => {}, keep = false): Promise<AuditSiemResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'gh-bench-audit-siem-'))
+  try {
+    return await withCa('ec-p256', async (ca) => {
+      const g0 = performance.now()
+      const issuer = new Issuer(ca)
+      const files: string[] = []
+      for (let c = 0; c < chains; c++) {
+        const key = generateKey('ec-p256')
+        const svid = issuer.issue({ id: SpiffeId.parse(`spiffe://${TRUST_DOMAIN}/ns/siem/sa/svc-${c}`), publicKey: key.publicKey, ttlMs: 24 * 3_600_000 })
+        const signer = { spiffeId: svid.id, chainDers: pemToDers(svid.chainPem), privateKey: key.privateKey }
+        const file = join(dir, `sidecar-${c}.log`)
+        const per = Math.floor(lines / chains) + (c < lines % chains ? 1 : 0)
+        await writeChain(new DecisionLog({ stdout: false, file, checkpointEvery: 1000, checkpointIntervalMs: 3_600_000, signer: () => signer }), benchFields(svid.id.toString()), per)
+        files.push(file)
+        if (c % 10 === 9) log(` ${c + 1}`)
+      }
+      const merged = join(dir, 'siem-export.log')
+      const bytes = interleave(files, merged)
+      for (const f of files) rmSync(f)
+      if (keep) log(` kept ${merged}`)
+      const generateSeconds = (performance.now() - g0) / 1000
+      const bundle = join(dir, 'bundle.pem')
+      writeFileSync(bundle, ca.bundlePem)
+      log(` generated ${(bytes / 1048576).toFixed(0)} MB in ${generateSeconds.toFixed(0)} s; verifying ...`)
+
+      const gnuTime = existsSync('/usr/bin/time')
+      const cli = [process.execPath, fileURLToPath(new URL('../../src/cli.ts', import.meta.url)), 'audit', 'verify', '--trust-bundle', bundle, '--trust-domain', TRUST_DOMAIN, '--format', 'json', merged]
+      const [cmd, ...args] = gnuTime ? ['/usr/bin/time', '-f', 'GH_TIME %e %U %S %M', ...cli] : cli
+      const t0 = performance.now()
+      const p = start(cmd!, args, { core: 1, stdout: 'pipe', name: 'audit verify' })
+      let out = ''
+      p.child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
+      let polled = 0
+      const poll = gnuTime ? undefined : setInterval(() => { try { polled = Math.max(polled, peakRssMb(p.pid)) } catch { /* exited */ } }, 20)
+      await p.exited
+      clearInterval(poll)
+      const wall = (performance.now() - t0) / 1000
+      const timed = p.stderrTail.map(l => /^GH_TIME (\S+) (\S+) (\S+) (\d+)$/.exec(l)).find(m => m !== null)
+      if (gnuTime && timed == null) throw new Error(`audit verify: no GNU time line\n${p.stderrTail.join('\n')}`)
+      const seconds = timed != null ? Number(timed[1]) : wall
+      const report = JSON.parse(out) as { verdict: string, input: { records: number }, chains: Array<{ verdict: string }> }
+      return {
+        lines, chains, bytes, generateSeconds, seconds,
+        cpuSeconds: timed != null ? Number(timed[2]) + Number(timed[3]) : NaN,
+        linesPerSecond: report.input.records / seconds,
+        mbPerSecond: bytes / 1048576 / seconds,
+        peakRssMb: timed != null ? Number(timed[4]) / 1024 : polled,
+        rssFrom: timed != null ? 'GNU time maxrss' : 'VmHWM polled every 20 ms',
+        exitCode: p.child.exitCode, verdict: report.verdict, records: report.input.records,
+        verifiedChains: report.chains.filter(c => c.verdict === 'VERIFIED').length
+      }
+    })
+  } finally {
+    if (!keep) rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** Merges whole lines of `files` into `out` in a random order (seeded), each file's lines staying in their order. Returns the bytes written. */
+function interleave (files: string[], out: string): number {
+  const CHUNK = 1 << 20
+  const srcs = files.map(f => ({ fd: openSync(f, 'r'), lines: [] as Buffer[], at: 0, rest: Buffer.alloc(0), done: false }))
+  const fill = (s: typeof srcs[number]): boolean => {
+    while (s.at === s.lines.length && !s.done) {
+      const buf = Buffer.allocUnsafe(CHUNK)
+      const n = readSync(s.fd, buf, 0, CHUNK, null)
+      if (n === 0) { s.done = true; closeSync(s.fd); break }
+      const data = Buffer.concat([s.rest, buf.subarray(0, n)])
+      s.lines = []
+      s.at = 0
+      let from = 0
+      for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, from)) { s.lines.push(data.subarray(from, i + 1)); from = i + 1 }
+      s.rest = data.subarray(from)
+    }
+    return s.at < s.lines.length
+  }
+  const fd = openSync(out, 'w')
+  let pending: Buffer[] = []
+  let size = 0
+  let bytes = 0
+  let seed = 0x9e3779b9
+  const live = srcs.filter(fill)
+  while (live.length > 0) {
+    seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5
+    const i = (seed >>> 0) % live.length
+    const s = live[i]!
+    const line = s.lines[s.at++]!
+    pending.push(line)
+    size += line.length
+    if (size >= CHUNK) { bytes += writeSync(fd, Buffer.concat(pending)); pending = []; size = 0 }
+    if (!fill(s)) live.splice(i, 1)
+  }
+  bytes += writeSync(fd, Buffer.concat(pending))
+  closeSync(fd)
+  return bytes
+}
+
+if (import.meta.main) {
+  const arg = (name: string): number | undefined => { const i = process.argv.indexOf(name); return i === -1 ? undefined : Number(process.argv[i + 1]) }
+  const lines = arg('--lines') ?? (process.argv.includes('--quick') ? 200_000 : 5_000_000)
+  const r = await auditSiemVerify(lines, arg('--chains') ?? 50, (s) => { process.stderr.write(s) }, process.argv.includes('--keep'))
+  process.stderr.write('\n')
+  process.stdout.write(`${JSON.stringify(r)}\n`)
 }

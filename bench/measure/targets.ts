@@ -96,8 +96,8 @@ export interface TargetResult {
   inspect?: Record<string, unknown>
 }
 
-const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
-const median = (xs: number[]): number => {
+export const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
+export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
 }

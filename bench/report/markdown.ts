@@ -18,12 +18,13 @@ export function renderMarkdown (r: BenchResults): string {
   const http = r.targets.filter(t => t.protocol !== 'grpc')
   const grpc = r.targets.filter(t => t.protocol === 'grpc')
   const isGrpcName = (name: string): boolean => name.startsWith('grpc ')
+  const isRedisName = (name: string): boolean => name.startsWith('redis ')
   for (const t of http) {
     const errors = t.throughput.errors + t.latency.errors + (t.handshakes?.errors ?? 0)
     const hs = t.handshakes === undefined ? 'n/a' : `${n(t.handshakes.perSecond)}${t.handshakes.kind === 'tcp' ? ' (TCP)' : ''}`
     L.push(`| ${t.name} | ${n(t.throughput.rps)} | ${n(t.throughput.cpuSecondsPer10k, 2)}${t.throughput.cpuSecondsPer10kEach.length > 1 ? ` (${t.throughput.cpuSecondsPer10kEach.map(x => n(x, 2)).join(' + ')})` : ''} | ${n(t.throughput.rpsPerProxyCore)} | ${ms(t.latency.p50)} | ${ms(t.latency.p99)} | ${ms(t.latency.p999)} | ${n(t.latency.proxyCorePctAtRate)} | ${hs} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${errors} |`)
   }
-  for (const s of r.skipped.filter(x => !isGrpcName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | |`)
+  for (const s of r.skipped.filter(x => !isGrpcName(x.name) && !isRedisName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | |`)
   L.push('')
   L.push('![latency percentiles by target](latency.png)', '')
   L.push('Chart: `latency.png`, p50 (blue), p99 (orange) and p99.9 (red) per target, milliseconds on a log scale.', '')
@@ -40,6 +41,23 @@ export function renderMarkdown (r: BenchResults): string {
     for (const s of r.skipped.filter(x => isGrpcName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | | |`)
     L.push('', '![gRPC latency percentiles by target](latency-grpc.png)', '')
   }
+  if (r.redis.length > 0 || r.skipped.some(x => isRedisName(x.name))) {
+    const q = r.plan.redis
+    L.push('### Opaque TCP (redis)', '')
+    L.push(`redis-benchmark (its own process, core 0) against redis-server (core 1, with the tunnels): \`-t ${q.tests.join(',')} -c ${q.clients} -P 1 -d ${q.dataBytes} -r 100000\`, closed loop, about ${n(q.seconds)} s per target for commands/s, CPU and the percentiles under load; then the same commands on one connection, one at a time (\`-c 1\`), about ${n(q.latencySeconds)} s per target, for the round trip of a command (redis-benchmark has no fixed-rate mode). ${q.rounds > 1 ? `${q.rounds} rounds interleaved across the targets; rates and CPU are medians over the rounds, percentiles over all commands.` : 'One round (quick run).'} New connections: \`-k 0\` (a new connection for every GET), ${q.connectClients} at a time, about ${n(q.connectSeconds)} s per target, for the CPU per connection (the mTLS handshake between the tunnels, and the callee's decision). redis-benchmark opens its ${q.clients} connections anew for every test, so each throughput slice also sets up ${q.clients * q.tests.length} connections: "CPU s / 10k commands" has them taken out at the measured cost per connection (with them left in: in brackets after the per-process split).`, '')
+    L.push(`| target | commands/s (${q.clients} connections) | CPU s / 10k commands | commands/s per proxy core | redis CPU s / 10k | p50 ms | p99 ms | one connection: commands/s | p50 ms | p99 ms | new connections/s | CPU ms / new connection | peak RSS MB (anon at end) | errors |`)
+    L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const t of r.redis) {
+      const x = t.throughput
+      const o = t.oneConnection
+      const c = t.connections
+      L.push(`| ${t.name} | ${n(x.commandsPerSecond)} | ${n(x.cpuSecondsPer10k, 2)}${x.cpuSecondsPer10kEach.length > 1 ? ` (${x.cpuSecondsPer10kEach.map(e => n(e, 2)).join(' + ')})` : ''} (${n(x.cpuSecondsPer10kWithSetup, 2)}) | ${n(x.commandsPerProxyCore)} | ${t.name === 'redis direct' ? '(is the target)' : n(x.appCpuSecondsPer10k, 2)} | ${ms(x.p50)} | ${ms(x.p99)} | ${n(o.commandsPerSecond)} | ${ms(o.p50)} | ${ms(o.p99)} | ${n(c?.perSecond)} | ${n(c?.proxyCpuMsPerConnection, 3)}${c !== undefined && c.proxyCpuMsPerConnectionEach.length > 1 ? ` (${c.proxyCpuMsPerConnectionEach.map(e => n(e, 3)).join(' + ')})` : ''} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${x.errors + (c?.errors ?? 0)} |`)
+    }
+    for (const s of r.skipped.filter(x => isRedisName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | | | | |`)
+    L.push('')
+    for (const t of r.redis) L.push(`- **${t.name}**: ${t.description}${t.notes.length > 0 ? ` (${t.notes.join('; ')})` : ''}. Under load: processes under test ${n(t.throughput.proxyCorePct)} % of a core, redis ${n(t.throughput.appCorePct)} %, redis-benchmark ${n(t.throughput.clientCorePct)} %, other ${n(t.throughput.otherCorePct)} %; one connection: other ${n(t.oneConnection.otherCorePct)} %; new connections: other ${n(t.connections?.otherCorePct)} %; p99 per round (one connection) ${t.oneConnection.perRoundP99.map(v => ms(v)).join(', ')} ms.`)
+    L.push('')
+  }
   L.push('Targets:', '')
   for (const t of r.targets) L.push(`- **${t.name}**: ${t.description}${t.notes.length > 0 ? ` (${t.notes.join('; ')})` : ''}.`)
   L.push('')
@@ -53,7 +71,7 @@ export function renderMarkdown (r: BenchResults): string {
   }
   L.push('', 'A load generator near 100 % means that figure is a floor for the target (the client, not the proxy, was saturated); "req/s per proxy core" (10,000 / CPU s per 10k) does not depend on it. A send lag of more than a fraction of a millisecond, or "other" well above 0 %, means the machine was busy with something else and the latency figures are inflated by it.', '')
 
-  L.push('## Ratios (goals of issues 8 and 14; only ratios within one run count)', '')
+  L.push('## Ratios (goals of issues 8, 14 and 17; only ratios within one run count)', '')
   L.push('| what | measured | goal | |')
   L.push('|---|---:|---|---|')
   for (const x of r.ratios) {

@@ -1,15 +1,18 @@
-// The shape of bench/results/latest.json, and the ratios issues 8 and 14 set goals for, computed from it.
+// The shape of bench/results/latest.json, and the ratios issues 8, 14 and 17 set goals for, computed from it.
 import type { TargetResult, Plan } from '../measure/targets.ts'
 import type { RotationResult } from '../measure/rotation.ts'
 import type { MicroResult } from '../micro-worker.ts'
+import type { RedisPlan, RedisResult } from '../lib/redis.ts'
 
 export interface BenchResults {
   date: string
   mode: 'quick' | 'full'
   durationSeconds: number
   machine: { cpu: string, cores: number, node: string, nginx: string | null, kernel: string, pinning: string, loadAverageAtStart: number, gatehouse: string }
-  plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number }
+  plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number, redis: RedisPlan }
   targets: TargetResult[]
+  /** Opaque TCP: redis-benchmark against redis, direct and through two tunnels (issue 17). */
+  redis: RedisResult[]
   skipped: Array<{ name: string, reason: string }>
   rotation: RotationResult | { skipped: string }
   micro: MicroResult | { skipped: string }
@@ -33,7 +36,7 @@ const noisyThr = (t: TargetResult | undefined): boolean => t !== undefined && t.
 const noisyLat = (t: TargetResult | undefined): boolean => t !== undefined && (t.latency.otherCorePct > NOISY_OTHER_PCT || t.latency.sendLagP99 > 1)
 const noisyHs = (t: TargetResult | undefined): boolean => t?.handshakes !== undefined && t.handshakes.otherCorePct > NOISY_OTHER_PCT
 
-export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation']): Ratio[] {
+export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = []): Ratio[] {
   const t = (name: string): TargetResult | undefined => targets.find(x => x.name === name)
   const gh = t('gatehouse')
   const ref = t('node-reference')
@@ -91,5 +94,21 @@ export function computeRatios (targets: TargetResult[], rotation: BenchResults['
   push('grpc two-hop / grpc gatehouse, CPU per call (both sidecars / one)', v, 'x', '', null, noisyThr(gHop) || noisyThr(gGh))
   v = div(hop?.throughput.cpuSecondsPer10k, gh?.throughput.cpuSecondsPer10k)
   push('two-hop / gatehouse, CPU per request (both sidecars / one)', v, 'x', '', null, noisyThr(hop) || noisyThr(gh))
+
+  // Issue 17 (opaque TCP): two sidecars carrying redis cost at most 1.5x the CPU per command of two stunnels.
+  const r = (name: string): RedisResult | undefined => redis.find(x => x.name === name)
+  const rGh = r('redis gatehouse two-hop')
+  const rSt = r('redis stunnel')
+  const rDirect = r('redis direct')
+  const noisyRedis = (x: RedisResult | undefined): boolean => x !== undefined && x.throughput.otherCorePct > NOISY_OTHER_PCT
+  const noisyOne = (x: RedisResult | undefined): boolean => x !== undefined && x.oneConnection.otherCorePct > NOISY_OTHER_PCT
+  v = div(rGh?.throughput.cpuSecondsPer10k, rSt?.throughput.cpuSecondsPer10k)
+  push('redis gatehouse two-hop / redis stunnel, CPU per command (both tunnels of each)', v, 'x', '<= 1.5 (issue 17)', atMost(v, 1.5), noisyRedis(rGh) || noisyRedis(rSt))
+  v = div(rGh?.throughput.commandsPerSecond, rSt?.throughput.commandsPerSecond)
+  push('redis gatehouse two-hop / redis stunnel, commands/s (50 connections)', v, 'x', '', null, noisyRedis(rGh) || noisyRedis(rSt))
+  v = sub(rGh?.oneConnection.p99, rDirect?.oneConnection.p99)
+  const st = sub(rSt?.oneConnection.p99, rDirect?.oneConnection.p99)
+  push('redis gatehouse two-hop added p99 over redis direct (one connection)', v, 'ms', '', null, noisyOne(rGh) || noisyOne(rDirect))
+  push('redis stunnel added p99 over redis direct (one connection)', st, 'ms', '', null, noisyOne(rSt) || noisyOne(rDirect))
   return out
 }

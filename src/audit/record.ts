@@ -51,6 +51,15 @@ export interface DecisionFields {
   shadowRule?: string | null
   /** Set when the app did not answer (502/504) or the request was malformed. */
   error?: string
+  /** "tcp": an opaque TCP connection (method "TCP", path null) to app port `port`; absent for HTTP. */
+  kind?: 'tcp'
+  port?: number
+  /** A TCP connection's close line: bytes from the caller to the app and back, and why it ended. */
+  bytesIn?: number
+  bytesOut?: number
+  closeReason?: string
+  /** Rule `quarantine`: the quarantine entry's reason. */
+  quarantineReason?: string
 }
 
 export interface DecisionLogOptions {
@@ -200,7 +209,10 @@ export class DecisionLog {
 
   /** Before an allowed request is forwarded: throws DecisionLogUnavailableError if the line could not be written. */
   admit (fields: DecisionFields): void {
-    this.guarded({ requestId: fields.requestId, caller: fields.caller, callee: fields.callee, method: fields.method, path: fields.path, rule: fields.rule }, 'admit')
+    const line: Record<string, unknown> = { requestId: fields.requestId, caller: fields.caller, callee: fields.callee, method: fields.method, path: fields.path, rule: fields.rule }
+    // A TCP connection may live for hours: its admit line is its record until the close line, so it carries the whole decision.
+    if (fields.kind === 'tcp') Object.assign(line, { kind: 'tcp', port: fields.port, decision: fields.decision, mode: fields.mode, policyRevision: fields.policyRevision, peerCertSerial: fields.peerCertSerial })
+    this.guarded(line, 'admit')
   }
 
   write (fields: DecisionFields): void {

@@ -2,7 +2,7 @@ import { lineHash, canonicalHash } from './line-hash.ts'
 import type { TrustBundle } from '../spiffe/bundle.ts'
 import { GENESIS_PREV, type ChainLink } from './record.ts'
 import { verifyCheckpoint } from './checkpoint.ts'
-import { readLogRecords, type InputStats, type LogRecord } from './log-input.ts'
+import { readLogRecordBatches, type InputStats, type LogRecord } from './log-input.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 
 // `gatehouse audit verify`: splits the records (log-input.ts reads them from any file, wrapping or
@@ -97,15 +97,58 @@ export interface VerifyReport {
 
 export interface VerifyOptions { slackLines?: number, requireGenesis?: boolean }
 
+/**
+ * The hashes of a chain's lines since its last checkpoint, which the next checkpoint may vouch for:
+ * consecutive seqs, 32 bytes each in one ring buffer (growing if checkpoints are far apart). A Map of
+ * hex strings cost an object per line that lived until the next checkpoint, so millions of lines
+ * meant millions of promoted objects and a heap far larger than what is alive.
+ */
+class HashWindow {
+  private buf = Buffer.alloc(32 * 256)
+  /** Seqs from..to-1 are held; seq s at slot s % capacity. */
+  private from = 0
+  private to = 0
+  private get capacity (): number { return this.buf.length / 32 }
+
+  /** Adds the hash of `seq`, which follows the last one added (anything else starts the window over). */
+  set (seq: number, hex: string): void {
+    if (seq !== this.to || this.from === this.to) { this.from = seq; this.to = seq }
+    if (this.to - this.from === this.capacity) {
+      const grown = Buffer.alloc(this.buf.length * 2)
+      for (let s = this.from; s < this.to; s++) this.buf.copy(grown, (s % (grown.length / 32)) * 32, (s % this.capacity) * 32, (s % this.capacity) * 32 + 32)
+      this.buf = grown
+    }
+    this.buf.write(hex, (seq % this.capacity) * 32, 32, 'hex')
+    this.to = seq + 1
+  }
+
+  get (seq: number): string | undefined {
+    if (!Number.isInteger(seq) || seq < this.from || seq >= this.to) return undefined
+    const at = (seq % this.capacity) * 32
+    return this.buf.toString('hex', at, at + 32)
+  }
+
+  dropBelow (seq: number): void { this.from = Math.min(Math.max(this.from, seq), this.to) }
+  countAbove (seq: number): number { return Math.max(0, this.to - Math.max(this.from, seq + 1)) }
+}
+
 /** Checkpoint cadence assumed for a chain whose genesis (which states it) is not present. */
 const DEFAULT_CADENCE = 1000
 
 class ChainCheck {
   readonly r: ChainReport
   private expected = 0
-  private last: { seq: number, raw: string, rec: Record<string, unknown>, format: 1 | 2 } | undefined
+  /**
+   * The chain's last line: its hash as written, and its text as UTF-8 in a buffer reused for every
+   * line (read back and parsed only if a shipper re-serialized the line). Kept off the JS heap: with
+   * many chains interleaved, every chain's last line is alive at every minor GC, and V8 grows the
+   * young generation by what survives.
+   */
+  private lastRaw: string | undefined
+  private lastBytes = Buffer.alloc(2048)
+  private lastLength = 0
   private cadence = DEFAULT_CADENCE
-  private readonly uncovered = new Map<number, string>()
+  private readonly uncovered = new HashWindow()
   /** Headless: callees seen before the first checkpoint names the writer. */
   private readonly earlyCallees = new Map<string, { seq: number, file: string, line: number }>()
   private pendingGap: { expected: number, seq: number, file: string, lineNo: number } | undefined
@@ -123,17 +166,19 @@ class ChainCheck {
 
   /** The hash of the previous line, if `prev` is it: as written, or (format 2) as canonical form after a shipper re-serialized it. */
   private confirm (prev: unknown): string | undefined {
-    const l = this.last
-    if (l === undefined) return undefined
-    if (prev === l.raw) return l.raw
-    if (l.format === 2) { const c = canonicalHash(l.rec); if (prev === c) return c }
+    if (this.lastRaw === undefined) return undefined
+    if (prev === this.lastRaw) return this.lastRaw
+    if (this.r.format === 2) { const c = canonicalHash(this.lastRecord()); if (prev === c) return c }
     return undefined
   }
 
-  /** The hash of the chain's last line (for the chain that follows it). */
-  lastHash (): string | undefined { return this.last === undefined ? undefined : this.last.format === 2 ? canonicalHash(this.last.rec) : this.last.raw }
+  private lastRecord (): unknown { return JSON.parse(this.lastBytes.toString('utf8', 0, this.lastLength)) }
 
-  async add (lr: LogRecord, bundle: TrustBundle): Promise<void> {
+  /** The hash of the chain's last line (for the chain that follows it). */
+  lastHash (): string | undefined { return this.lastRaw === undefined ? undefined : this.r.format === 2 ? canonicalHash(this.lastRecord()) : this.lastRaw }
+
+  /** Checks one line; a promise only for a checkpoint (its signature), which must settle before the next line. */
+  add (lr: LogRecord, bundle: TrustBundle): Promise<void> | undefined {
     const { rec } = lr
     const seq = rec.seq as number
     if (this.pendingGap !== undefined) {
@@ -192,12 +237,14 @@ class ChainCheck {
       }
       if (this.r.writer === null && !this.earlyCallees.has(callee)) this.earlyCallees.set(callee, { seq, file: lr.file, line: lr.lineNo })
     }
-    this.last = { seq, raw: lineHash(lr.text), rec, format: this.r.format }
+    this.lastRaw = lineHash(lr.text)
+    if (lr.text.length * 3 > this.lastBytes.length) this.lastBytes = Buffer.alloc(lr.text.length * 3) // room for any UTF-8 form
+    this.lastLength = this.lastBytes.write(lr.text)
     this.r.lines++
     this.r.lastSeq = seq
     this.expected = seq + 1
 
-    if (rec.msg === 'checkpoint') await this.checkpoint(lr, seq, bundle)
+    if (rec.msg === 'checkpoint') return this.checkpoint(lr, seq, bundle)
     else {
       const base = Math.max(this.r.verifiedThrough, this.r.firstSeq - 1)
       // By count only: time-based cadence would raise false alarms whenever a busy host delays the
@@ -247,7 +294,7 @@ class ChainCheck {
     this.r.verifiedThrough = Math.max(this.r.verifiedThrough, through)
     // Keep the hash at `through`: a later checkpoint may vouch for it again (a timer checkpoint
     // followed by one on demand), and that is a genuine claim.
-    for (const s of this.uncovered.keys()) if (s < through) this.uncovered.delete(s)
+    this.uncovered.dropBelow(through)
   }
 
   finish (): void {
@@ -258,7 +305,7 @@ class ChainCheck {
       this.fail('unsigned', { file: this.r.files[0] ?? '', lineNo: 0 }, this.r.firstSeq, `seq ${this.r.firstSeq}..${this.r.lastSeq}: no genesis and no valid checkpoint, so nothing ties these lines to a workload`)
     }
     if (this.r.break === undefined && this.r.verifiedThrough < this.r.lastSeq) {
-      const lines = [...this.uncovered.keys()].filter(s => s > this.r.verifiedThrough).length + 1
+      const lines = this.uncovered.countAbove(this.r.verifiedThrough) + 1
       this.r.unverifiedTail = { fromSeq: this.r.verifiedThrough + 1, toSeq: this.r.lastSeq, lines: Math.min(lines, this.r.lastSeq - this.r.verifiedThrough) }
     }
     this.settle()
@@ -277,17 +324,23 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: Ver
   let records = 0
   // Format 1 has no chain id: its chains are told apart by their genesis lines.
   let legacy = 0
-  for await (const lr of readLogRecords(files, stats)) {
-    records++
-    let key: string
-    if (typeof lr.rec.chain === 'string') key = lr.rec.chain
-    else {
-      if (lr.rec.msg === 'genesis' && lr.rec.seq === 1 && (chains.get(`format-1#${legacy}`)?.r.lines ?? 0) > 0) legacy++
-      key = `format-1#${legacy}`
+  // Streams: a batch of records per chunk read, each checked and dropped; a chain keeps only its
+  // last line and the hashes its next checkpoint may vouch for.
+  for await (const batch of readLogRecordBatches(files, stats)) {
+    // Each batch parses as it is iterated: one record at a time.
+    for (const lr of batch) {
+      records++
+      let key: string
+      if (typeof lr.rec.chain === 'string') key = lr.rec.chain
+      else {
+        if (lr.rec.msg === 'genesis' && lr.rec.seq === 1 && (chains.get(`format-1#${legacy}`)?.r.lines ?? 0) > 0) legacy++
+        key = `format-1#${legacy}`
+      }
+      let c = chains.get(key)
+      if (c === undefined) chains.set(key, c = new ChainCheck(key, typeof lr.rec.chain === 'string' ? 2 : 1, opts))
+      const signed = c.add(lr, bundle)
+      if (signed !== undefined) await signed
     }
-    let c = chains.get(key)
-    if (c === undefined) chains.set(key, c = new ChainCheck(key, typeof lr.rec.chain === 'string' ? 2 : 1, opts))
-    await c.add(lr, bundle)
   }
   for (const c of chains.values()) c.finish()
   link(chains)

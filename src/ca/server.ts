@@ -10,7 +10,7 @@ import { verifyX509Svid } from '../spiffe/svid.ts'
 import { peerChain } from '../spiffe/peer.ts'
 import {
   GatehouseError, asGatehouseError, BadRequestError, CsrInvalidError, MethodNotAllowedError,
-  NotFoundError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
+  NotFoundError, QuarantinedError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
 } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { FILES, type CaMaterial } from './store.ts'
@@ -21,12 +21,14 @@ import type { Attestor, Attestation } from './attest.ts'
 import type { RateLimiter } from './rate-limit.ts'
 import { originFor, DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS } from './renewal.ts'
 import type { RenewalOrigin } from '../x509/origin.ts'
+import { QuarantineBook } from './quarantine.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
 //                   for renewal), body {"csr": "<PEM>"} -> {spiffeId, serial, chain, bundle, expiresAt}
 //                   An SVID renews only as its original attestation allows (renewal.ts).
 //   GET  /v1/bundle PEM trust anchors (or the SPIFFE bundle JSON with Accept: application/json)
+//   GET  /v1/quarantine[?revision=R&wait=S]  the quarantine list, signed, long-polled (quarantine.ts)
 //   GET  /healthz
 // Every issuance and every refusal is one log line; errors become a response in one place.
 
@@ -51,7 +53,7 @@ export interface CaServerOptions {
   reload?: { intervalMs: number, load: () => { ca: CaMaterial, issuer: Issuer } }
 }
 
-export interface RunningCaServer { server: Server, port: number, close: () => Promise<void> }
+export interface RunningCaServer { server: Server, port: number, quarantine: QuarantineBook, close: () => Promise<void> }
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body)
@@ -65,6 +67,8 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   const maxChainAgeMs = opts.maxRenewalChainAgeMs ?? DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS
   const clock = opts.clock ?? (() => new Date())
   const servingId = SpiffeId.parse(opts.servingId ?? `spiffe://${ca.trustDomain}/gatehouse/ca`)
+  const quarantine = new QuarantineBook(ca, logger)
+  quarantine.start()
 
   // The serving certificate is an SVID from our own issuer with a key that exists only in memory;
   // it renews itself at half-life.
@@ -103,6 +107,9 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       if (typeof csr !== 'string') throw new CsrInvalidError('body must be {"csr": "<PEM certificate request>"}')
       const publicKey = verifyCsr(csr)
       attestation = await authenticate(req)
+      // A quarantined identity gets nothing, by token or by SVID: it dies at its certificate's expiry.
+      const held = quarantine.holds(attestation.id)
+      if (held !== undefined) throw new QuarantinedError(attestation.id.toString(), held.reason)
       const origin = originFor(attestation, clock(), maxChainAgeMs)
       const wait = limiter.take(attestation.id.toString())
       if (wait > 0) throw new RateLimitedError(wait)
@@ -141,6 +148,9 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError()
         if ((req.headers.accept ?? '').includes('application/json')) send(res, 200, ca.bundle.toSpiffeJson(ca.trustDomain))
         else send(res, 200, ca.bundlePem)
+      } else if (path === '/v1/quarantine') {
+        if (req.method !== 'GET') throw new MethodNotAllowedError()
+        quarantine.serve(new URL(req.url ?? '/', 'https://ca'), res)
       } else if (path === '/healthz') {
         send(res, 200, { status: 'ok' })
       } else {
@@ -173,6 +183,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       try {
         ({ ca, issuer } = opts.reload!.load())
         server.setSecureContext(servingContext())
+        quarantine.setCa(ca)
         logger.info({ event: 'ca.reloaded', issuerSerial: ca.issuer.serialHex, roots: ca.bundle.authoritiesFor(ca.trustDomain).map(r => r.serialHex) }, 'CA material reloaded')
       } catch (err) {
         logger.error({ event: 'ca.reload_failed', code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, 'CA files changed but cannot be loaded; keeping the current material')
@@ -192,9 +203,11 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   return {
     server,
     port,
+    quarantine,
     close: async () => {
       clearInterval(renew)
       watch?.stop()
+      quarantine.stop()
       server.closeIdleConnections()
       await new Promise<void>(resolve => server.close(() => { resolve() }))
     }

@@ -7,13 +7,15 @@ import { resolve } from 'node:path'
 import { verifyLog, type ChainReport, type VerifyReport } from '../audit/verify.ts'
 import { queryLog, policyFindings, type QueryFilters } from '../audit/query.ts'
 import { parsePolicy } from '../policy/load.ts'
-import type { Runner } from './runner.ts'
+import { stringify } from 'yaml'
+import { OUTPUT, formatData, type Runner } from './runner.ts'
 
 export const auditSchemas = {
   'audit verify': {
     'trust-bundle': { kind: 'string', required: true, help: 'PEM trust bundle the writers\' SVIDs chain to' },
     'trust-domain': { kind: 'string', help: 'trust domain for bundle roots without a spiffe:// SAN' },
-    format: { kind: 'enum', values: ['text', 'json'], default: 'text', help: 'report format' },
+    // --format text|json was this flag's first name: both stay accepted (text is table).
+    output: { ...OUTPUT.output, values: [...OUTPUT.output.values, 'text'], aliases: ['o', 'format'], help: 'report format: table (also text) for people; json or yaml for scripts' },
     'require-genesis': { kind: 'bool', default: false, help: 'a chain whose head was rotated away (verified from a checkpoint) fails with exit 8' },
     report: { kind: 'string', help: 'also write what was checked (files and their SHA-256, chains, seq ranges, signers, checkpoint times, verdicts) to this JSON file, as evidence' }
   },
@@ -23,7 +25,7 @@ export const auditSchemas = {
     since: { kind: 'string', help: 'ISO time, or a duration ago (e.g. 1h)' },
     until: { kind: 'string', help: 'ISO time, or a duration ago' },
     path: { kind: 'string', help: 'normalized path glob, e.g. /v1/** ' },
-    format: { kind: 'enum', values: ['table', 'json'], default: 'table', help: 'output format' },
+    output: { ...OUTPUT.output, aliases: ['o', 'format'], help: 'output format: table for people; json (one object per line; a document with --summary) or yaml for scripts' },
     summary: { kind: 'bool', default: false, help: 'print who-calls-whom and denials instead of lines' },
     policy: { kind: 'string', help: 'with --summary: report rules never matched and allowed callers never seen' }
   }
@@ -42,7 +44,7 @@ export const auditVerify: Runner = async (argv, io) => {
   const bundle = readBundleArg('--trust-bundle', c.trustBundle, c.trustDomain)
   const r = await verifyLog(files, bundle, { requireGenesis: c.requireGenesis })
   if (c.report !== undefined) writeFileSync(c.report, `${JSON.stringify(await evidence(r, files, c.trustBundle), null, 2)}\n`)
-  io.out(c.format === 'json' ? `${JSON.stringify(r, null, 2)}\n` : verifyText(r))
+  io.out(c.output === 'table' || c.output === 'text' ? verifyText(r) : formatData(c.output, r))
   return r.exitCode
 }
 
@@ -109,6 +111,9 @@ const table = (rows: string[][]): string => {
   return rows.map(r => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
 }
 
+/** One matching line as it is streamed: a JSON object per line (jq-friendly), or one YAML document each. */
+const streamed = (output: string, d: Record<string, unknown>): string => output === 'yaml' ? `---\n${stringify(d)}` : `${JSON.stringify(d)}\n`
+
 export const auditQuery: Runner = async (argv, io) => {
   const c = loadConfig('audit query', auditSchemas['audit query'], { argv })
   const files = needFiles(c.positionals, 'audit query')
@@ -124,10 +129,10 @@ export const auditQuery: Runner = async (argv, io) => {
   const started = performance.now()
   // Lines are printed as they match (json, or a fixed-width table), so a query never holds them all.
   const row = (cells: string[]): string => cells.map((x, i) => i === cells.length - 1 ? x : x.padEnd([24, 8, 6, 48, 7, 32][i] ?? 12)).join('  ').trimEnd()
-  if (!c.summary && c.format === 'table') io.out(`${row(['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'])}\n`)
+  if (!c.summary && c.output === 'table') io.out(`${row(['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'])}\n`)
   const r = await queryLog(files, filters, {
     keepLines: false,
-    ...(c.summary ? {} : { onLine: (d: Record<string, any>) => { io.out(c.format === 'json' ? `${JSON.stringify(d)}\n` : `${row([String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.path ?? d.rawPath), String(d.rule ?? '-')])}\n`) } }),
+    ...(c.summary ? {} : { onLine: (d: Record<string, any>) => { io.out(c.output === 'table' ? `${row([String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.path ?? d.rawPath), String(d.rule ?? '-')])}\n` : streamed(c.output, d)) } }),
     ...(tty ? { onProgress: (done: number, total: number) => { process.stderr.write(`\r${'#'.repeat(Math.round(30 * done / Math.max(1, total))).padEnd(30, '.')} ${Math.round(100 * done / Math.max(1, total))}%`) } } : {})
   })
   if (tty) process.stderr.write('\r\x1b[K')
@@ -139,7 +144,7 @@ export const auditQuery: Runner = async (argv, io) => {
       denials: [...r.denials].sort((a, b) => b[1] - a[1]).map(([k, n]) => { const [caller, path] = k.split('\t'); return { caller, path, count: n } }),
       ...(c.policy === undefined ? {} : policyFindings(parsePolicy(readArg('--policy', c.policy), c.policy).policy, r))
     }
-    if (c.format === 'json') { io.out(`${JSON.stringify(summary, null, 2)}\n`); return 0 }
+    if (c.output !== 'table') { io.out(formatData(c.output, summary)); return 0 }
     io.out(`${r.matched} of ${r.scanned} decisions matched (${((performance.now() - started) / 1000).toFixed(1)} s)\n\nwho calls whom\n${table([['CALLER', 'CALLEE', 'COUNT'], ...summary.calls.map(x => [x.caller!, x.callee!, String(x.count)])])}\n\ndenials by caller and path\n${table([['CALLER', 'PATH', 'COUNT'], ...summary.denials.map(x => [x.caller!, x.path!, String(x.count)])])}\n`)
     const { unusedRules, unseenCallers } = summary as { unusedRules?: string[], unseenCallers?: Array<{ rule: string, caller: string }> }
     if (unusedRules !== undefined && unseenCallers !== undefined) {
@@ -148,6 +153,6 @@ export const auditQuery: Runner = async (argv, io) => {
     }
     return 0
   }
-  if (c.format === 'table') io.out(`${r.matched} of ${r.scanned} decisions\n`)
+  if (c.output === 'table') io.out(`${r.matched} of ${r.scanned} decisions\n`)
   return 0
 }

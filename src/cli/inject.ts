@@ -6,7 +6,8 @@ import { injectManifest } from '../inject/manifest.ts'
 import { startInjectorServer } from '../inject/server.ts'
 import { parseQuantity } from '../quantity.ts'
 import { readArg, checkKeyPair, checkListen, nameListenFailure } from './check.ts'
-import type { Runner } from './runner.ts'
+import { parseAllDocuments } from 'yaml'
+import { formatData, type Runner } from './runner.ts'
 
 // `gatehouse inject [-f FILE|-]`: offline injection of a manifest, printed to stdout (a summary of
 // what happened to each object goes to stderr, so the output can be piped to kubectl apply).
@@ -31,7 +32,9 @@ const injectorFlags = {
 
 export const injectSchemas = {
   inject: {
-    file: { kind: 'string', default: '-', help: 'manifest to inject (multi-document YAML); - for stdin; also -f' },
+    file: { kind: 'string', default: '-', aliases: ['f'], help: 'manifest to inject (multi-document YAML); - for stdin' },
+    // YAML is what kubectl apply -f reads; json prints the same objects (one, or a kubectl-style List).
+    output: { kind: 'enum', values: ['yaml', 'json'], default: 'yaml', aliases: ['o'], help: 'output format of the patched manifests' },
     'namespace-labels': { kind: 'list', default: [`${NAMESPACE_LABEL}=enabled`], help: 'labels of the target namespace, k=v (repeat or comma-separate); the default opts every object in; "" evaluates pod annotations only' },
     ...injectorFlags
   },
@@ -97,16 +100,21 @@ async function readInput (file: string, label: string): Promise<{ text: string, 
   return { text: Buffer.concat(chunks).toString('utf8'), source: 'stdin' }
 }
 
+/** The patched manifests as JSON: the one object, or a List of them (what kubectl get -o json prints for several). */
+function asJson (yamlText: string): unknown {
+  const items = parseAllDocuments(yamlText).map(d => d.toJS() as unknown).filter(o => o !== null && o !== undefined)
+  return items.length === 1 ? items[0] : { apiVersion: 'v1', kind: 'List', items }
+}
+
 export const inject: Runner = async (argv, io) => {
-  // kubectl's spelling: -f FILE, and a bare "-" or path.
-  const args = argv.map(a => a === '-f' ? '--file' : a)
-  const c = loadConfig('inject', injectSchemas.inject, { argv: args })
+  // kubectl's spelling: -f FILE (an alias of --file), and a bare "-" or path.
+  const c = loadConfig('inject', injectSchemas.inject, { argv })
   if (c.positionals.length > 1) throw new ConfigInvalidError([`expected at most one manifest, got ${c.positionals.join(' ')}`])
   const file = c.positionals[0] ?? c.file
   const config = configFrom(c)
   const { text, source } = await readInput(file, c.positionals[0] === undefined ? '--file' : 'manifest')
   const result = injectManifest(text, { namespaceLabels: labelsFrom(c.namespaceLabels), config }, source)
-  io.out(result.text)
+  io.out(c.output === 'json' ? formatData('json', asJson(result.text)) : result.text)
   for (const e of result.entries) {
     process.stderr.write(`${e.ref} ${e.injected ? 'injected' : `skipped (${e.reason}: ${e.detail})`}\n`)
     for (const w of e.warnings) process.stderr.write(`  warning: ${w}\n`)

@@ -8,19 +8,24 @@ import { normalizeTarget } from '../policy/normalize.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { readYamlSource, mapGet } from '../yaml-source.ts'
 import { readArg } from './check.ts'
-import type { Runner } from './runner.ts'
+import { OUTPUT, formatData, type Runner } from './runner.ts'
 
 export const policySchemas = {
-  'policy check': {},
+  'policy check': { ...OUTPUT },
   'policy explain': {
     caller: { kind: 'string', required: true, help: 'caller SPIFFE ID' },
     method: { kind: 'string', default: 'GET', help: 'HTTP method' },
-    path: { kind: 'string', required: true, help: 'request target, e.g. /v1/charges?x=1' }
+    path: { kind: 'string', required: true, help: 'request target, e.g. /v1/charges?x=1' },
+    ...OUTPUT
   },
   'policy test': {
-    cases: { kind: 'string', required: true, help: 'YAML list of {caller, method, path, expect: allow|deny|400}' }
+    cases: { kind: 'string', required: true, help: 'YAML list of {caller, method, path, expect: allow|deny|400}' },
+    ...OUTPUT
   }
 } as const satisfies Record<string, Schema>
+
+/** `policy explain`'s exit status is the answer, so a script can test it: 0 allow, 3 deny or refused (400); 1 and 2 stay errors. */
+export const EXPLAIN_EXIT = { allow: 0, deny: 3, 400: 3 } as const
 
 function loadPolicyArg (positionals: string[], command: string): ReturnType<typeof parsePolicy> {
   const file = positionals[0]
@@ -33,11 +38,12 @@ export const policyCheck: Runner = async (argv, io) => {
   const c = loadConfig('policy check', policySchemas['policy check'], { argv })
   try {
     const { policy, revision } = loadPolicyArg(c.positionals, 'policy check')
-    io.out(`OK ${revision}: ${policy.rules.length} allow rule(s), ${policy.deny.length} deny rule(s), mode ${policy.mode}\n`)
+    const data = { valid: true, revision, mode: policy.mode, allowRules: policy.rules.length, denyRules: policy.deny.length }
+    io.out(c.output === 'table' ? `OK ${revision}: ${data.allowRules} allow rule(s), ${data.denyRules} deny rule(s), mode ${policy.mode}\n` : formatData(c.output, data))
     return 0
   } catch (err) {
     if (!(err instanceof PolicyInvalidError)) throw err
-    io.out(`${err.problems.join('\n')}\n${err.problems.length} problem(s)\n`)
+    io.out(c.output === 'table' ? `${err.problems.join('\n')}\n${err.problems.length} problem(s)\n` : formatData(c.output, { valid: false, problems: err.problems }))
     return 1
   }
 }
@@ -53,23 +59,32 @@ function evaluate (compiled: ReturnType<typeof compilePolicy>, caller: string, m
   return { outcome: d.decision, rule: d.rule, why: d.reason, facts }
 }
 
+interface RuleCheck { kind: 'deny' | 'allow', name: string, shadow: boolean, matches: boolean, wrong: string[] }
+
+/** Why each rule did or did not match (shadow rules included, marked): what explain prints after the decision. */
+function ruleChecks (compiled: ReturnType<typeof compilePolicy>, facts: RequestFacts): RuleCheck[] {
+  const shadow = compiled.shadow
+  return ([['deny', shadow?.deny ?? compiled.deny], ['allow', shadow?.allow ?? compiled.allow]] as const).flatMap(([kind, rules]) => rules.map(rule => {
+    const m = ruleMatches(rule, facts)
+    const wrong = [m.caller ? '' : 'caller', m.method ? '' : 'method', m.path ? '' : 'path'].filter(x => x !== '')
+    return { kind, name: rule.name, shadow: rule.shadow, matches: wrong.length === 0, wrong }
+  }))
+}
+
 export const policyExplain: Runner = async (argv, io) => {
   const c = loadConfig('policy explain', policySchemas['policy explain'], { argv })
   const { policy, revision } = loadPolicyArg(c.positionals, 'policy explain')
   const compiled = compilePolicy(policy)
   const o = evaluate(compiled, c.caller, c.method, c.path)
-  io.out(`${o.outcome.toUpperCase()}${o.rule === null ? '' : ` by rule "${o.rule}"`} (${o.why}), policy ${revision}, mode ${policy.mode}\n`)
-  if (o.facts === undefined) return 0
-  io.out(`normalized path: ${o.facts.path}\n`)
-  const shadow = compiled.shadow
-  for (const [kind, rules] of [['deny', shadow?.deny ?? compiled.deny], ['allow', shadow?.allow ?? compiled.allow]] as const) {
-    for (const rule of rules) {
-      const m = ruleMatches(rule, o.facts)
-      const misses = [m.caller ? '' : 'caller', m.method ? '' : 'method', m.path ? '' : 'path'].filter(x => x !== '')
-      io.out(`  ${kind} ${rule.name}${rule.shadow ? ' (shadow)' : ''}: ${misses.length === 0 ? 'matches' : `no match: wrong ${misses.join(', ')}`}\n`)
-    }
+  const rules = o.facts === undefined ? [] : ruleChecks(compiled, o.facts)
+  if (c.output !== 'table') {
+    io.out(formatData(c.output, { decision: o.outcome, rule: o.rule, reason: o.why, policy: { revision, mode: policy.mode }, normalizedPath: o.facts?.path ?? null, rules }))
+    return EXPLAIN_EXIT[o.outcome]
   }
-  return 0
+  io.out(`${o.outcome.toUpperCase()}${o.rule === null ? '' : ` by rule "${o.rule}"`} (${o.why}), policy ${revision}, mode ${policy.mode}\n`)
+  if (o.facts !== undefined) io.out(`normalized path: ${o.facts.path}\n`)
+  for (const r of rules) io.out(`  ${r.kind} ${r.name}${r.shadow ? ' (shadow)' : ''}: ${r.matches ? 'matches' : `no match: wrong ${r.wrong.join(', ')}`}\n`)
+  return EXPLAIN_EXIT[o.outcome]
 }
 
 export const policyTest: Runner = async (argv, io) => {
@@ -80,7 +95,7 @@ export const policyTest: Runner = async (argv, io) => {
   if (problems.length > 0) throw new ConfigInvalidError(problems.map(p => `--cases ${p}`))
   const list = isMap(root) ? mapGet(root, 'cases') : root
   if (!isSeq(list)) throw new ConfigInvalidError([`${at(root)}: expected a list of cases (or a mapping with "cases")`])
-  let failed = 0
+  const failures: Array<{ at: string, caller: string, method: string, path: string, expected: string, got: string, rule: string | null, reason: string }> = []
   for (const [i, item] of list.items.entries()) {
     if (!isMap(item)) throw new ConfigInvalidError([`${at(item as never)}: case ${i + 1}: expected caller, method, path, expect`])
     const get = (k: string): string | undefined => { const n = mapGet(item, k); return isScalar(n) ? String(n.value) : undefined }
@@ -89,11 +104,13 @@ export const policyTest: Runner = async (argv, io) => {
       throw new ConfigInvalidError([`${at(item)}: case ${i + 1}: needs caller, path and expect (allow, deny or 400)`])
     }
     const o = evaluate(compiled, caller, method, path)
-    if (o.outcome !== expect) {
-      failed++
-      io.out(`FAIL ${at(item)}: ${method} ${path} from ${caller}: expected ${expect}, got ${o.outcome}${o.rule === null ? '' : ` (rule ${o.rule})`}: ${o.why}\n`)
-    }
+    if (o.outcome !== expect) failures.push({ at: at(item), caller, method, path, expected: expect!, got: o.outcome, rule: o.rule, reason: o.why })
   }
-  io.out(`${list.items.length - failed} of ${list.items.length} cases pass\n`)
-  return failed === 0 ? 0 : 1
+  const total = list.items.length
+  if (c.output !== 'table') io.out(formatData(c.output, { cases: total, passed: total - failures.length, failures }))
+  else {
+    for (const f of failures) io.out(`FAIL ${f.at}: ${f.method} ${f.path} from ${f.caller}: expected ${f.expected}, got ${f.got}${f.rule === null ? '' : ` (rule ${f.rule})`}: ${f.reason}\n`)
+    io.out(`${total - failures.length} of ${total} cases pass\n`)
+  }
+  return failures.length === 0 ? 0 : 1
 }

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs'
 import type { X509Certificate } from 'node:crypto'
-import { loadConfig, type Schema } from '../config.ts'
+import { loadConfig, parseHostPort, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { startSidecar } from '../proxy/sidecar.ts'
@@ -18,9 +18,27 @@ function spiffeTrustDomain (cert: X509Certificate): string | undefined {
   return /URI:spiffe:\/\/([^/,\s]+)/.exec(cert.subjectAltName ?? '')?.[1]
 }
 
+/** --upstream-tcp HOST:PORT…: keyed by the app port, the port a caller's route names. */
+function parseTcpUpstreams (list: string[]): Map<number, { host: string, port: number }> {
+  const out = new Map<number, { host: string, port: number }>()
+  const problems: string[] = []
+  for (const item of list) {
+    const hp = parseHostPort(item)
+    if (hp === undefined || hp.port === 0) problems.push(`--upstream-tcp: expected HOST:PORT of an app port (e.g. 127.0.0.1:6379), got ${JSON.stringify(item)}`)
+    else if (out.has(hp.port)) problems.push(`--upstream-tcp: app port ${hp.port} is given twice`)
+    else out.set(hp.port, hp)
+  }
+  if (problems.length > 0) throw new ConfigInvalidError(problems)
+  return out
+}
+
 export const proxySchema = {
   inbound: { kind: 'hostport', default: '0.0.0.0:15006', help: 'mTLS listener for inbound calls' },
   upstream: { kind: 'hostport', default: '127.0.0.1:8080', help: 'the app' },
+  'upstream-tcp': { kind: 'list', default: [], help: 'opaque TCP app ports served through the inbound listener, HOST:PORT each (e.g. 127.0.0.1:6379); callers name the port, policy rules with ports: [6379] authorize them' },
+  'tcp-idle-timeout': { kind: 'duration', default: '1h', help: 'an opaque TCP connection with no byte either way for this long is closed (inbound and route listeners)' },
+  'quarantine-file': { kind: 'string', help: 'without --ca-url: the quarantine list (YAML, docs/quarantine.md), watched like the policy; a missing file means no one is quarantined. With --ca-url the list comes from the CA, signed' },
+  'route-max-connections': { kind: 'int', default: 1024, min: 1, help: 'connections each route listener (routes with listen:) accepts at once' },
   'upstream-protocol': { kind: 'enum', values: UPSTREAM_PROTOCOLS, default: 'auto', help: 'how requests reach the app: auto (gRPC over h2c, the rest over HTTP/1.1), http1, or h2c (everything over h2c, prior knowledge)' },
   admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics; off loopback (e.g. 0.0.0.0 in a pod, for the kubelet) only the probe paths answer' },
   'admin-expose-metrics': { kind: 'bool', default: false, help: 'also serve /metrics on the admin listener\'s non-loopback addresses (for a Prometheus scraping the pod IP)' },
@@ -66,6 +84,7 @@ export const proxy: Runner = async (argv, io) => {
   if (sources !== 1 || (c.caUrl === undefined && (c.cert === undefined || c.key === undefined))) {
     throw new ConfigInvalidError(['exactly one identity source is required: --cert FILE --key FILE (static, reloaded on change), or --ca-url URL [--token-file FILE] (issued and rotated by the CA)'])
   }
+  const tcpUpstreams = parseTcpUpstreams(c.upstreamTcp)
   const upgradeProblems = upgradeListProblems(c.upgradeProtocols)
   if (upgradeProblems.length > 0) throw new ConfigInvalidError(upgradeProblems.map(p => `--upgrade-protocols: ${p}`))
   const limits = (() => { try { return c.memoryLimit === undefined ? UNBOUNDED_LIMITS : limitsForMemory(c.memoryLimit) } catch (err) { throw new ConfigInvalidError([`--memory-limit: expected a memory quantity such as 256Mi or 1Gi, got ${JSON.stringify(c.memoryLimit)} (${(err as Error).message})`]) } })()
@@ -120,7 +139,11 @@ export const proxy: Runner = async (argv, io) => {
     decisionLogFsync: c.decisionLogFsync,
     checkpointEvery: c.checkpointEvery,
     checkpointIntervalMs: c.checkpointInterval,
-    appProbes
+    appProbes,
+    tcpUpstreams,
+    ...(c.quarantineFile === undefined ? {} : { quarantineFile: c.quarantineFile }),
+    tcpIdleTimeoutMs: c.tcpIdleTimeout,
+    routeMaxConnections: c.routeMaxConnections
   }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
   process.on('SIGHUP', () => { sidecar.reloadPolicy('SIGHUP') })
   io.onShutdown(async () => { await sidecar.stop(c.drainTimeout) })

@@ -1,7 +1,7 @@
 import { request, Client } from 'undici'
 import { decodeProtectedHeader } from 'jose'
 import { readFileSync } from 'node:fs'
-import { GatehouseError } from '../errors.ts'
+import { GatehouseError, CaRefusedError, CaUnreachableError } from '../errors.ts'
 import { createCsr } from '../x509/csr.ts'
 import { generateKey } from '../x509/keys.ts'
 import { JOIN_TOKEN_TYP } from '../ca/join-token.ts'
@@ -47,7 +47,22 @@ export function chooseAuth (creds: Credentials, tokenFile: string | undefined, n
   if (!haveSvid) return 'token'
   const token = readTokenFile(tokenFile)
   if (token === undefined) return 'svid'
-  try { return decodeProtectedHeader(token).typ === JOIN_TOKEN_TYP ? 'svid' : 'token' } catch { return 'svid' }
+  const typ = jwtTyp(token)
+  return typ === null || typ === JOIN_TOKEN_TYP ? 'svid' : 'token'
+}
+
+/** The `typ` of a token's JWT header; null when it is not a JWT at all. */
+function jwtTyp (token: string): unknown {
+  try { return decodeProtectedHeader(token).typ } catch { return null }
+}
+
+/**
+ * True when `token` is a join token (its JWT header says so): single-use and signed by the CA, so
+ * once the CA has refused it, it never will be accepted. Anything else in the token file (a projected
+ * service-account token) is the kubelet's to refresh.
+ */
+export function isJoinToken (token: string | undefined): boolean {
+  return token !== undefined && jwtTyp(token) === JOIN_TOKEN_TYP
 }
 
 /** `token`: the token already read for this request (the rotator compares it with a refused one); otherwise the token file is read here. */
@@ -66,8 +81,10 @@ export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: 
         (err, socket) => { if (err !== null || socket === undefined) cb(err ?? new Error('no socket'), null); else cb(null, socket) })
     }
   })
+  let res: Awaited<ReturnType<typeof request>>
+  let text: string
   try {
-    const res = await request(url, {
+    res = await request(url, {
       method: 'POST',
       headers,
       body: JSON.stringify({ csr: createCsr(key.privateKey) }),
@@ -75,16 +92,37 @@ export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: 
       headersTimeout: opts.timeoutMs ?? 10_000,
       bodyTimeout: opts.timeoutMs ?? 10_000
     })
-    const body = await res.body.json() as Record<string, string>
-    if (res.statusCode !== 200) throw new GatehouseError(body.error ?? 'GH_CA_REFUSED', res.statusCode, `CA refused: ${body.error ?? res.statusCode}: ${body.message ?? ''}`)
-    return {
-      chainPem: String(body.chain),
-      keyPem: key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-      bundlePem: String(body.bundle),
-      spiffeId: String(body.spiffeId),
-      expiresAt: String(body.expiresAt)
-    }
+    text = await res.body.text()
+  } catch (err) {
+    throw unreachable(opts.url, err)
   } finally {
     await client.close()
   }
+  let body: Record<string, string> | undefined
+  try { body = JSON.parse(text) as Record<string, string> } catch { body = undefined }
+  if (res.statusCode !== 200) {
+    const code = typeof body?.error === 'string' && body.error.startsWith('GH_') ? body.error : 'GH_CA_REFUSED'
+    const retryAfter = Number(res.headers['retry-after'])
+    throw new CaRefusedError(code, res.statusCode, body?.message ?? `HTTP ${res.statusCode} from ${opts.url}`, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined)
+  }
+  if (body === undefined) throw new CaRefusedError('GH_CA_REFUSED', 502, `CA at ${opts.url} answered 200 with a body that is not JSON`)
+  return {
+    chainPem: String(body.chain),
+    keyPem: key.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    bundlePem: String(body.bundle),
+    spiffeId: String(body.spiffeId),
+    expiresAt: String(body.expiresAt)
+  }
+}
+
+/**
+ * A failure before the CA answered: connection refused or reset, name not resolved, TLS or answer
+ * timeouts. The CA presenting the wrong identity (GH_PEER_IDENTITY) keeps its own code.
+ */
+function unreachable (url: string, err: unknown): unknown {
+  if (err instanceof GatehouseError && err.code !== 'GH_CONNECT_TIMEOUT') return err
+  const e = err as (Error & { code?: unknown }) | undefined
+  const code = typeof e?.code === 'string' ? e.code : e?.name ?? 'Error'
+  const message = e?.message ?? String(err)
+  return new CaUnreachableError(url, code, message.includes(code) ? undefined : message, { cause: err })
 }

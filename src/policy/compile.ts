@@ -21,6 +21,8 @@ export interface CompiledRule {
   methods: Set<string> | undefined
   pathsExact: Set<string> | undefined
   pathPatterns: SegmentPattern[]
+  /** A TCP rule's app ports; undefined for an HTTP rule (and an HTTP rule never matches a connection). */
+  ports: Set<number> | undefined
 }
 
 export interface CompiledPolicy {
@@ -42,7 +44,7 @@ function splitPattern (path: string): SegmentPattern {
 export function callerPatternProblem (p: string): string | undefined {
   const m = /^spiffe:\/\/([^/]+)(\/.*)?$/.exec(p)
   if (m === null) return 'expected a SPIFFE ID or pattern like spiffe://cluster.local/ns/billing/*'
-  if (trustDomainProblem(m[1]!) !== undefined) return 'the trust domain of a caller pattern must be written out in full'
+  if (trustDomainProblem(m[1]!) !== undefined) return m[1]!.includes('*') ? 'the trust domain of a caller pattern must be written out in full' : `the ${trustDomainProblem(m[1]!)!}`
   const segs = (m[2] ?? '').split('/').slice(1)
   if (segs.length === 0) return 'a caller needs a path (spiffe://TD/** for every workload of a trust domain)'
   for (const [i, s] of segs.entries()) {
@@ -100,6 +102,19 @@ export function exactPathKey (path: string): string {
   return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
 }
 
+/** Who a rule (or a quarantine entry) names: exact IDs in a Set, patterns as segments per trust domain. */
+export type CallerMatcher = Pick<CompiledRule, 'callersExact' | 'callerPatterns'>
+
+export function compileCallers (from: readonly string[]): CallerMatcher {
+  const m: CallerMatcher = { callersExact: new Set(), callerPatterns: [] }
+  for (const id of from) {
+    if (!id.includes('*')) { m.callersExact.add(id); continue }
+    const parts = /^spiffe:\/\/([^/]+)(\/.*)$/.exec(id)!
+    m.callerPatterns.push({ trustDomain: parts[1]!, pattern: splitPattern(parts[2]!) })
+  }
+  return m
+}
+
 function compileRule (rule: PolicyRule): CompiledRule {
   const compiled: CompiledRule = {
     name: rule.name,
@@ -108,13 +123,10 @@ function compileRule (rule: PolicyRule): CompiledRule {
     callerPatterns: [],
     methods: rule.methods === undefined ? undefined : new Set(rule.methods),
     pathsExact: undefined,
-    pathPatterns: []
+    pathPatterns: [],
+    ports: rule.ports === undefined ? undefined : new Set(rule.ports)
   }
-  for (const from of rule.from) {
-    if (!from.includes('*')) { compiled.callersExact.add(from); continue }
-    const m = /^spiffe:\/\/([^/]+)(\/.*)$/.exec(from)!
-    compiled.callerPatterns.push({ trustDomain: m[1]!, pattern: splitPattern(m[2]!) })
-  }
+  Object.assign(compiled, compileCallers(rule.from))
   if (rule.paths !== undefined) {
     compiled.pathsExact = new Set()
     for (const p of rule.paths) {

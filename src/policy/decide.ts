@@ -1,4 +1,4 @@
-import type { CompiledPolicy, CompiledRule } from './compile.ts'
+import type { CompiledPolicy, CompiledRule, CallerMatcher } from './compile.ts'
 import { matchSegments, exactPathKey } from './compile.ts'
 
 // A decision is a value. `allowed` is what the proxy does; `decision` is what the policy says
@@ -11,7 +11,12 @@ export interface Caller {
   segments: readonly string[]
 }
 
-export interface RequestFacts { caller: Caller, method: string, path: string, segments: readonly string[] }
+/** An HTTP request (method and path), or an opaque TCP connection to an app port (`port`). */
+export interface RequestFacts { caller: Caller, method: string, path: string, segments: readonly string[], port?: number }
+
+/** The rule is for this kind of traffic: TCP rules (ports) only match connections, HTTP rules only requests. */
+const sameProtocol = (rule: CompiledRule, req: RequestFacts): boolean =>
+  req.port === undefined ? rule.ports === undefined : rule.ports?.has(req.port) === true
 
 export type Reason = 'deny-rule' | 'allow-rule' | 'no-matching-rule'
 
@@ -26,7 +31,7 @@ export interface Decision {
   shadowRule?: string | null
 }
 
-function callerMatches (rule: CompiledRule, caller: Caller): boolean {
+export function callerMatches (rule: CallerMatcher, caller: Caller): boolean {
   if (rule.callersExact.has(caller.id)) return true
   for (const p of rule.callerPatterns) {
     if (p.trustDomain === caller.trustDomain && matchSegments(p.pattern, caller.segments)) return true
@@ -34,13 +39,14 @@ function callerMatches (rule: CompiledRule, caller: Caller): boolean {
   return false
 }
 
-export function ruleMatches (rule: CompiledRule, req: RequestFacts): { caller: boolean, method: boolean, path: boolean } {
+export function ruleMatches (rule: CompiledRule, req: RequestFacts): { caller: boolean, method: boolean, path: boolean, port: boolean } {
   const caller = callerMatches(rule, req.caller)
+  if (req.port !== undefined || rule.ports !== undefined) return { caller, method: true, path: true, port: sameProtocol(rule, req) }
   const method = rule.methods === undefined || rule.methods.has(req.method)
   const path = rule.pathsExact === undefined ||
     rule.pathsExact.has(exactPathKey(req.path)) ||
     rule.pathPatterns.some(p => matchSegments(p, req.segments))
-  return { caller, method, path }
+  return { caller, method, path, port: true }
 }
 
 // The rules whose `from` names a caller, per rule list (so per compiled policy: a reload brings new
@@ -64,6 +70,7 @@ function rulesFor (rules: CompiledRule[], caller: Caller): CompiledRule[] {
 function firstMatch (rules: CompiledRule[], req: RequestFacts): CompiledRule | undefined {
   // In rule order, among the rules that name this caller: method (a Set lookup), then path.
   for (const rule of rulesFor(rules, req.caller)) {
+    if (!sameProtocol(rule, req)) continue
     if (rule.methods !== undefined && !rule.methods.has(req.method)) continue
     if (rule.pathsExact !== undefined && !rule.pathsExact.has(exactPathKey(req.path)) && !rule.pathPatterns.some(p => matchSegments(p, req.segments))) continue
     return rule

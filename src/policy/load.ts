@@ -16,6 +16,8 @@ export interface PolicyRule {
   from: string[]
   methods?: string[]
   paths?: string[]
+  /** Opaque TCP: the callee's app ports this rule authorizes connections to (never with methods or paths). */
+  ports?: number[]
 }
 
 export interface Policy {
@@ -32,7 +34,7 @@ export function policyRevision (text: string): string {
 }
 
 const TOP_KEYS = ['version', 'mode', 'rules', 'deny']
-const RULE_KEYS = ['name', 'mode', 'from', 'methods', 'paths']
+const RULE_KEYS = ['name', 'mode', 'from', 'methods', 'paths', 'ports']
 
 export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
   const { root, at, problems } = readYamlSource(text, source)
@@ -62,6 +64,17 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
     }
     return out
   }
+  const readPorts = (node: Node | undefined, where: string): number[] | undefined => {
+    if (node === undefined) return undefined
+    if (!isSeq(node) || node.items.length === 0) { problems.push(`${at(node)}: ${where}.ports: expected a non-empty list of TCP port numbers`); return undefined }
+    const out: number[] = []
+    for (const item of node.items) {
+      const v = isScalar(item) ? item.value : undefined
+      if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535) out.push(v)
+      else problems.push(`${at(item as Node)}: ${where}.ports: expected a port number from 1 to 65535, got ${JSON.stringify(v ?? null)}`)
+    }
+    return out
+  }
   const readRules = (key: 'rules' | 'deny'): PolicyRule[] => {
     const node = get(root, key)
     if (node === undefined) return []
@@ -78,6 +91,11 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
       const from = readList(get(item, 'from'), `${at(item)}: ${where}.from`, callerPatternProblem, true)
       const methods = readList(get(item, 'methods'), `${at(item)}: ${where}.methods`, m => isValidMethod(m) ? undefined : 'expected an upper-case HTTP method', false)
       const paths = readList(get(item, 'paths'), `${at(item)}: ${where}.paths`, pathPatternProblem, false)
+      const ports = readPorts(get(item, 'ports'), where)
+      // One rule, one protocol: an HTTP rule never authorizes a TCP connection, nor the reverse.
+      if (ports !== undefined && (methods !== undefined || paths !== undefined)) {
+        problems.push(`${at(get(item, 'ports')!)}: ${where}.ports: a rule with ports authorizes opaque TCP connections and cannot also name ${methods !== undefined ? 'methods' : 'paths'}; split it into an HTTP rule and a TCP rule`)
+      }
       const modeNode = get(item, 'mode')
       const ruleMode = modeNode === undefined ? undefined : isScalar(modeNode) ? modeNode.value : null
       if (ruleMode !== undefined && ruleMode !== 'enforce' && ruleMode !== 'audit') problems.push(`${at(modeNode)}: ${where}.mode: expected enforce or audit (a shadow rule), got ${JSON.stringify(ruleMode)}`)
@@ -85,6 +103,7 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
       if (ruleMode === 'audit') rule.mode = 'audit'
       if (methods !== undefined) rule.methods = methods
       if (paths !== undefined) rule.paths = paths
+      if (ports !== undefined) rule.ports = ports
       return [rule]
     })
   }

@@ -22,6 +22,8 @@ export class PolicyStore {
   private watch: FileWatch | undefined
   /** The file as the last reload read it (undefined: unreadable), for the watcher to start from. */
   private lastRead: { bytes: Buffer | undefined } | undefined
+  /** Called after a new policy took effect: long-lived connections (opaque TCP) are judged again. */
+  private readonly changed: Array<() => void> = []
 
   constructor (opts: { file: string, logger: Logger, onResult?: (result: 'success' | 'invalid' | 'unchanged') => void }) {
     this.file = opts.file
@@ -30,6 +32,8 @@ export class PolicyStore {
   }
 
   get current (): ActivePolicy | undefined { return this.active }
+
+  onChange (fn: () => void): void { this.changed.push(fn) }
 
   /** Loads the file; returns false (and keeps the last good policy) if it is invalid or unreadable. */
   reload (trigger: string): boolean {
@@ -55,6 +59,7 @@ export class PolicyStore {
       this.active = { compiled: compilePolicy(loaded.policy), revision: loaded.revision, source: this.file }
       this.onResult('success')
       this.logger.info({ event: 'policy.loaded', trigger, file: this.file, revision: loaded.revision, mode: loaded.policy.mode, rules: loaded.policy.rules.length, denyRules: loaded.policy.deny.length }, 'policy loaded')
+      for (const fn of this.changed) fn()
       return true
     } catch (err) {
       this.onResult('invalid')

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import type { PeerIdentity } from '../spiffe/peer.ts'
 import { normalizeTarget, isValidMethod } from '../policy/normalize.ts'
-import { decide } from '../policy/decide.ts'
+import { decide, type Decision } from '../policy/decide.ts'
 import type { ActivePolicy } from '../policy/store.ts'
 import type { DecisionFields } from '../audit/record.ts'
 import type { Refusal } from './refusal.ts'
+import type { QuarantineList } from '../quarantine/list.ts'
 
 // The authorization stage, the same for every protocol: the facts of one request (as HTTP/1.1 or
 // HTTP/2 carried them) and the verified peer in, a Verdict out. Pure apart from the request id it
@@ -28,6 +29,8 @@ export interface AuthorizeEnv {
   /** Our own SPIFFE ID (the callee), undefined before an identity is loaded. */
   own: string | undefined
   now: number
+  /** Identities denied before the policy, whatever it allows (docs/quarantine.md). */
+  quarantine?: QuarantineList
 }
 
 export type Verdict =
@@ -57,6 +60,50 @@ export function deniedFields (env: Omit<AuthorizeEnv, 'now'>, method: string, ra
   }
 }
 
+/** A quarantined caller is denied by rule `quarantine` before the policy is asked; the line says why. */
+function quarantined (fields: DecisionFields, env: AuthorizeEnv): boolean {
+  const entry = env.peer === undefined ? undefined : env.quarantine?.holds(env.peer, env.now)
+  if (entry === undefined) return false
+  fields.rule = 'quarantine'
+  fields.reason = 'quarantined'
+  fields.quarantineReason = entry.reason
+  return true
+}
+
+/** The policy's answer into the decision line's fields. */
+function recordDecision (fields: DecisionFields, d: Decision): void {
+  fields.decision = d.decision
+  fields.mode = d.mode
+  fields.rule = d.rule
+  fields.reason = d.reason
+  fields.enforced = !d.allowed || d.decision === 'allow'
+  if (d.shadowDecision !== undefined) { fields.shadowDecision = d.shadowDecision; fields.shadowRule = d.shadowRule ?? null }
+}
+
+/** The facts of one opaque TCP connection: the app port the caller's sidecar asked for. */
+export interface ConnectionFacts { port: number }
+
+/** The TCP counterpart of authorize(): the same peer checks and policy, rules with `ports` only. */
+export function authorizeConnection (facts: ConnectionFacts, env: AuthorizeEnv): Verdict {
+  const { peer, policy, own } = env
+  const fields = deniedFields(env, 'TCP', '', '')
+  fields.path = null
+  fields.kind = 'tcp'
+  fields.port = facts.port
+  const refuse = (status: number, error: string, reason: string): Verdict => {
+    fields.reason = reason
+    return { ok: false, refusal: { status, error, requestId: fields.requestId }, fields, close: true }
+  }
+  if (peer === undefined) return refuse(403, 'forbidden', 'no-verified-peer')
+  if (env.now > peer.notAfter.getTime()) return refuse(401, 'peer_certificate_expired', 'peer-certificate-expired')
+  if (quarantined(fields, env)) return { ok: false, refusal: { status: 403, error: 'forbidden', requestId: fields.requestId }, fields, rejected: 'quarantined', close: true }
+  if (policy === undefined || own === undefined) return refuse(503, 'unavailable', 'not-ready: no policy or identity loaded')
+  const d = decide(policy.compiled, { caller: peer, method: 'TCP', path: '', segments: [], port: facts.port })
+  recordDecision(fields, d)
+  if (!d.allowed) return refuse(403, 'forbidden', d.reason)
+  return { ok: true, target: `:${facts.port}`, fields, xfcc: '' }
+}
+
 export function authorize (facts: RequestFacts, env: AuthorizeEnv): Verdict {
   const { peer, policy, own } = env
   const requestId = typeof facts.requestIdHeader === 'string' && REQUEST_ID.test(facts.requestIdHeader) ? facts.requestIdHeader : randomUUID()
@@ -76,14 +123,11 @@ export function authorize (facts: RequestFacts, env: AuthorizeEnv): Verdict {
   const n = normalizeTarget(facts.rawPath)
   if (!n.ok) return badRequest('target', n.reason)
   fields.path = n.path
+  // The connection is closed after the answer: a quarantined caller keeps nothing open.
+  if (quarantined(fields, env)) return { ok: false, refusal: { status: 403, error: 'forbidden', reason: 'quarantined', requestId }, fields, rejected: 'quarantined', close: true }
   if (policy === undefined || own === undefined) return refuse(503, 'unavailable', 'not-ready: no policy or identity loaded')
   const d = decide(policy.compiled, { caller: peer, method: facts.method, path: n.path, segments: n.segments })
-  fields.decision = d.decision
-  fields.mode = d.mode
-  fields.rule = d.rule
-  fields.reason = d.reason
-  fields.enforced = !d.allowed || d.decision === 'allow'
-  if (d.shadowDecision !== undefined) { fields.shadowDecision = d.shadowDecision; fields.shadowRule = d.shadowRule ?? null }
+  recordDecision(fields, d)
   if (!d.allowed) return refuse(403, 'forbidden', d.reason)
   return { ok: true, target: n.target, fields, xfcc: `By=${own};Hash=${peer.certHash};URI=${peer.id}` }
 }

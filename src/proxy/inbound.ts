@@ -14,10 +14,13 @@ import { attachH1 } from './inbound-h1.ts'
 import { createH2Stage, DEFAULT_MAX_CONCURRENT_STREAMS } from './inbound-h2.ts'
 import { guardHandshakes } from './handshake-guard.ts'
 import { UNBOUNDED_LIMITS } from './connection-budget.ts'
+import { createTcpStage } from './inbound-tcp.ts'
+import { TCP_ALPN } from './opaque-tcp.ts'
+import type { QuarantineSource } from '../quarantine/source.ts'
 
 // The inbound listener and its TLS stage: the handshake (client certificate required), the peer's
 // X.509-SVID verified before a byte of HTTP is parsed, then the connection handed to its protocol
-// stage by ALPN: inbound-h1.ts or inbound-h2.ts. Those judge each request (judge.ts -> authorize.ts),
+// stage by ALPN: inbound-h1.ts, inbound-h2.ts, or inbound-tcp.ts (opaque TCP). Those judge each request (judge.ts -> authorize.ts),
 // write its decision line, and forward it (app-upstream.ts); refusals are written by refusal.ts.
 
 export interface InboundOptions extends InboundLimits {
@@ -30,6 +33,14 @@ export interface InboundOptions extends InboundLimits {
   app: AppUpstream
   /** Upgrade protocols relayed after authorization (see upgrade.ts); any other Upgrade is refused. */
   upgradeProtocols: readonly string[]
+  /** Opaque TCP app ports (--upstream-tcp): app port -> address (inbound-tcp.ts). */
+  tcpUpstreams?: ReadonlyMap<number, { host: string, port: number }>
+  /** Time to connect to the app (opaque TCP). */
+  upstreamConnectTimeoutMs?: number
+  /** An opaque TCP connection with no byte either way for this long is closed. */
+  tcpIdleTimeoutMs?: number
+  /** Callers denied before the policy; their live connections are closed when they appear in it. */
+  quarantine: QuarantineSource
 }
 
 /** The listener's TLS version, timeouts and limits (each a flag of `gatehouse proxy`). */
@@ -54,6 +65,8 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   const peers = new WeakMap<object, PeerIdentity>()
   /** Sockets with a request in flight (an expiring peer's connection is closed only when idle). */
   const busy = new WeakSet<object>()
+  /** Every verified connection, for closing a newly quarantined caller's. */
+  const live = new Map<TLSSocket, PeerIdentity>()
 
   const context = (): Record<string, unknown> => {
     const { cert, key } = credentials.tls()
@@ -61,7 +74,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     // (as go-spiffe does). With `ca`, Node 24 stops exposing the presented chain (nodejs/node#65579).
     // No session resumption: a resumed session skips certificate validation (an SVID that has since
     // expired would be let back in) and carries no chain to verify. Every connection handshakes fully.
-    return { cert, key, minVersion: opts.tlsMinVersion, secureOptions: constants.SSL_OP_NO_TICKET, sessionTimeout: 0, ALPNProtocols: ['h2', 'http/1.1'] }
+    return { cert, key, minVersion: opts.tlsMinVersion, secureOptions: constants.SSL_OP_NO_TICKET, sessionTimeout: 0, ALPNProtocols: ['h2', 'http/1.1', TCP_ALPN] }
   }
 
   const server = createServer({
@@ -107,6 +120,10 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       const peer = verifyPeer(socket, bundle)
       peers.set(socket, peer)
       metrics.connections.inc()
+      live.set(socket, peer)
+      socket.once('close', () => { metrics.connections.dec(); live.delete(socket) })
+      // An opaque TCP connection is never idle in the HTTP sense: its stage closes it at expiry, and says so.
+      if (socket.alpnProtocol === TCP_ALPN) { tcp.accept(socket, peer); return }
       // Continuous verification: a kept-alive connection does not outlive its peer's certificate.
       // At expiry an idle connection is closed; a request in flight finishes, and the next request
       // on it is refused (see authorize), so the caller must handshake again with a fresh SVID.
@@ -114,7 +131,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
         if (!busy.has(socket)) socket.destroy()
       }, Math.min(Math.max(0, peer.notAfter.getTime() - Date.now()), 2 ** 31 - 1))
       expiry.unref()
-      socket.once('close', () => { metrics.connections.dec(); clearTimeout(expiry) })
+      socket.once('close', () => { clearTimeout(expiry) })
       if (socket.alpnProtocol === 'h2') h2.accept(socket, peer)
       else for (const listener of http1) listener.call(server, socket)
     } catch (err) {
@@ -133,9 +150,27 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     tlsRefusalLog(suppressed => { logger.warn({ event: 'tls.refused', reason: 'max-connections', remote: `${data?.remoteAddress ?? '?'}:${data?.remotePort ?? '?'}`, ...(suppressed > 0 ? { suppressed } : {}) }, 'connection dropped: --max-connections reached') })
   })
 
-  const judge = createJudge({ credentials, policy, decisions, metrics, logger })
+  const judge = createJudge({ credentials, policy, quarantine: opts.quarantine, decisions, metrics, logger })
+  // Quarantine takes effect on what is already open too: kept-alive HTTP/1.1, HTTP/2 sessions, TCP.
+  opts.quarantine.onChange(() => {
+    const list = opts.quarantine.current
+    metrics.quarantineEntries.set(list.size)
+    const now = Date.now()
+    const held = (peer: PeerIdentity): boolean => list.holds(peer, now) !== undefined
+    let closed = tcp.cut(held, 'quarantined')
+    if (closed > 0) metrics.quarantineCut.inc({ kind: 'tcp' }, closed)
+    for (const [socket, peer] of live) {
+      if (socket.alpnProtocol === TCP_ALPN || !held(peer)) continue
+      metrics.quarantineCut.inc({ kind: socket.alpnProtocol === 'h2' ? 'h2' : 'http1' })
+      socket.destroy()
+      closed++
+    }
+    if (closed > 0) logger.warn({ event: 'quarantine.connections_closed', closed, revision: list.revision }, 'closed the live connections of quarantined callers')
+  })
   const app = opts.app
   attachH1(server, { judge, peerOf: socket => peers.get(socket), busy, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger })
+  const tcp = createTcpStage({ judge, upstreams: opts.tcpUpstreams ?? new Map(), preambleTimeoutMs: opts.headersTimeoutMs, connectTimeoutMs: opts.upstreamConnectTimeoutMs ?? 2000, idleTimeoutMs: opts.tcpIdleTimeoutMs ?? opts.idleTimeoutMs, metrics, logger })
+  policy.onChange(() => { tcp.reevaluate() })
   const h2 = createH2Stage({ judge, app, maxConcurrentStreams: opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.maxHeaderSize, idleTimeoutMs: opts.idleTimeoutMs, metrics, logger })
 
   await new Promise<void>((resolve, reject) => {
@@ -153,7 +188,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       const closed = new Promise<void>(resolve => server.close(() => { resolve() }))
       server.closeIdleConnections()
       const timer = setTimeout(() => { server.closeAllConnections() }, drainMs)
-      await Promise.all([closed, h2.close(drainMs)])
+      await Promise.all([closed, h2.close(drainMs), tcp.close(drainMs)])
       clearTimeout(timer)
     }
   }

@@ -4,9 +4,10 @@ import type { PolicyStore } from '../policy/store.ts'
 import type { DecisionLog, DecisionFields } from '../audit/record.ts'
 import type { Credentials } from '../identity/credentials.ts'
 import type { ProxyMetrics } from './metrics.ts'
-import { authorize, deniedFields, type RequestFacts, type Verdict } from './authorize.ts'
+import { authorize, authorizeConnection, deniedFields, type RequestFacts, type ConnectionFacts, type Verdict, type AuthorizeEnv } from './authorize.ts'
 import type { ForwardOutcome } from './exchange.ts'
 import type { DecisionLogUnavailableError } from '../errors.ts'
+import type { QuarantineSource } from '../quarantine/source.ts'
 
 // Between the protocol stages (inbound-h1.ts, inbound-h2.ts) and the pure authorize(): the current
 // policy and identity, the metrics, and the decision log, with one rule: every request gets exactly
@@ -15,6 +16,10 @@ import type { DecisionLogUnavailableError } from '../errors.ts'
 export interface Judge {
   /** authorize() with the live policy and identity, counted; an unexpected error denies with 500, never throws. */
   verdict: (peer: PeerIdentity | undefined, facts: RequestFacts) => Verdict
+  /** The same for an opaque TCP connection (inbound-tcp.ts): rules with `ports` only. */
+  connection: (peer: PeerIdentity | undefined, facts: ConnectionFacts) => Verdict
+  /** Would the live policy still allow this connection? (no line, no metric: for re-judging live connections) */
+  recheck: (peer: PeerIdentity, facts: ConnectionFacts) => { allowed: boolean, rule: string | null }
   /** Fields for a request refused before authorize() could see it (CONNECT, a parse error). */
   denied: (peer: PeerIdentity | undefined, method: string, rawPath: string, reason: string) => DecisionFields
   /** Writes the request's decision line, once: a second call for the same fields is ignored. */
@@ -27,12 +32,12 @@ export interface Judge {
 /** Reasons a policy decision gives (decide.ts): the requests counted by gatehouse_requests_total. */
 const DECIDED: ReadonlySet<string> = new Set(['allow-rule', 'deny-rule', 'no-matching-rule'])
 
-export interface JudgeOptions { credentials: Credentials, policy: PolicyStore, decisions: DecisionLog, metrics: ProxyMetrics, logger: Logger }
+export interface JudgeOptions { credentials: Credentials, policy: PolicyStore, quarantine: QuarantineSource, decisions: DecisionLog, metrics: ProxyMetrics, logger: Logger }
 
-export function createJudge ({ credentials, policy, decisions, metrics, logger }: JudgeOptions): Judge {
+export function createJudge ({ credentials, policy, quarantine, decisions, metrics, logger }: JudgeOptions): Judge {
   const recorded = new WeakSet<DecisionFields>()
-  const env = (peer: PeerIdentity | undefined): { peer: PeerIdentity | undefined, policy: PolicyStore['current'], own: string | undefined } =>
-    ({ peer, policy: policy.current, own: credentials.current?.id.toString() })
+  const env = (peer: PeerIdentity | undefined): Omit<AuthorizeEnv, 'now'> =>
+    ({ peer, policy: policy.current, own: credentials.current?.id.toString(), quarantine: quarantine.current })
 
   // Nothing reaches the app before its admit line is in the log: a log that cannot be written turns
   // the allow into a 503 (its decision line is attempted too, and fails the same way).
@@ -48,20 +53,30 @@ export function createJudge ({ credentials, policy, decisions, metrics, logger }
     }
   }
 
-  return {
-    verdict (peer, facts) {
-      try {
-        const v = authorize(facts, { ...env(peer), now: Date.now() })
-        if (!v.ok && v.rejected !== undefined) metrics.rejected.inc({ reason: v.rejected })
-        else if (peer !== undefined && DECIDED.has(v.fields.reason)) {
-          metrics.requests.inc({ decision: v.fields.decision, rule: v.fields.rule ?? '', mode: v.fields.mode, caller: metrics.callerLabel(peer.id) })
-        }
-        return v.ok ? admitted(v) : v
-      } catch (err) {
-        logger.error({ err }, 'authorization failed unexpectedly; denying')
-        const fields = deniedFields(env(peer), facts.method, facts.rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
-        return { ok: false, refusal: { status: 500, error: 'internal', requestId: fields.requestId }, fields }
+  /** authorize()/authorizeConnection() counted, admitted if allowed; an unexpected error denies, never throws. */
+  const judged = (peer: PeerIdentity | undefined, run: (env: AuthorizeEnv) => Verdict, method: string, rawPath: string): Verdict => {
+    try {
+      const v = run({ ...env(peer), now: Date.now() })
+      if (!v.ok && v.rejected !== undefined) metrics.rejected.inc({ reason: v.rejected })
+      else if (peer !== undefined && DECIDED.has(v.fields.reason)) {
+        metrics.requests.inc({ decision: v.fields.decision, rule: v.fields.rule ?? '', mode: v.fields.mode, caller: metrics.callerLabel(peer.id) })
       }
+      return v.ok ? admitted(v) : v
+    } catch (err) {
+      logger.error({ err }, 'authorization failed unexpectedly; denying')
+      const fields = deniedFields(env(peer), method, rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
+      return { ok: false, refusal: { status: 500, error: 'internal', requestId: fields.requestId }, fields }
+    }
+  }
+
+  return {
+    verdict: (peer, facts) => judged(peer, e => authorize(facts, e), facts.method, facts.rawPath),
+    connection: (peer, facts) => judged(peer, e => authorizeConnection(facts, e), 'TCP', ''),
+    recheck (peer, facts) {
+      try {
+        const v = authorizeConnection(facts, { ...env(peer), now: Date.now() })
+        return { allowed: v.ok, rule: v.fields.rule }
+      } catch { return { allowed: false, rule: null } } // fail closed
     },
     denied: (peer, method, rawPath, reason) => deniedFields(env(peer), method, rawPath, reason),
     record (fields, status, start, error) {

@@ -20,6 +20,8 @@ export interface ProxyMetrics {
   decisionLines: Counter<'kind'>
   decisionLogWritable: Gauge
   decisionLogFailures: Counter
+  quarantineEntries: Gauge
+  quarantineCut: Counter<'kind'>
 }
 
 export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMetrics {
@@ -50,6 +52,8 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
     decisionLines: new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, admit, checkpoint, genesis, resumed)', labelNames: ['kind'], registers }),
     decisionLogWritable: new Gauge({ name: 'gatehouse_decision_log_writable', help: '1 while the decision log can be written; 0 while it cannot (requests are refused with 503)', registers }),
     decisionLogFailures: new Counter({ name: 'gatehouse_decision_log_failures_total', help: 'Times the decision log became unwritable (disk full, file size limit, closed stdout)', registers }),
-    connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers })
+    connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers }),
+    quarantineEntries: new Gauge({ name: 'gatehouse_quarantine_entries', help: 'Entries in the quarantine list this sidecar enforces', registers }),
+    quarantineCut: new Counter({ name: 'gatehouse_quarantine_connections_closed_total', help: 'Live inbound connections closed because their caller was quarantined, by kind (http1, h2, tcp)', labelNames: ['kind'], registers })
   }
 }

@@ -12,6 +12,9 @@ import { forwardH2 } from './forward-h2.ts'
 import { hasBody } from './forward-h1.ts'
 import { MeshLinks } from './mesh-link.ts'
 import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
+import { startRouteListeners, type RouteListeners } from './route-listeners.ts'
+import { carryTcp } from './outbound-tcp.ts'
+import type { QuarantineSource } from '../quarantine/source.ts'
 
 // The outbound listener: the app calls other services through HTTP_PROXY=http://127.0.0.1:15001
 // with plain http:// URLs (or CONNECT, as grpc-js and grpc-go do with grpc_proxy/https_proxy, then
@@ -29,10 +32,17 @@ export interface OutboundOptions {
   responseTimeoutMs: number
   /** host:port pairs CONNECT may tunnel to (plain TCP, outside the mesh); empty = CONNECT refused. */
   allowConnect: string[]
+  /** Opaque TCP through tcp routes' listeners (outbound-tcp.ts). */
+  tcpIdleTimeoutMs: number
+  /** Per route listener (route-listeners.ts). */
+  routeMaxConnections: number
+  /** The reason our own identity is quarantined, if it is: then nothing is originated. */
+  selfQuarantined?: () => string | undefined
+  quarantine?: QuarantineSource
   onRequest?: (outcome: string) => void
 }
 
-export interface Outbound { server: Server, port: number, close: () => Promise<void> }
+export interface Outbound { server: Server, port: number, routeListeners: RouteListeners, close: (drainMs?: number) => Promise<void> }
 
 /** The HTTP/2 client preface starts with this method name; no HTTP/1.1 request does. */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0')
@@ -49,8 +59,19 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     if (now?.leaf.serialHex !== own?.leaf.serialHex) { own = now; links.retireAll() }
   })
 
+  // Quarantined ourselves: the links we hold go, and nothing new is originated (checked per call).
+  o.quarantine?.onChange(() => { if (o.selfQuarantined?.() !== undefined) links.retireAll() })
+  const quarantinedRefusal = (): Refusal | undefined => {
+    const reason = o.selfQuarantined?.()
+    if (reason === undefined) return undefined
+    logger.warn({ event: 'outbound.refused', code: 'GH_QUARANTINED', reason }, 'this workload is quarantined: outbound call refused')
+    return { status: 403, code: 'GH_QUARANTINED', error: 'quarantined', reason: `this workload is quarantined (${reason}); it may not call other services` }
+  }
+
   /** One request to a routed destination, from either protocol: a stream on the route's link. */
   const forward = (route: Route, fr: ForwardRequest, sink: ResponseSink, refuse: (r: Refusal) => void): void => {
+    const held = quarantinedRefusal()
+    if (held !== undefined) { refuse(held); o.onRequest?.('quarantined'); return }
     const failed = (status: 502 | 504, code: string, error: string, reason: string, outcome: string): void => {
       if (sink.headersSent) sink.destroy()
       else refuse({ status, code, error, reason })
@@ -93,9 +114,14 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', host, port }, 'outbound call to an unknown destination refused')
       reply({ status: 403, code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', error: 'unknown_destination', reason: `${host}:${port} is not in the routes file` }, 'unknown-destination'); return
     }
+    forwardH1(route, req, res, url.host, `${url.pathname}${url.search}`)
+  }
+
+  /** An HTTP/1.1 request, its route known: on the route's link with the Host the callee expects. */
+  const forwardH1 = (route: Route, req: IncomingMessage, res: ServerResponse, host: string, target: string): void => {
     const headers = endToEndHeaders(req.headers, ['expect'])
-    headers.host = url.host
-    forward(route, { method: req.method ?? 'GET', target: `${url.pathname}${url.search}`, headers, body: hasBody(req) ? req : null }, h1Sink(res), r => { refuseH1(res, r) })
+    headers.host = host
+    forward(route, { method: req.method ?? 'GET', target, headers, body: hasBody(req) ? req : null }, h1Sink(res), r => { refuseH1(res, r) })
   }
 
   // HTTP/2 inside a CONNECT tunnel to a routed destination (grpc-js, grpc-go): every stream goes to
@@ -149,6 +175,8 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       else socket.once('data', (chunk: Buffer) => { socket.pause(); dispatch(chunk) })
       return
     }
+    const held = quarantinedRefusal()
+    if (held !== undefined) { refuseRaw(socket, held); return }
     if (!o.allowConnect.includes(target)) {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', target }, 'CONNECT refused')
       refuseRaw(socket, { status: 403, error: 'connect_refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', reason: `${target} is neither a route nor on --allow-connect` })
@@ -176,12 +204,28 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   })
   const port = (server.address() as AddressInfo).port
   logger.info({ event: 'outbound.listening', host: o.listen.host, port }, 'outbound listener ready')
+  const routeListeners = startRouteListeners({
+    routes: o.routes,
+    maxConnections: o.routeMaxConnections,
+    logger,
+    // Plain HTTP to a route's own port: the request names no host, the route does.
+    http: (route, req, res) => { forwardH1(route, req, res, route.port === undefined ? route.host : `${route.host}:${route.port}`, req.url ?? '/') },
+    tcp: (route, socket) => {
+      if (quarantinedRefusal() !== undefined) { socket.destroy(); return }
+      carryTcp(route, socket, { credentials: o.credentials, connectTimeoutMs: o.connectTimeoutMs, idleTimeoutMs: o.tcpIdleTimeoutMs, logger })
+    }
+  })
+  await routeListeners.settled()
   return {
     server,
     port,
-    close: async () => {
+    routeListeners,
+    close: async (drainMs = 5000) => {
       for (const s of sessions) s.close()
-      await new Promise<void>(resolve => { server.close(() => { resolve() }); server.closeIdleConnections() })
+      await Promise.all([
+        new Promise<void>(resolve => { server.close(() => { resolve() }); server.closeIdleConnections() }),
+        routeListeners.close(drainMs)
+      ])
       await links.close()
     }
   }

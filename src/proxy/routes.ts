@@ -12,7 +12,17 @@ import { watchFiles, type FileWatch } from '../file-watch.ts'
 // service host (name.namespace.svc[.cluster.local]) may give `serviceAccount` instead of `id`, and
 // then defaults to address <host>:15006 and ID spiffe://TD/ns/<namespace>/sa/<serviceAccount>.
 
-export interface Route { host: string, port: number | undefined, address: { host: string, port: number }, id: string }
+export interface Route {
+  host: string
+  port: number | undefined
+  address: { host: string, port: number }
+  id: string
+  /** http (default): requests, through HTTP_PROXY or `listen`; tcp: opaque bytes to the callee's app port `appPort`. */
+  protocol: 'http' | 'tcp'
+  /** A local plaintext listener for this route (Consul's upstreams): loopback only. */
+  listen?: { host: string, port: number }
+  appPort?: number
+}
 
 export class RoutesInvalidError extends GatehouseError {
   readonly problems: string[]
@@ -22,7 +32,9 @@ export class RoutesInvalidError extends GatehouseError {
   }
 }
 
-const ROUTE_KEYS = ['host', 'address', 'id', 'serviceAccount']
+const ROUTE_KEYS = ['host', 'address', 'id', 'serviceAccount', 'protocol', 'listen', 'port']
+/** A route's listener is plaintext and unauthenticated: it must be reachable from this pod or host only. */
+const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|localhost)$/
 const K8S_SERVICE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\.[a-z0-9.-]+)?$/
 export const DEFAULT_INBOUND_PORT = 15006
 
@@ -37,6 +49,7 @@ export function parseRoutes (text: string, source: string, trustDomain: string |
   const routes: Route[] = []
   if (list !== undefined && !isSeq(list)) problems.push(`${at(list)}: routes: expected a list`)
   const seen = new Set<string>()
+  const listening = new Set<string>()
   for (const [i, item] of (isSeq(list) ? list.items : []).entries()) {
     const where = `routes[${i}]`
     if (!isMap(item)) { problems.push(`${at(item as Node)}: ${where}: expected a mapping with host, address, id`); continue }
@@ -50,7 +63,7 @@ export function parseRoutes (text: string, source: string, trustDomain: string |
     if (m === null) { problems.push(`${at(host.node ?? item)}: ${where}.host: expected a host name, optionally with :port`); continue }
     const name = m[1]!
     const port = m[2] === undefined ? undefined : Number(m[2])
-    const key = `${name}:${port ?? ''}`
+    const key = `${name}:${port ?? ''}|${str('protocol').value ?? 'http'}`
     if (seen.has(key)) problems.push(`${at(host.node)}: ${where}.host: "${host.value!}" is listed twice`)
     seen.add(key)
     const k8s = K8S_SERVICE.exec(name)
@@ -69,7 +82,29 @@ export function parseRoutes (text: string, source: string, trustDomain: string |
     } else {
       problems.push(`${at(item)}: ${where}: expected id (or serviceAccount, for a name.namespace.svc host)`)
     }
-    if (address !== undefined && id !== undefined) routes.push({ host: name, port, address, id })
+    const protocolText = str('protocol')
+    const protocol = protocolText.value ?? (protocolText.node === undefined ? 'http' : undefined)
+    if (protocol !== 'http' && protocol !== 'tcp') problems.push(`${at(protocolText.node ?? item)}: ${where}.protocol: expected http or tcp`)
+    const listenText = str('listen')
+    const listen = listenText.value === undefined ? undefined : parseHostPort(listenText.value)
+    if (listenText.node !== undefined) {
+      if (listen === undefined) problems.push(`${at(listenText.node)}: ${where}.listen: expected HOST:PORT to listen on, e.g. 127.0.0.1:16379`)
+      else if (!LOOPBACK.test(listen.host)) problems.push(`${at(listenText.node)}: ${where}.listen: ${listen.host} is not a loopback address: the listener takes plaintext from anyone who reaches it, so it must be 127.0.0.1 (or ::1)`)
+      else if (listening.has(`${listen.host}:${listen.port}`)) problems.push(`${at(listenText.node)}: ${where}.listen: ${listenText.value!} is used by another route`)
+      else listening.add(`${listen.host}:${listen.port}`)
+    }
+    const portNode = mapGet(item, 'port')
+    const appPort = isScalar(portNode) && typeof portNode.value === 'number' && Number.isInteger(portNode.value) && portNode.value >= 1 && portNode.value <= 65535 ? portNode.value : undefined
+    if (protocol === 'tcp') {
+      if (portNode === undefined) problems.push(`${at(item)}: ${where}.port: a tcp route needs the callee's app port (port: 6379)`)
+      else if (appPort === undefined) problems.push(`${at(portNode)}: ${where}.port: expected a port number from 1 to 65535`)
+      if (listenText.node === undefined) problems.push(`${at(item)}: ${where}.listen: a tcp route needs a local address for the app to connect to (listen: 127.0.0.1:16379)`)
+    } else if (portNode !== undefined) {
+      problems.push(`${at(portNode)}: ${where}.port: only a tcp route names the callee's app port; an http route gives its port in host (name:port)`)
+    }
+    if (address !== undefined && id !== undefined && protocol !== undefined) {
+      routes.push({ host: name, port, address, id, protocol: protocol as 'http' | 'tcp', ...(listen === undefined ? {} : { listen }), ...(appPort === undefined ? {} : { appPort }) })
+    }
   }
   if (problems.length > 0) throw new RoutesInvalidError(problems)
   return routes
@@ -77,16 +112,22 @@ export function parseRoutes (text: string, source: string, trustDomain: string |
 
 export class RouteTable {
   private byKey = new Map<string, Route>()
+  private all: Route[] = []
   private readonly listeners: Array<() => void> = []
 
-  /** The route for a host and port the app named: exact host:port first, then the host alone. */
+  /** Every route, tcp ones included (route-listeners.ts opens their `listen` addresses). */
+  get routes (): readonly Route[] { return this.all }
+
+  /** The HTTP route for a host and port the app named: exact host:port first, then the host alone. */
   lookup (host: string, port: number): Route | undefined {
     const h = host.toLowerCase()
     return this.byKey.get(`${h}:${port}`) ?? this.byKey.get(`${h}:`)
   }
 
   replace (routes: Route[]): void {
-    this.byKey = new Map(routes.map(r => [`${r.host}:${r.port ?? ''}`, r]))
+    this.all = routes
+    // A tcp route is reached only through its listener: an HTTP request never takes it.
+    this.byKey = new Map(routes.filter(r => r.protocol === 'http').map(r => [`${r.host}:${r.port ?? ''}`, r]))
     for (const l of this.listeners) l()
   }
 

@@ -15,6 +15,7 @@ import { startInbound, type Inbound, type InboundLimits } from './inbound.ts'
 import { DEFAULT_UPGRADE_PROTOCOLS } from './upgrade.ts'
 import { startAdmin, type Admin, type AppProbe } from './admin.ts'
 import type { FileWatch } from '../file-watch.ts'
+import { followCaQuarantine, watchQuarantineFile, noQuarantine } from '../quarantine/source.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
 // The CLI builds the options from the config schema; tests call this directly.
@@ -56,7 +57,18 @@ export interface SidecarOptions extends InboundLimits {
   checkpointIntervalMs?: number
   /** The app's original HTTP probes, relayed by the admin port (set by the injector). */
   appProbes?: Record<string, AppProbe>
+  /** Opaque TCP app ports served inbound (--upstream-tcp): app port -> address. */
+  tcpUpstreams?: ReadonlyMap<number, { host: string, port: number }>
+  /** Idle timeout of an opaque TCP connection, inbound and outbound (default 1 h). */
+  tcpIdleTimeoutMs?: number
+  /** Connections per route listener (default 1024). */
+  routeMaxConnections?: number
+  /** Without a CA: the quarantine list from this file, watched (missing = empty). With a CA it comes from the CA. */
+  quarantineFile?: string
 }
+
+/** Istio's default for an idle TCP connection: long enough for a database pool's idle connections. */
+export const DEFAULT_TCP_IDLE_MS = 3_600_000
 
 export interface Sidecar {
   inbound: Inbound
@@ -139,6 +151,18 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   const routes = new RouteTable()
   if (o.routesFile !== undefined) watches.push(watchRoutesFile(routes, { file: o.routesFile, trustDomain: () => credentials.current?.id.trustDomain, intervalMs: o.reloadIntervalMs, logger }))
 
+  // Quarantine: from the CA when there is one (signed, long-polled), else from --quarantine-file.
+  const quarantine = o.ca !== undefined
+    ? followCaQuarantine({ url: o.ca.url, caId: o.ca.caId ?? `spiffe://${credentials.current?.id.trustDomain ?? o.trustDomain ?? 'unknown'}/gatehouse/ca`, credentials, logger })
+    : o.quarantineFile !== undefined ? watchQuarantineFile(o.quarantineFile, o.reloadIntervalMs, logger) : noQuarantine()
+  undo.push(() => { quarantine.stop() })
+  metrics.quarantineEntries.set(quarantine.current.size)
+  /** Our own identity is quarantined: this sidecar originates nothing. */
+  const selfQuarantined = (): string | undefined => {
+    const own = credentials.current?.id
+    return own === undefined ? undefined : quarantine.current.holds({ id: own.toString(), trustDomain: own.trustDomain, segments: own.path.split('/').slice(1) })?.reason
+  }
+
   const policy = new PolicyStore({ file: o.policyFile, logger, onResult: (result) => { metrics.policyReloads.inc({ result }) } })
   // Start even with a bad policy file (deny everything, not ready) rather than crash-loop; the
   // operator sees why in the log and /readyz, and a fixed file is picked up without a restart.
@@ -193,12 +217,16 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     maxConnections: o.maxConnections,
     ...(o.maxPendingHandshakes === undefined ? {} : { maxPendingHandshakes: o.maxPendingHandshakes }),
     ...(o.maxConcurrentStreams === undefined ? {} : { maxConcurrentStreams: o.maxConcurrentStreams }),
-    upgradeProtocols: o.upgradeProtocols ?? DEFAULT_UPGRADE_PROTOCOLS
+    upgradeProtocols: o.upgradeProtocols ?? DEFAULT_UPGRADE_PROTOCOLS,
+    ...(o.tcpUpstreams === undefined ? {} : { tcpUpstreams: o.tcpUpstreams }),
+    tcpIdleTimeoutMs: o.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_MS,
+    upstreamConnectTimeoutMs: o.upstreamConnectTimeoutMs,
+    quarantine
   })
   undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined
     ? undefined
-    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [] })
+    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [], tcpIdleTimeoutMs: o.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_MS, routeMaxConnections: o.routeMaxConnections ?? 1024, selfQuarantined, quarantine })
   undo.push(async () => { await outbound?.close() })
   const admin = await startAdmin({
     listen: o.admin,
@@ -230,9 +258,10 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     stop: async (drainMs = 5000) => {
       stopping ??= (async () => {
       rotator?.stop()
+      quarantine.stop()
       for (const w of watches) w.stop()
       policy.stop()
-      await Promise.all([inbound.close(drainMs), outbound?.close()])
+      await Promise.all([inbound.close(drainMs), outbound?.close(drainMs)])
       await admin.close()
       await Promise.all([pool.close(), app.h2c.close()])
       await decisions.close()

@@ -55,11 +55,16 @@ export function pathProblem (path: string): string | undefined {
   return undefined
 }
 
-/** Returns a reason string when `name` is not a valid trust domain name. */
+/**
+ * Returns a reason string when `name` is not a valid trust domain name. A name that only upper case
+ * spoils is told so, with the spelling to use: "must be lower case" says more than the character list.
+ */
 export function trustDomainProblem (name: string): string | undefined {
   if (name === '') return reasons.missingTrustDomain
   for (let i = 0; i < name.length; i++) {
-    if (!isTrustDomainChar(name.charCodeAt(i))) return reasons.trustDomainChar
+    if (isTrustDomainChar(name.charCodeAt(i))) continue
+    const onlyCase = /^[a-zA-Z0-9._-]+$/.test(name)
+    return onlyCase ? `trust domain ${JSON.stringify(name.slice(0, 80))} must be lower case: write ${JSON.stringify(name.slice(0, 80).toLowerCase())} in full` : reasons.trustDomainChar
   }
   if (name.length > MAX_TRUST_DOMAIN_BYTES) return reasons.trustDomainLength
   return undefined

@@ -46,9 +46,12 @@ export interface Workload {
   outboundPort: number
   adminUrl: string
   routesFile: string | undefined
+  policyFile: string
   logs: Array<Record<string, any>>
   /** Decision lines (msg "decision") written so far. */
   decisions: Array<Record<string, any>>
+  /** Every decision-log line (genesis, admit, decision, checkpoint) written so far. */
+  auditLines: Array<Record<string, any>>
 }
 
 export interface WorkloadOptions {
@@ -60,6 +63,10 @@ export interface WorkloadOptions {
   upstreamPort?: number
   /** SPIFFE IDs the inbound policy allows (any method, any path). */
   allow?: string[]
+  /** The whole inbound policy file instead (`allow` is then ignored). */
+  policy?: string
+  /** The SVID's lifetime (default: the Pki's). */
+  ttlMs?: number
   /** Starts an outbound listener with this routes file content. */
   routes?: string
   allowConnect?: string[]
@@ -68,11 +75,11 @@ export interface WorkloadOptions {
 
 /** One sidecar with a static SVID from `pki`, written to files in `dir`. */
 export async function startWorkload (t: Tap, pki: Pki, dir: string, o: WorkloadOptions): Promise<Workload> {
-  const svid = pki.issue(o.id, o.name)
+  const svid = pki.issue(o.id, o.name, o.ttlMs)
   const id = o.id.startsWith('spiffe://') ? o.id : `spiffe://${pki.ca.trustDomain}${o.id}`
   const policyFile = join(dir, `${o.name}-policy.yaml`)
   const allow = o.allow ?? [`spiffe://${pki.ca.trustDomain}/ns/nobody/sa/nobody`]
-  writeFileSync(policyFile, `version: 1\nrules:\n  - name: allowed-callers\n    from: ${JSON.stringify(allow)}\n`)
+  writeFileSync(policyFile, o.policy ?? `version: 1\nrules:\n  - name: allowed-callers\n    from: ${JSON.stringify(allow)}\n`)
   let routesFile: string | undefined
   if (o.routes !== undefined) {
     routesFile = join(dir, `${o.name}-routes.yaml`)
@@ -108,8 +115,10 @@ export async function startWorkload (t: Tap, pki: Pki, dir: string, o: WorkloadO
     },
     adminUrl: `http://127.0.0.1:${sidecar.admin.port}`,
     routesFile,
+    policyFile,
     logs: logs.lines,
-    get decisions (): Array<Record<string, any>> { return decisions.lines.filter(l => l.msg === 'decision') }
+    get decisions (): Array<Record<string, any>> { return decisions.lines.filter(l => l.msg === 'decision') },
+    auditLines: decisions.lines
   }
 }
 
