@@ -205,6 +205,13 @@ export class QuarantinedError extends GatehouseError {
   }
 }
 
+/** The CA refuses a quarantine report (docs/quarantine.md): about the reporter itself, an allow-listed identity, or malformed. */
+export class ReportRefusedError extends GatehouseError {
+  constructor (message: string) {
+    super('GH_REPORT_REFUSED', 403, message)
+  }
+}
+
 /** Wraps anything unexpected so callers still get a stable code; the cause stays in the operational log only. */
 export function asGatehouseError (err: unknown): GatehouseError {
   if (err instanceof GatehouseError) return err

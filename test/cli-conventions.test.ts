@@ -7,6 +7,7 @@ import { gatehouse } from './helpers/cli.ts'
 import { tempDir, Pki } from './helpers/mesh.ts'
 import { decisionFields, signerFrom } from './helpers/audit-log.ts'
 import { DecisionLog } from '../src/audit/record.ts'
+import { groups, nextWords, subcommandsOf } from '../src/cli/reference.ts'
 
 // The CLI follows the conventions of kubectl, istioctl and linkerd (issue 16), run as the real
 // executable: --version and `version -o json`; `help <command>`, group help and <command> --help
@@ -81,6 +82,11 @@ t.test('help: every command, a group, a command; positional arguments and enum v
     const group = gatehouse(args)
     t.equal(group.status, 0, `gatehouse ${args.join(' ')}: exit 0`)
     t.match(group.stdout, /usage: gatehouse ca <command>[^]*\n {2}ca init +create a CA[^]*\n {2}ca rotate-root /, `gatehouse ${args.join(' ')}: the group's commands`)
+  }
+  for (const g of groups().filter(g => g.includes(' '))) {
+    const nested = gatehouse([...g.split(' '), '--help'])
+    t.equal(nested.status, 0, `a group within a group: gatehouse ${g} --help`)
+    for (const c of subcommandsOf(g)) t.match(nested.stdout, `\n  ${c} `, `lists ${c}`)
   }
   t.match(gatehouse(['inject', '--help']).stdout, /Subcommands:\n {2}inject serve +the mutating admission webhook/, 'a command that is also a group lists its subcommands')
 
@@ -176,7 +182,9 @@ t.test('completion bash: subcommands, flags and enum values, in a real bash', as
   }
   t.same(complete('p'), ['proxy', 'policy'], 'first words')
   t.ok(complete('').includes('completion') && complete('-').includes('--version'), 'every command, and --version')
-  t.same(complete('ca', ''), ['init', 'issue', 'token', 'serve', 'rotate-root'], 'a group\'s subcommands')
+  t.same(complete('ca', ''), nextWords('ca'), 'a group\'s subcommands')
+  t.ok(nextWords('ca').includes('init') && nextWords('ca').includes('rotate-root'))
+  for (const g of groups().filter(g => g.includes(' '))) t.same(complete(...g.split(' '), ''), nextWords(g), `a group within a group: ${g}`)
   t.same(complete('inject', 's'), ['serve'])
   t.same(complete('ca', 'init', '--key-type', ''), ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'], 'an enum flag\'s values')
   t.same(complete('policy', 'explain', 'p.yaml', '-o', ''), ['table', 'json', 'yaml'], '-o\'s values')

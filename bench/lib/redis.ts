@@ -20,7 +20,7 @@ import { connect } from 'node:net'
 import { existsSync } from 'node:fs'
 import { start, cpuSeconds, childrenCpuSeconds, coreBusySeconds, resetPeakRss, peakRssMb, anonRssMb, type Started } from './proc.ts'
 import { bucketOf, merge, percentile, type Histogram } from './histogram.ts'
-import { sum, median } from '../measure/targets.ts'
+import { sum, median, interleave } from '../measure/targets.ts'
 
 export const REDIS_SERVER = '/usr/bin/redis-server'
 export const REDIS_BENCHMARK = '/usr/bin/redis-benchmark'
@@ -204,25 +204,14 @@ export async function measureRedis (targets: RedisTarget[], plan: RedisPlan, log
   for (const t of targets) for (const p of t.procs) resetPeakRss(p.pid)
   for (const phase of ['throughput', 'latency', 'connections'] as const) {
     const s = shape(phase)
-    for (let round = 0; round < plan.rounds; round++) {
-      log(`${s.what}, round ${round + 1}/${plan.rounds}:`)
-      for (let i = 0; i < targets.length; i++) {
-        const t = targets[(i + round) % targets.length]!
-        if (failed.has(t)) continue
-        try {
-          const o = { clients: s.clients, tests: s.tests, dataBytes: plan.dataBytes, keepAlive: s.keepAlive }
-          if (phase === 'throughput' && plan.warmupSeconds > 0) rate.set(`${t.name} ${phase}`, (await runBenchmark(t.port, { ...o, requests: sized(t, phase, plan.warmupSeconds) }, [])).rps)
-          const r = await runBenchmark(t.port, { ...o, requests: sized(t, phase, s.seconds / plan.rounds) }, watched(t))
-          rate.set(`${t.name} ${phase}`, r.rps)
-          runs.get(t)![phase].push(r)
-          log(` ${t.name} ${phase === 'latency' ? `p99 ${percentile(r.histogram, 0.99).toFixed(3)} ms` : `${r.rps.toFixed(0)}/s`};`)
-        } catch (err) {
-          failed.set(t, (err as Error).message)
-          log(` ${t.name} FAILED;`)
-        }
-      }
-      log('\n')
-    }
+    await interleave(targets, plan.rounds, s.what, async (t) => {
+      const o = { clients: s.clients, tests: s.tests, dataBytes: plan.dataBytes, keepAlive: s.keepAlive }
+      if (phase === 'throughput' && plan.warmupSeconds > 0) rate.set(`${t.name} ${phase}`, (await runBenchmark(t.port, { ...o, requests: sized(t, phase, plan.warmupSeconds) }, [])).rps)
+      const r = await runBenchmark(t.port, { ...o, requests: sized(t, phase, s.seconds / plan.rounds) }, watched(t))
+      rate.set(`${t.name} ${phase}`, r.rps)
+      runs.get(t)![phase].push(r)
+      return phase === 'latency' ? `p99 ${percentile(r.histogram, 0.99).toFixed(3)} ms` : `${r.rps.toFixed(0)}/s`
+    }, log, failed)
   }
 
   const results: RedisResult[] = []

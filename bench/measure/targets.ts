@@ -107,6 +107,29 @@ const addKinds = (rs: PhaseResult[]): Record<string, number> => {
   return out
 }
 
+/**
+ * Runs `slice` once per target in each of `rounds` rounds, the order rotating every round, so a burst
+ * of outside load lands on all targets alike; a target whose slice throws is left out from then on
+ * (`failed`: why). `slice` returns what to log beside the target's name, or undefined to skip it.
+ */
+export async function interleave<T extends { name: string }> (targets: T[], rounds: number, what: string, slice: (t: T) => Promise<string | undefined>, log: (s: string) => void, failed: Map<T, string>): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    log(`${what}, round ${round + 1}/${rounds}:`)
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[(i + round) % targets.length]!
+      if (failed.has(t)) continue
+      try {
+        const shown = await slice(t)
+        if (shown !== undefined) log(` ${t.name} ${shown};`)
+      } catch (err) {
+        failed.set(t, (err as Error).message)
+        log(` ${t.name} FAILED;`)
+      }
+    }
+    log('\n')
+  }
+}
+
 type Phase = 'throughput' | 'latency' | 'handshakes'
 
 interface Slices { thr: PhaseResult[], lat: PhaseResult[], hs: PhaseResult[] }
@@ -139,22 +162,12 @@ export async function measureTargets (env: BenchEnv, targets: Target[], plan: Pl
   for (const t of targets) for (const p of t.procs) resetPeakRss(p.pid)
   for (const phase of ['throughput', 'latency', 'handshakes'] as const) {
     const what = phase === 'throughput' ? `keep-alive throughput (${plan.connections} connections)` : phase === 'latency' ? `latency at ${plan.rate} req/s (open model)` : 'new connections per second (one per request)'
-    for (let round = 0; round < plan.rounds; round++) {
-      log(`${what}, round ${round + 1}/${plan.rounds}:`)
-      for (let i = 0; i < targets.length; i++) {
-        const t = targets[(i + round) % targets.length]!
-        if (failed.has(t) || (phase === 'handshakes' && t.handshakes === 'none')) continue
-        try {
-          const r = await runPhase(env.root, spec(t, phase), watched(t), workerOf(t))
-          slices.get(t)![phase === 'throughput' ? 'thr' : phase === 'latency' ? 'lat' : 'hs'].push(r)
-          log(` ${t.name} ${show(phase, r)};`)
-        } catch (err) {
-          failed.set(t, (err as Error).message)
-          log(` ${t.name} FAILED;`)
-        }
-      }
-      log('\n')
-    }
+    await interleave(targets, plan.rounds, what, async (t) => {
+      if (phase === 'handshakes' && t.handshakes === 'none') return undefined
+      const r = await runPhase(env.root, spec(t, phase), watched(t), workerOf(t))
+      slices.get(t)![phase === 'throughput' ? 'thr' : phase === 'latency' ? 'lat' : 'hs'].push(r)
+      return show(phase, r)
+    }, log, failed)
   }
 
   const results: TargetResult[] = []

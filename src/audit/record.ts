@@ -189,7 +189,7 @@ export class DecisionLog {
   }
 
   /** Writes one line, recovering first if the log had failed; counts the request refused if it cannot. */
-  private guarded (obj: Record<string, unknown>, msg: 'admit' | 'decision'): void {
+  private guarded (obj: Record<string, unknown>, msg: 'admit' | 'decision'): number {
     try {
       this.recover()
       this.append(obj, msg)
@@ -197,8 +197,10 @@ export class DecisionLog {
       if (this.failure !== undefined && msg === 'admit') this.failure.refused++
       throw err
     }
+    const seq = this.seq
     // The cadence counts lines, admit lines included: the verifier bounds the lines between checkpoints.
     if (++this.sinceCheckpoint >= this.every) this.checkpoint()
+    return seq
   }
 
   /** Why the log cannot be written now (for /readyz), or undefined. */
@@ -215,8 +217,9 @@ export class DecisionLog {
     this.guarded(line, 'admit')
   }
 
-  write (fields: DecisionFields): void {
-    this.guarded(fields as unknown as Record<string, unknown>, 'decision')
+  /** Writes the decision line; returns its seq (its place in this chain, for evidence). */
+  write (fields: DecisionFields): number {
+    return this.guarded(fields as unknown as Record<string, unknown>, 'decision')
   }
 
   /** Signs the (seq, hash) of the last line written and appends the checkpoint right after it. */

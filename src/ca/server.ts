@@ -22,6 +22,7 @@ import type { RateLimiter } from './rate-limit.ts'
 import { originFor, DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS } from './renewal.ts'
 import type { RenewalOrigin } from '../x509/origin.ts'
 import { QuarantineBook } from './quarantine.ts'
+import { ReportDesk, type ReportDeskOptions } from './reports.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
@@ -29,6 +30,7 @@ import { QuarantineBook } from './quarantine.ts'
 //                   An SVID renews only as its original attestation allows (renewal.ts).
 //   GET  /v1/bundle PEM trust anchors (or the SPIFFE bundle JSON with Accept: application/json)
 //   GET  /v1/quarantine[?revision=R&wait=S]  the quarantine list, signed, long-polled (quarantine.ts)
+//   POST /v1/reports  a sidecar reports a suspected compromised caller, by its own SVID (reports.ts)
 //   GET  /healthz
 // Every issuance and every refusal is one log line; errors become a response in one place.
 
@@ -49,6 +51,8 @@ export interface CaServerOptions {
   maxRenewalChainAgeMs?: number
   /** The time renewal chains are started and aged by (tests move it; certificate validity is the issuer's). */
   clock?: () => Date
+  /** What a quarantine report may do (reports.ts); default audit, quorum 1, never the CA's own identities, 1 h. */
+  autoQuarantine?: Partial<Pick<ReportDeskOptions, 'mode' | 'quorum' | 'neverQuarantine' | 'ttlMs'>>
   /** Re-read the CA directory when its files change (root rotation, issuer renewal). */
   reload?: { intervalMs: number, load: () => { ca: CaMaterial, issuer: Issuer } }
 }
@@ -69,6 +73,25 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   const servingId = SpiffeId.parse(opts.servingId ?? `spiffe://${ca.trustDomain}/gatehouse/ca`)
   const quarantine = new QuarantineBook(ca, logger)
   quarantine.start()
+  const auto = opts.autoQuarantine ?? {}
+  const reports = new ReportDesk({
+    dir: ca.dir,
+    trustDomain: ca.trustDomain,
+    book: quarantine,
+    logger,
+    mode: auto.mode ?? 'audit',
+    quorum: auto.quorum ?? 1,
+    // The CA itself and the injector (spiffe://TD/gatehouse/...) are never quarantined automatically.
+    neverQuarantine: auto.neverQuarantine ?? [`spiffe://${ca.trustDomain}/gatehouse/**`],
+    ttlMs: auto.ttlMs ?? 3_600_000
+  })
+
+  /** A report's sender: its client SVID, and nothing else (a bearer token says nothing about a sidecar). */
+  function reporterOf (req: IncomingMessage): SpiffeId {
+    const chain = peerChain(req.socket as TLSSocket)
+    if (chain.length === 0) throw new TokenInvalidError('a report must come over mTLS with the reporting sidecar\'s SVID')
+    return verifyX509Svid([...chain, ca.issuer.der], ca.bundle).id
+  }
 
   // The serving certificate is an SVID from our own issuer with a key that exists only in memory;
   // it renews itself at half-life.
@@ -148,6 +171,16 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new MethodNotAllowedError()
         if ((req.headers.accept ?? '').includes('application/json')) send(res, 200, ca.bundle.toSpiffeJson(ca.trustDomain))
         else send(res, 200, ca.bundlePem)
+      } else if (path === '/v1/reports') {
+        if (req.method !== 'POST') throw new MethodNotAllowedError()
+        let reporter: SpiffeId
+        try { reporter = reporterOf(req) } catch (err) {
+          logger.warn({ event: 'report.refused', code: asGatehouseError(err).code, reason: (err as Error).message, remote }, 'quarantine report refused')
+          throw err
+        }
+        let body: unknown
+        try { body = JSON.parse((await readBody(req, MAX_BODY_BYTES)).toString('utf8')) } catch { throw new BadRequestError('body is not valid JSON') }
+        send(res, 202, { outcome: reports.receive(reporter, body) })
       } else if (path === '/v1/quarantine') {
         if (req.method !== 'GET') throw new MethodNotAllowedError()
         quarantine.serve(new URL(req.url ?? '/', 'https://ca'), res)

@@ -1,7 +1,7 @@
 import { ConfigInvalidError } from '../errors.ts'
 import { flagHelp, loadConfig, type OptionSpec, type Schema } from '../config.ts'
 import { commands, loadCommands, type Command } from './commands.ts'
-import { firstWords, groups, subcommandsOf } from './reference.ts'
+import { firstWords, groups, nextWords } from './reference.ts'
 import type { Runner } from './runner.ts'
 
 // `gatehouse completion bash|zsh|fish`: a completion script generated from the command table and
@@ -23,12 +23,10 @@ const flagsOf = (cmd: Command): Flag[] =>
 
 /** Words a positional argument can be, when it is one of a few (completion's shells; help's command words). */
 function argWords (name: string, cmd: Command): string[] {
-  if (name === 'help') return firstWords()
+  if (name === 'help') return firstWords() // the first word; the bash script walks further
   return cmd.args.flatMap(a => [...(a.values ?? [])])
 }
 
-/** A group's subcommands as typed after the group ("init" for "ca init"). */
-const subcommands = (group: string): string[] => subcommandsOf(group).map(n => n.slice(group.length + 1))
 const sq = (s: string): string => `'${s.replace(/'/g, '\'\\\'\'')}'`
 
 export function bashScript (all: Record<string, Command>): string {
@@ -39,7 +37,7 @@ export function bashScript (all: Record<string, Command>): string {
     return `    ${pattern}) echo ${f.spec.kind === 'enum' ? sq(`values ${(f.spec.values ?? []).join(' ')}`) : 'file'} ;;`
   }))
   const argCases = entries.map(([name, cmd]) => [name, argWords(name, cmd)] as const).filter(([, w]) => w.length > 0).map(([name, w]) => `    ${sq(name)}) echo ${sq(w.join(' '))} ;;`)
-  const groupCases = groups().map(g => `    ${sq(g)}) echo ${sq(subcommands(g).join(' '))} ;;`)
+  const nextCases = ['', ...groups()].map(g => `    ${sq(g)}) echo ${sq(nextWords(g).join(' '))} ;;`)
   return `# bash completion for gatehouse, generated from its command table by 'gatehouse completion bash'.
 # Load it with: source <(gatehouse completion bash)
 
@@ -64,37 +62,49 @@ ${argCases.join('\n')}
   esac
 }
 
-# The subcommands of a group.
-_gatehouse_subcommands() {
+# The words that can follow a group (or nothing): subcommands, or every first word.
+_gatehouse_next() {
   case "$1" in
-${groupCases.join('\n')}
+${nextCases.join('\n')}
   esac
 }
 
+# Walks the words from index $1 to the cursor along the command table. Sets prefix (the words that
+# name a group or command), cmd (the longest of them that is a command) and consumed (1 if all did).
+_gatehouse_walk() {
+  local i w
+  prefix='' cmd='' consumed=1
+  for (( i = $1; i < COMP_CWORD; i++ )); do
+    w=\${COMP_WORDS[i]}
+    if [[ " $(_gatehouse_next "$prefix") " != *" $w "* ]]; then consumed=0; break; fi
+    prefix="\${prefix:+$prefix }$w"
+    [[ -n $(_gatehouse_flags "$prefix") ]] && cmd=$prefix
+  done
+}
+
 _gatehouse() {
-  local cur=\${COMP_WORDS[COMP_CWORD]} prev=\${COMP_WORDS[COMP_CWORD-1]} cmd subs what words
+  local cur=\${COMP_WORDS[COMP_CWORD]} prev=\${COMP_WORDS[COMP_CWORD-1]} prefix cmd consumed what words
   COMPREPLY=()
-  if (( COMP_CWORD == 1 )); then
-    COMPREPLY=($(compgen -W ${sq(`${firstWords().join(' ')} --help --version`)} -- "$cur"))
-    return
+  _gatehouse_walk 1
+  # Right after a group (or "gatehouse" alone): what can come next. "inject" is a command too: when
+  # no subcommand matches, its file argument is left to file-name completion.
+  words=$(_gatehouse_next "$prefix")
+  if (( consumed )) && [[ -n $words && $cur != -* ]]; then
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+    return 0
   fi
-  subs=$(_gatehouse_subcommands "\${COMP_WORDS[1]}")
-  # The group's subcommands ("inject" is also a command: its flags are offered after a "-").
-  if (( COMP_CWORD == 2 )) && [[ -n $subs && $cur != -* ]]; then
-    COMPREPLY=($(compgen -W "$subs" -- "$cur"))
-    return
-  fi
-  cmd=\${COMP_WORDS[1]}
-  if (( COMP_CWORD > 2 )) && [[ " $subs " == *" \${COMP_WORDS[2]} "* ]]; then cmd="$cmd \${COMP_WORDS[2]}"; fi
+  if [[ -z $prefix ]]; then COMPREPLY=($(compgen -W '--help --version' -- "$cur")); return 0; fi
+  [[ -n $cmd ]] || return 0
   what=$(_gatehouse_flag_value "$cmd" "$prev")
   case "$what" in
-    values\\ *) COMPREPLY=($(compgen -W "\${what#values }" -- "$cur")); return ;;
-    file) return ;; # complete -o default: file names
+    values\\ *) COMPREPLY=($(compgen -W "\${what#values }" -- "$cur")); return 0 ;;
+    file) return 0 ;; # complete -o default: file names
   esac
   if [[ $cur == -* ]]; then
     COMPREPLY=($(compgen -W "$(_gatehouse_flags "$cmd")" -- "$cur"))
-  elif [[ $cmd == help && COMP_CWORD -eq 3 ]]; then
-    COMPREPLY=($(compgen -W "$(_gatehouse_subcommands "\${COMP_WORDS[2]}")" -- "$cur"))
+  elif [[ $cmd == help ]]; then
+    _gatehouse_walk 2 # help's arguments are a command's words
+    (( consumed )) && COMPREPLY=($(compgen -W "$(_gatehouse_next "$prefix")" -- "$cur"))
   else
     words=$(_gatehouse_arg_words "$cmd")
     [[ -n $words ]] && COMPREPLY=($(compgen -W "$words" -- "$cur"))
@@ -147,7 +157,7 @@ export function fishScript (all: Record<string, Command>): string {
     'complete -c gatehouse -f',
     ...firstWords().map(w => `complete -c gatehouse -n 'test (count (__gatehouse_words)) -eq 0' -a ${sq(w)} -d ${sq(commands[w]?.summary ?? `${w} commands`)}`),
     'complete -c gatehouse -n \'test (count (__gatehouse_words)) -eq 0\' -l version -d \'print the version\'',
-    ...groups().flatMap(g => subcommands(g).map(s => `complete -c gatehouse -n ${sq(`__gatehouse_at ${g}`)} -a ${sq(s)} -d ${sq(commands[`${g} ${s}`]!.summary)}`))
+    ...groups().flatMap(g => nextWords(g).map(s => `complete -c gatehouse -n ${sq(`__gatehouse_at ${g}`)} -a ${sq(s)} -d ${sq(commands[`${g} ${s}`]?.summary ?? `${g} ${s} commands`)}`))
   ]
   for (const [name, cmd] of Object.entries(all)) {
     // "inject" must not also offer its flags to "inject serve": a longer command is excluded.

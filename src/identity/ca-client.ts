@@ -65,6 +65,21 @@ export function isJoinToken (token: string | undefined): boolean {
   return token !== undefined && jwtTyp(token) === JOIN_TOKEN_TYP
 }
 
+/**
+ * An HTTP client for the CA: every connection is mTLS by connectSvid(), the CA required to present
+ * `caId`; our SVID is presented unless `presentSvid` is false (a first request with only a token).
+ */
+export function caDispatcher (url: string, o: { credentials: Credentials, caId: string, presentSvid?: boolean, timeoutMs?: number, headersTimeoutMs?: number }): Client {
+  const base = new URL(url)
+  return new Client(base.origin, {
+    connect: (_o, cb) => {
+      connectSvid({ host: base.hostname.replace(/^\[|\]$/g, ''), port: Number(base.port === '' ? 443 : base.port), credentials: o.credentials, expectedId: o.caId, presentSvid: o.presentSvid !== false, timeoutMs: o.timeoutMs ?? 5000 },
+        (err, socket) => { if (err !== null || socket === undefined) cb(err ?? new Error('no socket'), null); else cb(null, socket) })
+    },
+    ...(o.headersTimeoutMs === undefined ? {} : { headersTimeout: o.headersTimeoutMs })
+  })
+}
+
 /** `token`: the token already read for this request (the rotator compares it with a refused one); otherwise the token file is read here. */
 export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: string): Promise<IssuedResponse> {
   const url = new URL('/v1/svid', opts.url)
@@ -74,13 +89,7 @@ export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: 
     if (opts.tokenFile === undefined) throw new GatehouseError('GH_NO_TOKEN', 401, 'no token file configured')
     headers.authorization = `Bearer ${token ?? readFileSync(opts.tokenFile, 'utf8').trim()}`
   }
-  const port = Number(url.port === '' ? 443 : url.port)
-  const client = new Client(url.origin, {
-    connect: (_o, cb) => {
-      connectSvid({ host: url.hostname.replace(/^\[|\]$/g, ''), port, credentials: opts.credentials, expectedId: opts.caId, presentSvid: auth === 'svid', timeoutMs: opts.timeoutMs ?? 5000 },
-        (err, socket) => { if (err !== null || socket === undefined) cb(err ?? new Error('no socket'), null); else cb(null, socket) })
-    }
-  })
+  const client = caDispatcher(opts.url, { credentials: opts.credentials, caId: opts.caId, presentSvid: auth === 'svid', timeoutMs: opts.timeoutMs ?? 5000 })
   let res: Awaited<ReturnType<typeof request>>
   let text: string
   try {

@@ -32,9 +32,13 @@ export interface CompiledPolicy {
   allow: CompiledRule[]
   /** Enforced and shadow rules together, in file order: what would decide if the shadow rules were enforced. */
   shadow: { deny: CompiledRule[], allow: CompiledRule[] } | undefined
+  /** The policy's canary paths as a deny rule named `canary` from any caller, checked first; undefined without any. */
+  canary: CompiledRule | undefined
+  /** As written, for the compromise detectors. */
+  canaryPaths: readonly string[]
 }
 
-function splitPattern (path: string): SegmentPattern {
+export function splitPattern (path: string): SegmentPattern {
   const segments = path.split('/').slice(1)
   const anyDepth = segments.at(-1) === ANY_DEPTH
   return { segments: anyDepth ? segments.slice(0, -1) : segments, anyDepth }
@@ -141,10 +145,13 @@ export function compilePolicy (policy: Policy): CompiledPolicy {
   const deny = policy.deny.map(compileRule)
   const allow = policy.rules.map(compileRule)
   const hasShadow = [...deny, ...allow].some(r => r.shadow)
+  const canary = policy.canary.length === 0 ? undefined : compileRule({ name: 'canary', from: [], paths: policy.canary })
   return {
     mode: policy.mode,
     deny: deny.filter(r => !r.shadow),
     allow: allow.filter(r => !r.shadow),
-    shadow: hasShadow ? { deny, allow } : undefined
+    shadow: hasShadow ? { deny, allow } : undefined,
+    canary,
+    canaryPaths: policy.canary
   }
 }

@@ -78,7 +78,14 @@ function firstMatch (rules: CompiledRule[], req: RequestFacts): CompiledRule | u
   return undefined
 }
 
-function evaluate (deny: CompiledRule[], allow: CompiledRule[], req: RequestFacts): { decision: 'allow' | 'deny', rule: string | null, reason: Reason } {
+/** A canary path (any caller, HTTP only): a trap, denied before every other rule. */
+function isCanary (canary: CompiledRule | undefined, req: RequestFacts): boolean {
+  if (canary === undefined || req.port !== undefined) return false
+  return canary.pathsExact!.has(exactPathKey(req.path)) || canary.pathPatterns.some(p => matchSegments(p, req.segments))
+}
+
+function evaluate (deny: CompiledRule[], allow: CompiledRule[], req: RequestFacts, canary?: CompiledRule): { decision: 'allow' | 'deny', rule: string | null, reason: Reason } {
+  if (isCanary(canary, req)) return { decision: 'deny', rule: 'canary', reason: 'deny-rule' }
   const denied = firstMatch(deny, req)
   if (denied !== undefined) return { decision: 'deny', rule: denied.name, reason: 'deny-rule' }
   const allowed = firstMatch(allow, req)
@@ -87,10 +94,10 @@ function evaluate (deny: CompiledRule[], allow: CompiledRule[], req: RequestFact
 }
 
 export function decide (policy: CompiledPolicy, req: RequestFacts): Decision {
-  const e = evaluate(policy.deny, policy.allow, req)
+  const e = evaluate(policy.deny, policy.allow, req, policy.canary)
   const d: Decision = { ...e, allowed: e.decision === 'allow' || policy.mode === 'audit', mode: policy.mode }
   if (policy.shadow !== undefined) {
-    const s = evaluate(policy.shadow.deny, policy.shadow.allow, req)
+    const s = evaluate(policy.shadow.deny, policy.shadow.allow, req, policy.canary)
     d.shadowDecision = s.decision
     d.shadowRule = s.rule
   }

@@ -25,6 +25,8 @@ export interface Policy {
   mode: 'enforce' | 'audit'
   rules: PolicyRule[]
   deny: PolicyRule[]
+  /** Trap paths no honest caller requests: always denied (rule `canary`), and reported (docs/quarantine.md). */
+  canary: string[]
 }
 
 export interface LoadedPolicy { policy: Policy, revision: string, source: string }
@@ -33,7 +35,9 @@ export function policyRevision (text: string): string {
   return `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`
 }
 
-const TOP_KEYS = ['version', 'mode', 'rules', 'deny']
+/** Rule names the sidecar itself reports: a rule of the same name would make decision lines ambiguous. */
+const RESERVED_NAMES = new Set(['canary', 'quarantine'])
+const TOP_KEYS = ['version', 'mode', 'rules', 'deny', 'canary']
 const RULE_KEYS = ['name', 'mode', 'from', 'methods', 'paths', 'ports']
 
 export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
@@ -87,6 +91,7 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
       const name = isScalar(nameNode) && typeof nameNode.value === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(nameNode.value) ? nameNode.value : undefined
       if (name === undefined) problems.push(`${at(nameNode ?? item)}: ${where}.name: expected a name of letters, digits, ".", "_" or "-" (max 63)`)
       else if (names.has(name)) problems.push(`${at(nameNode)}: ${where}.name: "${name}" is used by another rule`)
+      else if (RESERVED_NAMES.has(name)) problems.push(`${at(nameNode)}: ${where}.name: "${name}" is the name decision lines give to ${name === 'canary' ? 'the canary paths' : 'quarantine denials'}; choose another`)
       else names.add(name)
       const from = readList(get(item, 'from'), `${at(item)}: ${where}.from`, callerPatternProblem, true)
       const methods = readList(get(item, 'methods'), `${at(item)}: ${where}.methods`, m => isValidMethod(m) ? undefined : 'expected an upper-case HTTP method', false)
@@ -109,6 +114,7 @@ export function parsePolicy (text: string, source = 'policy'): LoadedPolicy {
   }
   const rules = readRules('rules')
   const deny = readRules('deny')
+  const canary = readList(get(root, 'canary'), `${at(root)}: canary`, pathPatternProblem, false) ?? []
   if (problems.length > 0) throw new PolicyInvalidError(problems)
-  return { policy: { version: 1, mode: mode as 'enforce' | 'audit', rules, deny }, revision: policyRevision(text), source }
+  return { policy: { version: 1, mode: mode as 'enforce' | 'audit', rules, deny, canary }, revision: policyRevision(text), source }
 }

@@ -5,7 +5,7 @@ import { constants } from 'node:crypto'
 import { rateLimited, type Logger } from '../log.ts'
 import { verifyPeer, handshakeFailureReason, type PeerIdentity } from '../spiffe/peer.ts'
 import type { PolicyStore } from '../policy/store.ts'
-import type { DecisionLog } from '../audit/record.ts'
+import type { DecisionLog, DecisionFields } from '../audit/record.ts'
 import type { Credentials } from '../identity/credentials.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import type { AppUpstream } from './app-upstream.ts'
@@ -41,6 +41,10 @@ export interface InboundOptions extends InboundLimits {
   tcpIdleTimeoutMs?: number
   /** Callers denied before the policy; their live connections are closed when they appear in it. */
   quarantine: QuarantineSource
+  /** Every decision line written, with its seq (the compromise detectors). */
+  onDecision?: (fields: DecisionFields, seq: number) => void
+  /** A verified peer that is quarantined connected anyway. */
+  onQuarantinedPeer?: (peer: PeerIdentity) => void
 }
 
 /** The listener's TLS version, timeouts and limits (each a flag of `gatehouse proxy`). */
@@ -121,6 +125,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       peers.set(socket, peer)
       metrics.connections.inc()
       live.set(socket, peer)
+      if (opts.onQuarantinedPeer !== undefined && opts.quarantine.current.holds(peer) !== undefined) opts.onQuarantinedPeer(peer)
       socket.once('close', () => { metrics.connections.dec(); live.delete(socket) })
       // An opaque TCP connection is never idle in the HTTP sense: its stage closes it at expiry, and says so.
       if (socket.alpnProtocol === TCP_ALPN) { tcp.accept(socket, peer); return }
@@ -150,7 +155,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     tlsRefusalLog(suppressed => { logger.warn({ event: 'tls.refused', reason: 'max-connections', remote: `${data?.remoteAddress ?? '?'}:${data?.remotePort ?? '?'}`, ...(suppressed > 0 ? { suppressed } : {}) }, 'connection dropped: --max-connections reached') })
   })
 
-  const judge = createJudge({ credentials, policy, quarantine: opts.quarantine, decisions, metrics, logger })
+  const judge = createJudge({ credentials, policy, quarantine: opts.quarantine, decisions, metrics, logger, ...(opts.onDecision === undefined ? {} : { onDecision: opts.onDecision }) })
   // Quarantine takes effect on what is already open too: kept-alive HTTP/1.1, HTTP/2 sessions, TCP.
   opts.quarantine.onChange(() => {
     const list = opts.quarantine.current

@@ -32,9 +32,18 @@ export interface Judge {
 /** Reasons a policy decision gives (decide.ts): the requests counted by gatehouse_requests_total. */
 const DECIDED: ReadonlySet<string> = new Set(['allow-rule', 'deny-rule', 'no-matching-rule'])
 
-export interface JudgeOptions { credentials: Credentials, policy: PolicyStore, quarantine: QuarantineSource, decisions: DecisionLog, metrics: ProxyMetrics, logger: Logger }
+export interface JudgeOptions {
+  credentials: Credentials
+  policy: PolicyStore
+  quarantine: QuarantineSource
+  decisions: DecisionLog
+  metrics: ProxyMetrics
+  logger: Logger
+  /** Sees every decision line written, with its seq: the signs of a compromised caller (detector.ts). */
+  onDecision?: (fields: DecisionFields, seq: number) => void
+}
 
-export function createJudge ({ credentials, policy, quarantine, decisions, metrics, logger }: JudgeOptions): Judge {
+export function createJudge ({ credentials, policy, quarantine, decisions, metrics, logger, onDecision }: JudgeOptions): Judge {
   const recorded = new WeakSet<DecisionFields>()
   const env = (peer: PeerIdentity | undefined): Omit<AuthorizeEnv, 'now'> =>
     ({ peer, policy: policy.current, own: credentials.current?.id.toString(), quarantine: quarantine.current })
@@ -87,10 +96,13 @@ export function createJudge ({ credentials, policy, quarantine, decisions, metri
       if (error !== undefined) fields.error = error
       metrics.duration.observe({ decision: fields.decision }, fields.durationMs / 1000)
       // A failed write has already failed the log (metric, operational log line, /readyz); what is left is the request id.
-      try { decisions.write(fields) } catch {
+      let seq: number
+      try { seq = decisions.write(fields) } catch {
         // A request refused because the log was down is counted in the `resumed` line; one that was forwarded is named here.
         if (fields.reason !== 'decision-log-unavailable') logger.warn({ event: 'decision_log.line_lost', requestId: fields.requestId, status }, 'decision line not written: the decision log cannot be written')
+        return
       }
+      onDecision?.(fields, seq)
     },
     recorded: (fields) => recorded.has(fields),
     outcomeError (o) {

@@ -22,6 +22,7 @@ export interface ProxyMetrics {
   decisionLogFailures: Counter
   quarantineEntries: Gauge
   quarantineCut: Counter<'kind'>
+  suspicions: Counter<'detector'>
 }
 
 export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMetrics {
@@ -54,6 +55,7 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
     decisionLogFailures: new Counter({ name: 'gatehouse_decision_log_failures_total', help: 'Times the decision log became unwritable (disk full, file size limit, closed stdout)', registers }),
     connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers }),
     quarantineEntries: new Gauge({ name: 'gatehouse_quarantine_entries', help: 'Entries in the quarantine list this sidecar enforces', registers }),
-    quarantineCut: new Counter({ name: 'gatehouse_quarantine_connections_closed_total', help: 'Live inbound connections closed because their caller was quarantined, by kind (http1, h2, tcp)', labelNames: ['kind'], registers })
+    quarantineCut: new Counter({ name: 'gatehouse_quarantine_connections_closed_total', help: 'Live inbound connections closed because their caller was quarantined, by kind (http1, h2, tcp)', labelNames: ['kind'], registers }),
+    suspicions: new Counter({ name: 'gatehouse_quarantine_suspicions_total', help: 'Callers a compromise detector tripped on (scan, canary, quarantined-peer), reported to the CA when there is one', labelNames: ['detector'], registers })
   }
 }

@@ -16,6 +16,8 @@ import { DEFAULT_UPGRADE_PROTOCOLS } from './upgrade.ts'
 import { startAdmin, type Admin, type AppProbe } from './admin.ts'
 import type { FileWatch } from '../file-watch.ts'
 import { followCaQuarantine, watchQuarantineFile, noQuarantine } from '../quarantine/source.ts'
+import { Detector, type DetectorSettings, type Suspicion } from '../quarantine/detector.ts'
+import { reportSuspicion } from '../quarantine/report.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
 // The CLI builds the options from the config schema; tests call this directly.
@@ -65,6 +67,13 @@ export interface SidecarOptions extends InboundLimits {
   routeMaxConnections?: number
   /** Without a CA: the quarantine list from this file, watched (missing = empty). With a CA it comes from the CA. */
   quarantineFile?: string
+  /** The scan detector's thresholds (detector.ts); defaults 20 denials over 10 paths in 10 s. */
+  detector?: Partial<DetectorSettings>
+}
+
+/** The SPIFFE ID the CA must present: --ca-id, or spiffe://<our trust domain>/gatehouse/ca. */
+function caIdFor (o: SidecarOptions, credentials: Credentials): string {
+  return o.ca?.caId ?? `spiffe://${credentials.current?.id.trustDomain ?? o.trustDomain ?? 'unknown'}/gatehouse/ca`
 }
 
 /** Istio's default for an idle TCP connection: long enough for a database pool's idle connections. */
@@ -153,7 +162,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
 
   // Quarantine: from the CA when there is one (signed, long-polled), else from --quarantine-file.
   const quarantine = o.ca !== undefined
-    ? followCaQuarantine({ url: o.ca.url, caId: o.ca.caId ?? `spiffe://${credentials.current?.id.trustDomain ?? o.trustDomain ?? 'unknown'}/gatehouse/ca`, credentials, logger })
+    ? followCaQuarantine({ url: o.ca.url, caId: caIdFor(o, credentials), credentials, logger })
     : o.quarantineFile !== undefined ? watchQuarantineFile(o.quarantineFile, o.reloadIntervalMs, logger) : noQuarantine()
   undo.push(() => { quarantine.stop() })
   metrics.quarantineEntries.set(quarantine.current.size)
@@ -169,6 +178,17 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   policy.reload('start')
   policy.watchFile(o.reloadIntervalMs)
   undo.push(() => { policy.stop() })
+
+  // The compromise detectors: a suspicion is logged and counted, and reported to the CA if there is one.
+  const detector = new Detector(o.detector ?? {})
+  const applyCanaries = (): void => { detector.setCanaries(policy.current?.compiled.canaryPaths ?? []) }
+  applyCanaries()
+  policy.onChange(applyCanaries)
+  const suspect = (s: Suspicion): void => {
+    metrics.suspicions.inc({ detector: s.detector })
+    logger.warn({ event: 'quarantine.suspect', subject: s.subject, detector: s.detector, detail: s.detail, evidence: s.evidence.map(e => `${e.chain}#${e.seq}`) }, 'a caller shows the signs of a compromised workload')
+    if (o.ca !== undefined) void reportSuspicion({ url: o.ca.url, caId: caIdFor(o, credentials), credentials, logger }, s)
+  }
 
   const decisions = new DecisionLog({
     ...(o.decisionLog === undefined ? {} : { destination: o.decisionLog }),
@@ -221,7 +241,15 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     ...(o.tcpUpstreams === undefined ? {} : { tcpUpstreams: o.tcpUpstreams }),
     tcpIdleTimeoutMs: o.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_MS,
     upstreamConnectTimeoutMs: o.upstreamConnectTimeoutMs,
-    quarantine
+    quarantine,
+    onDecision: (fields, seq) => {
+      const s = detector.observe(fields, seq, decisions.chain)
+      if (s !== undefined) suspect(s)
+    },
+    onQuarantinedPeer: (peer) => {
+      const s = detector.quarantinedPeer(peer.id)
+      if (s !== undefined) suspect(s)
+    }
   })
   undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined

@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs'
-import { Client } from 'undici'
 import type { Logger } from '../log.ts'
 import { rateLimited } from '../log.ts'
 import { watchFiles, type FileWatch } from '../file-watch.ts'
 import type { Credentials } from '../identity/credentials.ts'
-import { connectSvid } from '../identity/svid-connect.ts'
+import { caDispatcher } from '../identity/ca-client.ts'
 import { parseQuarantine, QuarantineList } from './list.ts'
 import { verifyQuarantine } from './signed.ts'
 
@@ -72,14 +71,7 @@ export function followCaQuarantine (o: CaQuarantineOptions): QuarantineSource {
   let backoffMs = 500
   const base = new URL(o.url)
   const warn = rateLimited()
-  const client = new Client(base.origin, {
-    connect: (_c, cb) => {
-      connectSvid({ host: base.hostname.replace(/^\[|\]$/g, ''), port: Number(base.port === '' ? 443 : base.port), credentials: o.credentials, expectedId: o.caId, timeoutMs: 5000 },
-        (err, socket) => { if (err !== null || socket === undefined) cb(err ?? new Error('no socket'), null); else cb(null, socket) })
-    },
-    headersTimeout: ((o.waitS ?? 20) + 10) * 1000,
-    bodyTimeout: 10_000
-  })
+  const client = caDispatcher(o.url, { credentials: o.credentials, caId: o.caId, headersTimeoutMs: ((o.waitS ?? 20) + 10) * 1000 })
   const once = async (): Promise<void> => {
     const url = new URL('/v1/quarantine', base)
     url.searchParams.set('revision', h.list.revision)

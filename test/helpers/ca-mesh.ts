@@ -12,7 +12,7 @@ import { mintJoinToken, JoinTokenVerifier, UsedTokenLog, CA_AUDIENCE } from '../
 import { K8sTokenVerifier, jwksFromFile } from '../../src/ca/k8s-token.ts'
 import { Attestor } from '../../src/ca/attest.ts'
 import { RateLimiter } from '../../src/ca/rate-limit.ts'
-import { startCaServer, type RunningCaServer } from '../../src/ca/server.ts'
+import { startCaServer, type RunningCaServer, type CaServerOptions } from '../../src/ca/server.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { generateKey } from '../../src/x509/keys.ts'
 import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
@@ -65,6 +65,8 @@ export interface TestCaOptions {
   maxRenewalChainAgeMs?: number
   /** The CA's clock for renewal chains (start and age); certificate validity stays on real time. */
   clock?: () => Date
+  /** `ca serve --auto-quarantine/--quorum/--never-quarantine/--auto-quarantine-ttl`. */
+  autoQuarantine?: CaServerOptions['autoQuarantine']
 }
 
 export interface TestCa {
@@ -111,6 +113,7 @@ export async function startTestCa (t: Tap, opts: TestCaOptions): Promise<TestCa>
       listen: { host: '127.0.0.1', port },
       ...(opts.maxRenewalChainAgeMs === undefined ? {} : { maxRenewalChainAgeMs: opts.maxRenewalChainAgeMs }),
       ...(opts.clock === undefined ? {} : { clock: opts.clock }),
+      ...(opts.autoQuarantine === undefined ? {} : { autoQuarantine: opts.autoQuarantine }),
       reload: {
         intervalMs: opts.reloadIntervalMs ?? 200,
         load: () => { const m = loadCa(dir); return { ca: m, issuer: new Issuer(m, { defaultTtlMs: opts.leafTtlMs }) } }

@@ -1,0 +1,27 @@
+import type { Logger } from '../log.ts'
+import type { Credentials } from '../identity/credentials.ts'
+import { caDispatcher } from '../identity/ca-client.ts'
+import type { Suspicion } from './detector.ts'
+
+// A tripped detector's report to the CA (POST /v1/reports), authenticated by this sidecar's own SVID
+// over mTLS. The CA decides what to do with it (--auto-quarantine off|audit|enforce, a quorum of
+// reporters, an allow-list); the sidecar only logs what it answered. Without a CA the suspicion is
+// logged and counted, and a person decides.
+
+export interface ReportTarget { url: string, caId: string, credentials: Credentials, logger: Logger }
+
+export async function reportSuspicion (o: ReportTarget, s: Suspicion): Promise<string> {
+  const client = caDispatcher(o.url, { credentials: o.credentials, caId: o.caId })
+  try {
+    const res = await client.request({ path: '/v1/reports', method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s) })
+    const body = JSON.parse(await res.body.text()) as { outcome?: string, error?: string, message?: string }
+    const outcome = res.statusCode === 202 ? String(body.outcome) : `refused ${String(body.error)}: ${String(body.message)}`
+    o.logger.warn({ event: 'quarantine.reported', subject: s.subject, detector: s.detector, detail: s.detail, status: res.statusCode, outcome }, 'reported a suspected compromised caller to the CA')
+    return outcome
+  } catch (err) {
+    o.logger.error({ event: 'quarantine.report_failed', subject: s.subject, detector: s.detector, detail: (err as Error).message }, 'could not report a suspected compromised caller to the CA')
+    return 'failed'
+  } finally {
+    await client.close()
+  }
+}
