@@ -113,6 +113,12 @@ function cases (busyPort: number): Case[] {
     { cmd: 'ca rotate-root', what: '(b) --dir does not exist', args: ['ca', 'rotate-root', '--dir', missingDir, '--step', 'prepare'], status: 1, code: 'GH_CA_MISSING', says: [missingDir, 'check --dir'] },
     { cmd: 'ca rotate-root', what: '(d) CA key holds garbage', args: ['ca', 'rotate-root', '--dir', caGarbage, '--step', 'prepare'], status: 1, code: 'GH_KEY_INVALID', says: ['issuer-key.pem', 'not a PEM private key'] },
     configCase('ca rotate-root'),
+    { cmd: 'ca quarantine add', what: '(a) missing --reason', args: ['ca', 'quarantine', 'add', '--dir', caDir, '--spiffe-id', ID], status: 2, code: 'GH_CONFIG_INVALID', says: ['--reason is required'] },
+    { cmd: 'ca quarantine add', what: '(b) --dir does not exist', args: ['ca', 'quarantine', 'add', '--dir', missingDir, '--spiffe-id', ID, '--reason', 'r'], status: 1, code: 'GH_CA_MISSING', says: [missingDir, 'check --dir'] },
+    { cmd: 'ca quarantine add', what: '(c) not a SPIFFE ID', args: ['ca', 'quarantine', 'add', '--dir', caDir, '--spiffe-id', 'rogue', '--reason', 'r'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--spiffe-id', 'expected a SPIFFE ID or pattern'] },
+    { cmd: 'ca quarantine remove', what: '(a) not in the list', args: ['ca', 'quarantine', 'remove', '--dir', caDir, '--spiffe-id', ID], status: 2, code: 'GH_CONFIG_INVALID', says: ['is not in', 'ca quarantine list'] },
+    { cmd: 'ca quarantine list', what: '(b) --dir does not exist', args: ['ca', 'quarantine', 'list', '--dir', missingDir], status: 1, code: 'GH_CA_MISSING', says: [missingDir] },
+    configCase('ca quarantine list', ['--dir', caDir]),
 
     // proxy
     { cmd: 'proxy', what: '(a) missing --policy and --trust-bundle', args: ['proxy', '--cert', w.cert, '--key', w.key], status: 2, code: 'GH_CONFIG_INVALID', says: ['--policy is required', '--trust-bundle is required'] },

@@ -20,7 +20,7 @@ import { connect } from 'node:net'
 import { existsSync } from 'node:fs'
 import { start, cpuSeconds, childrenCpuSeconds, coreBusySeconds, resetPeakRss, peakRssMb, anonRssMb, type Started } from './proc.ts'
 import { bucketOf, merge, percentile, type Histogram } from './histogram.ts'
-import { sum, median, interleave } from '../measure/targets.ts'
+import { sum, median, interleave, type TargetResult } from '../measure/targets.ts'
 
 export const REDIS_SERVER = '/usr/bin/redis-server'
 export const REDIS_BENCHMARK = '/usr/bin/redis-benchmark'
@@ -59,25 +59,19 @@ export interface RedisResult {
   name: string
   description: string
   notes: string[]
-  throughput: {
+  /**
+   * As the HTTP targets' figures (per command instead of per request; each process: the caller's
+   * tunnel, then the callee's), but cpuSecondsPer10k and cpuSecondsPer10kEach have the slices'
+   * connection set-ups taken out.
+   */
+  throughput: Pick<TargetResult['throughput'], 'cpuSecondsPer10k' | 'cpuSecondsPer10kEach' | 'appCpuSecondsPer10k' | 'proxyCorePct' | 'appCorePct' | 'clientCorePct' | 'otherCorePct' | 'p50' | 'p99'> & {
     /** Median over the rounds (of each run's commands / the time redis-benchmark's tests took). */
     commandsPerSecond: number
     commands: number
     errors: number
-    /** CPU seconds of the processes under test per 10,000 commands (median over the rounds), the slice's connection set-ups taken out. */
-    cpuSecondsPer10k: number
-    /** The same with the set-ups left in (median over the rounds). */
+    /** cpuSecondsPer10k with the set-ups left in (median over the rounds). */
     cpuSecondsPer10kWithSetup: number
     commandsPerProxyCore: number
-    /** Each process under test (two tunnels: the caller's, then the callee's), over all rounds. */
-    cpuSecondsPer10kEach: number[]
-    appCpuSecondsPer10k: number
-    proxyCorePct: number
-    appCorePct: number
-    clientCorePct: number
-    otherCorePct: number
-    p50: number
-    p99: number
     p999: number
     perRound: Array<{ commandsPerSecond: number, cpuSecondsPer10k: number, cpuSecondsPer10kWithSetup: number }>
   }
@@ -186,6 +180,7 @@ export function redisMissing (): string | undefined {
 type Phase = 'throughput' | 'latency' | 'connections'
 
 export async function measureRedis (targets: RedisTarget[], plan: RedisPlan, log: (s: string) => void): Promise<{ results: RedisResult[], failed: Array<{ name: string, reason: string }> }> {
+  if (targets.length === 0) return { results: [], failed: [] }
   const runs = new Map<RedisTarget, Record<Phase, Run[]>>(targets.map(t => [t, { throughput: [], latency: [], connections: [] }]))
   const failed = new Map<RedisTarget, string>()
   // Commands/s last seen per target and phase, to size -n; a first guess before the warm-up.

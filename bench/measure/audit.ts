@@ -2,9 +2,11 @@
 // a JWS checkpoint every 1,000 lines, synchronous file writes), then checked with verifyLog, the
 // function behind `gatehouse audit verify`. Reports lines per second for both.
 // auditSiemVerify (issue 15): many sidecars' chains merged into one file, as a SIEM export, checked
-// by the real CLI (`node src/cli.ts audit verify`) as a child process: lines/s and peak RSS.
-//   node bench/measure/audit.ts [--quick] [--lines N] [--chains N] [--keep]   prints one JSON result
-//   (--keep leaves the merged file and bundle.pem in the temp dir, for profiling the CLI on them)
+// by the real CLI (`gatehouse audit verify`) as a child process: lines/s, CPU and peak RSS.
+//   node bench/measure/audit.ts [--quick] [--lines N] [--chains N] [--runs N] [--src] [--keep]
+// prints one JSON result. The CLI is src/ compiled by tsc, as shipped (bench/lib/build.ts), or with
+// --src `node src/cli.ts` through type stripping (about 20 MB more RSS); --keep leaves the merged
+// file and bundle.pem in the temp dir, for profiling the CLI on them.
 import { mkdtempSync, rmSync, statSync, readdirSync, openSync, readSync, writeSync, closeSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,7 +21,8 @@ import { pemToDers } from '../../src/x509/certificate.ts'
 import { withCa } from './ca.ts'
 import { BENCH_PATH } from '../lib/policy-gen.ts'
 import { IDS, TRUST_DOMAIN } from '../lib/pki.ts'
-import { start, peakRssMb } from '../lib/proc.ts'
+import { start, peakRssMb, coreBusySeconds } from '../lib/proc.ts'
+import { buildGatehouse } from '../lib/build.ts'
 
 export interface AuditRate { lines: number, files: number, bytes: number, writeLinesPerSecond: number, verifyLinesPerSecond: number, verifyMbPerSecond: number, checkpoints: number, ok: boolean }
 
@@ -63,20 +66,35 @@ export async function auditRates (lines: number): Promise<AuditRate> {
   }
 }
 
-export interface AuditSiemResult {
-  lines: number, chains: number, bytes: number, generateSeconds: number
-  /** The CLI run: wall time (Node start included), CPU, peak RSS (VmHWM), exit status and verdict. */
-  seconds: number, cpuSeconds: number, linesPerSecond: number, mbPerSecond: number, peakRssMb: number, rssFrom: string
-  exitCode: number | null, verdict: string, records: number, verifiedChains: number
+/** One run of the CLI over the merged file. */
+export interface AuditVerifyRun {
+  /** Wall time from spawn to exit (Node's start included), CPU (user + system), peak RSS (VmHWM). */
+  seconds: number, cpuSeconds: number, linesPerSecond: number, peakRssMb: number
+  /** What the rest of the machine used meanwhile, in % of one core (all cores' busy time minus the CLI's). */
+  otherCorePct: number
+  exitCode: number | null, verdict: string
 }
+
+export interface AuditSiemResult {
+  lines: number, chains: number, records: number, bytes: number, generateSeconds: number
+  /** Which CLI ran: the tsc build (as shipped) or src/cli.ts. */
+  cli: string, rssFrom: string
+  runs: AuditVerifyRun[]
+  /** Median over the runs, and the highest peak RSS of any run. */
+  linesPerSecond: number, peakRssMb: number, verifiedChains: number, verdict: string
+}
+
+export interface AuditSiemSpec { lines: number, chains: number, runs: number, cli: string, keep?: boolean }
 
 /**
  * Issue 15: `gatehouse audit verify` over `lines` decision lines from `chains` sidecars (one SVID
- * each, a chain per sidecar, written by DecisionLog), merged line by line in a random (seeded) order
- * into one file, then the real CLI run on it as a child pinned to core 1: its wall time, CPU and
- * peak RSS (GNU time's maxrss from wait4, or VmHWM polled every 20 ms where /usr/bin/time is missing).
+ * each, a chain per sidecar, written by DecisionLog with a checkpoint every 1,000 lines), merged line
+ * by line in a random (seeded) order into one file, then the CLI run on it `runs` times as a child
+ * pinned to core 1. Peak RSS is GNU time's maxrss (from wait4), or VmHWM polled every 20 ms where
+ * /usr/bin/time is missing.
  */
-export async function auditSiemVerify (lines: number, chains: number, log: (s: string) => void = () => {}, keep = false): Promise<AuditSiemResult> {
+export async function auditSiemVerify (spec: AuditSiemSpec, log: (s: string) => void = () => {}): Promise<AuditSiemResult> {
+  const { lines, chains } = spec
   const dir = mkdtempSync(join(tmpdir(), 'gh-bench-audit-siem-'))
   try {
     return await withCa('ec-p256', async (ca) => {
@@ -91,46 +109,73 @@ export async function auditSiemVerify (lines: number, chains: number, log: (s: s
         const per = Math.floor(lines / chains) + (c < lines % chains ? 1 : 0)
         await writeChain(new DecisionLog({ stdout: false, file, checkpointEvery: 1000, checkpointIntervalMs: 3_600_000, signer: () => signer }), benchFields(svid.id.toString()), per)
         files.push(file)
-        if (c % 10 === 9) log(` ${c + 1}`)
       }
       const merged = join(dir, 'siem-export.log')
       const bytes = interleave(files, merged)
       for (const f of files) rmSync(f)
-      if (keep) log(` kept ${merged}`)
       const generateSeconds = (performance.now() - g0) / 1000
       const bundle = join(dir, 'bundle.pem')
       writeFileSync(bundle, ca.bundlePem)
-      log(` generated ${(bytes / 1048576).toFixed(0)} MB in ${generateSeconds.toFixed(0)} s; verifying ...`)
+      log(` ${(bytes / 1048576).toFixed(0)} MB written in ${generateSeconds.toFixed(0)} s${spec.keep === true ? ` (kept: ${merged})` : ''};`)
 
-      const gnuTime = existsSync('/usr/bin/time')
-      const cli = [process.execPath, fileURLToPath(new URL('../../src/cli.ts', import.meta.url)), 'audit', 'verify', '--trust-bundle', bundle, '--trust-domain', TRUST_DOMAIN, '--format', 'json', merged]
-      const [cmd, ...args] = gnuTime ? ['/usr/bin/time', '-f', 'GH_TIME %e %U %S %M', ...cli] : cli
-      const t0 = performance.now()
-      const p = start(cmd!, args, { core: 1, stdout: 'pipe', name: 'audit verify' })
-      let out = ''
-      p.child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
-      let polled = 0
-      const poll = gnuTime ? undefined : setInterval(() => { try { polled = Math.max(polled, peakRssMb(p.pid)) } catch { /* exited */ } }, 20)
-      await p.exited
-      clearInterval(poll)
-      const wall = (performance.now() - t0) / 1000
-      const timed = p.stderrTail.map(l => /^GH_TIME (\S+) (\S+) (\S+) (\d+)$/.exec(l)).find(m => m !== null)
-      if (gnuTime && timed == null) throw new Error(`audit verify: no GNU time line\n${p.stderrTail.join('\n')}`)
-      const seconds = timed != null ? Number(timed[1]) : wall
-      const report = JSON.parse(out) as { verdict: string, input: { records: number }, chains: Array<{ verdict: string }> }
+      const runs: AuditVerifyRun[] = []
+      let report: VerifyOutput | undefined
+      for (let i = 0; i < spec.runs; i++) {
+        const r = await runCli(spec.cli, bundle, merged)
+        runs.push(r.run)
+        report = r.report
+        log(` ${(r.run.linesPerSecond / 1000).toFixed(0)}k lines/s, ${r.run.peakRssMb.toFixed(0)} MB;`)
+      }
+      const sorted = runs.map(r => r.linesPerSecond).sort((a, b) => a - b)
       return {
-        lines, chains, bytes, generateSeconds, seconds,
-        cpuSeconds: timed != null ? Number(timed[2]) + Number(timed[3]) : NaN,
-        linesPerSecond: report.input.records / seconds,
-        mbPerSecond: bytes / 1048576 / seconds,
-        peakRssMb: timed != null ? Number(timed[4]) / 1024 : polled,
-        rssFrom: timed != null ? 'GNU time maxrss' : 'VmHWM polled every 20 ms',
-        exitCode: p.child.exitCode, verdict: report.verdict, records: report.input.records,
-        verifiedChains: report.chains.filter(c => c.verdict === 'VERIFIED').length
+        lines, chains, records: report?.input.records ?? 0, bytes, generateSeconds,
+        cli: spec.cli.endsWith('.ts') ? 'src/cli.ts (type stripping)' : 'src/ compiled by tsc, as shipped',
+        rssFrom: GNU_TIME ? 'GNU time maxrss' : 'VmHWM polled every 20 ms',
+        runs,
+        linesPerSecond: sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN,
+        peakRssMb: Math.max(...runs.map(r => r.peakRssMb)),
+        verifiedChains: report?.chains.filter(c => c.verdict === 'VERIFIED').length ?? 0,
+        verdict: report?.verdict ?? 'none'
       }
     })
   } finally {
-    if (!keep) rmSync(dir, { recursive: true, force: true })
+    if (spec.keep !== true) rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+const GNU_TIME = existsSync('/usr/bin/time')
+interface VerifyOutput { verdict: string, input: { records: number }, chains: Array<{ verdict: string }> }
+
+async function runCli (cli: string, bundle: string, file: string): Promise<{ run: AuditVerifyRun, report: VerifyOutput }> {
+  const argv = [process.execPath, cli, 'audit', 'verify', '--trust-bundle', bundle, '--trust-domain', TRUST_DOMAIN, '--format', 'json', file]
+  const [cmd, ...args] = GNU_TIME ? ['/usr/bin/time', '-f', 'GH_TIME %e %U %S %M', ...argv] : argv
+  const busy0 = coreBusySeconds().reduce((a, b) => a + b, 0)
+  const t0 = performance.now()
+  const p = start(cmd!, args, { core: 1, stdout: 'pipe', name: 'audit verify' })
+  let out = ''
+  p.child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
+  let polled = 0
+  const poll = GNU_TIME ? undefined : setInterval(() => { try { polled = Math.max(polled, peakRssMb(p.pid)) } catch { /* exited */ } }, 20)
+  await p.exited
+  clearInterval(poll)
+  const wall = (performance.now() - t0) / 1000
+  const busy = coreBusySeconds().reduce((a, b) => a + b, 0) - busy0
+  const timed = p.stderrTail.map(l => /^GH_TIME (\S+) (\S+) (\S+) (\d+)$/.exec(l)).find(m => m !== null)
+  if (GNU_TIME && timed == null) throw new Error(`audit verify: no GNU time line\n${p.stderrTail.join('\n')}`)
+  let report: VerifyOutput
+  try { report = JSON.parse(out) as VerifyOutput } catch { throw new Error(`audit verify printed no JSON report (exit ${String(p.child.exitCode)}):\n${p.stderrTail.join('\n')}`) }
+  const seconds = timed != null ? Number(timed[1]) : wall
+  const cpuSeconds = timed != null ? Number(timed[2]) + Number(timed[3]) : NaN
+  return {
+    report,
+    run: {
+      seconds, cpuSeconds,
+      linesPerSecond: report.input.records / seconds,
+      peakRssMb: timed != null ? Number(timed[4]) / 1024 : polled,
+      otherCorePct: Math.max(0, (busy - (Number.isNaN(cpuSeconds) ? 0 : cpuSeconds)) / wall * 100),
+      exitCode: p.child.exitCode,
+      verdict: report.verdict
+    }
   }
 }
 
@@ -175,8 +220,16 @@ function interleave (files: string[], out: string): number {
 
 if (import.meta.main) {
   const arg = (name: string): number | undefined => { const i = process.argv.indexOf(name); return i === -1 ? undefined : Number(process.argv[i + 1]) }
-  const lines = arg('--lines') ?? (process.argv.includes('--quick') ? 200_000 : 5_000_000)
-  const r = await auditSiemVerify(lines, arg('--chains') ?? 50, (s) => { process.stderr.write(s) }, process.argv.includes('--keep'))
-  process.stderr.write('\n')
-  process.stdout.write(`${JSON.stringify(r)}\n`)
+  const quick = process.argv.includes('--quick')
+  const root = fileURLToPath(new URL('../../', import.meta.url))
+  const buildDir = mkdtempSync(join(tmpdir(), 'gh-bench-build-'))
+  try {
+    const cli = process.argv.includes('--src') ? join(root, 'src/cli.ts') : buildGatehouse(root, buildDir).cli
+    const spec = { lines: arg('--lines') ?? (quick ? 200_000 : 5_000_000), chains: arg('--chains') ?? 50, runs: arg('--runs') ?? (quick ? 1 : 3), cli, keep: process.argv.includes('--keep') }
+    const r = await auditSiemVerify(spec, (s) => { process.stderr.write(s) })
+    process.stderr.write('\n')
+    process.stdout.write(`${JSON.stringify(r)}\n`)
+  } finally {
+    rmSync(buildDir, { recursive: true, force: true })
+  }
 }

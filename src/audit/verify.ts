@@ -1,6 +1,6 @@
 import { lineHash, canonicalHash } from './line-hash.ts'
 import type { TrustBundle } from '../spiffe/bundle.ts'
-import type { ChainLink } from './record.ts'
+import { GENESIS_PREV, type ChainLink } from './record.ts'
 import { verifyCheckpoint } from './checkpoint.ts'
 import { readLogRecordBatches, type InputStats, type LogRecord } from './log-input.ts'
 import { SpiffeId } from '../spiffe/id.ts'
@@ -131,12 +131,6 @@ class HashWindow {
   dropBelow (seq: number): void { this.from = Math.min(Math.max(this.from, seq), this.to) }
   countAbove (seq: number): number { return Math.max(0, this.to - Math.max(this.from, seq + 1)) }
 }
-
-/**
- * The genesis line's prev: record.ts's GENESIS_PREV, spelled out here because importing the writer's
- * module (pino and the file sink with it) cost `audit verify` about 9 MB of RSS for one constant.
- */
-const GENESIS_PREV = '0'.repeat(64)
 
 /** Checkpoint cadence assumed for a chain whose genesis (which states it) is not present. */
 const DEFAULT_CADENCE = 1000

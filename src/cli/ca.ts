@@ -12,6 +12,8 @@ import { mintJoinToken, JoinTokenVerifier, UsedTokenLog } from '../ca/join-token
 import { K8sTokenVerifier, jwksFromFile, jwksFromUrl } from '../ca/k8s-token.ts'
 import { Attestor } from '../ca/attest.ts'
 import { RateLimiter } from '../ca/rate-limit.ts'
+import { callerPatternProblem } from '../policy/compile.ts'
+import { AUTO_QUARANTINE_MODES, type AutoQuarantineMode } from '../ca/reports.ts'
 import { startCaServer } from '../ca/server.ts'
 import { rotateRoot, type RotationStep } from '../ca/rotate.ts'
 import { generateKey, KEY_TYPES, type KeyType } from '../x509/keys.ts'
@@ -62,7 +64,11 @@ export const caSchemas = {
     'serving-ip': { kind: 'list', default: ['127.0.0.1', '::1'], help: 'IP SANs of the CA serving certificate' },
     'reload-interval': { kind: 'duration', default: '2s', help: 'how often the CA files are checked for changes (root rotation)' },
     'used-tokens-file': { kind: 'string', help: 'where spent join-token IDs are recorded (default DIR/join-tokens-used.log; set it when DIR is read-only)' },
-    'max-renewal-chain-age': { kind: 'duration', default: '24h', min: 1000, help: 'how long an identity first issued from a join token may renew with its SVID alone, counted from the join token\'s use; then a new join token is needed (service-account identities always renew with a fresh token)' }
+    'max-renewal-chain-age': { kind: 'duration', default: '24h', min: 1000, help: 'how long an identity first issued from a join token may renew with its SVID alone, counted from the join token\'s use; then a new join token is needed (service-account identities always renew with a fresh token)' },
+    'auto-quarantine': { kind: 'enum', values: AUTO_QUARANTINE_MODES, default: 'audit', help: 'what sidecars\' reports of a compromised caller do (POST /v1/reports): off (recorded), audit (logged as "would quarantine"), enforce (added to DIR/quarantine.yaml with --auto-quarantine-ttl)' },
+    quorum: { kind: 'int', default: 1, min: 1, help: 'distinct sidecars that must report the same identity within 10 minutes before --auto-quarantine acts' },
+    'never-quarantine': { kind: 'list', default: [], help: 'SPIFFE IDs or patterns never quarantined automatically (the CA\'s own spiffe://TD/gatehouse/** always is exempt)' },
+    'auto-quarantine-ttl': { kind: 'duration', default: '1h', min: 1000, help: 'how long an automatic quarantine lasts (a person removes or extends it)' }
   }
 } as const satisfies Record<string, Schema>
 
@@ -122,12 +128,15 @@ export const caServe: Runner = async (argv, io) => {
   const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen]]
   await checkListen(listeners)
   const logger = createLogger('gatehouse-ca')
+  const badPatterns = c.neverQuarantine.map(p => [p, callerPatternProblem(p)] as const).filter(([, problem]) => problem !== undefined)
+  if (badPatterns.length > 0) throw new ConfigInvalidError(badPatterns.map(([p, problem]) => `--never-quarantine: ${problem!}, got ${JSON.stringify(p)}`))
   const running = await startCaServer({
     ca,
     issuer: new Issuer(ca, { defaultTtlMs: c.leafTtl }),
     attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, used: new UsedTokenLog(c.usedTokensFile ?? join(c.dir, FILES.usedTokens)) }), ...(k8s === undefined ? {} : { k8s }) }),
     limiter: new RateLimiter({ burst: c.rateBurst, perMinute: c.ratePerMinute }),
     maxRenewalChainAgeMs: c.maxRenewalChainAge,
+    autoQuarantine: { mode: c.autoQuarantine as AutoQuarantineMode, quorum: c.quorum, neverQuarantine: [`spiffe://${ca.trustDomain}/gatehouse/**`, ...c.neverQuarantine], ttlMs: c.autoQuarantineTtl },
     logger,
     listen: c.listen,
     servingDns: c.servingDns,

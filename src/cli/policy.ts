@@ -15,11 +15,12 @@ export const policySchemas = {
   'policy explain': {
     caller: { kind: 'string', required: true, help: 'caller SPIFFE ID' },
     method: { kind: 'string', default: 'GET', help: 'HTTP method' },
-    path: { kind: 'string', required: true, help: 'request target, e.g. /v1/charges?x=1' },
+    path: { kind: 'string', help: 'request target, e.g. /v1/charges?x=1 (an HTTP request)' },
+    port: { kind: 'int', min: 1, help: 'app port of an opaque TCP connection, instead of --method/--path (rules with ports)' },
     ...OUTPUT
   },
   'policy test': {
-    cases: { kind: 'string', required: true, help: 'YAML list of {caller, method, path, expect: allow|deny|400}' },
+    cases: { kind: 'string', required: true, help: 'YAML list of {caller, method, path, expect: allow|deny|400}, or {caller, port, expect} for a TCP connection' },
     ...OUTPUT
   }
 } as const satisfies Record<string, Schema>
@@ -50,9 +51,18 @@ export const policyCheck: Runner = async (argv, io) => {
 
 interface Outcome { outcome: 'allow' | 'deny' | '400', rule: string | null, why: string, facts?: RequestFacts }
 
-function evaluate (compiled: ReturnType<typeof compilePolicy>, caller: string, method: string, target: string): Outcome {
+/** An HTTP request (method, path) or an opaque TCP connection (port). */
+type Target = { method: string, path: string } | { port: number }
+
+function evaluate (compiled: ReturnType<typeof compilePolicy>, caller: string, target: Target): Outcome {
   const id = SpiffeId.parse(caller)
-  const n = normalizeTarget(target)
+  if ('port' in target) {
+    const facts: RequestFacts = { caller: { id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }, method: 'TCP', path: '', segments: [], port: target.port }
+    const d = decide(compiled, facts)
+    return { outcome: d.decision, rule: d.rule, why: d.reason, facts }
+  }
+  const { method } = target
+  const n = normalizeTarget(target.path)
   if (!n.ok) return { outcome: '400', rule: null, why: `refused before the policy: ${n.reason}` }
   const facts: RequestFacts = { caller: { id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }, method, path: n.path, segments: n.segments }
   const d = decide(compiled, facts)
@@ -66,7 +76,7 @@ function ruleChecks (compiled: ReturnType<typeof compilePolicy>, facts: RequestF
   const shadow = compiled.shadow
   return ([['deny', shadow?.deny ?? compiled.deny], ['allow', shadow?.allow ?? compiled.allow]] as const).flatMap(([kind, rules]) => rules.map(rule => {
     const m = ruleMatches(rule, facts)
-    const wrong = [m.caller ? '' : 'caller', m.method ? '' : 'method', m.path ? '' : 'path'].filter(x => x !== '')
+    const wrong = [m.caller ? '' : 'caller', m.method ? '' : 'method', m.path ? '' : 'path', m.port ? '' : (rule.ports === undefined ? 'protocol (an HTTP rule)' : facts.port === undefined ? 'protocol (a TCP rule)' : 'port')].filter(x => x !== '')
     return { kind, name: rule.name, shadow: rule.shadow, matches: wrong.length === 0, wrong }
   }))
 }
@@ -75,14 +85,16 @@ export const policyExplain: Runner = async (argv, io) => {
   const c = loadConfig('policy explain', policySchemas['policy explain'], { argv })
   const { policy, revision } = loadPolicyArg(c.positionals, 'policy explain')
   const compiled = compilePolicy(policy)
-  const o = evaluate(compiled, c.caller, c.method, c.path)
+  if ((c.path === undefined) === (c.port === undefined)) throw new ConfigInvalidError(['give --path (an HTTP request) or --port (an opaque TCP connection), not both or neither'])
+  const o = evaluate(compiled, c.caller, c.port !== undefined ? { port: c.port } : { method: c.method, path: c.path! })
   const rules = o.facts === undefined ? [] : ruleChecks(compiled, o.facts)
   if (c.output !== 'table') {
-    io.out(formatData(c.output, { decision: o.outcome, rule: o.rule, reason: o.why, policy: { revision, mode: policy.mode }, normalizedPath: o.facts?.path ?? null, rules }))
+    io.out(formatData(c.output, { decision: o.outcome, rule: o.rule, reason: o.why, policy: { revision, mode: policy.mode }, normalizedPath: o.facts?.port === undefined ? o.facts?.path ?? null : null, ...(o.facts?.port === undefined ? {} : { port: o.facts.port }), rules }))
     return EXPLAIN_EXIT[o.outcome]
   }
   io.out(`${o.outcome.toUpperCase()}${o.rule === null ? '' : ` by rule "${o.rule}"`} (${o.why}), policy ${revision}, mode ${policy.mode}\n`)
-  if (o.facts !== undefined) io.out(`normalized path: ${o.facts.path}\n`)
+  if (o.facts?.port !== undefined) io.out(`TCP connection to app port ${o.facts.port}\n`)
+  else if (o.facts !== undefined) io.out(`normalized path: ${o.facts.path}\n`)
   for (const r of rules) io.out(`  ${r.kind} ${r.name}${r.shadow ? ' (shadow)' : ''}: ${r.matches ? 'matches' : `no match: wrong ${r.wrong.join(', ')}`}\n`)
   return EXPLAIN_EXIT[o.outcome]
 }
@@ -99,12 +111,12 @@ export const policyTest: Runner = async (argv, io) => {
   for (const [i, item] of list.items.entries()) {
     if (!isMap(item)) throw new ConfigInvalidError([`${at(item as never)}: case ${i + 1}: expected caller, method, path, expect`])
     const get = (k: string): string | undefined => { const n = mapGet(item, k); return isScalar(n) ? String(n.value) : undefined }
-    const [caller, method, path, expect] = [get('caller'), get('method') ?? 'GET', get('path'), get('expect')]
-    if (caller === undefined || path === undefined || !['allow', 'deny', '400'].includes(expect ?? '')) {
-      throw new ConfigInvalidError([`${at(item)}: case ${i + 1}: needs caller, path and expect (allow, deny or 400)`])
+    const [caller, method, path, expect, port] = [get('caller'), get('method') ?? 'GET', get('path'), get('expect'), get('port')]
+    if (caller === undefined || (path === undefined) === (port === undefined) || !['allow', 'deny', '400'].includes(expect ?? '')) {
+      throw new ConfigInvalidError([`${at(item)}: case ${i + 1}: needs caller, path (or port, for a TCP connection) and expect (allow, deny or 400)`])
     }
-    const o = evaluate(compiled, caller, method, path)
-    if (o.outcome !== expect) failures.push({ at: at(item), caller, method, path, expected: expect!, got: o.outcome, rule: o.rule, reason: o.why })
+    const o = evaluate(compiled, caller, port !== undefined ? { port: Number(port) } : { method, path: path! })
+    if (o.outcome !== expect) failures.push({ at: at(item), caller, method: port !== undefined ? 'TCP' : method, path: port !== undefined ? `port ${port}` : path!, expected: expect!, got: o.outcome, rule: o.rule, reason: o.why })
   }
   const total = list.items.length
   if (c.output !== 'table') io.out(formatData(c.output, { cases: total, passed: total - failures.length, failures }))

@@ -38,6 +38,9 @@ export const proxySchema = {
   'upstream-tcp': { kind: 'list', default: [], help: 'opaque TCP app ports served through the inbound listener, HOST:PORT each (e.g. 127.0.0.1:6379); callers name the port, policy rules with ports: [6379] authorize them' },
   'tcp-idle-timeout': { kind: 'duration', default: '1h', help: 'an opaque TCP connection with no byte either way for this long is closed (inbound and route listeners)' },
   'quarantine-file': { kind: 'string', help: 'without --ca-url: the quarantine list (YAML, docs/quarantine.md), watched like the policy; a missing file means no one is quarantined. With --ca-url the list comes from the CA, signed' },
+  'scan-denials': { kind: 'int', default: 20, min: 1, help: 'the scan detector trips on this many denials from one caller... (docs/quarantine.md)' },
+  'scan-distinct-paths': { kind: 'int', default: 10, min: 1, help: '... over at least this many distinct paths ...' },
+  'scan-window': { kind: 'duration', default: '10s', help: '... within this long; a tripped detector is logged, counted and reported to the CA' },
   'route-max-connections': { kind: 'int', default: 1024, min: 1, help: 'connections each route listener (routes with listen:) accepts at once' },
   'upstream-protocol': { kind: 'enum', values: UPSTREAM_PROTOCOLS, default: 'auto', help: 'how requests reach the app: auto (gRPC over h2c, the rest over HTTP/1.1), http1, or h2c (everything over h2c, prior knowledge)' },
   admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics; off loopback (e.g. 0.0.0.0 in a pod, for the kubelet) only the probe paths answer' },
@@ -143,6 +146,7 @@ export const proxy: Runner = async (argv, io) => {
     tcpUpstreams,
     ...(c.quarantineFile === undefined ? {} : { quarantineFile: c.quarantineFile }),
     tcpIdleTimeoutMs: c.tcpIdleTimeout,
+    detector: { scanDenials: c.scanDenials, scanDistinctPaths: c.scanDistinctPaths, scanWindowMs: c.scanWindow },
     routeMaxConnections: c.routeMaxConnections
   }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
   process.on('SIGHUP', () => { sidecar.reloadPolicy('SIGHUP') })

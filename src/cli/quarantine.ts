@@ -1,7 +1,10 @@
 import { loadConfig, type Schema } from '../config.ts'
-import { ConfigInvalidError } from '../errors.ts'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { CaMissingError, ConfigInvalidError } from '../errors.ts'
 import { callerPatternProblem } from '../policy/compile.ts'
 import { editQuarantine, readQuarantine, QUARANTINE_FILE } from '../ca/quarantine.ts'
+import { FILES } from '../ca/store.ts'
 import type { QuarantineEntry } from '../quarantine/list.ts'
 import { OUTPUT, formatData, type Runner } from './runner.ts'
 
@@ -25,13 +28,19 @@ export const quarantineSchemas = {
   'ca quarantine list': { ...DIR, ...OUTPUT }
 } as const satisfies Record<string, Schema>
 
+/** The list lives beside the CA's files: a --dir without them is a typo, not a new list. */
+function caDir (dir: string): string {
+  if (!existsSync(join(dir, FILES.bundle))) throw new CaMissingError(`${dir} is not a CA directory (no ${FILES.bundle}): check --dir`)
+  return dir
+}
+
 export const quarantineAdd: Runner = async (argv, io) => {
   const c = loadConfig('ca quarantine add', quarantineSchemas['ca quarantine add'], { argv, maxPositionals: 0 })
   const problem = callerPatternProblem(c.spiffeId)
   if (problem !== undefined) throw new ConfigInvalidError([`--spiffe-id: ${problem}, got ${JSON.stringify(c.spiffeId)}`])
   const now = new Date()
   const entry: QuarantineEntry = { id: c.spiffeId, reason: c.reason, added: now.toISOString(), ...(c.ttl === undefined ? {} : { expires: new Date(now.getTime() + c.ttl).toISOString() }), by: `cli (uid ${process.getuid?.() ?? '?'})` }
-  editQuarantine(c.dir, entries => [...entries.filter(e => e.id !== c.spiffeId), entry])
+  editQuarantine(caDir(c.dir), entries => [...entries.filter(e => e.id !== c.spiffeId), entry])
   io.out(`quarantined ${c.spiffeId}${entry.expires === undefined ? '' : ` until ${entry.expires}`} (${c.dir}/${QUARANTINE_FILE}); every CA replica and sidecar applies it within seconds\n`)
   return 0
 }
@@ -39,7 +48,7 @@ export const quarantineAdd: Runner = async (argv, io) => {
 export const quarantineRemove: Runner = async (argv, io) => {
   const c = loadConfig('ca quarantine remove', quarantineSchemas['ca quarantine remove'], { argv, maxPositionals: 0 })
   let found = false
-  editQuarantine(c.dir, entries => entries.filter(e => { if (e.id !== c.spiffeId) return true; found = true; return false }))
+  editQuarantine(caDir(c.dir), entries => entries.filter(e => { if (e.id !== c.spiffeId) return true; found = true; return false }))
   if (!found) throw new ConfigInvalidError([`--spiffe-id: ${c.spiffeId} is not in ${c.dir}/${QUARANTINE_FILE} ('gatehouse ca quarantine list --dir ${c.dir}' shows the entries)`])
   io.out(`released ${c.spiffeId}\n`)
   return 0
@@ -47,7 +56,7 @@ export const quarantineRemove: Runner = async (argv, io) => {
 
 export const quarantineList: Runner = async (argv, io) => {
   const c = loadConfig('ca quarantine list', quarantineSchemas['ca quarantine list'], { argv, maxPositionals: 0 })
-  const entries = readQuarantine(c.dir)
+  const entries = readQuarantine(caDir(c.dir))
   const now = Date.now()
   const rows = entries.map(e => ({ ...e, inForce: e.expires === undefined || Date.parse(e.expires) > now }))
   if (c.output !== 'table') { io.out(formatData(c.output, { entries: rows })); return 0 }
