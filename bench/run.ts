@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro] [-- --only grpc]
+// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify] [-- --only grpc]
 //   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
 // Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
 // runs every target under the same load generator in one run, then rotation under load and the
@@ -31,6 +31,7 @@ import { computeRatios, type BenchResults } from './report/results.ts'
 import { renderMarkdown } from './report/markdown.ts'
 import { latencyChart, type LatencyBars } from './report/chart.ts'
 import type { MicroResult, MicroSpec } from './micro-worker.ts'
+import { auditSiemVerify } from './measure/audit.ts'
 
 const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
@@ -156,6 +157,20 @@ if (selected('micro')) {
   log(' done\n')
 }
 
+// Issue 15: `gatehouse audit verify` (the built CLI) on 5M lines from 50 chains, interleaved (200k quick).
+let auditVerify: BenchResults['auditVerify'] = { skipped: 'not selected (--only)' }
+if (selected('audit-verify')) {
+  const lines = quick ? 200_000 : 5_000_000
+  log(`audit verify, ${lines.toLocaleString('en-US')} lines from 50 chains:`)
+  try {
+    auditVerify = await auditSiemVerify({ lines, chains: 50, runs: quick ? 1 : 3, cli: env.cli }, log)
+  } catch (err) {
+    failed = true
+    auditVerify = { skipped: `failed: ${(err as Error).message}` }
+  }
+  log(' done\n')
+}
+
 const results: BenchResults = {
   date: new Date().toISOString(),
   mode: quick ? 'quick' : 'full',
@@ -167,7 +182,8 @@ const results: BenchResults = {
   skipped,
   rotation,
   micro,
-  ratios: computeRatios(targets, rotation, redis.results)
+  auditVerify,
+  ratios: computeRatios(targets, rotation, redis.results, auditVerify)
 }
 mkdirSync(resultsDir, { recursive: true })
 const markdown = renderMarkdown(results)

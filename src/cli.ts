@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { GatehouseError, ConfigInvalidError, UsageError } from './errors.ts'
+import { GatehouseError, ConfigInvalidError } from './errors.ts'
 import type { CliIo } from './cli/runner.ts'
 import { loadCommand } from './cli/commands.ts'
 import { commandHelp, commandNamed, groupHelp, groupNamed, topHelp, unknownCommand } from './cli/reference.ts'

@@ -26,7 +26,7 @@ const MISSING_TOOLS: Array<[RegExp, string]> = spawnSync('curl', ['--version']).
   : [[/^(until )?curl /, 'curl is not installed here']]
 
 /** The ports the README names: each session gets free random ones instead. */
-const PORTS = [15443, 15006, 15020, 15001, 8080]
+const PORTS = [15443, 15006, 15020, 15001, 8080, 6379, 16379, 16006, 16020, 16001]
 const PORT_ENV = { GATEHOUSE_INBOUND: 15006, GATEHOUSE_ADMIN: 15020, GATEHOUSE_OUTBOUND: 15001 }
 /** Shorter certificate lifetimes for the demo (fewer seconds until its rotations), nothing else. */
 const DEMO_ENV = { GATEHOUSE_LEAF_TTL: '4s' }

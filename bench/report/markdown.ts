@@ -98,5 +98,14 @@ export function renderMarkdown (r: BenchResults): string {
     const a = r.micro.audit
     L.push('', `Decision log: ${n(a.lines)} lines (${n(a.bytes / 1048576, 1)} MB, ${a.checkpoints} signed checkpoints) in ${a.files} file(s), written by the DecisionLog class at ${n(a.writeLinesPerSecond)} lines/s; \`audit verify\` (verifyLog) checked them at **${n(a.verifyLinesPerSecond)} lines/s** (${n(a.verifyMbPerSecond, 1)} MB/s), result ${a.ok ? 'VERIFIED' : 'NOT verified'}.`, '')
   }
+  L.push('## audit verify on a SIEM export (issue 15)', '')
+  if ('skipped' in r.auditVerify) L.push(`Skipped: ${r.auditVerify.skipped}`, '')
+  else {
+    const x = r.auditVerify
+    L.push(`${n(x.chains)} sidecars' decision logs (one SVID and one chain each, written by the DecisionLog class with a signed checkpoint every 1,000 lines), merged line by line in a random order into one ${n(x.bytes / 1048576)} MB file: ${n(x.records)} lines. \`gatehouse audit verify --format json\` (${x.cli}) run on it as a child process pinned to core 1, ${x.runs.length} time(s); wall time from spawn to exit, Node's start included; peak RSS from ${x.rssFrom}. Result: ${x.verdict}, ${x.verifiedChains} of ${x.chains} chains verified.`, '')
+    L.push('| run | seconds | lines/s | CPU s | peak RSS MB | other load, % of a core |', '|---:|---:|---:|---:|---:|---:|')
+    x.runs.forEach((run, i) => { L.push(`| ${i + 1} | ${n(run.seconds, 1)} | ${n(run.linesPerSecond)} | ${n(run.cpuSeconds, 1)} | ${n(run.peakRssMb, 1)} | ${n(run.otherCorePct)} |`) })
+    L.push('')
+  }
   return `${L.join('\n')}\n`
 }

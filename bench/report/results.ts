@@ -3,6 +3,7 @@ import type { TargetResult, Plan } from '../measure/targets.ts'
 import type { RotationResult } from '../measure/rotation.ts'
 import type { MicroResult } from '../micro-worker.ts'
 import type { RedisPlan, RedisResult } from '../lib/redis.ts'
+import type { AuditSiemResult } from '../measure/audit.ts'
 
 export interface BenchResults {
   date: string
@@ -16,13 +17,15 @@ export interface BenchResults {
   skipped: Array<{ name: string, reason: string }>
   rotation: RotationResult | { skipped: string }
   micro: MicroResult | { skipped: string }
+  /** `gatehouse audit verify` over many sidecars' chains merged into one file (issue 15). */
+  auditVerify: AuditSiemResult | { skipped: string }
   ratios: Ratio[]
 }
 
 export interface Ratio {
   what: string
   value: number | null
-  unit: 'x' | 'ms' | 'MB' | 'requests'
+  unit: 'x' | 'ms' | 'MB' | 'requests' | 'lines/s'
   goal: string
   /** null: not measured (a target was skipped) or informational. */
   pass: boolean | null
@@ -36,7 +39,7 @@ const noisyThr = (t: TargetResult | undefined): boolean => t !== undefined && t.
 const noisyLat = (t: TargetResult | undefined): boolean => t !== undefined && (t.latency.otherCorePct > NOISY_OTHER_PCT || t.latency.sendLagP99 > 1)
 const noisyHs = (t: TargetResult | undefined): boolean => t?.handshakes !== undefined && t.handshakes.otherCorePct > NOISY_OTHER_PCT
 
-export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = []): Ratio[] {
+export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = [], auditVerify: BenchResults['auditVerify'] = { skipped: 'not run' }): Ratio[] {
   const t = (name: string): TargetResult | undefined => targets.find(x => x.name === name)
   const gh = t('gatehouse')
   const ref = t('node-reference')
@@ -110,5 +113,14 @@ export function computeRatios (targets: TargetResult[], rotation: BenchResults['
   const st = sub(rSt?.oneConnection.p99, rDirect?.oneConnection.p99)
   push('redis gatehouse two-hop added p99 over redis direct (one connection)', v, 'ms', '', null, noisyOne(rGh) || noisyOne(rDirect))
   push('redis stunnel added p99 over redis direct (one connection)', st, 'ms', '', null, noisyOne(rSt) || noisyOne(rDirect))
+
+  // Issue 15: `gatehouse audit verify` on a SIEM export (5M lines from 50 chains) above 150k lines/s, under 150 MB.
+  const av = 'runs' in auditVerify ? auditVerify : undefined
+  const avNoisy = av !== undefined && av.runs.some(x => x.otherCorePct > NOISY_OTHER_PCT)
+  const avWhat = av === undefined ? '' : ` (${av.records.toLocaleString('en-US')} lines, ${av.chains} chains interleaved)`
+  v = av?.linesPerSecond ?? null
+  push(`audit verify, lines/s${avWhat}`, v, 'lines/s', '> 150,000 (issue 15)', v === null ? null : v > 150_000, avNoisy)
+  v = av?.peakRssMb ?? null
+  push(`audit verify, peak RSS${avWhat}`, v, 'MB', '< 150 MB (issue 15)', v === null ? null : v < 150, avNoisy)
   return out
 }

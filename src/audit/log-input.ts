@@ -87,10 +87,7 @@ async function * lineBatches (input: Readable): AsyncGenerator<Iterable<string>>
     rest = end < buf.length ? buf.subarray(end) : undefined
     if (end > 0) yield lines(buf, end)
   }
-  if (rest !== undefined) {
-    const last = rest.toString('utf8')
-    if (last !== '\r') yield splitText(last)
-  }
+  if (rest !== undefined) yield splitText(rest.toString('utf8'))
 }
 
 /** The lines of buf up to `end` (just after a \n). */

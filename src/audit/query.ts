@@ -14,6 +14,8 @@ export interface QueryFilters {
   until?: Date
   /** Glob on the normalized path: "*" within a segment, "**" across segments. */
   path?: string
+  /** The deciding rule, exactly (`quarantine` and `canary` included). */
+  rule?: string
 }
 
 export interface QueryResult {
@@ -55,6 +57,7 @@ export async function queryLog (files: string[], f: QueryFilters, opts: { keepLi
     result.scanned++
     const d = line.rec as Record<string, any>
     if (f.decision !== undefined && d.decision !== f.decision) continue
+    if (f.rule !== undefined && d.rule !== f.rule) continue
     if (callerRe !== undefined && !callerRe.test(String(d.caller ?? ''))) continue
     if (pathRe !== undefined && !pathRe.test(String(d.path ?? d.rawPath ?? ''))) continue
     if (f.since !== undefined || f.until !== undefined) {

@@ -25,6 +25,7 @@ export const auditSchemas = {
     since: { kind: 'string', help: 'ISO time, or a duration ago (e.g. 1h)' },
     until: { kind: 'string', help: 'ISO time, or a duration ago' },
     path: { kind: 'string', help: 'normalized path glob, e.g. /v1/** ' },
+    rule: { kind: 'string', help: 'only lines decided by this rule (e.g. quarantine, canary)' },
     output: { ...OUTPUT.output, aliases: ['o', 'format'], help: 'output format: table for people; json (one object per line; a document with --summary) or yaml for scripts' },
     summary: { kind: 'bool', default: false, help: 'print who-calls-whom and denials instead of lines' },
     policy: { kind: 'string', help: 'with --summary: report rules never matched and allowed callers never seen' }
@@ -121,6 +122,7 @@ export const auditQuery: Runner = async (argv, io) => {
   if (c.caller !== undefined) filters.caller = c.caller
   if (c.decision !== undefined) filters.decision = c.decision as 'allow' | 'deny'
   if (c.path !== undefined) filters.path = c.path
+  if (c.rule !== undefined) filters.rule = c.rule
   const since = parseWhen(c.since, 'since')
   const until = parseWhen(c.until, 'until')
   if (since !== undefined) filters.since = since
@@ -132,7 +134,7 @@ export const auditQuery: Runner = async (argv, io) => {
   if (!c.summary && c.output === 'table') io.out(`${row(['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'])}\n`)
   const r = await queryLog(files, filters, {
     keepLines: false,
-    ...(c.summary ? {} : { onLine: (d: Record<string, any>) => { io.out(c.output === 'table' ? `${row([String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.path ?? d.rawPath), String(d.rule ?? '-')])}\n` : streamed(c.output, d)) } }),
+    ...(c.summary ? {} : { onLine: (d: Record<string, any>) => { io.out(c.output === 'table' ? `${row([String(d.time), String(d.decision), String(d.status), String(d.caller), String(d.method), String(d.kind === 'tcp' ? `port ${String(d.port)}` : d.path ?? d.rawPath), String(d.rule ?? '-')])}\n` : streamed(c.output, d)) } }),
     ...(tty ? { onProgress: (done: number, total: number) => { process.stderr.write(`\r${'#'.repeat(Math.round(30 * done / Math.max(1, total))).padEnd(30, '.')} ${Math.round(100 * done / Math.max(1, total))}%`) } } : {})
   })
   if (tty) process.stderr.write('\r\x1b[K')
