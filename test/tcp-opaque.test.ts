@@ -209,3 +209,19 @@ t.test('an http route with listen: plain HTTP to a local port, no HTTP_PROXY', a
   await eventually(() => b.decisions.length > 0, 5000, 'the decision line')
   t.match(b.decisions[0], { decision: 'allow', method: 'GET', path: '/v1/orders/7', caller: A })
 })
+
+t.test('a route listener takes at most --route-max-connections at once', async t => {
+  const echo = await startEchoServer(t)
+  const b = await startWorkload(t, pki, dir, { name: 'b-max', id: B, policy: tcpPolicy(echo.port), sidecar: { tcpUpstreams: new Map([[echo.port, { host: '127.0.0.1', port: echo.port }]]) } })
+  const a = await startWorkload(t, pki, dir, { name: 'a-max', id: A, routes: tcpRoutes(b, echo.port), sidecar: { routeMaxConnections: 1 } })
+  const port = a.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!
+  const first = await openTcp(port)
+  first.write('one')
+  await new Promise(resolve => first.once('data', resolve))
+  const second = await openTcp(port)
+  second.write('two')
+  t.equal((await readAll(second, 3000)).toString(), '', 'the second connection is closed at once')
+  first.write('still')
+  t.equal(await new Promise<string>(resolve => first.once('data', (c: Buffer) => { resolve(c.toString()) })), 'still', 'the first one is served')
+  first.destroy()
+})

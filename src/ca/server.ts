@@ -23,6 +23,7 @@ import { originFor, DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS } from './renewal.ts'
 import type { RenewalOrigin } from '../x509/origin.ts'
 import { QuarantineBook } from './quarantine.ts'
 import { ReportDesk, type ReportDeskOptions } from './reports.ts'
+import { createCaMetrics, startMetricsServer, caRoute, reportOutcome, type CaMetrics, type MetricsServer } from './metrics.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
@@ -32,6 +33,7 @@ import { ReportDesk, type ReportDeskOptions } from './reports.ts'
 //   GET  /v1/quarantine[?revision=R&wait=S]  the quarantine list, signed, long-polled (quarantine.ts)
 //   POST /v1/reports  a sidecar reports a suspected compromised caller, by its own SVID (reports.ts)
 //   GET  /healthz
+// Prometheus metrics (metrics.ts) are served on a separate plain-HTTP listener, `metricsListen`.
 // Every issuance and every refusal is one log line; errors become a response in one place.
 
 export const MAX_BODY_BYTES = 64 * 1024
@@ -55,9 +57,11 @@ export interface CaServerOptions {
   autoQuarantine?: Partial<Pick<ReportDeskOptions, 'mode' | 'quorum' | 'neverQuarantine' | 'ttlMs'>>
   /** Re-read the CA directory when its files change (root rotation, issuer renewal). */
   reload?: { intervalMs: number, load: () => { ca: CaMaterial, issuer: Issuer } }
+  /** Serve GET /metrics over plain HTTP here (`ca serve --metrics-listen`); none when unset. */
+  metricsListen?: { host: string, port: number }
 }
 
-export interface RunningCaServer { server: Server, port: number, quarantine: QuarantineBook, close: () => Promise<void> }
+export interface RunningCaServer { server: Server, port: number, quarantine: QuarantineBook, metrics: CaMetrics, metricsPort?: number, close: () => Promise<void> }
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body)
@@ -73,6 +77,8 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   const servingId = SpiffeId.parse(opts.servingId ?? `spiffe://${ca.trustDomain}/gatehouse/ca`)
   const quarantine = new QuarantineBook(ca, logger)
   quarantine.start()
+  const metrics = createCaMetrics()
+  metrics.watch({ ca: () => ca, quarantineEntries: () => quarantine.current.entries.length })
   const auto = opts.autoQuarantine ?? {}
   const reports = new ReportDesk({
     dir: ca.dir,
@@ -139,11 +145,13 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       // Only now, with everything else in order, is a single-use join token spent.
       if (attestation.method === 'join-token') attestation.consume()
       const svid = issuer.issue({ id: attestation.id, publicKey, origin })
+      metrics.svidRequests.inc({ result: 'issued', code: '', attestation: attestation.method })
       logger.info({ event: 'svid.issued', spiffeId: svid.id, serial: svid.serial, notAfter: svid.notAfter.toISOString(), attestation: attestation.method, ...chain(origin), ...detail(attestation), remote }, 'issued SVID')
       send(res, 200, { spiffeId: svid.id, serial: svid.serial, chain: svid.chainPem, bundle: ca.bundlePem, notBefore: svid.notBefore.toISOString(), expiresAt: svid.notAfter.toISOString() })
     } catch (err) {
       const e = asGatehouseError(err)
       const presented = attestation?.method === 'svid' ? { previousSerial: attestation.serial, ...chain(attestation.origin) } : {}
+      metrics.svidRequests.inc({ result: 'refused', code: e.code, attestation: attestation?.method ?? 'none' })
       logger.warn({ event: 'svid.refused', code: e.code, reason: e.message, spiffeId: attestation?.id.toString(), attestation: attestation?.method, ...presented, remote, ...(e.status >= 500 ? { err } : {}) }, 'refused SVID request')
       throw e
     }
@@ -162,6 +170,8 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`
+    const timer = metrics.duration.startTimer({ route: caRoute((req.url ?? '/').split('?')[0]!) })
+    res.once('close', () => { timer() })
     try {
       const path = (req.url ?? '/').split('?')[0]
       if (path === '/v1/svid') {
@@ -175,12 +185,16 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
         if (req.method !== 'POST') throw new MethodNotAllowedError()
         let reporter: SpiffeId
         try { reporter = reporterOf(req) } catch (err) {
+          metrics.reports.inc({ outcome: 'refused' })
           logger.warn({ event: 'report.refused', code: asGatehouseError(err).code, reason: (err as Error).message, remote }, 'quarantine report refused')
           throw err
         }
         let body: unknown
-        try { body = JSON.parse((await readBody(req, MAX_BODY_BYTES)).toString('utf8')) } catch { throw new BadRequestError('body is not valid JSON') }
-        send(res, 202, { outcome: reports.receive(reporter, body) })
+        try { body = JSON.parse((await readBody(req, MAX_BODY_BYTES)).toString('utf8')) } catch { metrics.reports.inc({ outcome: 'refused' }); throw new BadRequestError('body is not valid JSON') }
+        let outcome: string
+        try { outcome = reports.receive(reporter, body) } catch (err) { metrics.reports.inc({ outcome: 'refused' }); throw err }
+        metrics.reports.inc({ outcome: reportOutcome(outcome) })
+        send(res, 202, { outcome })
       } else if (path === '/v1/quarantine') {
         if (req.method !== 'GET') throw new MethodNotAllowedError()
         quarantine.serve(new URL(req.url ?? '/', 'https://ca'), res)
@@ -233,16 +247,16 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   })
   const port = (server.address() as AddressInfo).port
   logger.info({ event: 'ca.listening', host: opts.listen.host, port, trustDomain: ca.trustDomain, servingId: servingId.toString() }, 'CA API listening')
-  return {
-    server,
-    port,
-    quarantine,
-    close: async () => {
-      clearInterval(renew)
-      watch?.stop()
-      quarantine.stop()
-      server.closeIdleConnections()
-      await new Promise<void>(resolve => server.close(() => { resolve() }))
-    }
+  let metricsServer: MetricsServer | undefined
+  const close = async (): Promise<void> => {
+    clearInterval(renew)
+    watch?.stop()
+    quarantine.stop()
+    server.closeIdleConnections()
+    await Promise.all([new Promise<void>(resolve => server.close(() => { resolve() })), metricsServer?.close()])
   }
+  if (opts.metricsListen !== undefined) {
+    try { metricsServer = await startMetricsServer(metrics.registry, opts.metricsListen, logger, 'ca.metrics_listening') } catch (err) { await close(); throw err }
+  }
+  return { server, port, quarantine, metrics, ...(metricsServer === undefined ? {} : { metricsPort: metricsServer.port }), close }
 }

@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import type { KeyObject } from 'node:crypto'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import { request, Agent } from 'undici'
@@ -7,6 +8,7 @@ import pino from 'pino'
 import { initCa, loadCa } from '../ca/store.ts'
 import { Issuer } from '../ca/issuer.ts'
 import { startCaServer } from '../ca/server.ts'
+import { editQuarantine, readQuarantine } from '../ca/quarantine.ts'
 import { Attestor } from '../ca/attest.ts'
 import { JoinTokenVerifier, UsedTokenLog, mintJoinToken } from '../ca/join-token.ts'
 import { RateLimiter } from '../ca/rate-limit.ts'
@@ -14,16 +16,18 @@ import { SpiffeId } from '../spiffe/id.ts'
 import { generateKey } from '../x509/keys.ts'
 import { startSidecar, type Sidecar } from '../proxy/sidecar.ts'
 import { verifyLog, type VerifyReport } from '../audit/verify.ts'
-import { startOrders, startPayments } from './apps.ts'
+import { startOrders, startService } from './apps.ts'
 
-// `gatehouse demo`: a whole mesh in one process on 127.0.0.1 (a CA, orders and payments, a sidecar
-// for each with CA-issued identities that rotate every few seconds) and a short guided tour. Every
-// step prints the request, what happened, and the decision line payments' sidecar wrote for it.
+// `gatehouse demo`: a whole mesh in one process on 127.0.0.1 (a CA, orders, payments and inventory, a
+// sidecar for each with CA-issued identities that rotate every few seconds) and a short guided tour.
+// Every step prints the request, what happened, and the decision line payments' sidecar wrote for it.
+// The last step is a compromised workload: it scans, is quarantined automatically, then released.
 
 const TD = 'demo.local'
 const ORDERS = `spiffe://${TD}/ns/shop/sa/orders`
 const PAYMENTS = `spiffe://${TD}/ns/shop/sa/payments`
 const INTRUDER = `spiffe://${TD}/ns/lab/sa/intruder`
+const INVENTORY = `spiffe://${TD}/ns/shop/sa/inventory`
 
 const policyV1 = `version: 1
 rules:
@@ -37,6 +41,15 @@ const policyV2 = `${policyV1}  - name: orders-read-refunds
     methods: [GET]
     paths: ["/v1/refunds/**"]
 `
+const inventoryPolicy = `version: 1
+rules:
+  - name: orders-read-stock
+    from: ["${ORDERS}"]
+    methods: [GET]
+    paths: ["/v1/stock/**"]
+`
+/** What the rogue workload of step 8 probes: 30 distinct paths, none of which it may call. */
+const SCAN_PATHS = ['', '/v1', '/api'].flatMap(prefix => ['admin', '.env', 'users', 'keys', 'config', 'debug', 'backup', 'secrets', 'export', 'internal'].map(p => `${prefix}/${p}`))
 
 export interface DemoOptions { out: (text: string) => void, keepRunning: boolean, leafTtlMs?: number, dir?: string }
 
@@ -59,7 +72,9 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
       attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: TD, used: new UsedTokenLog(join(dir, 'ca', 'join-tokens-used.log')) }) }),
       limiter: new RateLimiter({ burst: 100, perMinute: 600 }),
       logger: quiet,
-      listen: { host: '127.0.0.1', port: 0 }
+      listen: { host: '127.0.0.1', port: 0 },
+      // For step 8: the CA acts on its sidecars' reports. `ca serve` defaults to audit (log only).
+      autoQuarantine: { mode: 'enforce' }
     })
     cleanups.push(caServer.close)
     const token = async (id: string, name: string): Promise<string> => {
@@ -69,7 +84,7 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     }
 
     // The apps and their sidecars.
-    const payments = await startPayments()
+    const payments = await startService('payments')
     cleanups.push(payments.close)
     writeFileSync(join(dir, 'payments-policy.yaml'), policyV1)
     const common = {
@@ -83,8 +98,18 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
       decisionLogFile: join(dir, 'payments-decisions.log')
     })
     cleanups.push(async () => { await paymentsSidecar.stop(200) })
+    const inventory = await startService('inventory')
+    cleanups.push(inventory.close)
+    writeFileSync(join(dir, 'inventory-policy.yaml'), inventoryPolicy)
+    const inventorySidecar: Sidecar = await startSidecar({
+      ...common, inbound: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: inventory.port },
+      policyFile: join(dir, 'inventory-policy.yaml'), ca: { url: `https://127.0.0.1:${caServer.port}`, tokenFile: await token(INVENTORY, 'inventory') },
+      decisionLogFile: join(dir, 'inventory-decisions.log')
+    })
+    cleanups.push(async () => { await inventorySidecar.stop(200) })
     writeFileSync(join(dir, 'orders-policy.yaml'), 'version: 1\nrules: []\n')
-    writeFileSync(join(dir, 'orders-routes.yaml'), `version: 1\nroutes:\n  - host: payments.internal\n    address: 127.0.0.1:${paymentsSidecar.inbound.port}\n    id: ${PAYMENTS}\n`)
+    const route = (host: string, s: Sidecar, id: string): string => `  - host: ${host}\n    address: 127.0.0.1:${s.inbound.port}\n    id: ${id}\n`
+    writeFileSync(join(dir, 'orders-routes.yaml'), `version: 1\nroutes:\n${route('payments.internal', paymentsSidecar, PAYMENTS)}${route('inventory.internal', inventorySidecar, INVENTORY)}`)
     let ordersOutbound = 0
     const orders = await startOrders(() => `http://127.0.0.1:${ordersOutbound}`)
     cleanups.push(orders.close)
@@ -97,18 +122,22 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     cleanups.push(async () => { await ordersSidecar.stop(200) })
     ordersOutbound = ordersSidecar.outbound!.port
 
-    say('Gatehouse demo: a CA, two apps (orders, payments) and a sidecar for each, all on 127.0.0.1\n')
+    say('Gatehouse demo: a CA, three apps (orders, payments, inventory) and a sidecar for each, all on 127.0.0.1\n')
     say(`  payments sidecar ${paymentsSidecar.credentials.current!.id.toString()} (inbound :${paymentsSidecar.inbound.port}); orders sidecar ${ordersSidecar.credentials.current!.id.toString()} (outbound :${ordersOutbound})\n`)
-    say(`  payments policy: orders may POST /v1/charges, nothing else. Certificates live ${Math.round((o.leafTtlMs ?? 8000) / 1000)}s and rotate at half-life.\n\n`)
+    say(`  payments policy: orders may POST /v1/charges, nothing else; inventory policy: orders may GET /v1/stock/**. Certificates live ${Math.round((o.leafTtlMs ?? 8000) / 1000)}s and rotate at half-life.\n\n`)
 
     const decisions = (): Array<Record<string, any>> => readFileSync(join(dir, 'payments-decisions.log'), 'utf8').trim().split('\n').map(l => JSON.parse(l) as Record<string, any>).filter(d => d.msg === 'decision')
-    const lastDecision = (): string => {
-      const d = decisions().at(-1)
-      return d === undefined ? '(none)' : JSON.stringify({ decision: d.decision, rule: d.rule, reason: d.reason, caller: d.caller, method: d.method, path: d.path, status: d.status, policyRevision: d.policyRevision, seq: d.seq })
-    }
-    const viaOrders = async (method: string, path: string, spoof?: string): Promise<{ status: number, body: string }> => {
-      const r = await request(`http://127.0.0.1:${orders.port}/call?method=${method}&path=${encodeURIComponent(path)}${spoof === undefined ? '' : `&spoof-xfcc=${encodeURIComponent(spoof)}`}`, { method: 'POST' })
+    const describe = (d: Record<string, any> | undefined): string => d === undefined ? '(none)' : JSON.stringify({ decision: d.decision, rule: d.rule, reason: d.reason, caller: d.caller, method: d.method, path: d.path, status: d.status, policyRevision: d.policyRevision, seq: d.seq })
+    const lastDecision = (): string => describe(decisions().at(-1))
+    const viaOrders = async (method: string, path: string, extra: { spoof?: string, host?: string } = {}): Promise<{ status: number, body: string }> => {
+      const r = await request(`http://127.0.0.1:${orders.port}/call?method=${method}&path=${encodeURIComponent(path)}${extra.spoof === undefined ? '' : `&spoof-xfcc=${encodeURIComponent(extra.spoof)}`}${extra.host === undefined ? '' : `&host=${extra.host}`}`, { method: 'POST' })
       return { status: r.statusCode, body: await r.body.text() }
+    }
+    /** A direct mTLS client holding a certificate from the demo's CA (no sidecar of its own). */
+    const holding = (chainPem: string, key: KeyObject): Agent => new Agent({ connect: { ca: ca.bundlePem, cert: chainPem, key: key.export({ type: 'pkcs8', format: 'pem' }), checkServerIdentity: () => undefined } })
+    const waitUntil = async (check: () => Promise<boolean> | boolean, ms: number, everyMs: number): Promise<boolean> => {
+      for (const deadline = Date.now() + ms; Date.now() < deadline; await new Promise(resolve => setTimeout(resolve, everyMs))) if (await check()) return true
+      return false
     }
     const step = (n: number, name: string, ok: boolean, lines: string[]): void => {
       steps.push({ name, ok })
@@ -125,7 +154,7 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     // A third identity, with its own valid certificate from the same CA, calling payments directly.
     const intruderKey = generateKey('ec-p256')
     const intruder = new Issuer(ca).issue({ id: SpiffeId.parse(INTRUDER), publicKey: intruderKey.publicKey })
-    const intruderAgent = new Agent({ connect: { ca: ca.bundlePem, cert: intruder.chainPem, key: intruderKey.privateKey.export({ type: 'pkcs8', format: 'pem' }), checkServerIdentity: () => undefined } })
+    const intruderAgent = holding(intruder.chainPem, intruderKey.privateKey)
     const ir = await request(`https://127.0.0.1:${paymentsSidecar.inbound.port}/v1/charges`, { method: 'POST', body: '{}', dispatcher: intruderAgent })
     const irBody = await ir.body.text()
     await intruderAgent.close()
@@ -141,7 +170,7 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     step(4, 'a caller without a client certificate -> payments', !refused.startsWith('answered'), [refused, 'no decision line: the bytes of an unauthenticated peer are never parsed'])
 
     const spoofed = 'By=spiffe://demo.local/ns/shop/sa/payments;URI=spiffe://demo.local/ns/admin/sa/root'
-    r = await viaOrders('POST', '/v1/charges', spoofed)
+    r = await viaOrders('POST', '/v1/charges', { spoof: spoofed })
     const seen = (JSON.parse(r.body) as { xfcc?: string }).xfcc ?? ''
     step(5, 'orders sends a forged x-forwarded-client-cert claiming to be ns/admin', r.status === 200 && !seen.includes('ns/admin') && seen.includes(`URI=${ORDERS}`),
       [`what payments' app saw: ${seen}`, 'the forged header was removed; the app only sees what the sidecar verified'])
@@ -161,18 +190,66 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     const rotated = ordersSidecar.credentials.current!.leaf.serialHex !== rotatedFrom.orders && paymentsSidecar.credentials.current!.leaf.serialHex !== rotatedFrom.payments
     step(7, 'calls while both sidecars rotate their certificates', rotated && failed === 0, [`${ok} calls, ${failed} failed; orders ${rotatedFrom.orders.slice(0, 8)}.. -> ${ordersSidecar.credentials.current!.leaf.serialHex.slice(0, 8)}.., payments ${rotatedFrom.payments.slice(0, 8)}.. -> ${paymentsSidecar.credentials.current!.leaf.serialHex.slice(0, 8)}..`])
 
+    // A certificate for trying things by hand (as orders, valid for an hour); step 8 uses it as orders' stolen key.
+    const client = join(dir, 'client')
+    const k = generateKey('ec-p256')
+    const ordersSvid = new Issuer(ca).issue({ id: SpiffeId.parse(ORDERS), publicKey: k.publicKey, ttlMs: 3_600_000 })
+    writeFileSync(`${client}.pem`, ordersSvid.chainPem)
+    writeFileSync(`${client}-key.pem`, k.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
+
+    // 8. orders goes rogue. The CA renews nothing for a quarantined identity: start right after orders
+    // rotated, so that its certificate outlives the quarantine (a few hundred ms here) by far.
+    const serial = ordersSidecar.credentials.current!.leaf.serialHex
+    await waitUntil(() => ordersSidecar.credentials.current!.leaf.serialHex !== serial, o.leafTtlMs ?? 8000, 25)
+    const stolen = holding(ordersSvid.chainPem, k.privateKey)
+    const asOrders = async (agent: Agent, s: Sidecar, method: 'GET' | 'POST', path: string): Promise<number> => {
+      const res = await request(`https://127.0.0.1:${s.inbound.port}${path}`, { method, dispatcher: agent, ...(method === 'POST' ? { body: '{}' } : {}) })
+      await res.body.text()
+      return res.statusCode
+    }
+    // Each callee is asked, with orders' key, for what its policy allows orders, until it refuses.
+    const callees: Array<[string, Sidecar, 'GET' | 'POST', string]> = [['inventory', inventorySidecar, 'GET', '/v1/stock/1'], ['payments', paymentsSidecar, 'POST', '/v1/charges']]
+    const scanStart = Date.now()
+    const inForce = Promise.all(callees.map(async ([, s, method, path]) => await waitUntil(async () => await asOrders(stolen, s, method, path).catch(() => 0) === 403, 10_000, 10) ? Date.now() - scanStart : NaN))
+    const scan: Record<string, number> = {}
+    for (const path of SCAN_PATHS) {
+      const rr = await viaOrders('GET', path, { host: 'inventory.internal' })
+      const kind = rr.body.includes('GH_QUARANTINED') ? `${rr.status} GH_QUARANTINED (refused by orders' own sidecar)` : `${rr.status}${rr.status === 403 ? ' (denied by inventory\'s policy)' : ''}`
+      scan[kind] = (scan[kind] ?? 0) + 1
+    }
+    const took = await inForce
+    await stolen.close()
+    const entry = readQuarantine(join(dir, 'ca')).find(e => e.id === ORDERS)
+    const own = await viaOrders('POST', '/v1/charges')
+    // A new connection with the stolen key: payments denies it, and reports the key still in use (the CA already holds orders).
+    const again = holding(ordersSvid.chainPem, k.privateKey)
+    const direct = await asOrders(again, paymentsSidecar, 'POST', '/v1/charges').catch(() => 0)
+    await again.close()
+    const denied = decisions().findLast(d => d.caller === ORDERS)
+    await new Promise(resolve => setTimeout(resolve, 300)) // that report lands before the release
+    editQuarantine(join(dir, 'ca'), entries => entries.filter(e => e.id !== ORDERS))
+    const released = Date.now()
+    const back = await waitUntil(async () => (await viaOrders('POST', '/v1/charges')).status === 200, 10_000, 25)
+    const releasedMs = Date.now() - released
+    step(8, 'a workload goes rogue: orders scans inventory, is quarantined automatically and cut off everywhere',
+      entry?.by === 'auto' && entry.reason.startsWith('auto: scan') && took.every(Number.isFinite) && own.status === 403 && own.body.includes('GH_QUARANTINED') &&
+        direct === 403 && denied?.rule === 'quarantine' && back && !readQuarantine(join(dir, 'ca')).some(e => e.id === ORDERS),
+      [`the orders app, compromised, asks inventory for ${SCAN_PATHS.length} paths it may not call (${SCAN_PATHS.slice(0, 3).join(', ')}, ...): ${Object.entries(scan).map(([kind, n]) => `${n}x ${kind}`).join(', ')}`,
+        'inventory\'s scan detector (20 denials over 10 distinct paths within 10 s) reported orders to the CA, its decision lines as evidence;',
+        'this demo\'s CA runs with auto-quarantine enforce, so it quarantined orders (the default, audit, only logs what it would have done):',
+        `  ${join(dir, 'ca', 'quarantine.yaml')}: ${entry === undefined ? '(no entry)' : `${entry.id} "${entry.reason}", by ${entry.by}, expires ${entry.expires ?? 'never'}`}`,
+        `quarantine in force at every callee ${Math.max(...took)} ms after the first scanning request (${callees.map(([name], i) => `${name} ${took[i]} ms`).join(', ')}: each asked with orders' key, every 10 ms, for what it allows orders, until it refused)`,
+        `orders -> payments POST /v1/charges (allowed by payments' policy): ${own.status} ${own.body}`,
+        `orders' key used directly -> payments POST /v1/charges: ${direct}; decision: ${describe(denied)}`,
+        `released (gatehouse ca quarantine remove --dir ${join(dir, 'ca')} --spiffe-id ${ORDERS}): orders -> payments POST /v1/charges 200 again after ${releasedMs} ms`])
+
     // Close the log with a signed checkpoint, then verify it as an auditor would.
     await paymentsSidecar.decisions.checkpoint()
     const verify = await verifyLog([join(dir, 'payments-decisions.log')], ca.bundle)
     say(`gatehouse audit verify ${join(dir, 'payments-decisions.log')} --trust-bundle ${join(dir, 'ca', 'bundle.pem')}\n   ${verify.break === undefined ? `${verify.unverifiedTail === undefined ? 'VERIFIED' : 'INTACT'}: ${verify.lines} lines, ${verify.checkpoints} checkpoints, verified through seq ${verify.verifiedThrough}` : `TAMPERED: ${verify.break.message}`}\n\n`)
 
-    // A certificate for trying things by hand (as orders, valid for an hour).
-    const client = join(dir, 'client')
-    const k = generateKey('ec-p256')
-    writeFileSync(`${client}.pem`, new Issuer(ca).issue({ id: SpiffeId.parse(ORDERS), publicKey: k.publicKey, ttlMs: 3_600_000 }).chainPem)
-    writeFileSync(`${client}-key.pem`, k.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
     const kept = o.keepRunning || o.dir !== undefined
-    say(`Files: ${dir} (CA, policies, decision logs: payments-decisions.log, orders-decisions.log, sidecar logs)${kept ? '' : ', removed when the demo ends; use --dir DIR to keep them'}\n`)
+    say(`Files: ${dir} (CA, policies, decision logs: payments-decisions.log, orders-decisions.log, inventory-decisions.log, sidecar logs)${kept ? '' : ', removed when the demo ends; use --dir DIR to keep them'}\n`)
     say(`Try it by hand${o.keepRunning ? ' (Ctrl-C to stop)' : ' (run with --keep-running to leave the mesh up)'}:\n  curl -sk --cert ${client}.pem --key ${client}-key.pem -X POST https://127.0.0.1:${paymentsSidecar.inbound.port}/v1/charges\n  curl -s -x http://127.0.0.1:${ordersOutbound} -X POST http://payments.internal/v1/charges\n  curl -s http://127.0.0.1:${paymentsSidecar.admin.port}/metrics\n  gatehouse audit verify ${join(dir, 'payments-decisions.log')} --trust-bundle ${join(dir, 'ca', 'bundle.pem')}\n`)
     if (o.keepRunning) await new Promise<void>(resolve => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve) })
     return { steps, verify, dir }
