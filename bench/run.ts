@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify] [-- --only grpc]
+// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify,quarantine] [-- --only grpc]
 //   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
 // Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
 // runs every target under the same load generator in one run, then rotation under load and the
@@ -32,6 +32,7 @@ import { renderMarkdown } from './report/markdown.ts'
 import { latencyChart, type LatencyBars } from './report/chart.ts'
 import type { MicroResult, MicroSpec } from './micro-worker.ts'
 import { auditSiemVerify } from './measure/audit.ts'
+import { measureQuarantine, formatQuarantine, writeQuarantineResults } from './lib/quarantine.ts'
 
 const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
@@ -169,6 +170,19 @@ if (selected('audit-verify')) {
     auditVerify = { skipped: `failed: ${(err as Error).message}` }
   }
   log(' done\n')
+}
+
+// Issue 18: from `quarantine add` to the last request served at each callee, in this process (bench/lib/quarantine.ts); bench/results/quarantine.json.
+if (selected('quarantine')) {
+  log('quarantine propagation:\n')
+  try {
+    const q = await measureQuarantine({ runs: quick ? 3 : 20 }, log)
+    writeQuarantineResults(resultsDir, q)
+    log(formatQuarantine(q))
+  } catch (err) {
+    failed = true
+    log(`  failed: ${(err as Error).message}\n`)
+  }
 }
 
 const results: BenchResults = {

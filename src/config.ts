@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { ConfigInvalidError, fileUnreadable } from './errors.ts'
+import { parseHostPort } from './hostport.ts'
 
 // The one configuration schema. Each role declares its options once; values come from, in rising
 // precedence: defaults, a YAML file (--config / GATEHOUSE_CONFIG, keys are the flag names),
@@ -45,13 +46,6 @@ export function parseDuration (text: string): number | undefined {
   return m === null ? undefined : Math.round(Number(m[1]) * UNIT_MS[m[2]!]!)
 }
 
-export function parseHostPort (text: string): { host: string, port: number } | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text.trim())
-  if (m === null) return undefined
-  const port = Number(m[3])
-  if (port > 65535) return undefined
-  return { host: m[1] ?? m[2]!, port }
-}
 
 const camel = (k: string): string => k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 export const envName = (flag: string): string => `GATEHOUSE_${flag.replace(/-/g, '_').toUpperCase()}`

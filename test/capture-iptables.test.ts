@@ -1,8 +1,7 @@
 import t from 'tap'
 import { gatehouse } from './helpers/cli.ts'
-import {
-  iptablesRules, bypassPorts, applyCapture, captureInitContainer, CHAIN, CAPTURE_CONTAINER, type Exec
-} from '../src/capture/iptables.ts'
+import { iptablesRules, bypassPorts, captureInitContainer, CHAIN, CAPTURE_CONTAINER } from '../src/capture/iptables.ts'
+import { applyCapture, type Exec } from '../src/capture/capture-apply.ts'
 import { captureSchema } from '../src/cli/capture.ts'
 
 // The rules text and the init container spec, without touching any network (see capture-netns.test.ts

@@ -18,7 +18,7 @@ t.test('gatehouse demo runs end to end: every step as expected, and its decision
   const inForce = /quarantine in force at every callee (\d+) ms after the first scanning request \(inventory \d+ ms, payments \d+ ms/.exec(r.stdout)
   t.ok(inForce !== null && Number(inForce[1]) < 5000, `step 8: quarantine in force at every callee within 5 s (${inForce?.[1]} ms)`)
   t.match(r.stdout, /orders -> payments POST \/v1\/charges \(allowed by payments' policy\): 403 \{"error":"quarantined","code":"GH_QUARANTINED"/)
-  t.match(r.stdout, /orders' key used directly -> payments POST \/v1\/charges: 403; decision: \{"decision":"deny","rule":"quarantine","reason":"quarantined"/)
+  t.match(r.stdout, /orders' key used directly -> inventory GET \/v1\/stock\/1 \(allowed by inventory's policy\): 403; decision: \{"decision":"deny","rule":"quarantine","reason":"quarantined","caller":"spiffe:\/\/demo\.local\/ns\/shop\/sa\/orders"/)
   t.match(r.stdout, /released \(gatehouse ca quarantine remove [^\n]*\): orders -> payments POST \/v1\/charges 200 again/)
   t.match(r.stdout, /VERIFIED: \d+ lines, \d+ checkpoints/)
   t.match(r.stdout, /All 8 steps behaved as expected\./)

@@ -6,6 +6,8 @@ import { startMesh } from './helpers/mesh.ts'
 import { scrapeMetrics } from './helpers/inbound-probe.ts'
 import { parsePrometheusText } from './helpers/prom-text.ts'
 import { repoRoot } from './helpers/markdown-run.ts'
+import { startCaFixture } from './helpers/ca-fixture.ts'
+import { startInjector } from './helpers/injector.ts'
 
 // docs/metrics.md lists exactly the metrics a running sidecar serves: a real sidecar (the same setup
 // as test/metrics-format.test.ts) is started, sent traffic, and scraped; every metric family it
@@ -15,11 +17,14 @@ import { repoRoot } from './helpers/markdown-run.ts'
 interface Row { name: string, type: string, labels: string[] }
 
 const doc = readFileSync(join(repoRoot, 'docs/metrics.md'), 'utf8')
-const rows: Row[] = [...doc.matchAll(/^\| `(gatehouse_[a-z_]+)` \| (\w+) \| ([^|]*) \|/gm)].map(m => ({
+const parseRows = (text: string): Row[] => [...text.matchAll(/^\| `(gatehouse_[a-z_]+)` \| (\w+) \| ([^|]*) \|/gm)].map(m => ({
   name: m[1]!,
   type: m[2]!,
   labels: m[3]!.trim() === '—' ? [] : m[3]!.split(',').map(l => l.trim().replace(/`/g, ''))
 }))
+const rows = parseRows(doc)
+/** The rows of one "## heading" section: the sidecar's, the CA's, the injector's. */
+const section = (heading: string): Row[] => parseRows(doc.split(/^## /m).find(s => s.startsWith(heading)) ?? '')
 
 const DEFAULT_PREFIXES = ['gatehouse_process_', 'gatehouse_nodejs_']
 
@@ -36,11 +41,12 @@ t.test('docs/metrics.md lists exactly what /metrics serves, with types and label
 
   const served = [...families.keys()].filter(n => !defaultNames.has(n))
   t.ok(served.length >= 10, `${served.length} gatehouse metrics served`)
-  for (const name of served) t.ok(rows.some(r => r.name === name), `${name} (served) is documented`)
-  for (const r of rows) t.ok(families.has(r.name), `${r.name} (documented) is served`)
+  const sidecarRows = section("The sidecar's metrics")
+  for (const name of served) t.ok(sidecarRows.some(r => r.name === name), `${name} (served) is documented`)
+  for (const r of sidecarRows) t.ok(families.has(r.name), `${r.name} (documented) is served`)
   t.equal(new Set(rows.map(r => r.name)).size, rows.length, 'each metric listed once')
 
-  for (const r of rows) {
+  for (const r of sidecarRows) {
     const family = families.get(r.name)
     if (family === undefined) continue
     t.equal(family.type, r.type, `${r.name}: type ${r.type}`)
@@ -51,10 +57,30 @@ t.test('docs/metrics.md lists exactly what /metrics serves, with types and label
   }
 })
 
-t.test('metrics are only made in src/proxy (the CA and the injector serve none, as the doc says)', async t => {
+t.test('the CA\'s and the injector\'s tables list exactly what they serve', async t => {
+  const ca = await startCaFixture(t)
+  const injector = await startInjector(t)
+  t.equal((await injector.post('/mutate', { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'u1', kind: { kind: 'Pod' }, operation: 'CREATE', object: { metadata: {}, spec: { containers: [{ name: 'app', image: 'a' }] } } } })).status, 200)
+  const defaults = new Set(new Registry().getMetricsAsArray().map(m => (m as unknown as { name: string }).name))
+  for (const [heading, registry] of [["The CA's metrics", ca.running.metrics.registry], ["The injector's metrics", injector.running.metrics.registry]] as const) {
+    const documented = section(heading)
+    const families = parsePrometheusText(await registry.metrics())
+    const served = [...families.keys()].filter(n => !defaults.has(n) && !DEFAULT_PREFIXES.some(p => n.startsWith(p)))
+    t.ok(served.length >= 3, `${heading}: ${served.length} metrics served`)
+    for (const name of served) t.ok(documented.some(r => r.name === name), `${heading}: ${name} (served) is documented`)
+    for (const r of documented) {
+      t.ok(families.has(r.name), `${heading}: ${r.name} (documented) is served`)
+      t.equal(families.get(r.name)?.type, r.type, `${r.name}: type ${r.type}`)
+      const metric = registry.getSingleMetric(r.name) as unknown as { labelNames: string[] } | undefined
+      t.same([...(metric?.labelNames ?? [])].sort(), [...r.labels].sort(), `${r.name}: labels ${r.labels.join(', ') || 'none'}`)
+    }
+  }
+})
+
+t.test('metrics are only made in src/proxy, src/ca/metrics.ts and src/inject/metrics.ts', async t => {
   const files = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap(e => e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [])
   const users = files(join(repoRoot, 'src')).filter(f => readFileSync(f, 'utf8').includes('prom-client')).map(f => f.slice(repoRoot.length))
-  t.ok(users.length > 0 && users.every(f => f.startsWith('src/proxy/')), `prom-client used only in src/proxy: ${users.join(', ')}`)
+  t.ok(users.length > 0 && users.every(f => f.startsWith('src/proxy/') || f === 'src/ca/metrics.ts' || f === 'src/inject/metrics.ts'), `prom-client used only there: ${users.join(', ')}`)
 })
 
 t.test('metric names mentioned anywhere in the docs are ones the table lists', async t => {

@@ -81,7 +81,7 @@ t.test('every corpus review through the webhook', async t => {
         })
         const volumes = original.spec.volumes ?? []
         t.same(patched.spec.volumes.slice(0, volumes.length), volumes, 'the original volumes kept, in order')
-        t.same(patched.spec.volumes.slice(volumes.length).map((v: any) => v.name), ['gatehouse-token', 'gatehouse-policy', 'gatehouse-bundle', 'gatehouse-routes'])
+        t.same(patched.spec.volumes.slice(volumes.length).map((v: any) => v.name), ['gatehouse-token', 'gatehouse-policy', 'gatehouse-bundle', 'gatehouse-routes', 'gatehouse-decisions'])
         t.ok(annotations['gatehouse.io/status'], 'marked as injected')
       }
       // Everything outside spec and metadata.annotations is the pod's own.

@@ -149,6 +149,7 @@ function cases (busyPort: number): Case[] {
     { cmd: 'audit query', what: '(b) log file does not exist', args: ['audit', 'query', missing], status: 1, code: 'GH_FILE_UNREADABLE', says: [`decision-log file ${missing}`, 'no such file'] },
     { cmd: 'audit query', what: '(e) bad YAML in --policy', args: ['audit', 'query', '--summary', '--policy', badYaml, emptyLog], status: 1, code: 'GH_POLICY_INVALID', says: [`${badYaml}:1:`, 'YAML syntax', 'fix the policy file', 'gatehouse policy check'] },
     configCase('audit query', [emptyLog]),
+    { cmd: 'audit query', what: '(b) --unused-rules does not exist', args: ['audit', 'query', emptyLog, '--unused-rules', missing], status: 1, code: 'GH_FILE_UNREADABLE', says: [`--unused-rules ${missing}`, 'no such file'] },
 
     // policy check (bad YAML is its normal report, on stdout: see below)
     { cmd: 'policy check', what: '(a) no policy FILE', args: ['policy', 'check'], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs the policy FILE'] },
@@ -167,6 +168,26 @@ function cases (busyPort: number): Case[] {
     { cmd: 'policy test', what: '(e) bad YAML in --cases', args: ['policy', 'test', policy, '--cases', badYaml], status: 2, code: 'GH_CONFIG_INVALID', says: [`--cases ${badYaml}:1:`, 'YAML syntax'] },
     { cmd: 'policy test', what: '(e) bad YAML in the policy', args: ['policy', 'test', badYaml, '--cases', badYaml], status: 1, code: 'GH_POLICY_INVALID', says: [`${badYaml}:1:`, 'fix the policy file'] },
     configCase('policy test', [policy]),
+
+    // policy suggest, replay, diff; audit graph (least privilege from evidence)
+    { cmd: 'policy suggest', what: '(a) missing --callee', args: ['policy', 'suggest', emptyLog, '--trust-bundle', pki.bundleFile], status: 2, code: 'GH_CONFIG_INVALID', says: ['--callee is required'] },
+    { cmd: 'policy suggest', what: '(a) no log FILE', args: ['policy', 'suggest', '--callee', ID, '--trust-bundle', pki.bundleFile], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs at least one decision-log FILE'] },
+    { cmd: 'policy suggest', what: '(a) --callee not a SPIFFE ID', args: ['policy', 'suggest', emptyLog, '--callee', 'payments', '--trust-bundle', pki.bundleFile], status: 2, code: 'GH_CONFIG_INVALID', says: ['--callee: expected the SPIFFE ID'] },
+    { cmd: 'policy suggest', what: '(a) neither --trust-bundle nor --unverified', args: ['policy', 'suggest', emptyLog, '--callee', ID], status: 2, code: 'GH_CONFIG_INVALID', says: ['--trust-bundle is required', '--unverified'] },
+    { cmd: 'policy suggest', what: '(b) --trust-bundle does not exist', args: ['policy', 'suggest', emptyLog, '--callee', ID, '--trust-bundle', missing], status: 1, code: 'GH_FILE_UNREADABLE', says: [`--trust-bundle ${missing}`, 'no such file'] },
+    configCase('policy suggest', [emptyLog, '--callee', ID]),
+    { cmd: 'policy replay', what: '(a) no policy FILE', args: ['policy', 'replay'], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs the policy FILE and decision-log files'] },
+    { cmd: 'policy replay', what: '(a) no log FILE', args: ['policy', 'replay', policy, '--trust-bundle', pki.bundleFile], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs at least one decision-log FILE'] },
+    { cmd: 'policy replay', what: '(b) log file does not exist', args: ['policy', 'replay', policy, missing, '--unverified'], status: 1, code: 'GH_FILE_UNREADABLE', says: [`decision-log file ${missing}`, 'no such file'] },
+    { cmd: 'policy replay', what: '(e) bad YAML in the policy', args: ['policy', 'replay', badYaml, emptyLog, '--unverified'], status: 1, code: 'GH_POLICY_INVALID', says: [`${badYaml}:1:`, 'fix the policy file'] },
+    configCase('policy replay', [policy, emptyLog]),
+    { cmd: 'policy diff', what: '(a) no NEW policy', args: ['policy', 'diff', policy], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs the OLD and NEW policy files'] },
+    { cmd: 'policy diff', what: '(b) NEW policy does not exist', args: ['policy', 'diff', policy, missing], status: 1, code: 'GH_FILE_UNREADABLE', says: [`NEW policy file ${missing}`, 'no such file'] },
+    { cmd: 'policy diff', what: '(a) a log without --replay', args: ['policy', 'diff', policy, policy, emptyLog], status: 2, code: 'GH_CONFIG_INVALID', says: ['unexpected argument', 'after --replay'] },
+    configCase('policy diff', [policy, policy]),
+    { cmd: 'audit graph', what: '(a) no log FILE', args: ['audit', 'graph'], status: 2, code: 'GH_CONFIG_INVALID', says: ['needs at least one decision-log FILE'] },
+    { cmd: 'audit graph', what: '(b) log file does not exist', args: ['audit', 'graph', missing], status: 1, code: 'GH_FILE_UNREADABLE', says: [`decision-log file ${missing}`, 'no such file'] },
+    configCase('audit graph', [emptyLog]),
 
     // inject (offline)
     { cmd: 'inject', what: '(a) a bad flag value', args: ['inject', '--file', missing, '--ca-url', 'http://plain'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--ca-url must be an https:// URL'] },

@@ -1,8 +1,10 @@
-import { openSync, writeSync, closeSync, fstatSync, statSync, renameSync, existsSync, fsyncSync, ftruncateSync, readSync } from 'node:fs'
+import { openSync, writeSync, closeSync, fstatSync, statSync, renameSync, existsSync, fsyncSync, ftruncateSync, readSync, rmSync } from 'node:fs'
 
 // The decision-log file: every line written synchronously, so a line is in the kernel before the
 // request it records is forwarded (a SIGKILL of the sidecar loses nothing it acted on), and rotated by
 // size: the full file is renamed FILE.000001, FILE.000002, ... in order and a fresh FILE started.
+// With maxFiles, only that many rotated files are kept (a size-limited emptyDir in a pod): the oldest
+// goes, so the file is the local guarantee and the copy on stdout, shipped off the node, the record.
 //
 // A write either lands whole or not at all: a short or failed write (disk full, file size limit) is
 // cut back off the file and thrown, so a half line never glues onto the next one. While writes fail,
@@ -17,14 +19,16 @@ export class RotatingFileSink {
   private readonly file: string
   private readonly maxBytes: number
   private readonly fsync: boolean
+  private readonly maxFiles: number
   private failing = false
   /** The file ends in a line a crash cut short: the next line starts on a new one. */
   private torn: boolean
 
-  constructor (file: string, maxBytes: number, opts: { fsync?: boolean } = {}) {
+  constructor (file: string, maxBytes: number, opts: { fsync?: boolean, maxFiles?: number } = {}) {
     this.file = file
     this.maxBytes = maxBytes
     this.fsync = opts.fsync === true
+    this.maxFiles = opts.maxFiles ?? 0
     this.fd = openSync(file, 'a', 0o640)
     this.size = fstatSync(this.fd).size
     // A line torn by a crash mid-write must not swallow the first line written now.
@@ -88,6 +92,7 @@ export class RotatingFileSink {
     renameSync(this.file, `${this.file}.${String(n).padStart(6, '0')}`)
     this.fd = openSync(this.file, 'a', 0o640)
     this.size = 0
+    if (this.maxFiles > 0 && n > this.maxFiles) rmSync(`${this.file}.${String(n - this.maxFiles).padStart(6, '0')}`, { force: true })
   }
 
   flushSync (): void { fsyncSync(this.fd) }

@@ -56,8 +56,14 @@ async function isGzip (file: string): Promise<boolean> {
 }
 
 async function openText (file: string): Promise<Readable> {
+  // Checked before the stream exists: a file that cannot be opened is a rejection here, not an
+  // 'error' event on a stream nobody listens to yet.
+  const gzip = await isGzip(file)
   const raw = createReadStream(file, { highWaterMark: CHUNK_BYTES })
-  return await isGzip(file) ? raw.pipe(createGunzip({ chunkSize: CHUNK_BYTES })) : raw
+  if (!gzip) return raw
+  const gunzip = createGunzip({ chunkSize: CHUNK_BYTES })
+  raw.on('error', (err) => { gunzip.destroy(err) })
+  return raw.pipe(gunzip)
 }
 
 /** Read size: 1 MiB (read into memory outside the JS heap) holds about 1,700 lines, so the per-chunk costs (a read, an await) are spread thin. */

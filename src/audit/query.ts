@@ -1,5 +1,9 @@
 import { statSync } from 'node:fs'
 import type { Policy } from '../policy/load.ts'
+import { compilePolicy, type CompiledRule } from '../policy/compile.ts'
+import { matchSegments, type SegmentPattern } from '../policy/patterns.ts'
+import { callerMatches } from '../policy/decide.ts'
+import { SpiffeId } from '../spiffe/id.ts'
 import { readLogRecords, type InputStats } from './log-input.ts'
 
 // `gatehouse audit query`: filters decision lines as it streams them (a million lines never sit in
@@ -83,4 +87,49 @@ export function policyFindings (policy: Policy, r: QueryResult): { unusedRules: 
   const unusedRules = [...policy.deny, ...policy.rules].map(x => x.name).filter(name => !r.rulesHit.has(name))
   const unseenCallers = policy.rules.flatMap(rule => rule.from.filter(c => !c.includes('*') && !r.callersSeen.has(c)).map(caller => ({ rule: rule.name, caller })))
   return { unusedRules, unseenCallers }
+}
+
+/** A rule that can never decide: an earlier deny (or the canary paths) covers every request it matches ("shadowed"), or an earlier allow rule does ("redundant"). */
+export interface ShadowedRule { rule: string, list: 'rules' | 'deny', by: string, kind: 'shadowed' | 'redundant' }
+
+/** Every request `p` matches, `q` matches too (segments: "*" one, a final "**" any depth). */
+function patternCovers (q: SegmentPattern, p: SegmentPattern): boolean {
+  if (p.anyDepth && !q.anyDepth) return false
+  if (q.anyDepth ? p.segments.length < q.segments.length : p.segments.length !== q.segments.length) return false
+  return q.segments.every((s, i) => s === '*' || s === p.segments[i])
+}
+
+/** A static check on the compiled rules: does `d` match every request `r` matches? */
+function ruleCovers (d: CompiledRule, r: CompiledRule, anyCaller = false): boolean {
+  if (!anyCaller) {
+    if (r.callersExact.size + r.callerPatterns.length === 0) return false
+    for (const id of r.callersExact) {
+      const sid = SpiffeId.tryParse(id)
+      if (sid === undefined || !callerMatches(d, { id, trustDomain: sid.trustDomain, segments: sid.path.split('/').slice(1) })) return false
+    }
+    if (!r.callerPatterns.every(p => d.callerPatterns.some(q => q.trustDomain === p.trustDomain && patternCovers(q.pattern, p.pattern)))) return false
+  }
+  if (d.ports !== undefined || r.ports !== undefined) return d.ports !== undefined && r.ports !== undefined && [...r.ports].every(x => d.ports!.has(x))
+  if (d.methods !== undefined && (r.methods === undefined || ![...r.methods].every(m => d.methods!.has(m)))) return false
+  if (d.pathsExact === undefined) return true
+  if (r.pathsExact === undefined) return false
+  const segs = (path: string): string[] => path.split('/').filter(s => s !== '')
+  return [...r.pathsExact].every(x => d.pathsExact!.has(x) || d.pathPatterns.some(q => matchSegments(q, segs(x)))) && r.pathPatterns.every(x => d.pathPatterns.some(q => patternCovers(q, x)))
+}
+
+/** Enforced rules that can never decide a request: every one they match is decided before them. */
+export function shadowedRules (policy: Policy): ShadowedRule[] {
+  const c = compilePolicy(policy)
+  const out: ShadowedRule[] = []
+  for (const [i, r] of c.deny.entries()) {
+    const by = c.canary !== undefined && ruleCovers(c.canary, r, true) ? 'canary' : c.deny.slice(0, i).find(d => ruleCovers(d, r))?.name
+    if (by !== undefined) out.push({ rule: r.name, list: 'deny', by, kind: 'shadowed' })
+  }
+  for (const [i, r] of c.allow.entries()) {
+    const deny = c.canary !== undefined && ruleCovers(c.canary, r, true) ? 'canary' : c.deny.find(d => ruleCovers(d, r))?.name
+    if (deny !== undefined) { out.push({ rule: r.name, list: 'rules', by: deny, kind: 'shadowed' }); continue }
+    const allow = c.allow.slice(0, i).find(a => ruleCovers(a, r))?.name
+    if (allow !== undefined) out.push({ rule: r.name, list: 'rules', by: allow, kind: 'redundant' })
+  }
+  return out
 }

@@ -69,6 +69,8 @@ export interface DecisionLogOptions {
   /** Also (or, with stdout false, only) write to this file, rotated at maxFileBytes; then the file is the guarantee and stdout a copy. */
   file?: string
   maxFileBytes?: number
+  /** Rotated files kept (0: all). */
+  maxFiles?: number
   /** fsync the file after every line (survives a machine crash, not only a process kill). */
   fsync?: boolean
   checkpointEvery?: number
@@ -109,7 +111,7 @@ export class DecisionLog {
     const streams: pino.StreamEntry[] = []
     let follows: ChainLink | null = null
     if (opts.file !== undefined) {
-      const sink = new RotatingFileSink(opts.file, opts.maxFileBytes ?? 100 * 1024 * 1024, { fsync: opts.fsync === true })
+      const sink = new RotatingFileSink(opts.file, opts.maxFileBytes ?? 100 * 1024 * 1024, { fsync: opts.fsync === true, maxFiles: opts.maxFiles ?? 0 })
       follows = followed(sink.lastLine()?.text)
       streams.push({ stream: sink as unknown as DestinationStream })
     }

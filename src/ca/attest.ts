@@ -2,7 +2,8 @@ import { decodeProtectedHeader } from 'jose'
 import { TokenInvalidError } from '../errors.ts'
 import type { SpiffeId } from '../spiffe/id.ts'
 import type { RenewalOrigin } from '../x509/origin.ts'
-import { JOIN_TOKEN_TYP, type JoinTokenVerifier } from './join-token.ts'
+import type { JoinTokenVerifier } from './join-token.ts'
+import { JOIN_TOKEN_TYP } from '../spiffe/token-types.ts'
 import type { K8sTokenVerifier } from './k8s-token.ts'
 
 // Who is asking? One of: a single-use join token, a Kubernetes projected service-account token, or

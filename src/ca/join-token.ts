@@ -3,12 +3,13 @@ import { randomBytes, createPublicKey, type KeyObject } from 'node:crypto'
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose'
 import { TokenInvalidError, TokenReplayedError } from '../errors.ts'
 import { SpiffeId } from '../spiffe/id.ts'
+import { JOIN_TOKEN_TYP } from '../spiffe/token-types.ts'
 
 // Join tokens: single-use JWTs the CA signs (ES256, its dedicated token key) for workloads that have
 // no Kubernetes service-account token (VMs, bootstrapping). The token names the SPIFFE ID it may
 // obtain; the CA records each token's jti on first use and refuses it afterwards, across restarts.
 
-export const JOIN_TOKEN_TYP = 'gatehouse-join+jwt'
+export { JOIN_TOKEN_TYP }
 export const CA_AUDIENCE = 'gatehouse-ca'
 
 const issuerFor = (trustDomain: string): string => `spiffe://${trustDomain}`

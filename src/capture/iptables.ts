@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { GatehouseError } from '../errors.ts'
+import { PORTS } from '../ports.ts'
 
 // Inbound capture for pods annotated `gatehouse.io/capture: iptables`: an init container, run in the
 // pod's network namespace before any other container, installs NAT rules that send every inbound TCP
@@ -15,11 +14,13 @@ import { GatehouseError } from '../errors.ts'
 //     excluded port (e.g. a metrics port scraped in plaintext) are left alone with RETURN.
 // The rules are an iptables-restore file applied with --noflush, so nothing else in the namespace's
 // tables is flushed; re-applying replaces our chain's content and adds the PREROUTING jump once.
+// This file is pure (the rules and the init container's spec, for the injector); capture-apply.ts
+// runs them.
 
 export const CHAIN = 'GATEHOUSE_INBOUND'
-export const DEFAULT_INBOUND_PORT = 15006
+export const DEFAULT_INBOUND_PORT = PORTS.inbound
 /** The sidecar's own listeners: inbound mTLS, outbound HTTP proxy, admin (probes, metrics). */
-export const PROXY_PORTS: readonly number[] = [15006, 15001, 15020]
+export const PROXY_PORTS: readonly number[] = [PORTS.inbound, PORTS.outbound, PORTS.admin]
 export const CAPTURE_CONTAINER = 'gatehouse-capture'
 
 /** The jump from PREROUTING to our chain, as iptables arguments (for -A, -C and -D alike). */
@@ -64,52 +65,6 @@ export function iptablesRules (opts: CaptureOptions, { withJump = true }: { with
     ''
   ]
   return lines.join('\n')
-}
-
-export interface ExecResult { code: number | null, stdout: string, stderr: string }
-export type Exec = (file: string, args: string[], input?: string) => Promise<ExecResult>
-
-/** execFile with stdin, no shell; a missing binary is reported as a CaptureError. */
-export const execWithInput: Exec = async (file, args, input) => await new Promise((resolve, reject) => {
-  const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], shell: false })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  child.on('error', (err: NodeJS.ErrnoException) => {
-    reject(new CaptureError(err.code === 'ENOENT' ? `${file} not found: the capture image needs the iptables package (build the Dockerfile's "capture" target)` : `cannot run ${file}: ${err.message}`))
-  })
-  child.on('close', code => { resolve({ code, stdout, stderr }) })
-  child.stdin.on('error', () => { /* the process exited early: its status tells why */ })
-  child.stdin.end(input ?? '')
-})
-
-export interface ApplyOptions extends CaptureOptions {
-  /** Also install the rules for IPv6 with ip6tables-restore. */
-  ipv6: boolean
-  exec?: Exec
-}
-
-export interface ApplyReport { family: 'ipv4' | 'ipv6', jumpAdded: boolean }
-
-/** Whether this network namespace has IPv6 (the kernel lists IPv6 addresses there). */
-export function ipv6Available (): boolean {
-  return existsSync('/proc/net/if_inet6')
-}
-
-/** Installs the rules in the current network namespace. Needs CAP_NET_ADMIN (and NET_RAW for the nat table). */
-export async function applyCapture (opts: ApplyOptions): Promise<ApplyReport[]> {
-  const exec = opts.exec ?? execWithInput
-  const families = [['ipv4', 'iptables'] as const, ...(opts.ipv6 ? [['ipv6', 'ip6tables'] as const] : [])]
-  const reports: ApplyReport[] = []
-  for (const [family, bin] of families) {
-    // -C exits 0 when the rule exists (1 when it does not, or when the chain does not exist yet).
-    const present = (await exec(bin, ['-t', 'nat', '-C', ...JUMP_RULE])).code === 0
-    const r = await exec(`${bin}-restore`, ['--noflush'], iptablesRules(opts, { withJump: !present }))
-    if (r.code !== 0) throw new CaptureError(`${bin}-restore failed (exit ${String(r.code)}): ${r.stderr.trim().slice(0, 2000)}`)
-    reports.push({ family, jumpAdded: !present })
-  }
-  return reports
 }
 
 /** Kubernetes container spec for the capture init container (placed before the proxy sidecar). */

@@ -5,7 +5,9 @@ import { createHash } from 'node:crypto'
 import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { verifyLog, type ChainReport, type VerifyReport } from '../audit/verify.ts'
-import { queryLog, policyFindings, type QueryFilters } from '../audit/query.ts'
+import { queryLog, policyFindings, shadowedRules, type QueryFilters } from '../audit/query.ts'
+import { compilePolicy } from '../policy/compile.ts'
+import { Replayer } from '../policy/replay.ts'
 import { parsePolicy } from '../policy/load.ts'
 import { stringify } from 'yaml'
 import { OUTPUT, formatData, type Runner } from './runner.ts'
@@ -28,7 +30,8 @@ export const auditSchemas = {
     rule: { kind: 'string', help: 'only lines decided by this rule (e.g. quarantine, canary)' },
     output: { ...OUTPUT.output, aliases: ['o', 'format'], help: 'output format: table for people; json (one object per line; a document with --summary) or yaml for scripts' },
     summary: { kind: 'bool', default: false, help: 'print who-calls-whom and denials instead of lines' },
-    policy: { kind: 'string', help: 'with --summary: report rules never matched and allowed callers never seen' }
+    policy: { kind: 'string', help: 'with --summary: report rules never matched and allowed callers never seen' },
+    'unused-rules': { kind: 'string', help: 'POLICY file: its rules that no matching request would have matched, and rules an earlier deny (or allow) always decides before them' }
   }
 } as const satisfies Record<string, Schema>
 
@@ -98,7 +101,7 @@ async function evidence (r: VerifyReport, files: string[], bundleFile: string): 
   }
 }
 
-function parseWhen (text: string | undefined, key: string): Date | undefined {
+export function parseWhen (text: string | undefined, key: string): Date | undefined {
   if (text === undefined) return undefined
   const ago = parseDuration(text)
   if (ago !== undefined) return new Date(Date.now() - ago)
@@ -131,6 +134,7 @@ export const auditQuery: Runner = async (argv, io) => {
   const started = performance.now()
   // Lines are printed as they match (json, or a fixed-width table), so a query never holds them all.
   const row = (cells: string[]): string => cells.map((x, i) => i === cells.length - 1 ? x : x.padEnd([24, 8, 6, 48, 7, 32][i] ?? 12)).join('  ').trimEnd()
+  if (c.unusedRules !== undefined) return await unusedRules(c.unusedRules, files, filters, c.output, io)
   if (!c.summary && c.output === 'table') io.out(`${row(['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'])}\n`)
   const r = await queryLog(files, filters, {
     keepLines: false,
@@ -156,5 +160,19 @@ export const auditQuery: Runner = async (argv, io) => {
     return 0
   }
   if (c.output === 'table') io.out(`${r.matched} of ${r.scanned} decisions\n`)
+  return 0
+}
+
+/** `audit query --unused-rules POLICY`: each matching request decided by POLICY; rules that decided none, and rules that never can. */
+async function unusedRules (file: string, files: string[], filters: QueryFilters, output: string, io: Parameters<Runner>[1]): Promise<number> {
+  const { policy } = parsePolicy(readArg('--unused-rules', file), file)
+  const replayer = new Replayer(compilePolicy(policy))
+  const r = await queryLog(files, filters, { keepLines: false, onLine: d => { replayer.add({ msg: 'decision', ...d }) } })
+  const shadowed = shadowedRules(policy)
+  const unused = [...policy.deny.map(x => ({ rule: x.name, list: 'deny' })), ...policy.rules.map(x => ({ rule: x.name, list: 'rules' }))].filter(x => !replayer.rulesHit.has(x.rule))
+  if (output !== 'table') { io.out(formatData(output, { scanned: r.scanned, matched: r.matched, unusedRules: unused, shadowedRules: shadowed })); return 0 }
+  io.out(`${r.matched} of ${r.scanned} decisions replayed against ${file}\n`)
+  io.out(`rules no request matched: ${unused.length === 0 ? 'none' : unused.map(u => `${u.list === 'deny' ? 'deny ' : ''}${u.rule}`).join(', ')}\n`)
+  io.out(`rules that can never match:${shadowed.length === 0 ? ' none' : ''}\n${shadowed.map(s => `  ${s.list === 'deny' ? 'deny ' : ''}${s.rule}: ${s.kind === 'shadowed' ? `every request it matches is denied first by ${s.by === 'canary' ? 'the canary paths' : `deny rule ${s.by}`}` : `every request it matches is allowed first by rule ${s.by}`}\n`).join('')}`)
   return 0
 }

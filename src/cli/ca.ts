@@ -2,6 +2,7 @@ import { writeFileSync, existsSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { createPublicKey } from 'node:crypto'
 import { loadConfig, type Schema } from '../config.ts'
+import { PORTS } from '../ports.ts'
 import { createLogger } from '../log.ts'
 import { GatehouseError, ConfigInvalidError } from '../errors.ts'
 import { readArg, checkReadable, checkDirArg, checkListen, nameListenFailure } from './check.ts'
@@ -12,7 +13,7 @@ import { mintJoinToken, JoinTokenVerifier, UsedTokenLog } from '../ca/join-token
 import { K8sTokenVerifier, jwksFromFile, jwksFromUrl } from '../ca/k8s-token.ts'
 import { Attestor } from '../ca/attest.ts'
 import { RateLimiter } from '../ca/rate-limit.ts'
-import { callerPatternProblem } from '../policy/compile.ts'
+import { callerPatternProblem } from '../policy/patterns.ts'
 import { AUTO_QUARANTINE_MODES, type AutoQuarantineMode } from '../ca/reports.ts'
 import { startCaServer } from '../ca/server.ts'
 import { rotateRoot, type RotationStep } from '../ca/rotate.ts'
@@ -51,7 +52,8 @@ export const caSchemas = {
   },
   'ca serve': {
     dir: { kind: 'string', required: true, help: 'CA directory' },
-    listen: { kind: 'hostport', default: '0.0.0.0:15443', help: 'HTTPS API address' },
+    listen: { kind: 'hostport', default: `0.0.0.0:${PORTS.ca}`, help: 'HTTPS API address' },
+    'metrics-listen': { kind: 'hostport', help: 'serve Prometheus metrics (GET /metrics) over plain HTTP here, e.g. 127.0.0.1:15444, or 0.0.0.0:15444 in a pod (docs/metrics.md); off when unset' },
     'leaf-ttl': { kind: 'duration', default: '1h', min: 1000, help: 'lifetime of issued leaves (seconds allowed, for tests)' },
     'jwks-file': { kind: 'string', help: 'JWKS of the Kubernetes service-account issuer (file)' },
     'jwks-url': { kind: 'string', help: 'JWKS URL, e.g. https://kubernetes.default.svc/openid/v1/jwks' },
@@ -125,7 +127,7 @@ export const caServe: Runner = async (argv, io) => {
     const jwks = c.jwksFile !== undefined ? jwksFromFile(c.jwksFile) : jwksFromUrl(c.jwksUrl!, { caFile: c.jwksCaFile, tokenFile: c.jwksTokenFile })
     k8s = new K8sTokenVerifier({ jwks, issuer: c.issuer, trustDomain: ca.trustDomain })
   }
-  const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen]]
+  const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen], ...(c.metricsListen === undefined ? [] : [['--metrics-listen', c.metricsListen] as [string, { host: string, port: number }]])]
   await checkListen(listeners)
   const logger = createLogger('gatehouse-ca')
   const badPatterns = c.neverQuarantine.map(p => [p, callerPatternProblem(p)] as const).filter(([, problem]) => problem !== undefined)
@@ -139,6 +141,7 @@ export const caServe: Runner = async (argv, io) => {
     autoQuarantine: { mode: c.autoQuarantine as AutoQuarantineMode, quorum: c.quorum, neverQuarantine: [`spiffe://${ca.trustDomain}/gatehouse/**`, ...c.neverQuarantine], ttlMs: c.autoQuarantineTtl },
     logger,
     listen: c.listen,
+    ...(c.metricsListen === undefined ? {} : { metricsListen: c.metricsListen }),
     servingDns: c.servingDns,
     servingIps: c.servingIp,
     reload: { intervalMs: c.reloadInterval, load: () => { const m = loadCa(c.dir); return { ca: m, issuer: new Issuer(m, { defaultTtlMs: c.leafTtl }) } } }

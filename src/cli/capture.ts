@@ -1,6 +1,7 @@
 import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
-import { applyCapture, iptablesRules, ipv6Available, DEFAULT_INBOUND_PORT, PROXY_PORTS } from '../capture/iptables.ts'
+import { iptablesRules, DEFAULT_INBOUND_PORT, PROXY_PORTS } from '../capture/iptables.ts'
+import { applyCapture, ipv6Available } from '../capture/capture-apply.ts'
 import type { Runner } from './runner.ts'
 
 // `gatehouse capture iptables`: what the capture init container runs (pod annotation

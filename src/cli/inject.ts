@@ -10,7 +10,8 @@ import { parseAllDocuments } from 'yaml'
 import { formatData, type Runner } from './runner.ts'
 
 // `gatehouse inject [-f FILE|-]`: offline injection of a manifest, printed to stdout (a summary of
-// what happened to each object goes to stderr, so the output can be piped to kubectl apply).
+// what happened to each object goes to stderr, so the output can be piped to kubectl apply; so do
+// warnings, as "gatehouse inject: warning: ..." lines, and the exit status stays 0).
 // `gatehouse inject serve`: the mutating webhook.
 
 const injectorFlags = {
@@ -40,6 +41,7 @@ export const injectSchemas = {
   },
   'inject serve': {
     listen: { kind: 'hostport', default: '0.0.0.0:15017', help: 'HTTPS address of the webhook' },
+    'metrics-listen': { kind: 'hostport', help: 'serve Prometheus metrics (GET /metrics) over plain HTTP here, e.g. 127.0.0.1:15018, or 0.0.0.0:15018 in a pod (docs/metrics.md); off when unset' },
     cert: { kind: 'string', required: true, help: 'serving certificate chain (PEM), reloaded on change' },
     key: { kind: 'string', required: true, help: 'serving private key (PEM), reloaded on change' },
     'max-body-bytes': { kind: 'int', default: 4 * 1024 * 1024, min: 1024, help: 'largest AdmissionReview accepted' },
@@ -117,7 +119,7 @@ export const inject: Runner = async (argv, io) => {
   io.out(c.output === 'json' ? formatData('json', asJson(result.text)) : result.text)
   for (const e of result.entries) {
     process.stderr.write(`${e.ref} ${e.injected ? 'injected' : `skipped (${e.reason}: ${e.detail})`}\n`)
-    for (const w of e.warnings) process.stderr.write(`  warning: ${w}\n`)
+    for (const w of e.warnings) process.stderr.write(`gatehouse inject: warning: ${e.ref}: ${w.replace(/^gatehouse: /, '')}\n`)
   }
   return 0
 }
@@ -126,10 +128,11 @@ export const injectServe: Runner = async (argv, io) => {
   const c = loadConfig('inject serve', injectSchemas['inject serve'], { argv, maxPositionals: 0 })
   const config = configFrom(c)
   checkKeyPair('--cert', c.cert, '--key', c.key)
-  const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen]]
+  const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen], ...(c.metricsListen === undefined ? [] : [['--metrics-listen', c.metricsListen] as [string, { host: string, port: number }]])]
   await checkListen(listeners)
   const running = await startInjectorServer({
     listen: c.listen,
+    ...(c.metricsListen === undefined ? {} : { metricsListen: c.metricsListen }),
     certFile: c.cert,
     keyFile: c.key,
     config,

@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs'
 import type { X509Certificate } from 'node:crypto'
-import { loadConfig, parseHostPort, type Schema } from '../config.ts'
+import { loadConfig, type Schema } from '../config.ts'
+import { parseHostPort } from '../hostport.ts'
+import { PORTS } from '../ports.ts'
 import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { startSidecar } from '../proxy/sidecar.ts'
@@ -33,7 +35,7 @@ function parseTcpUpstreams (list: string[]): Map<number, { host: string, port: n
 }
 
 export const proxySchema = {
-  inbound: { kind: 'hostport', default: '0.0.0.0:15006', help: 'mTLS listener for inbound calls' },
+  inbound: { kind: 'hostport', default: `0.0.0.0:${PORTS.inbound}`, help: 'mTLS listener for inbound calls' },
   upstream: { kind: 'hostport', default: '127.0.0.1:8080', help: 'the app' },
   'upstream-tcp': { kind: 'list', default: [], help: 'opaque TCP app ports served through the inbound listener, HOST:PORT each (e.g. 127.0.0.1:6379); callers name the port, policy rules with ports: [6379] authorize them' },
   'tcp-idle-timeout': { kind: 'duration', default: '1h', help: 'an opaque TCP connection with no byte either way for this long is closed (inbound and route listeners)' },
@@ -43,9 +45,9 @@ export const proxySchema = {
   'scan-window': { kind: 'duration', default: '10s', help: '... within this long; a tripped detector is logged, counted and reported to the CA' },
   'route-max-connections': { kind: 'int', default: 1024, min: 1, help: 'connections each route listener (routes with listen:) accepts at once' },
   'upstream-protocol': { kind: 'enum', values: UPSTREAM_PROTOCOLS, default: 'auto', help: 'how requests reach the app: auto (gRPC over h2c, the rest over HTTP/1.1), http1, or h2c (everything over h2c, prior knowledge)' },
-  admin: { kind: 'hostport', default: '127.0.0.1:15020', help: 'healthz, readyz, metrics; off loopback (e.g. 0.0.0.0 in a pod, for the kubelet) only the probe paths answer' },
+  admin: { kind: 'hostport', default: `127.0.0.1:${PORTS.admin}`, help: 'healthz, readyz, metrics; off loopback (e.g. 0.0.0.0 in a pod, for the kubelet) only the probe paths answer' },
   'admin-expose-metrics': { kind: 'bool', default: false, help: 'also serve /metrics on the admin listener\'s non-loopback addresses (for a Prometheus scraping the pod IP)' },
-  outbound: { kind: 'hostport', default: '127.0.0.1:15001', help: 'HTTP proxy for the app\'s outbound calls (HTTP_PROXY)' },
+  outbound: { kind: 'hostport', default: `127.0.0.1:${PORTS.outbound}`, help: 'HTTP proxy for the app\'s outbound calls (HTTP_PROXY)' },
   routes: { kind: 'string', help: 'outbound destinations (YAML), reloaded on change; without it every destination is refused' },
   'allow-connect': { kind: 'list', default: [], help: 'host:port pairs the app may CONNECT to (opaque, outside the mesh)' },
   'upgrade-protocols': { kind: 'list', default: [...DEFAULT_UPGRADE_PROTOCOLS], help: 'Upgrade protocols relayed inbound after authorization; any other Upgrade gets 400 (h2c can never be listed)' },
@@ -74,6 +76,7 @@ export const proxySchema = {
   'decision-log': { kind: 'string', help: 'also write the decision log to this file (size-rotated, chain kept across files)' },
   'decision-log-stdout': { kind: 'bool', default: true, help: 'write the decision log to stdout' },
   'decision-log-max-bytes': { kind: 'int', default: 104857600, min: 4096, help: 'rotate the decision-log file at this size' },
+  'decision-log-max-files': { kind: 'int', default: 0, min: 0, help: 'rotated decision-log files kept (0: all); the oldest is deleted past it, for a size-limited volume whose lines are also shipped from stdout' },
   'decision-log-fsync': { kind: 'bool', default: false, help: 'fsync the decision-log file after every line: survives a machine crash, not only a sidecar kill (costs a disk flush per line)' },
   'checkpoint-every': { kind: 'int', default: 1000, min: 1, help: 'sign a decision-log checkpoint every N lines' },
   'checkpoint-interval': { kind: 'duration', default: '5s', help: '... or at least this often while lines are written' },
@@ -139,6 +142,7 @@ export const proxy: Runner = async (argv, io) => {
     ...(c.decisionLog === undefined ? {} : { decisionLogFile: c.decisionLog }),
     decisionLogStdout: c.decisionLogStdout,
     decisionLogMaxBytes: c.decisionLogMaxBytes,
+    decisionLogMaxFiles: c.decisionLogMaxFiles,
     decisionLogFsync: c.decisionLogFsync,
     checkpointEvery: c.checkpointEvery,
     checkpointIntervalMs: c.checkpointInterval,

@@ -126,7 +126,7 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     say(`  payments sidecar ${paymentsSidecar.credentials.current!.id.toString()} (inbound :${paymentsSidecar.inbound.port}); orders sidecar ${ordersSidecar.credentials.current!.id.toString()} (outbound :${ordersOutbound})\n`)
     say(`  payments policy: orders may POST /v1/charges, nothing else; inventory policy: orders may GET /v1/stock/**. Certificates live ${Math.round((o.leafTtlMs ?? 8000) / 1000)}s and rotate at half-life.\n\n`)
 
-    const decisions = (): Array<Record<string, any>> => readFileSync(join(dir, 'payments-decisions.log'), 'utf8').trim().split('\n').map(l => JSON.parse(l) as Record<string, any>).filter(d => d.msg === 'decision')
+    const decisions = (file = 'payments-decisions.log'): Array<Record<string, any>> => readFileSync(join(dir, file), 'utf8').trim().split('\n').map(l => JSON.parse(l) as Record<string, any>).filter(d => d.msg === 'decision')
     const describe = (d: Record<string, any> | undefined): string => d === undefined ? '(none)' : JSON.stringify({ decision: d.decision, rule: d.rule, reason: d.reason, caller: d.caller, method: d.method, path: d.path, status: d.status, policyRevision: d.policyRevision, seq: d.seq })
     const lastDecision = (): string => describe(decisions().at(-1))
     const viaOrders = async (method: string, path: string, extra: { spoof?: string, host?: string } = {}): Promise<{ status: number, body: string }> => {
@@ -198,19 +198,14 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     writeFileSync(`${client}-key.pem`, k.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
 
     // 8. orders goes rogue. The CA renews nothing for a quarantined identity: start right after orders
-    // rotated, so that its certificate outlives the quarantine (a few hundred ms here) by far.
+    // rotated, so that its certificate outlives the quarantine (a second or so here) by far.
     const serial = ordersSidecar.credentials.current!.leaf.serialHex
     await waitUntil(() => ordersSidecar.credentials.current!.leaf.serialHex !== serial, o.leafTtlMs ?? 8000, 25)
-    const stolen = holding(ordersSvid.chainPem, k.privateKey)
-    const asOrders = async (agent: Agent, s: Sidecar, method: 'GET' | 'POST', path: string): Promise<number> => {
-      const res = await request(`https://127.0.0.1:${s.inbound.port}${path}`, { method, dispatcher: agent, ...(method === 'POST' ? { body: '{}' } : {}) })
-      await res.body.text()
-      return res.statusCode
-    }
-    // Each callee is asked, with orders' key, for what its policy allows orders, until it refuses.
-    const callees: Array<[string, Sidecar, 'GET' | 'POST', string]> = [['inventory', inventorySidecar, 'GET', '/v1/stock/1'], ['payments', paymentsSidecar, 'POST', '/v1/charges']]
+    /** How many entries the quarantine list a sidecar enforces holds (gatehouse_quarantine_entries, set as it takes effect). */
+    const held = async (s: Sidecar): Promise<number> => (await s.metrics.quarantineEntries.get()).values[0]?.value ?? 0
+    const callees: Array<[string, Sidecar]> = [['inventory', inventorySidecar], ['payments', paymentsSidecar]]
     const scanStart = Date.now()
-    const inForce = Promise.all(callees.map(async ([, s, method, path]) => await waitUntil(async () => await asOrders(stolen, s, method, path).catch(() => 0) === 403, 10_000, 10) ? Date.now() - scanStart : NaN))
+    const inForce = Promise.all(callees.map(async ([, s]) => await waitUntil(async () => await held(s) > 0, 10_000, 5) ? Date.now() - scanStart : NaN))
     const scan: Record<string, number> = {}
     for (const path of SCAN_PATHS) {
       const rr = await viaOrders('GET', path, { host: 'inventory.internal' })
@@ -218,18 +213,17 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
       scan[kind] = (scan[kind] ?? 0) + 1
     }
     const took = await inForce
-    await stolen.close()
     const entry = readQuarantine(join(dir, 'ca')).find(e => e.id === ORDERS)
     const own = await viaOrders('POST', '/v1/charges')
-    // A new connection with the stolen key: payments denies it, and reports the key still in use (the CA already holds orders).
-    const again = holding(ordersSvid.chainPem, k.privateKey)
-    const direct = await asOrders(again, paymentsSidecar, 'POST', '/v1/charges').catch(() => 0)
-    await again.close()
-    const denied = decisions().findLast(d => d.caller === ORDERS)
-    await new Promise(resolve => setTimeout(resolve, 300)) // that report lands before the release
+    // Orders' key used without its sidecar: inventory denies it, and reports the key still in use (the CA already holds orders).
+    const stolen = holding(ordersSvid.chainPem, k.privateKey)
+    const direct = await request(`https://127.0.0.1:${inventorySidecar.inbound.port}/v1/stock/1`, { dispatcher: stolen }).then(async res => { await res.body.text(); return res.statusCode }, () => 0)
+    await stolen.close()
+    const denied = decisions('inventory-decisions.log').findLast(d => d.caller === ORDERS)
+    await new Promise(resolve => setTimeout(resolve, 200)) // that report lands before the release
     editQuarantine(join(dir, 'ca'), entries => entries.filter(e => e.id !== ORDERS))
     const released = Date.now()
-    const back = await waitUntil(async () => (await viaOrders('POST', '/v1/charges')).status === 200, 10_000, 25)
+    const back = await waitUntil(async () => await held(inventorySidecar) === 0 && await held(paymentsSidecar) === 0 && (await viaOrders('POST', '/v1/charges')).status === 200, 10_000, 25)
     const releasedMs = Date.now() - released
     step(8, 'a workload goes rogue: orders scans inventory, is quarantined automatically and cut off everywhere',
       entry?.by === 'auto' && entry.reason.startsWith('auto: scan') && took.every(Number.isFinite) && own.status === 403 && own.body.includes('GH_QUARANTINED') &&
@@ -238,9 +232,9 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
         'inventory\'s scan detector (20 denials over 10 distinct paths within 10 s) reported orders to the CA, its decision lines as evidence;',
         'this demo\'s CA runs with auto-quarantine enforce, so it quarantined orders (the default, audit, only logs what it would have done):',
         `  ${join(dir, 'ca', 'quarantine.yaml')}: ${entry === undefined ? '(no entry)' : `${entry.id} "${entry.reason}", by ${entry.by}, expires ${entry.expires ?? 'never'}`}`,
-        `quarantine in force at every callee ${Math.max(...took)} ms after the first scanning request (${callees.map(([name], i) => `${name} ${took[i]} ms`).join(', ')}: each asked with orders' key, every 10 ms, for what it allows orders, until it refused)`,
+        `quarantine in force at every callee ${Math.max(...took)} ms after the first scanning request (${callees.map(([name], i) => `${name} ${took[i]} ms`).join(', ')}: when its sidecar took the list, closing orders' connections)`,
         `orders -> payments POST /v1/charges (allowed by payments' policy): ${own.status} ${own.body}`,
-        `orders' key used directly -> payments POST /v1/charges: ${direct}; decision: ${describe(denied)}`,
+        `orders' key used directly -> inventory GET /v1/stock/1 (allowed by inventory's policy): ${direct}; decision: ${describe(denied)}`,
         `released (gatehouse ca quarantine remove --dir ${join(dir, 'ca')} --spiffe-id ${ORDERS}): orders -> payments POST /v1/charges 200 again after ${releasedMs} ms`])
 
     // Close the log with a signed checkpoint, then verify it as an auditor would.

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { GatehouseError, CaRefusedError, CaUnreachableError } from '../errors.ts'
 import { createCsr } from '../x509/csr.ts'
 import { generateKey } from '../x509/keys.ts'
-import { JOIN_TOKEN_TYP } from '../ca/join-token.ts'
+import { JOIN_TOKEN_TYP } from '../spiffe/token-types.ts'
 import type { Credentials } from './credentials.ts'
 import { connectSvid } from './svid-connect.ts'
 

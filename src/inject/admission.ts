@@ -1,7 +1,9 @@
 import { asGatehouseError } from '../errors.ts'
 import type { JsonPatchOp } from './json-patch.ts'
 import { injectPod, type InjectOptions } from './patch.ts'
-import { isObject, objectOr } from './shape.ts'
+import { arrayOr, isObject, objectOr, stringMap } from './shape.ts'
+import { ANNOTATION, DEFAULT_INJECTOR_CONFIG, type InjectorConfig } from './config.ts'
+import { appProxyEnv } from './sidecar.ts'
 
 // AdmissionReview v1 in, AdmissionReview v1 out. The answer is always allowed: this webhook adds a
 // sidecar, it never vetoes a pod. Anything it cannot understand (a malformed review, a pod it cannot
@@ -53,6 +55,54 @@ function answer (uid: string, decision: Omit<AdmissionDecision, 'uid' | 'ops'>, 
   return { review: { apiVersion: API_VERSION, kind: 'AdmissionReview', response }, decision: { uid, ...decision, ops: patch.length }, patch }
 }
 
+// An app reachable around its sidecar. Kubernetes cannot tell what address a process binds, so this
+// is a heuristic over what the pod spec shows, for injected pods without gatehouse.io/capture:
+// iptables (with capture every inbound connection lands on the sidecar anyway). Per app container,
+// at most one warning, the first of:
+//   1. its command, args or env values name an all-interfaces address: 0.0.0.0, [::] or :: as a
+//      host, or a bare :PORT (Go's spelling of "every interface"), e.g. --listen=0.0.0.0:8080;
+//   2. it has a tcpSocket or grpc probe: the kubelet connects to the pod IP, so the app listens there
+//      (HTTP probes are relayed by the sidecar's admin port and need no such thing);
+//   3. it declares a containerPort and nothing in its command, args or env says 127.0.0.1, localhost
+//      or ::1: Kubernetes cannot tell, so the owner is reminded that it must listen on loopback.
+// The variables the injector itself adds (HTTP_PROXY, NO_PROXY, ...) are not read.
+
+const ALL_INTERFACES = /(?:^|[\s="',/])(?:0\.0\.0\.0|\[::\]|::)(?::\d{1,5})?(?=$|[\s"',]|\/(?!\d))|(?:^|[\s="',]):\d{1,5}(?=$|[\s"',/])/
+const LOOPBACK = /127\.0\.0\.1|localhost|\[?::1\]?(?![\da-f:])/i
+export const BYPASS_ADVICE = 'make it listen on 127.0.0.1 only, or annotate the pod gatehouse.io/capture: iptables (deploy/README.md, "Inbound capture")'
+
+/** Warnings that an injected pod's app may be reachable at the pod IP without going through its sidecar. */
+export function bypassWarnings (pod: unknown, cfg: InjectorConfig = DEFAULT_INJECTOR_CONFIG): string[] {
+  if (!isObject(pod)) return []
+  if (stringMap(objectOr(pod.metadata).annotations)[ANNOTATION.capture] === 'iptables') return []
+  const ours = new Set(appProxyEnv(cfg).flat().map(e => e.name))
+  const warnings: string[] = []
+  for (const item of arrayOr(objectOr(pod.spec).containers)) {
+    const c = objectOr(item)
+    const name = String(c.name)
+    const texts: Array<[string, string]> = [
+      ...[...arrayOr(c.command), ...arrayOr(c.args)].filter((a): a is string => typeof a === 'string').map(a => ['args', a] as [string, string]),
+      ...arrayOr(c.env).map(objectOr).filter(e => typeof e.value === 'string' && !ours.has(String(e.name))).map(e => [`env ${String(e.name)}`, String(e.value)] as [string, string])
+    ]
+    const all = texts.find(([, text]) => ALL_INTERFACES.test(text))
+    if (all !== undefined) {
+      const shown = all[1].length > 80 ? `${all[1].slice(0, 77)}...` : all[1]
+      warnings.push(`gatehouse: container ${name} is told to listen on every interface (${all[0]}: ${JSON.stringify(shown)}): the pod IP reaches it around the sidecar; ${BYPASS_ADVICE}`)
+      continue
+    }
+    const probe = ['startupProbe', 'readinessProbe', 'livenessProbe'].find(p => isObject(c[p]) && (isObject(objectOr(c[p]).tcpSocket) || isObject(objectOr(c[p]).grpc)))
+    if (probe !== undefined) {
+      warnings.push(`gatehouse: container ${name} has a ${isObject(objectOr(c[probe]).tcpSocket) ? 'tcpSocket' : 'grpc'} ${probe}, which the kubelet sends to the pod IP, so the app listens beyond loopback: the pod IP reaches it around the sidecar; ${BYPASS_ADVICE}`)
+      continue
+    }
+    const ports = arrayOr(c.ports).map(p => objectOr(p).containerPort).filter(p => typeof p === 'number')
+    if (ports.length > 0 && !texts.some(([, text]) => LOOPBACK.test(text))) {
+      warnings.push(`gatehouse: container ${name} declares port ${ports.join(', ')}; Kubernetes cannot tell which address it listens on, and unless that is 127.0.0.1 the pod IP reaches it around the sidecar: ${BYPASS_ADVICE}`)
+    }
+  }
+  return warnings
+}
+
 const malformed = (uid: string, what: string): AdmissionOutcome =>
   answer(uid, { injected: false, reason: 'malformed-review', detail: what, warnings: [`gatehouse: not injected: ${what}`] })
 
@@ -82,7 +132,8 @@ export function admit (body: unknown, opts: InjectOptions = {}): AdmissionOutcom
   const who = { ...base, ...(name === undefined ? {} : { pod: name }) }
   try {
     const r = injectPod(pod, opts)
-    return answer(uid, { ...who, injected: r.injected, reason: r.reason, detail: r.detail, warnings: r.warnings }, r.patch)
+    const warnings = [...r.warnings, ...(r.injected ? bypassWarnings(r.pod, opts.config) : [])]
+    return answer(uid, { ...who, injected: r.injected, reason: r.reason, detail: r.detail, warnings }, r.patch)
   } catch (err) {
     // A bug of ours must not block the pod either; its message goes to the log, not to the user.
     const e = asGatehouseError(err)

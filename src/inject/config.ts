@@ -1,4 +1,5 @@
 import { DEFAULT_SIDECAR_MEMORY_LIMIT } from './node-options.ts'
+import { PORTS } from '../ports.ts'
 // What the injector adds is decided by this configuration (flags of `gatehouse inject` and
 // `gatehouse inject serve`) and by per-pod annotations. Names the rest of the system depends on
 // (annotation keys, volume and container names, mount paths) are defined here, once.
@@ -35,22 +36,32 @@ export const VOLUME = {
   token: 'gatehouse-token',
   policy: 'gatehouse-policy',
   bundle: 'gatehouse-bundle',
-  routes: 'gatehouse-routes'
+  routes: 'gatehouse-routes',
+  decisions: 'gatehouse-decisions'
 } as const
 
 export const MOUNT = {
   token: '/var/run/secrets/gatehouse',
   policy: '/etc/gatehouse/policy',
   bundle: '/etc/gatehouse/bundle',
-  routes: '/etc/gatehouse/routes'
+  routes: '/etc/gatehouse/routes',
+  decisions: '/var/log/gatehouse'
 } as const
 
 export const FILE = {
   token: 'token',
   policy: 'policy.yaml',
   bundle: 'bundle.pem',
-  routes: 'routes.yaml'
+  routes: 'routes.yaml',
+  decisions: 'decisions.log'
 } as const
+
+/**
+ * The decision-log file in the pod: rotated at 32 MiB, 4 rotated files kept, on an emptyDir of
+ * 192 MiB (5 x 32 MiB + room): the local guarantee that fails closed; stdout carries the copy that
+ * the cluster's log agent ships (docs: deploy/README.md, "The decision log in a pod").
+ */
+export const DECISION_FILE = { maxBytes: 32 * 1024 * 1024, maxFiles: 4, volumeSize: '192Mi' } as const
 
 export interface ProxyResources {
   cpuRequest: string
@@ -85,12 +96,12 @@ export const DEFAULT_INJECTOR_CONFIG: InjectorConfig = {
   image: 'gatehouse:0.1.0',
   captureImage: 'gatehouse-capture:0.1.0',
   imagePullPolicy: 'IfNotPresent',
-  caUrl: 'https://gatehouse-ca.gatehouse-system.svc:15443',
+  caUrl: `https://gatehouse-ca.gatehouse-system.svc:${PORTS.ca}`,
   trustDomain: 'cluster.local',
   bundleConfigMap: 'gatehouse-trust-bundle',
-  inboundPort: 15006,
-  outboundPort: 15001,
-  adminPort: 15020,
+  inboundPort: PORTS.inbound,
+  outboundPort: PORTS.outbound,
+  adminPort: PORTS.admin,
   // Off: the admin port is on the pod IP for the kubelet's probes, and only those answer there.
   exposeMetrics: false,
   tokenAudience: 'gatehouse-ca',

@@ -9,6 +9,8 @@ import { watchFiles, type FileWatch } from '../file-watch.ts'
 import type { Logger } from '../log.ts'
 import { admit } from './admission.ts'
 import { NAMESPACE_LABEL, type InjectorConfig } from './config.ts'
+import { admissionOutcome, createInjectorMetrics, type InjectorMetrics } from './metrics.ts'
+import { startMetricsServer, type MetricsServer } from '../ca/metrics.ts'
 
 // The mutating webhook over HTTPS:
 //   POST /mutate                     AdmissionReview v1 -> AdmissionReview v1 (pod annotation opt-in)
@@ -16,6 +18,7 @@ import { NAMESPACE_LABEL, type InjectorConfig } from './config.ts'
 //                                    gatehouse.io/inject=enabled (a review carries no namespace labels,
 //                                    and this server never calls the Kubernetes API to look them up)
 //   GET  /healthz
+// Prometheus metrics (metrics.ts) are served on a separate plain-HTTP listener, `metricsListen`.
 // Every decision is one log line. A review it cannot read is still answered "allowed" (HTTP 200);
 // only HTTP-level misuse (wrong path, method, media type, oversize body) gets a 4xx.
 
@@ -36,9 +39,11 @@ export interface InjectorServerOptions {
   maxBodyBytes?: number
   /** How often the serving cert/key files are checked for changes (cert-manager renews them). */
   reloadIntervalMs?: number
+  /** Serve GET /metrics over plain HTTP here (`inject serve --metrics-listen`); none when unset. */
+  metricsListen?: { host: string, port: number }
 }
 
-export interface RunningInjector { server: Server, port: number, close: () => Promise<void> }
+export interface RunningInjector { server: Server, port: number, metrics: InjectorMetrics, metricsPort?: number, close: () => Promise<void> }
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers })
@@ -50,6 +55,7 @@ const tlsFiles = (o: InjectorServerOptions): { cert: string, key: string } => ({
 export async function startInjectorServer (opts: InjectorServerOptions): Promise<RunningInjector> {
   const { logger, config } = opts
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const metrics = createInjectorMetrics()
 
   async function mutate (req: IncomingMessage, res: ServerResponse, namespaceLabels: Record<string, string>): Promise<void> {
     const started = performance.now()
@@ -60,6 +66,10 @@ export async function startInjectorServer (opts: InjectorServerOptions): Promise
     try { body = JSON.parse(text) } catch { body = undefined }
     const { review, decision } = admit(body, { namespaceLabels, config })
     const durationMs = Math.round((performance.now() - started) * 1000) / 1000
+    const outcome = admissionOutcome(decision)
+    metrics.admissions.inc({ outcome, reason: decision.reason })
+    metrics.duration.observe({ outcome }, durationMs / 1000)
+    metrics.warnings.inc(decision.warnings.length)
     logger.info({ event: 'inject.decision', ...decision, durationMs }, decision.injected ? 'injected' : 'not injected')
     send(res, 200, review)
   }
@@ -82,6 +92,7 @@ export async function startInjectorServer (opts: InjectorServerOptions): Promise
       const e = asGatehouseError(err)
       if (e.code === 'GH_INTERNAL') logger.error({ err, remote }, 'unexpected error in the injector')
       else logger.warn({ event: 'inject.refused', code: e.code, reason: e.message, remote }, 'request refused')
+      if (ROUTES[(req.url ?? '/').split('?')[0]!] !== undefined) metrics.admissions.inc({ outcome: 'refused', reason: e.code })
       if (!res.headersSent) send(res, e.status, e.toJSON(), e.status === 413 ? { connection: 'close' } : {})
       else res.destroy()
     }
@@ -116,13 +127,14 @@ export async function startInjectorServer (opts: InjectorServerOptions): Promise
   })
   const port = (server.address() as AddressInfo).port
   logger.info({ event: 'inject.listening', host: opts.listen.host, port, image: config.image, caUrl: config.caUrl, trustDomain: config.trustDomain }, 'injector webhook listening')
-  return {
-    server,
-    port,
-    close: async () => {
-      watch?.stop()
-      server.closeIdleConnections()
-      await new Promise<void>(resolve => server.close(() => { resolve() }))
-    }
+  let metricsServer: MetricsServer | undefined
+  const close = async (): Promise<void> => {
+    watch?.stop()
+    server.closeIdleConnections()
+    await Promise.all([new Promise<void>(resolve => server.close(() => { resolve() })), metricsServer?.close()])
   }
+  if (opts.metricsListen !== undefined) {
+    try { metricsServer = await startMetricsServer(metrics.registry, opts.metricsListen, logger, 'inject.metrics_listening') } catch (err) { await close(); throw err }
+  }
+  return { server, port, metrics, ...(metricsServer === undefined ? {} : { metricsPort: metricsServer.port }), close }
 }

@@ -1,5 +1,5 @@
 import { sidecarProcessEnv } from './node-options.ts'
-import { FILE, MOUNT, PROXY_CONTAINER, VOLUME, type InjectorConfig, type ProxyResources } from './config.ts'
+import { DECISION_FILE, FILE, MOUNT, PROXY_CONTAINER, VOLUME, type InjectorConfig, type ProxyResources } from './config.ts'
 import type { Json } from './shape.ts'
 
 // The objects the injector adds to a pod: the proxy as a native sidecar, its three volumes, and the
@@ -37,6 +37,9 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
       '--policy', `${MOUNT.policy}/${FILE.policy}`,
       '--trust-bundle', `${MOUNT.bundle}/${FILE.bundle}`,
       '--routes', `${MOUNT.routes}/${FILE.routes}`,
+      '--decision-log', `${MOUNT.decisions}/${FILE.decisions}`,
+      '--decision-log-max-bytes', String(DECISION_FILE.maxBytes),
+      '--decision-log-max-files', String(DECISION_FILE.maxFiles),
       '--ca-url', cfg.caUrl,
       '--token-file', `${MOUNT.token}/${FILE.token}`,
       '--trust-domain', cfg.trustDomain,
@@ -77,7 +80,8 @@ export function proxyContainer (cfg: InjectorConfig, s: SidecarSettings): Json {
       { name: VOLUME.token, mountPath: MOUNT.token, readOnly: true },
       { name: VOLUME.policy, mountPath: MOUNT.policy, readOnly: true },
       { name: VOLUME.bundle, mountPath: MOUNT.bundle, readOnly: true },
-      { name: VOLUME.routes, mountPath: MOUNT.routes, readOnly: true }
+      { name: VOLUME.routes, mountPath: MOUNT.routes, readOnly: true },
+      { name: VOLUME.decisions, mountPath: MOUNT.decisions }
     ],
     terminationMessagePolicy: 'FallbackToLogsOnError'
   }
@@ -94,7 +98,9 @@ export function proxyVolumes (cfg: InjectorConfig, s: SidecarSettings): Json[] {
     { name: VOLUME.policy, configMap: { name: s.policyConfigMap, items: [{ key: FILE.policy, path: FILE.policy }] } },
     { name: VOLUME.bundle, configMap: { name: cfg.bundleConfigMap, items: [{ key: FILE.bundle, path: FILE.bundle }] } },
     // Optional: a pod that calls no other mesh service needs no routes; the proxy refuses all until it appears.
-    { name: VOLUME.routes, configMap: { name: s.routesConfigMap, optional: true, items: [{ key: FILE.routes, path: FILE.routes }] } }
+    { name: VOLUME.routes, configMap: { name: s.routesConfigMap, optional: true, items: [{ key: FILE.routes, path: FILE.routes }] } },
+    // The decision-log file: sized above what rotation keeps, since a pod whose emptyDir exceeds its sizeLimit is evicted.
+    { name: VOLUME.decisions, emptyDir: { sizeLimit: DECISION_FILE.volumeSize } }
   ]
 }
 

@@ -1,5 +1,5 @@
 import type { CompiledPolicy, CompiledRule, CallerMatcher } from './compile.ts'
-import { matchSegments, exactPathKey } from './compile.ts'
+import { matchSegments, exactPathKey } from './patterns.ts'
 
 // A decision is a value. `allowed` is what the proxy does; `decision` is what the policy says
 // (in audit mode a "deny" decision is logged and the request still goes through).

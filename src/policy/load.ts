@@ -3,7 +3,7 @@ import { isMap, isSeq, isScalar, type Node } from 'yaml'
 import { readYamlSource, mapGet as get, unknownKeys } from '../yaml-source.ts'
 import { PolicyInvalidError } from '../errors.ts'
 import { isValidMethod } from './normalize.ts'
-import { callerPatternProblem, pathPatternProblem } from './compile.ts'
+import { callerPatternProblem, pathPatternProblem } from './patterns.ts'
 
 // The service owner's policy file: parse, validate every key (unknown keys are errors, since a typo
 // like "method:" would otherwise silently widen a rule), and report each problem with file:line:col.

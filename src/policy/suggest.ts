@@ -1,4 +1,4 @@
-import { callerPatternProblem } from './compile.ts'
+import { callerPatternProblem } from './patterns.ts'
 
 // `gatehouse policy suggest`: the least-privilege policy for one callee, from the traffic its decision
 // log recorded. Each served request (allowed, or denied in audit mode and served anyway) is folded,
@@ -140,7 +140,7 @@ export class PolicySuggester {
     const head = [
       `# Suggested by 'gatehouse policy suggest' for ${this.opts.callee}`,
       `# from ${this.used} served request(s) of ${this.scanned} decision(s)${this.opts.since === undefined ? '' : ` since ${this.opts.since.toISOString()}`}${(this.opts.minCalls ?? 1) > 1 ? `, routes seen at least ${this.opts.minCalls} times` : ''}.`,
-      '# Review it, then replay it: gatehouse policy replay POLICY LOG... --trust-bundle FILE',
+      `# Review it, then replay it: gatehouse policy replay POLICY LOG... --callee ${this.opts.callee} --trust-bundle FILE`,
       'version: 1'
     ]
     if (rules.length === 0) return `${head.join('\n')}\nrules: []\n`

@@ -3,7 +3,8 @@ import { isMap, isSeq, isScalar, type Node } from 'yaml'
 import { GatehouseError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { SpiffeId } from '../spiffe/id.ts'
-import { parseHostPort } from '../config.ts'
+import { parseHostPort } from '../hostport.ts'
+import { PORTS } from '../ports.ts'
 import { readYamlSource, mapGet, unknownKeys } from '../yaml-source.ts'
 import { watchFiles, type FileWatch } from '../file-watch.ts'
 
@@ -36,7 +37,7 @@ const ROUTE_KEYS = ['host', 'address', 'id', 'serviceAccount', 'protocol', 'list
 /** A route's listener is plaintext and unauthenticated: it must be reachable from this pod or host only. */
 const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|localhost)$/
 const K8S_SERVICE = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\.[a-z0-9.-]+)?$/
-export const DEFAULT_INBOUND_PORT = 15006
+export const DEFAULT_INBOUND_PORT = PORTS.inbound
 
 export function parseRoutes (text: string, source: string, trustDomain: string | undefined): Route[] {
   const { root, at, problems } = readYamlSource(text, source)

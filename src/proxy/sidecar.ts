@@ -53,6 +53,8 @@ export interface SidecarOptions extends InboundLimits {
   decisionLogStdout?: boolean
   decisionLogFile?: string
   decisionLogMaxBytes?: number
+  /** Rotated decision-log files kept (default all). */
+  decisionLogMaxFiles?: number
   /** fsync the decision-log file after every line (a machine crash, not only a process kill, loses nothing acted on). */
   decisionLogFsync?: boolean
   checkpointEvery?: number
@@ -195,6 +197,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     ...(o.decisionLogStdout === undefined ? {} : { stdout: o.decisionLogStdout }),
     ...(o.decisionLogFile === undefined ? {} : { file: o.decisionLogFile }),
     ...(o.decisionLogMaxBytes === undefined ? {} : { maxFileBytes: o.decisionLogMaxBytes }),
+    ...(o.decisionLogMaxFiles === undefined ? {} : { maxFiles: o.decisionLogMaxFiles }),
     ...(o.checkpointEvery === undefined ? {} : { checkpointEvery: o.checkpointEvery }),
     ...(o.checkpointIntervalMs === undefined ? {} : { checkpointIntervalMs: o.checkpointIntervalMs }),
     signer: () => {

@@ -1,5 +1,5 @@
 import type { DecisionFields } from '../audit/record.ts'
-import { matchSegments, exactPathKey, splitPattern, type SegmentPattern } from '../policy/compile.ts'
+import { matchSegments, exactPathKey, splitPattern, type SegmentPattern } from '../policy/patterns.ts'
 
 // Each sidecar watches its own decisions for the signs of a compromised caller (docs/quarantine.md):
 //   scan    a burst of denials over many distinct paths from one caller (default 20 denials over

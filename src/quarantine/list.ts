@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto'
 import { isMap, isSeq, isScalar, stringify, type Node } from 'yaml'
 import { readYamlSource, mapGet, unknownKeys } from '../yaml-source.ts'
 import { GatehouseError } from '../errors.ts'
-import { callerPatternProblem, compileCallers, type CallerMatcher } from '../policy/compile.ts'
+import { compileCallers, type CallerMatcher } from '../policy/compile.ts'
+import { callerPatternProblem } from '../policy/patterns.ts'
 import { callerMatches, type Caller } from '../policy/decide.ts'
 
 // The quarantine list (docs/quarantine.md): SPIFFE IDs or patterns (as in a policy's `from`) that

@@ -1,6 +1,8 @@
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
+import { mkdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { DecisionLog, type DecisionFields } from '../../src/audit/record.ts'
-import { decisionFields, signerFrom } from './audit-log.ts'
+import { decisionFields, readLines, signerFrom, writeLines } from './audit-log.ts'
 import type { Pki } from './mesh.ts'
 
 // Realistic decision logs of a small mesh, written by the project's own DecisionLog (hash-chained,
@@ -80,3 +82,22 @@ export async function writeMeshLogs (dir: string, pki: Pki, traffic: Record<stri
 
 /** Calls that were served (allowed, or denied in audit mode): what a suggested policy must allow. */
 export const served = (calls: readonly Call[]): Call[] => calls.filter(c => c.decision !== 'deny' || c.audit === true)
+
+/** An attacker's edit of one line (no re-signing): the first denied admin request made to look like a charge lookup. */
+export function tamperOneLine (file: string): void {
+  const lines = readLines(file)
+  const i = lines.findIndex(l => l.includes('"/admin/users"'))
+  if (i === -1) throw new Error(`${file} has no line to tamper with`)
+  lines[i] = lines[i]!.replace('"decision":"deny"', '"decision":"allow"')
+  writeLines(file, lines)
+}
+
+// Run as a script (docs/policy.md does), it writes the mesh's signed logs and CA into DIR.
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const dir = process.argv[2] ?? 'mesh'
+  mkdirSync(dir, { recursive: true })
+  const { Pki } = await import('./mesh.ts')
+  const pki = new Pki(dir)
+  const files = await writeMeshLogs(dir, pki)
+  console.log(`wrote ${files.join(' ')}; trust bundle ${pki.bundleFile}`)
+}
