@@ -121,3 +121,16 @@ t.test('identity rotation: checkpoints after the rotation carry the new certific
   t.same([...r.report.signers].sort(), [`${SERVER} (${newSerial})`, `${SERVER} (${oldSerial})`].sort(), 'signers: one identity, two certificates')
   t.ok(mesh.decisions.every(d => d.caller === CLIENT), 'all requests from the client')
 })
+
+t.test('--decision-log-max-files: only the newest rotated files are kept; what is left verifies from its first checkpoint', async t => {
+  const dir = tempDir(t)
+  const logFile = join(dir, 'decisions.log')
+  const mesh = await startMesh(t, { sidecar: { decisionLogFile: logFile, decisionLogStdout: false, decisionLogMaxBytes: MAX_BYTES, decisionLogMaxFiles: 2, checkpointEvery: 5 } })
+  for (let i = 0; i < 40; i++) t.equal((await mesh.request(`/v1/items/${i}`)).status, 200)
+  await stopOnce(mesh.sidecar)
+  const rotated = readdirSync(dir).filter(f => /^decisions\.log\.\d{6}$/.test(f)).sort()
+  t.equal(rotated.length, 2, `two rotated files kept: ${rotated.join(', ')}`)
+  t.notOk(rotated.includes('decisions.log.000001'), 'the oldest went')
+  const { status, report } = await verifyInProcess([...rotated.map(f => join(dir, f)), logFile], mesh.pki.bundleFile)
+  t.equal(status, 0, `the kept files verify from their first checkpoint: ${report.verdict}`)
+})

@@ -64,7 +64,7 @@ function expressions (d: K): Array<{ panel: string, expr: string }> {
 const KEYWORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'and', 'or', 'unless', 'offset', 'atan2', 'inf', 'nan'])
 
 /** The metric names a PromQL expression selects: identifiers that are not functions, keywords, labels or strings. */
-export function metricNames (expr: string): string[] {
+function metricNames (expr: string): string[] {
   const e = expr
     .replace(/"(?:[^"\\]|\\.)*"/g, '""') // string literals
     .replace(/\{[^}]*\}/g, '') // label matchers
@@ -98,7 +98,7 @@ t.test('the PromQL reader finds metric names and nothing else', async t => {
 })
 
 t.test('dashboard: every query names metrics that live sidecars, CAs and injectors serve', async t => {
-  // A sidecar with traffic (tests/helpers/mesh.ts).
+  // A sidecar with traffic (test/helpers/mesh.ts).
   const mesh = await startMesh(t)
   t.equal((await mesh.request('/hello')).status, 200)
   const sidecar = parsePrometheusText(await scrapeMetrics(mesh))

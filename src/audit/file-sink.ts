@@ -1,4 +1,5 @@
-import { openSync, writeSync, closeSync, fstatSync, statSync, renameSync, existsSync, fsyncSync, ftruncateSync, readSync, rmSync } from 'node:fs'
+import { openSync, writeSync, closeSync, fstatSync, statSync, renameSync, fsyncSync, ftruncateSync, readSync, rmSync, readdirSync } from 'node:fs'
+import { basename, dirname } from 'node:path'
 
 // The decision-log file: every line written synchronously, so a line is in the kernel before the
 // request it records is forwarded (a SIGKILL of the sidecar loses nothing it acted on), and rotated by
@@ -87,8 +88,10 @@ export class RotatingFileSink {
   private rotate (): void {
     fsyncSync(this.fd)
     closeSync(this.fd)
-    let n = 1
-    while (existsSync(`${this.file}.${String(n).padStart(6, '0')}`)) n++
+    // After the highest rotated file, never into a gap the deletion of old files left.
+    const name = basename(this.file)
+    const taken = readdirSync(dirname(this.file)).filter(f => f.startsWith(`${name}.`) && /^\d{6}$/.test(f.slice(name.length + 1))).map(f => Number(f.slice(name.length + 1)))
+    const n = Math.max(0, ...taken) + 1
     renameSync(this.file, `${this.file}.${String(n).padStart(6, '0')}`)
     this.fd = openSync(this.file, 'a', 0o640)
     this.size = 0
