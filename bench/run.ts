@@ -2,7 +2,7 @@
 //   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
 // Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
 // runs every target under the same load generator in one run, then rotation under load and the
-// micro-benches, and writes bench/results/latest.{json,md}, latency.png and latency-grpc.png. The
+// micro-benches, and writes bench/results/latest.{json,md}, latency.svg and latency-grpc.svg. The
 // load generator is pinned to core 0, the processes under test (and the app) to core 1. The gRPC
 // targets (names starting "grpc "; `--only grpc` selects them all) are measured in the same rounds.
 // The opaque TCP targets (names starting "redis "; `--only redis`) follow in rounds of their own,
@@ -204,9 +204,9 @@ const markdown = renderMarkdown(results)
 writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`)
 writeFileSync(join(resultsDir, 'latest.md'), markdown)
 const bars = (protocol: TargetResult['protocol']): LatencyBars[] => targets.filter(t => t.protocol === protocol).map(t => ({ name: t.name, p50: t.latency.p50, p99: t.latency.p99, p999: t.latency.p999 }))
-writeFileSync(join(resultsDir, 'latency.png'), latencyChart(bars('http/1.1'), `latency at ${plan.rate} req/s (ms, log scale)`))
-writeFileSync(join(resultsDir, 'latency-grpc.png'), latencyChart(bars('grpc'), `gRPC unary calls, latency at ${plan.rate} calls/s (ms, log scale)`))
-log(`\nwrote ${join(resultsDir, 'latest.json')}, latest.md, latency.png and latency-grpc.png (${results.durationSeconds.toFixed(0)} s)\n\n`)
+writeFileSync(join(resultsDir, 'latency.svg'), latencyChart(bars('http/1.1'), `latency at ${plan.rate} req/s (ms, log scale)`))
+writeFileSync(join(resultsDir, 'latency-grpc.svg'), latencyChart(bars('grpc'), `gRPC unary calls, latency at ${plan.rate} calls/s (ms, log scale)`))
+log(`\nwrote ${join(resultsDir, 'latest.json')}, latest.md, latency.svg and latency-grpc.svg (${results.durationSeconds.toFixed(0)} s)\n\n`)
 process.stdout.write(markdown)
 cleanup()
 process.exit(failed ? 1 : 0)

@@ -26,8 +26,8 @@ export function renderMarkdown (r: BenchResults): string {
   }
   for (const s of r.skipped.filter(x => !isGrpcName(x.name) && !isRedisName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | |`)
   L.push('')
-  L.push('![latency percentiles by target](latency.png)', '')
-  L.push('Chart: `latency.png`, p50 (blue), p99 (orange) and p99.9 (red) per target, milliseconds on a log scale.', '')
+  L.push('![latency percentiles by target](latency.svg)', '')
+  L.push('Chart: `latency.svg`, p50 (blue), p99 (orange) and p99.9 (red) per target, milliseconds on a log scale.', '')
   if (grpc.length > 0 || r.skipped.some(x => isGrpcName(x.name))) {
     L.push('### gRPC unary calls', '')
     L.push(`Each call is \`POST /gatehouse.test.Echo/Unary\` (content-type application/grpc, te: trailers, a ${GRPC_BODY.length}-byte length-prefixed protobuf message) to a grpc-js app that echoes it, over ${p.grpcConnections} HTTP/2 connections: closed loop with ${p.grpcStreams} calls in flight on each (${p.grpcConnections * p.grpcStreams} in all) for the throughput and CPU, open model at ${n(p.rate)} calls/s for the latency. "load generator" says what sent them: h2load cannot present a client certificate or open a CONNECT tunnel, so it drives only the direct row; the node:http2 generator drives every row, and the "grpc direct" pair shows what it adds itself.`, '')
@@ -39,7 +39,7 @@ export function renderMarkdown (r: BenchResults): string {
       L.push(`| ${t.name} | ${t.loadGenerator} | ${n(t.throughput.rps)} | ${n(t.throughput.cpuSecondsPer10k, 2)}${t.throughput.cpuSecondsPer10kEach.length > 1 ? ` (${t.throughput.cpuSecondsPer10kEach.map(x => n(x, 2)).join(' + ')})` : ''} | ${n(t.throughput.rpsPerProxyCore)} | ${app} | ${ms(t.latency.p50)} | ${ms(t.latency.p99)} | ${ms(t.latency.p999)} | ${n(t.latency.proxyCorePctAtRate)} | ${n(t.peakRssMb, 1)} (${n(t.anonRssMbAtEnd, 1)}) | ${errors} |`)
     }
     for (const s of r.skipped.filter(x => isGrpcName(x.name))) L.push(`| ${s.name} | skipped: ${s.reason} | | | | | | | | | | |`)
-    L.push('', '![gRPC latency percentiles by target](latency-grpc.png)', '')
+    L.push('', '![gRPC latency percentiles by target](latency-grpc.svg)', '')
   }
   if (r.redis.length > 0 || r.skipped.some(x => isRedisName(x.name))) {
     const q = r.plan.redis

@@ -29,25 +29,15 @@ const PAYMENTS = `spiffe://${TD}/ns/shop/sa/payments`
 const INTRUDER = `spiffe://${TD}/ns/lab/sa/intruder`
 const INVENTORY = `spiffe://${TD}/ns/shop/sa/inventory`
 
-const policyV1 = `version: 1
-rules:
-  - name: orders-create-charges
+/** A policy rule that lets orders make `method` requests to `paths`. */
+const ordersMay = (name: string, method: string, paths: string): string => `  - name: ${name}
     from: ["${ORDERS}"]
-    methods: [POST]
-    paths: ["/v1/charges"]
+    methods: [${method}]
+    paths: ["${paths}"]
 `
-const policyV2 = `${policyV1}  - name: orders-read-refunds
-    from: ["${ORDERS}"]
-    methods: [GET]
-    paths: ["/v1/refunds/**"]
-`
-const inventoryPolicy = `version: 1
-rules:
-  - name: orders-read-stock
-    from: ["${ORDERS}"]
-    methods: [GET]
-    paths: ["/v1/stock/**"]
-`
+const policyV1 = `version: 1\nrules:\n${ordersMay('orders-create-charges', 'POST', '/v1/charges')}`
+const policyV2 = `${policyV1}${ordersMay('orders-read-refunds', 'GET', '/v1/refunds/**')}`
+const inventoryPolicy = `version: 1\nrules:\n${ordersMay('orders-read-stock', 'GET', '/v1/stock/**')}`
 /** What the rogue workload of step 8 probes: 30 distinct paths, none of which it may call. */
 const SCAN_PATHS = ['', '/v1', '/api'].flatMap(prefix => ['admin', '.env', 'users', 'keys', 'config', 'debug', 'backup', 'secrets', 'export', 'internal'].map(p => `${prefix}/${p}`))
 
