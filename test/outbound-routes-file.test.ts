@@ -37,11 +37,11 @@ t.test('parseRoutes: valid routes, host:port and Kubernetes service accounts', a
     '    serviceAccount: ledger'
   ]), 'routes.yaml', TD)
   t.same(routes, [
-    { host: 'payments.internal', port: undefined, address: { host: '10.0.0.7', port: 15006 }, id: ID },
-    { host: 'payments.internal', port: 8080, address: { host: 'fd00::7', port: 15006 }, id: ID },
-    { host: 'payments.billing.svc', port: undefined, address: { host: 'payments.billing.svc', port: DEFAULT_INBOUND_PORT }, id: `spiffe://${TD}/ns/billing/sa/payments` },
-    { host: 'api.orders.svc.cluster.local', port: 8080, address: { host: 'api.orders.svc.cluster.local', port: DEFAULT_INBOUND_PORT }, id: `spiffe://${TD}/ns/orders/sa/api` },
-    { host: 'ledger.billing.svc', port: undefined, address: { host: '10.0.0.9', port: 9443 }, id: `spiffe://${TD}/ns/billing/sa/ledger` }
+    { host: 'payments.internal', port: undefined, address: { host: '10.0.0.7', port: 15006 }, id: ID, protocol: 'http' },
+    { host: 'payments.internal', port: 8080, address: { host: 'fd00::7', port: 15006 }, id: ID, protocol: 'http' },
+    { host: 'payments.billing.svc', port: undefined, address: { host: 'payments.billing.svc', port: DEFAULT_INBOUND_PORT }, id: `spiffe://${TD}/ns/billing/sa/payments`, protocol: 'http' },
+    { host: 'api.orders.svc.cluster.local', port: 8080, address: { host: 'api.orders.svc.cluster.local', port: DEFAULT_INBOUND_PORT }, id: `spiffe://${TD}/ns/orders/sa/api`, protocol: 'http' },
+    { host: 'ledger.billing.svc', port: undefined, address: { host: '10.0.0.9', port: 9443 }, id: `spiffe://${TD}/ns/billing/sa/ledger`, protocol: 'http' }
   ], 'hosts lowercased, port-specific route kept apart, serviceAccount -> spiffe://TD/ns/<namespace>/sa/<sa> at host:15006')
   t.equal(DEFAULT_INBOUND_PORT, 15006)
   t.same(parseRoutes('version: 1\nroutes: []\n', 'r', TD), [], 'an empty list is valid (everything refused)')
@@ -51,7 +51,7 @@ t.test('parseRoutes: valid routes, host:port and Kubernetes service accounts', a
 t.test('parseRoutes: every problem with file:line:col', async t => {
   const cases: Array<[string, string, RegExp[]]> = [
     ['unknown key', route(['  - host: a.internal', '    address: 127.0.0.1:1', `    id: ${ID}`, '    idd: x']),
-      [/^routes\.yaml:6:5: routes\[0\]: unknown key "idd" \(expected one of host, address, id, serviceAccount\)$/]],
+      [/^routes\.yaml:6:5: routes\[0\]: unknown key "idd" \(expected one of host, address, id, serviceAccount, protocol, listen, port\)$/]],
     ['unknown top-level key', `version: 1\nrouts: []\n`, [/^routes\.yaml:2:1: unknown key "routs"/]],
     ['missing id', route(['  - host: a.internal', '    address: 127.0.0.1:1']),
       [/^routes\.yaml:3:5: routes\[0\]: expected id \(or serviceAccount, for a name\.namespace\.svc host\)$/]],

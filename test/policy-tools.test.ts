@@ -185,6 +185,6 @@ t.test('policy check, explain and test', async t => {
 
     const malformed = await runs.malformed
     t.equal(malformed.status, 2, 'a case without a valid expectation is a configuration error (exit 2)')
-    t.match(malformed.stderr, /case 1: needs caller, path and expect \(allow, deny or 400\)/)
+    t.match(malformed.stderr, /case 1: needs caller, path \(or port, for a TCP connection\) and expect \(allow, deny or 400\)/)
   })
 })

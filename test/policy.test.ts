@@ -70,7 +70,8 @@ t.test('the annotated example parses; the revision is a hash of the exact bytes'
       methods: ['POST'],
       paths: ['/v1/charges', '/v1/charges/**']
     }],
-    deny: [{ name: 'quarantined', from: ['spiffe://cluster.local/ns/legacy/sa/old'] }]
+    deny: [{ name: 'quarantined', from: ['spiffe://cluster.local/ns/legacy/sa/old'] }],
+    canary: []
   })
   t.equal(loaded.source, 'policy.yaml')
   t.match(loaded.revision, /^sha256:[0-9a-f]{16}$/)
