@@ -112,7 +112,7 @@ t.test('the pod check is not vacuous: it catches what a careless injector would 
   const broken = (edit: (pod: any) => void): string[] => { const p = structuredClone(good); edit(p); return podProblems(p) }
   t.match(broken(p => { p.spec.initContainers[0].restartpolicy = 'Always' }), [/unknown field/], 'a misspelt field')
   t.match(broken(p => { p.spec.initContainers[0].startupProbe.httpGet.port = undefined }), [/must have required property .?port/], 'a probe without a port')
-  t.match(broken(p => { p.spec.volumes.push({ ...p.spec.volumes.at(-1) }) }), [/duplicate name gatehouse-routes/], 'a volume added twice')
+  t.match(broken(p => { p.spec.volumes.push({ ...p.spec.volumes.at(-1) }) }), [/duplicate name gatehouse-decisions/], 'a volume added twice')
   t.match(broken(p => { p.spec.containers[0].restartPolicy = 'Always' }), [/only on init containers/], 'restartPolicy on an app container')
   t.match(broken(p => { p.spec.initContainers[0].volumeMounts[0].name = 'missing' }), [/no volume named missing/], 'a mount without its volume')
   t.match(broken(p => { p.spec.initContainers[0].ports[0].name = 'gatehouse-inbound-port' }), [/not an IANA service name/], 'a port name over 15 characters')
