@@ -34,6 +34,6 @@ t.test('docs/policy.md: every example policy checks, every command prints what i
   }
   t.ok(steps.filter(s => s.kind === 'console').length >= 6, 'commands run')
   t.notOk(blocks.some(b => b.lang === 'sh' || b.lang === 'bash'), 'commands are shown with their output (console blocks)')
-  const session = await runSession(t, steps, { skip: [], prelude: [readmeAlias()], timeoutMs: 60_000 })
+  const session = await runSession(t, steps, { skip: [], prelude: [readmeAlias()], timeoutMs: 150_000 })
   checkResults(t, 'docs/policy.md', session)
 })
