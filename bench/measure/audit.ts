@@ -24,7 +24,7 @@ import { IDS, TRUST_DOMAIN } from '../lib/pki.ts'
 import { start, peakRssMb, coreBusySeconds } from '../lib/proc.ts'
 import { buildGatehouse } from '../lib/build.ts'
 
-export interface AuditRate { lines: number, files: number, bytes: number, writeLinesPerSecond: number, verifyLinesPerSecond: number, verifyMbPerSecond: number, checkpoints: number, ok: boolean }
+export interface AuditRate { lines: number, files: number, bytes: number, writeLinesPerSecond: number, /** --decision-log-fsync: a disk flush per line, in a directory on the project's disk (not tmpfs) */ fsyncWriteLinesPerSecond: number, fsyncLines: number, verifyLinesPerSecond: number, verifyMbPerSecond: number, checkpoints: number, ok: boolean }
 
 const benchFields = (callee: string): DecisionFields => ({
   requestId: randomUUID(), decision: 'allow', mode: 'enforce', enforced: true, rule: 'orders-read', reason: 'allow-rule',
@@ -53,13 +53,23 @@ export async function auditRates (lines: number): Promise<AuditRate> {
       const w0 = performance.now()
       await writeChain(log, benchFields(IDS.server), lines)
       const writeSeconds = (performance.now() - w0) / 1000
+      // The cost of --decision-log-fsync: the same writer with a flush per line, on the disk the
+      // checkout is on (/tmp may be tmpfs, where fsync costs nothing and proves nothing).
+      const fsyncDir = mkdtempSync(join(process.cwd(), '.gh-bench-fsync-'))
+      const fsyncLines = Math.max(200, Math.min(5000, Math.floor(lines / 20)))
+      let fsyncSeconds: number
+      try {
+        const f0 = performance.now()
+        await writeChain(new DecisionLog({ stdout: false, file: join(fsyncDir, 'decisions.log'), fsync: true, checkpointEvery: 1000, checkpointIntervalMs: 60_000, signer: () => signer }), benchFields(IDS.server), fsyncLines)
+        fsyncSeconds = (performance.now() - f0) / 1000
+      } finally { rmSync(fsyncDir, { recursive: true, force: true }) }
       // The file rotates at 100 MB (the sidecar's default): verify the whole chain, every file.
       const files = readdirSync(dir).filter(f => f.startsWith('decisions.log')).map(f => join(dir, f))
       const bytes = files.reduce((a, f) => a + statSync(f).size, 0)
       const v0 = performance.now()
       const report = await verifyLog(files, ca.bundle)
       const verifySeconds = (performance.now() - v0) / 1000
-      return { lines: report.lines, files: files.length, bytes, writeLinesPerSecond: lines / writeSeconds, verifyLinesPerSecond: report.lines / verifySeconds, verifyMbPerSecond: bytes / 1048576 / verifySeconds, checkpoints: report.checkpoints, ok: report.ok }
+      return { lines: report.lines, files: files.length, bytes, writeLinesPerSecond: lines / writeSeconds, fsyncWriteLinesPerSecond: fsyncLines / fsyncSeconds, fsyncLines, verifyLinesPerSecond: report.lines / verifySeconds, verifyMbPerSecond: bytes / 1048576 / verifySeconds, checkpoints: report.checkpoints, ok: report.ok }
     })
   } finally {
     rmSync(dir, { recursive: true, force: true })

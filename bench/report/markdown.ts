@@ -96,7 +96,7 @@ export function renderMarkdown (r: BenchResults): string {
     L.push('| CA issuer key | leaves signed/s (build + sign) | full issuances/s (CSR check + sign + SVID self-check) |', '|---|---:|---:|')
     for (const x of r.micro.ca) L.push(`| ${x.keyType} | ${n(x.signLeafPerSecond)} | ${n(x.fullIssuancePerSecond)} |`)
     const a = r.micro.audit
-    L.push('', `Decision log: ${n(a.lines)} lines (${n(a.bytes / 1048576, 1)} MB, ${a.checkpoints} signed checkpoints) in ${a.files} file(s), written by the DecisionLog class at ${n(a.writeLinesPerSecond)} lines/s; \`audit verify\` (verifyLog) checked them at **${n(a.verifyLinesPerSecond)} lines/s** (${n(a.verifyMbPerSecond, 1)} MB/s), result ${a.ok ? 'VERIFIED' : 'NOT verified'}.`, '')
+    L.push('', `Decision log: ${n(a.lines)} lines (${n(a.bytes / 1048576, 1)} MB, ${a.checkpoints} signed checkpoints) in ${a.files} file(s), written by the DecisionLog class at ${n(a.writeLinesPerSecond)} lines/s (with \`--decision-log-fsync\`, a disk flush per line: ${n(a.fsyncWriteLinesPerSecond)} lines/s over ${n(a.fsyncLines)} lines); \`audit verify\` (verifyLog) checked them at **${n(a.verifyLinesPerSecond)} lines/s** (${n(a.verifyMbPerSecond, 1)} MB/s), result ${a.ok ? 'VERIFIED' : 'NOT verified'}.`, '')
   }
   L.push('## audit verify on a SIEM export (issue 15)', '')
   if ('skipped' in r.auditVerify) L.push(`Skipped: ${r.auditVerify.skipped}`, '')
