@@ -1,7 +1,7 @@
 // bench/ca: certificate signatures per second on one core (this process's main thread), for the
 // Gatehouse issuer (node-forge ASN.1 + node:crypto signing) with ECDSA P-256 and RSA-2048 issuers,
 // the full issuance path (CSR verify + build + self-check with the SVID verifier), and, for the
-// choice recorded in the README, @peculiar/x509 building the same leaf via WebCrypto.
+// choice recorded in docs/ca.md, @peculiar/x509 building the same leaf via WebCrypto.
 //   npm run bench:ca [-- --seconds 3]
 // The first two rows per key type are bench/measure/ca.ts, also run by `npm run bench`.
 import 'reflect-metadata'

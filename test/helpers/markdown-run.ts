@@ -297,4 +297,4 @@ export function readmeAlias (): string {
 }
 
 /** Markdown files of the newcomer's docs (docs/cli.md is generated and holds no examples). */
-export const DOC_FILES = ['README.md', 'docs/policy.md', 'docs/errors.md', 'docs/metrics.md', 'docs/threat-model.md']
+export const DOC_FILES = ['README.md', 'docs/policy.md', 'docs/errors.md', 'docs/metrics.md', 'docs/threat-model.md', 'docs/sidecar.md', 'docs/ca.md', 'docs/audit.md', 'docs/development.md']
