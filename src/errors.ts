@@ -212,6 +212,89 @@ export class ReportRefusedError extends GatehouseError {
   }
 }
 
+/** Input the injector cannot work on: a malformed pod, workload or manifest. */
+export class InjectInvalidError extends GatehouseError {
+  constructor (message: string) { super('GH_INJECT_INVALID', 400, message) }
+}
+
+/** The CA's issuer or root has expired: it issues nothing until renewed. */
+export class CaExpiredError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_CA_EXPIRED', 503, message, options) }
+}
+
+/** An mTLS connection to a peer did not complete in time. */
+export class ConnectTimeoutError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_CONNECT_TIMEOUT', 502, message, options) }
+}
+
+/** An identity presented to the CA is malformed (a token's claims, a SPIFFE ID). */
+export class IdentityInvalidError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_IDENTITY_INVALID', 400, message, options) }
+}
+
+/** The CA will not issue this identity (another trust domain, no path). */
+export class IdentityRefusedError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_IDENTITY_REFUSED', 403, message, options) }
+}
+
+/** The Kubernetes service-account issuer's keys cannot be fetched. */
+export class JwksUnavailableError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_JWKS_UNAVAILABLE', 503, message, options) }
+}
+
+/** No trust bundle is loaded yet. */
+export class NoBundleError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_NO_BUNDLE', 503, message, options) }
+}
+
+/** No workload certificate is loaded yet. */
+export class NoIdentityError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_NO_IDENTITY', 503, message, options) }
+}
+
+/** A token was needed and none is configured. */
+export class NoTokenError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_NO_TOKEN', 401, message, options) }
+}
+
+/** A file would be overwritten. */
+export class OutputExistsError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_OUTPUT_EXISTS', 409, message, options) }
+}
+
+/** A root-rotation step is not possible in the CA directory's current state. */
+export class RotationRefusedError extends GatehouseError {
+  constructor (message: string, options?: ErrorOptions) { super('GH_ROTATION_REFUSED', 409, message, options) }
+}
+
+export class PeerIdentityError extends GatehouseError {
+  readonly reason: string
+  constructor (reason: string, message: string) {
+    super('GH_PEER_IDENTITY', 502, message)
+    this.reason = reason
+  }
+}
+
+export class CaptureError extends GatehouseError {
+  constructor (message: string) { super('GH_CAPTURE_FAILED', 500, message) }
+}
+
+export class QuarantineInvalidError extends GatehouseError {
+  readonly problems: string[]
+  constructor (problems: string[]) {
+    super('GH_QUARANTINE_INVALID', 400, `invalid quarantine list:\n  - ${problems.join('\n  - ')}`)
+    this.problems = problems
+  }
+}
+
+export class RoutesInvalidError extends GatehouseError {
+  readonly problems: string[]
+  constructor (problems: string[]) {
+    super('GH_ROUTES_INVALID', 400, `invalid routes:\n  - ${problems.join('\n  - ')}`)
+    this.problems = problems
+  }
+}
+
 /** Wraps anything unexpected so callers still get a stable code; the cause stays in the operational log only. */
 export function asGatehouseError (err: unknown): GatehouseError {
   if (err instanceof GatehouseError) return err

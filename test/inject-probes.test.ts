@@ -1,7 +1,7 @@
 import t from 'tap'
 import fjp from 'fast-json-patch'
 import { injectPod as injectPodTyped, type InjectOptions, type InjectResult } from '../src/inject/patch.ts'
-import { injectorConfig } from '../src/inject/config.ts'
+import { injectorConfig } from '../src/inject/injector-config.ts'
 import { proxySchema } from '../src/cli/proxy.ts'
 
 // The app's HTTP probes are pointed at the proxy's admin port, /app-health/<container>/<probe>, and

@@ -3,7 +3,7 @@ import { X509Certificate } from 'node:crypto'
 import { startMesh, eventually } from './helpers/mesh.ts'
 import { adminGet, clientTls, tlsAttempt } from './helpers/inbound-probe.ts'
 import { parsePrometheusText, PromParseError, type Family } from './helpers/prom-text.ts'
-import { createProxyMetrics } from '../src/proxy/metrics.ts'
+import { createProxyMetrics } from '../src/proxy/proxy-metrics.ts'
 import { pemToDers } from '../src/x509/certificate.ts'
 
 // /metrics is valid Prometheus text exposition (checked by a strict parser, itself checked first),

@@ -1,7 +1,8 @@
 import t from 'tap'
 import { unlinkSync, writeFileSync } from 'node:fs'
 import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
-import { parseRoutes, RoutesInvalidError, DEFAULT_INBOUND_PORT } from '../src/proxy/routes.ts'
+import { parseRoutes, DEFAULT_INBOUND_PORT } from '../src/proxy/routes.ts'
+import { RoutesInvalidError } from '../src/errors.ts'
 import { CALLER_ID, CALLEE_ID, TD, routesYaml, replaceFile, startWorkload, viaProxy, json } from './helpers/outbound-mesh.ts'
 
 // The routes file (docs/architecture.md, "Outbound routes"): validated with a file:line:col for every problem, Kubernetes service

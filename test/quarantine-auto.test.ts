@@ -1,7 +1,7 @@
 import t from 'tap'
 import { Agent, ProxyAgent, request } from 'undici'
 import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, sleep, waitFor, type TestCa, type CaSidecar } from './helpers/ca-mesh.ts'
-import { readQuarantine } from '../src/ca/quarantine.ts'
+import { readQuarantine } from '../src/ca/quarantine-book.ts'
 import type { Tap } from './helpers/mesh.ts'
 
 // Quarantine automatically (issue 18): the callee's sidecar sees a caller scanning denied paths (or

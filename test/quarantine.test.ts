@@ -2,7 +2,7 @@ import t from 'tap'
 import { Agent, ProxyAgent, request } from 'undici'
 import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, A_ID, sleep, waitFor, type CaSidecar } from './helpers/ca-mesh.ts'
 import { postSvid } from './helpers/ca-fixture.ts'
-import { editQuarantine } from '../src/ca/quarantine.ts'
+import { editQuarantine } from '../src/ca/quarantine-book.ts'
 import { createCsr } from '../src/x509/csr.ts'
 import { generateKey } from '../src/x509/keys.ts'
 

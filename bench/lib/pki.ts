@@ -1,9 +1,9 @@
-// The certificates of a bench run: one Gatehouse CA (src/ca/store.ts) in the run's temp dir, and
+// The certificates of a bench run: one Gatehouse CA (src/ca/ca-directory.ts) in the run's temp dir, and
 // ECDSA P-256 SVIDs issued by it (src/ca/issuer.ts) as PEM files. Every TLS target uses the same
 // server certificate and the load generator the same client certificate.
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { initCa, loadCa } from '../../src/ca/store.ts'
+import { initCa, loadCa } from '../../src/ca/ca-directory.ts'
 import { Issuer } from '../../src/ca/issuer.ts'
 import { generateKey } from '../../src/x509/keys.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'

@@ -4,7 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { initCa, loadCa, type CaMaterial } from '../../src/ca/store.ts'
+import { initCa, loadCa, type CaMaterial } from '../../src/ca/ca-directory.ts'
 import { Issuer } from '../../src/ca/issuer.ts'
 import { buildCertificate } from '../../src/x509/build.ts'
 import { createCsr, verifyCsr } from '../../src/x509/csr.ts'

@@ -1,12 +1,12 @@
 import type { KeyObject } from 'node:crypto'
-import { GatehouseError, CaMissingError } from '../errors.ts'
+import { CaMissingError, CaExpiredError, IdentityRefusedError } from '../errors.ts'
 import type { SpiffeId } from '../spiffe/id.ts'
 import { leafSpiffeId, checkLeafProfile } from '../spiffe/svid.ts'
 import { buildCertificate } from '../x509/build.ts'
 import { derToPem, parseCertificate } from '../x509/certificate.ts'
 import { assertAcceptableKey } from '../x509/keys.ts'
 import type { RenewalOrigin } from '../x509/origin.ts'
-import type { CaMaterial } from './store.ts'
+import type { CaMaterial } from './ca-directory.ts'
 
 // Turns (authenticated identity, public key) into a workload leaf. The identity is an argument
 // here, never read from a CSR; the caller (server or CLI) decides who the requester is.
@@ -55,15 +55,15 @@ export class Issuer {
 
   issue (req: IssueRequest): IssuedSvid {
     if (!req.id.memberOf(this.ca.trustDomain)) {
-      throw new GatehouseError('GH_IDENTITY_REFUSED', 403, `${req.id.toString()} is not in trust domain ${this.ca.trustDomain}`)
+      throw new IdentityRefusedError(`${req.id.toString()} is not in trust domain ${this.ca.trustDomain}`)
     }
-    if (req.id.isRoot) throw new GatehouseError('GH_IDENTITY_REFUSED', 403, 'a workload SPIFFE ID needs a path')
+    if (req.id.isRoot) throw new IdentityRefusedError('a workload SPIFFE ID needs a path')
     assertAcceptableKey(req.publicKey)
     const now = this.clock()
     const ttl = req.ttlMs ?? this.defaultTtlMs
     // Never beyond the issuer's own expiry: a leaf outliving its chain would fail verification anyway.
     const notAfter = new Date(Math.min(now.getTime() + ttl, this.ca.issuer.notAfter.getTime()))
-    if (notAfter <= now) throw new GatehouseError('GH_CA_EXPIRED', 503, `issuer certificate expired at ${this.ca.issuer.notAfter.toISOString()}`)
+    if (notAfter <= now) throw new CaExpiredError(`issuer certificate expired at ${this.ca.issuer.notAfter.toISOString()}`)
     const notBefore = new Date(Math.max(now.getTime() - BACKDATE_MS, this.ca.issuer.notBefore.getTime()))
     const leafDer = buildCertificate({
       publicKey: req.publicKey,

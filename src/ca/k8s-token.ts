@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { jwtVerify, createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose'
 import { request, Agent } from 'undici'
-import { TokenInvalidError, GatehouseError } from '../errors.ts'
+import { TokenInvalidError, JwksUnavailableError } from '../errors.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { CA_AUDIENCE, describeJoseError } from './join-token.ts'
 
@@ -33,7 +33,7 @@ export interface JwksSource {
 export function jwksFromFile (file: string): JwksSource {
   const load = (): JWTVerifyGetKey => {
     try { return createLocalJWKSet(JSON.parse(readFileSync(file, 'utf8')) as JSONWebKeySet) } catch (err) {
-      throw new GatehouseError('GH_JWKS_UNAVAILABLE', 503, `cannot read JWKS file ${file}: ${(err as Error).message}`)
+      throw new JwksUnavailableError(`cannot read JWKS file ${file}: ${(err as Error).message}`)
     }
   }
   let current = load()
@@ -67,7 +67,7 @@ export function jwksFromUrl (url: string, opts: { caFile?: string, tokenFile?: s
       } catch (err) {
         // Keep using the last good key set rather than failing every attestation during an API blip.
         if (cached !== undefined) return cached.keys
-        throw new GatehouseError('GH_JWKS_UNAVAILABLE', 503, `cannot fetch JWKS from ${url}: ${(err as Error).message}`)
+        throw new JwksUnavailableError(`cannot fetch JWKS from ${url}: ${(err as Error).message}`)
       }
     }
   }

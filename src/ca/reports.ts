@@ -4,7 +4,7 @@ import { ReportRefusedError, RateLimitedError } from '../errors.ts'
 import { compileCallers, type CallerMatcher } from '../policy/compile.ts'
 import { callerMatches } from '../policy/decide.ts'
 import { RateLimiter } from './rate-limit.ts'
-import { editQuarantine, type QuarantineBook } from './quarantine.ts'
+import { editQuarantine, type QuarantineBook } from './quarantine-book.ts'
 
 // POST /v1/reports (docs/quarantine.md): a sidecar whose detector tripped reports the caller, with
 // its decision lines as evidence, authenticated by its own SVID. The CA decides:

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { CaptureError, JUMP_RULE, iptablesRules, type CaptureOptions } from './iptables.ts'
+import { JUMP_RULE, iptablesRules, type CaptureOptions } from './iptables.ts'
+import { CaptureError } from '../errors.ts'
 
 // Applying the capture rules (iptables.ts) in the current network namespace: `gatehouse capture
 // iptables` in the init container. Apart from the pure rules so the injector, which only describes

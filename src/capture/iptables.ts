@@ -1,4 +1,4 @@
-import { GatehouseError } from '../errors.ts'
+import { ConfigInvalidError } from '../errors.ts'
 import { PORTS } from '../ports.ts'
 
 // Inbound capture for pods annotated `gatehouse.io/capture: iptables`: an init container, run in the
@@ -32,12 +32,8 @@ export interface CaptureOptions {
   excludePorts: number[]
 }
 
-export class CaptureError extends GatehouseError {
-  constructor (message: string) { super('GH_CAPTURE_FAILED', 500, message) }
-}
-
 function checkPort (what: string, port: number): void {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new GatehouseError('GH_CONFIG_INVALID', 400, `${what} must be a TCP port (1-65535), got ${String(port)}`)
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigInvalidError([`${what} must be a TCP port (1-65535), got ${String(port)}`])
 }
 
 /** The ports that bypass capture, deduplicated, in a stable order: the proxy's own ports first. */

@@ -4,10 +4,10 @@ import { createPublicKey } from 'node:crypto'
 import { loadConfig, type Schema } from '../config.ts'
 import { PORTS } from '../ports.ts'
 import { createLogger } from '../log.ts'
-import { GatehouseError, ConfigInvalidError } from '../errors.ts'
+import { ConfigInvalidError, OutputExistsError } from '../errors.ts'
 import { readArg, checkReadable, checkDirArg, checkListen, nameListenFailure } from './check.ts'
 import { SpiffeId } from '../spiffe/id.ts'
-import { initCa, loadCa, FILES } from '../ca/store.ts'
+import { initCa, loadCa, FILES } from '../ca/ca-directory.ts'
 import { Issuer } from '../ca/issuer.ts'
 import { mintJoinToken, JoinTokenVerifier, UsedTokenLog } from '../ca/join-token.ts'
 import { K8sTokenVerifier, jwksFromFile, jwksFromUrl } from '../ca/k8s-token.ts'
@@ -15,8 +15,8 @@ import { Attestor } from '../ca/attest.ts'
 import { RateLimiter } from '../ca/rate-limit.ts'
 import { callerPatternProblem } from '../policy/patterns.ts'
 import { AUTO_QUARANTINE_MODES, type AutoQuarantineMode } from '../ca/reports.ts'
-import { startCaServer } from '../ca/server.ts'
-import { rotateRoot, type RotationStep } from '../ca/rotate.ts'
+import { startCaServer } from '../ca/ca-server.ts'
+import { rotateRoot, type RotationStep } from '../ca/root-rotation.ts'
 import { generateKey, KEY_TYPES, type KeyType } from '../x509/keys.ts'
 import { verifyCsr } from '../x509/csr.ts'
 import type { Runner } from './runner.ts'
@@ -93,7 +93,7 @@ export const caIssue: Runner = async (argv, io) => {
   const key = c.csr === undefined ? generateKey(c.keyType as KeyType) : undefined
   const publicKey = key === undefined ? verifyCsr(readArg('--csr', c.csr!)) : createPublicKey(key.privateKey)
   const keyFile = key === undefined ? undefined : `${c.out}-key.pem`
-  if (keyFile !== undefined && existsSync(keyFile)) throw new GatehouseError('GH_OUTPUT_EXISTS', 409, `--out ${c.out}: ${keyFile} exists; refusing to overwrite a private key (choose another --out prefix, or remove the old files)`)
+  if (keyFile !== undefined && existsSync(keyFile)) throw new OutputExistsError(`--out ${c.out}: ${keyFile} exists; refusing to overwrite a private key (choose another --out prefix, or remove the old files)`)
   const svid = new Issuer(ca).issue({ id, publicKey, ttlMs: c.ttl, dns: c.dns, ips: c.ip })
   if (key !== undefined) writeFileSync(keyFile!, keyPem(key.privateKey), { mode: 0o600, flag: 'wx' })
   writeFileSync(`${c.out}.pem`, svid.chainPem)

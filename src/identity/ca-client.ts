@@ -1,7 +1,7 @@
 import { request, Client } from 'undici'
 import { decodeProtectedHeader } from 'jose'
 import { readFileSync } from 'node:fs'
-import { GatehouseError, CaRefusedError, CaUnreachableError } from '../errors.ts'
+import { GatehouseError, CaRefusedError, CaUnreachableError, NoTokenError } from '../errors.ts'
 import { createCsr } from '../x509/csr.ts'
 import { generateKey } from '../x509/keys.ts'
 import { JOIN_TOKEN_TYP } from '../spiffe/token-types.ts'
@@ -86,7 +86,7 @@ export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: 
   const key = generateKey('ec-p256')
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (auth === 'token') {
-    if (opts.tokenFile === undefined) throw new GatehouseError('GH_NO_TOKEN', 401, 'no token file configured')
+    if (opts.tokenFile === undefined) throw new NoTokenError('no token file configured')
     headers.authorization = `Bearer ${token ?? readFileSync(opts.tokenFile, 'utf8').trim()}`
   }
   const client = caDispatcher(opts.url, { credentials: opts.credentials, caId: opts.caId, presentSvid: auth === 'svid', timeoutMs: opts.timeoutMs ?? 5000 })

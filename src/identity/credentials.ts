@@ -3,7 +3,7 @@ import { createPrivateKey, constants, type KeyObject } from 'node:crypto'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { spkiDer } from '../x509/keys.ts'
 import { EventEmitter } from 'node:events'
-import { GatehouseError } from '../errors.ts'
+import { GatehouseError, IdentityInvalidError, NoBundleError, NoIdentityError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SpiffeId } from '../spiffe/id.ts'
 import { TrustBundle } from '../spiffe/bundle.ts'
@@ -47,7 +47,7 @@ export class Credentials extends EventEmitter<{ change: [] }> {
   }
 
   tls (): TlsMaterial {
-    if (this.svid === undefined || this.trust === undefined) throw new GatehouseError('GH_NO_IDENTITY', 503, 'no workload identity yet')
+    if (this.svid === undefined || this.trust === undefined) throw new NoIdentityError('no workload identity yet')
     return { cert: this.svid.chainPem, key: this.svid.keyPem, ca: this.trust.pem }
   }
 
@@ -74,7 +74,7 @@ export class Credentials extends EventEmitter<{ change: [] }> {
 
   /** Validates then installs an SVID: parseable chain, key matches leaf, a valid SVID under the current bundle. */
   setSvid (chainPem: string, keyPem: string): Svid {
-    if (this.trust === undefined) throw new GatehouseError('GH_NO_BUNDLE', 503, 'no trust bundle loaded to check the certificate against')
+    if (this.trust === undefined) throw new NoBundleError('no trust bundle loaded to check the certificate against')
     const svid = checkSvid(chainPem, keyPem, this.trust.bundle)
     this.svid = svid
     this.emit('change')
@@ -99,11 +99,11 @@ export class Credentials extends EventEmitter<{ change: [] }> {
 
 function checkSvid (chainPem: string, keyPem: string, bundle: TrustBundle): Svid {
   const ders = pemToDers(chainPem)
-  if (ders.length === 0) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'certificate holds no certificate')
+  if (ders.length === 0) throw new IdentityInvalidError('certificate holds no certificate')
   let privateKey: KeyObject
-  try { privateKey = createPrivateKey(keyPem) } catch { throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'no readable private key') }
+  try { privateKey = createPrivateKey(keyPem) } catch { throw new IdentityInvalidError('no readable private key') }
   const leaf = parseCertificate(ders[0]!)
-  if (!spkiDer(privateKey).equals(spkiDer(leaf.publicKey))) throw new GatehouseError('GH_IDENTITY_INVALID', 400, 'private key does not match the certificate')
+  if (!spkiDer(privateKey).equals(spkiDer(leaf.publicKey))) throw new IdentityInvalidError('private key does not match the certificate')
   const verified = verifyX509Svid(ders, bundle)
   let context: SecureContext | undefined
   const clientContext = (): SecureContext => {

@@ -1,20 +1,12 @@
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { constants } from 'node:crypto'
-import { GatehouseError } from '../errors.ts'
+import { ConnectTimeoutError, PeerIdentityError } from '../errors.ts'
 import { verifyPeer, type PeerIdentity } from '../spiffe/peer.ts'
 import type { Credentials } from './credentials.ts'
 
 // Originating mTLS to a SPIFFE peer: present our current SVID (read at each connect, so a rotation
 // applies to every new connection), then verify the server's chain with the X.509-SVID verifier and
 // require the SPIFFE ID we expected. Hostnames are not what authenticates a mesh peer; its ID is.
-
-export class PeerIdentityError extends GatehouseError {
-  readonly reason: string
-  constructor (reason: string, message: string) {
-    super('GH_PEER_IDENTITY', 502, message)
-    this.reason = reason
-  }
-}
 
 export interface SvidConnectOptions {
   host: string
@@ -40,7 +32,7 @@ export function connectSvid (opts: SvidConnectOptions, done: (err: Error | null,
     ALPNProtocols: opts.alpn ?? ['http/1.1'],
     servername: undefined as unknown as string // no SNI: peers are addressed by SPIFFE ID, and IPs are not valid SNI
   })
-  const timer = setTimeout(() => { socket.destroy(new GatehouseError('GH_CONNECT_TIMEOUT', 502, `TLS connection to ${opts.host}:${opts.port} timed out`)) }, opts.timeoutMs ?? 5000)
+  const timer = setTimeout(() => { socket.destroy(new ConnectTimeoutError(`TLS connection to ${opts.host}:${opts.port} timed out`)) }, opts.timeoutMs ?? 5000)
   let settled = false
   const settle = (err: Error | null, peer?: PeerIdentity): void => {
     if (settled) return

@@ -2,8 +2,8 @@ import { asGatehouseError } from '../errors.ts'
 import type { JsonPatchOp } from './json-patch.ts'
 import { injectPod, type InjectOptions } from './patch.ts'
 import { arrayOr, isObject, objectOr, stringMap } from './shape.ts'
-import { ANNOTATION, DEFAULT_INJECTOR_CONFIG, type InjectorConfig } from './config.ts'
-import { appProxyEnv } from './sidecar.ts'
+import { ANNOTATION, DEFAULT_INJECTOR_CONFIG, type InjectorConfig } from './injector-config.ts'
+import { appProxyEnv } from './proxy-container.ts'
 
 // AdmissionReview v1 in, AdmissionReview v1 out. The answer is always allowed: this webhook adds a
 // sidecar, it never vetoes a pod. Anything it cannot understand (a malformed review, a pod it cannot

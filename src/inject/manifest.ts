@@ -1,10 +1,10 @@
 import { LineCounter, parseAllDocuments, stringify } from 'yaml'
-import { InjectInvalidError } from './errors.ts'
+import { InjectInvalidError } from '../errors.ts'
 import type { InjectOptions } from './patch.ts'
 import { injectObject, isInjectable, type ObjectResult } from './workload.ts'
 import { arrayOr, isObject, objectOr, stringMap } from './shape.ts'
 import { bypassWarnings } from './admission.ts'
-import { ANNOTATION, FILE } from './config.ts'
+import { ANNOTATION, FILE } from './injector-config.ts'
 
 // `gatehouse inject` offline: a multi-document YAML stream in, the same stream out with Pods and
 // workload templates injected. Documents that are not changed (Services, ConfigMaps, pods that did

@@ -1,4 +1,4 @@
-import { ANNOTATION, NAMESPACE_LABEL } from './config.ts'
+import { ANNOTATION, NAMESPACE_LABEL } from './injector-config.ts'
 
 // Who asked for a sidecar. Injection is opt-in: the pod's own annotation, or its namespace's label.
 // An explicit "disabled" on the pod wins over everything: the service owner's word is final.

@@ -1,11 +1,11 @@
 import { captureInitContainer } from '../capture/iptables.ts'
-import { ANNOTATION, DEFAULT_INJECTOR_CONFIG, PROXY_CONTAINER, VOLUME, type InjectorConfig } from './config.ts'
-import { InjectInvalidError } from './errors.ts'
+import { ANNOTATION, DEFAULT_INJECTOR_CONFIG, PROXY_CONTAINER, VOLUME, type InjectorConfig } from './injector-config.ts'
+import { InjectInvalidError } from '../errors.ts'
 import { PatchRecorder, type JsonPatchOp } from './json-patch.ts'
 import { decideOptIn } from './optin.ts'
 import { rewriteProbes } from './probes.ts'
 import { readSettings, refusals } from './settings.ts'
-import { appProxyEnv, proxyContainer, proxyVolumes } from './sidecar.ts'
+import { appProxyEnv, proxyContainer, proxyVolumes } from './proxy-container.ts'
 import { arrayOr, checkPodShape, isObject, objectOr, stringMap, type Json } from './shape.ts'
 
 // The injector proper: pod (or pod template) + namespace labels + config -> patched pod and the

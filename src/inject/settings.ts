@@ -1,7 +1,7 @@
-import { ANNOTATION, type InjectorConfig, type ProxyResources } from './config.ts'
+import { ANNOTATION, type InjectorConfig, type ProxyResources } from './injector-config.ts'
 import { parseQuantity } from '../quantity.ts'
 import { arrayOr, objectOr, type Json } from './shape.ts'
-import type { SidecarSettings } from './sidecar.ts'
+import type { SidecarSettings } from './proxy-container.ts'
 
 // Per-pod settings from the pod's annotations, with the injector's defaults. Every problem is
 // collected: a pod with a bad annotation is left uninjected with all of them named at once.

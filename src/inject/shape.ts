@@ -1,4 +1,4 @@
-import { InjectInvalidError } from './errors.ts'
+import { InjectInvalidError } from '../errors.ts'
 
 // Small guards for untrusted JSON/YAML: AdmissionReviews and manifests are read as unknown and
 // checked here, so the injector's logic can rely on the few shapes it touches.

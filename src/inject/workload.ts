@@ -1,5 +1,5 @@
-import { ANNOTATION } from './config.ts'
-import { InjectInvalidError } from './errors.ts'
+import { ANNOTATION } from './injector-config.ts'
+import { InjectInvalidError } from '../errors.ts'
 import { prefixPatch, type Segment } from './json-patch.ts'
 import { injectPod, type InjectOptions, type InjectResult } from './patch.ts'
 import { isObject, objectOr, stringMap, type Json } from './shape.ts'

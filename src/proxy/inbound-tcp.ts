@@ -4,7 +4,7 @@ import type { Logger } from '../log.ts'
 import type { PeerIdentity } from '../spiffe/peer.ts'
 import type { DecisionFields } from '../audit/record.ts'
 import type { Judge } from './judge.ts'
-import type { ProxyMetrics } from './metrics.ts'
+import type { ProxyMetrics } from './proxy-metrics.ts'
 import { readPreamble, relay, type Relay } from './opaque-tcp.ts'
 
 // The opaque TCP stage of the inbound listener (ALPN gatehouse-tcp/1): the preamble names the app

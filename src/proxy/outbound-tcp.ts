@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net'
 import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
-import { connectSvid, PeerIdentityError } from '../identity/svid-connect.ts'
+import { connectSvid } from '../identity/svid-connect.ts'
+import { PeerIdentityError } from '../errors.ts'
 import type { Route } from './routes.ts'
 import { TCP_ALPN, encodePreamble, relay } from './opaque-tcp.ts'
 

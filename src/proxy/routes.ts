@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { isMap, isSeq, isScalar, type Node } from 'yaml'
-import { GatehouseError } from '../errors.ts'
+import { GatehouseError, RoutesInvalidError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { parseHostPort } from '../hostport.ts'
@@ -23,14 +23,6 @@ export interface Route {
   /** A local plaintext listener for this route (Consul's upstreams): loopback only. */
   listen?: { host: string, port: number }
   appPort?: number
-}
-
-export class RoutesInvalidError extends GatehouseError {
-  readonly problems: string[]
-  constructor (problems: string[]) {
-    super('GH_ROUTES_INVALID', 400, `invalid routes:\n  - ${problems.join('\n  - ')}`)
-    this.problems = problems
-  }
 }
 
 const ROUTE_KEYS = ['host', 'address', 'id', 'serviceAccount', 'protocol', 'listen', 'port']

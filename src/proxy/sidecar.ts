@@ -1,14 +1,14 @@
 import type { Logger } from '../log.ts'
-import { PolicyStore } from '../policy/store.ts'
+import { PolicyStore } from '../policy/policy-store.ts'
 import { DecisionLog } from '../audit/record.ts'
 import type { DestinationStream } from 'pino'
 import { Credentials, loadStaticFiles, watchBundleFile } from '../identity/credentials.ts'
 import { Rotator } from '../identity/rotator.ts'
 import { RouteTable, watchRoutesFile } from './routes.ts'
 import { startOutbound, type Outbound } from './outbound.ts'
-import { GatehouseError } from '../errors.ts'
+import { ConfigInvalidError } from '../errors.ts'
 import { pemToDers, parseCertificate } from '../x509/certificate.ts'
-import { createProxyMetrics, type ProxyMetrics } from './metrics.ts'
+import { createProxyMetrics, type ProxyMetrics } from './proxy-metrics.ts'
 import { createUpstreamPool, type Upstream } from './forward-h1.ts'
 import { createAppUpstream, type UpstreamProtocol } from './app-upstream.ts'
 import { startInbound, type Inbound, type InboundLimits } from './inbound.ts'
@@ -129,7 +129,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     undo.push(() => { r.stop() })
     await rotator.start()
   } else {
-    if (o.certFile === undefined || o.keyFile === undefined) throw new GatehouseError('GH_CONFIG_INVALID', 400, 'an identity source is required: --cert and --key, or --ca-url')
+    if (o.certFile === undefined || o.keyFile === undefined) throw new ConfigInvalidError(['an identity source is required: --cert and --key, or --ca-url'])
     watches = loadStaticFiles(credentials, {
       certFile: o.certFile,
       keyFile: o.keyFile,

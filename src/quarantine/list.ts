@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { isMap, isSeq, isScalar, stringify, type Node } from 'yaml'
 import { readYamlSource, mapGet, unknownKeys } from '../yaml-source.ts'
-import { GatehouseError } from '../errors.ts'
+import { QuarantineInvalidError } from '../errors.ts'
 import { compileCallers, type CallerMatcher } from '../policy/compile.ts'
 import { callerPatternProblem } from '../policy/patterns.ts'
 import { callerMatches, type Caller } from '../policy/decide.ts'
@@ -20,14 +20,6 @@ export interface QuarantineEntry {
   expires?: string
   /** Who added it: `cli`, or `auto` with the reporters. */
   by: string
-}
-
-export class QuarantineInvalidError extends GatehouseError {
-  readonly problems: string[]
-  constructor (problems: string[]) {
-    super('GH_QUARANTINE_INVALID', 400, `invalid quarantine list:\n  - ${problems.join('\n  - ')}`)
-    this.problems = problems
-  }
 }
 
 const ENTRY_KEYS = ['id', 'reason', 'added', 'expires', 'by']

@@ -4,13 +4,13 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Agent, request } from 'undici'
 import { createLogger } from '../../src/log.ts'
-import { initCa, loadCa, FILES, type CaMaterial } from '../../src/ca/store.ts'
+import { initCa, loadCa, FILES, type CaMaterial } from '../../src/ca/ca-directory.ts'
 import { Issuer } from '../../src/ca/issuer.ts'
 import { JoinTokenVerifier, UsedTokenLog } from '../../src/ca/join-token.ts'
 import type { K8sTokenVerifier } from '../../src/ca/k8s-token.ts'
 import { Attestor } from '../../src/ca/attest.ts'
 import { RateLimiter } from '../../src/ca/rate-limit.ts'
-import { startCaServer, type RunningCaServer } from '../../src/ca/server.ts'
+import { startCaServer, type RunningCaServer } from '../../src/ca/ca-server.ts'
 
 // A real CA API for tests: a CA initialised in a fresh temp dir, served by startCaServer on
 // 127.0.0.1:<random port> over real HTTPS, wired like `gatehouse ca serve` (join tokens with the

@@ -5,8 +5,8 @@ import pino from 'pino'
 import { Issuer } from '../../src/ca/issuer.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { generateKey } from '../../src/x509/keys.ts'
-import { startInjectorServer, type RunningInjector } from '../../src/inject/server.ts'
-import { DEFAULT_INJECTOR_CONFIG, type InjectorConfig } from '../../src/inject/config.ts'
+import { startInjectorServer, type RunningInjector } from '../../src/inject/webhook-server.ts'
+import { DEFAULT_INJECTOR_CONFIG, type InjectorConfig } from '../../src/inject/injector-config.ts'
 import { Pki, tempDir, captureLines, type Tap } from './mesh.ts'
 
 // The real webhook on 127.0.0.1:<random port> over HTTPS. Its serving certificate comes from the

@@ -6,7 +6,7 @@ import { watchFiles, type FileWatch } from '../file-watch.ts'
 import type { SpiffeId } from '../spiffe/id.ts'
 import { parseQuarantine, formatQuarantine, inForce, QuarantineList, type QuarantineEntry } from '../quarantine/list.ts'
 import { signQuarantine, type QuarantineDocument } from '../quarantine/signed.ts'
-import type { CaMaterial } from './store.ts'
+import type { CaMaterial } from './ca-directory.ts'
 
 // The CA's side of quarantine (docs/quarantine.md): DIR/quarantine.yaml is the one source (in
 // Kubernetes a ConfigMap every replica mounts; no replica keeps state of its own). The CA watches it,

@@ -8,9 +8,9 @@ import { asGatehouseError, MethodNotAllowedError, NotFoundError, UnsupportedMedi
 import { watchFiles, type FileWatch } from '../file-watch.ts'
 import type { Logger } from '../log.ts'
 import { admit } from './admission.ts'
-import { NAMESPACE_LABEL, type InjectorConfig } from './config.ts'
-import { admissionOutcome, createInjectorMetrics, type InjectorMetrics } from './metrics.ts'
-import { startMetricsServer, type MetricsServer } from '../ca/metrics.ts'
+import { NAMESPACE_LABEL, type InjectorConfig } from './injector-config.ts'
+import { admissionOutcome, createInjectorMetrics, type InjectorMetrics } from './injector-metrics.ts'
+import { startMetricsServer, type MetricsServer } from '../metrics-server.ts'
 
 // The mutating webhook over HTTPS:
 //   POST /mutate                     AdmissionReview v1 -> AdmissionReview v1 (pod annotation opt-in)

@@ -1,5 +1,5 @@
 import { sidecarProcessEnv } from './node-options.ts'
-import { DECISION_FILE, FILE, MOUNT, PROXY_CONTAINER, VOLUME, type InjectorConfig, type ProxyResources } from './config.ts'
+import { DECISION_FILE, FILE, MOUNT, PROXY_CONTAINER, VOLUME, type InjectorConfig, type ProxyResources } from './injector-config.ts'
 import type { Json } from './shape.ts'
 
 // The objects the injector adds to a pod: the proxy as a native sidecar, its three volumes, and the

@@ -1,11 +1,11 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createPrivateKey } from 'node:crypto'
-import { GatehouseError } from '../errors.ts'
+import { RotationRefusedError } from '../errors.ts'
 import { buildCertificate } from '../x509/build.ts'
 import { derToPem, parseCertificate, pemToDers } from '../x509/certificate.ts'
 import { generateKey, type KeyType } from '../x509/keys.ts'
-import { FILES } from './store.ts'
+import { FILES } from './ca-directory.ts'
 
 // Staged root rotation, so no sidecar ever meets a certificate it cannot verify:
 //   prepare   a new root is made and added to bundle.pem (both roots trusted). Wait until every
@@ -39,7 +39,7 @@ function state (dir: string): RotationState | undefined {
   return existsSync(join(dir, STATE)) ? JSON.parse(readFileSync(join(dir, STATE), 'utf8')) as RotationState : undefined
 }
 
-const refuse = (message: string): never => { throw new GatehouseError('GH_ROTATION_REFUSED', 409, message) }
+const refuse = (message: string): never => { throw new RotationRefusedError(message) }
 
 export function rotateRoot (dir: string, step: RotationStep, opts: { leafTtlMs: number, force?: boolean, now?: Date }): string {
   const now = opts.now ?? new Date()

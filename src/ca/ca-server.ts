@@ -13,7 +13,7 @@ import {
   NotFoundError, QuarantinedError, RateLimitedError, TokenInvalidError, UnsupportedMediaTypeError
 } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { FILES, type CaMaterial } from './store.ts'
+import { FILES, type CaMaterial } from './ca-directory.ts'
 import { join } from 'node:path'
 import { watchFiles } from '../file-watch.ts'
 import type { Issuer } from './issuer.ts'
@@ -21,9 +21,10 @@ import type { Attestor, Attestation } from './attest.ts'
 import type { RateLimiter } from './rate-limit.ts'
 import { originFor, DEFAULT_MAX_RENEWAL_CHAIN_AGE_MS } from './renewal.ts'
 import type { RenewalOrigin } from '../x509/origin.ts'
-import { QuarantineBook } from './quarantine.ts'
+import { QuarantineBook } from './quarantine-book.ts'
 import { ReportDesk, type ReportDeskOptions } from './reports.ts'
-import { createCaMetrics, startMetricsServer, caRoute, reportOutcome, type CaMetrics, type MetricsServer } from './metrics.ts'
+import { createCaMetrics, caRoute, reportOutcome, type CaMetrics } from './ca-metrics.ts'
+import { startMetricsServer, type MetricsServer } from '../metrics-server.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
