@@ -2,11 +2,13 @@ import t from 'tap'
 import { join } from 'node:path'
 import { renameSync, writeFileSync, existsSync } from 'node:fs'
 import { Agent, request } from 'undici'
-import { startApp, tempDir, Pki, eventually, type App, type Tap } from './helpers/mesh.ts'
+import { startApp, Pki, type App, type Tap } from './helpers/mesh.ts'
 import { startProcess, needsTool, type Started } from './helpers/process.ts'
 import { cliPath } from './helpers/cli.ts'
 import { readLines, parse, verifyJson } from './helpers/audit-log.ts'
 import { sleep } from './helpers/raw-tls.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // The decision log is the guarantee (issue 15.0): no request reaches the app before its admit line
 // is in the kernel. A log that cannot be written (here: a file size limit, as a full disk would)
@@ -94,7 +96,7 @@ t.test('a decision log that cannot be written: 503 with a code, /readyz red, a m
 
   // The operator frees space (here: moves the full file away). Nothing has to be restarted.
   renameSync(s.logFile, `${s.logFile}.full`)
-  await eventually(async () => (await admin(p, '/readyz')).status === 200, 10_000, '/readyz to turn green')
+  await waitFor(async () => (await admin(p, '/readyz')).status === 200, 10_000, '/readyz to turn green')
   const resumed = parse(readLines(s.logFile)[0]!)
   t.match(resumed, { msg: 'resumed', refused: 60 - firstRefused, failedSince: String, reason: /^E[A-Z]+: / }, 'the first line written again says since when, why, and how many requests were refused')
   t.match((await admin(p, '/metrics')).body, /^gatehouse_decision_log_writable 1$/m, 'gatehouse_decision_log_writable 1')
@@ -102,7 +104,7 @@ t.test('a decision log that cannot be written: 503 with a code, /readyz red, a m
   t.match(p.started.output(), /"event":"decision_log\.resumed"/)
 
   p.started.proc.kill('SIGTERM')
-  await eventually(() => p.started.proc.exitCode !== null, 15_000, 'the proxy to exit')
+  await waitFor(() => p.started.proc.exitCode !== null, 15_000, 'the proxy to exit')
   const v = verifyJson([s.logFile, `${s.logFile}.full`], s.pki.bundleFile)
   t.equal(v.status, 0, `both files verify as one chain (${JSON.stringify(v.report.break ?? v.report.unverifiedTail ?? null)})`)
   t.equal(v.report.chains.length, 1, 'one chain: the failure left no hole in it')
@@ -139,7 +141,7 @@ t.test('SIGKILL at random moments under load: every request the app saw has its 
   const p = await startProxy(t, s)
   t.equal((await get(s, p, 'last')).status, 200)
   p.started.proc.kill('SIGTERM')
-  await eventually(() => p.started.proc.exitCode !== null, 15_000, 'the proxy to exit')
+  await waitFor(() => p.started.proc.exitCode !== null, 15_000, 'the proxy to exit')
   const v = verifyJson([s.logFile], s.pki.bundleFile)
   t.equal(v.status, 0, `the file verifies (${v.report.verdict}: ${JSON.stringify(v.report.chains.map(c => c.break ?? c.unverifiedTail ?? c.verdict))})`)
   t.equal(v.report.chains.length, rounds + 1, `${rounds + 1} chains, one per start`)

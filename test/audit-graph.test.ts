@@ -1,7 +1,8 @@
 import t from 'tap'
-import { tempDir, Pki } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
 import { gatehouseAsync } from './helpers/audit-log.ts'
 import { writeMeshLogs, tamperOneLine, PAYMENTS, ORDERS, BILLING, CRON, BACKUP, EVIL, WEB } from './helpers/decision-logs.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse audit graph`: who called whom across the logs of two sidecars, with allowed, denied and
 // audit-only (denied, served in audit mode) counts per edge, as JSON, Graphviz dot and Mermaid.

@@ -2,10 +2,11 @@ import t from 'tap'
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { gzipSync } from 'node:zlib'
-import { tempDir, Pki, type SvidFiles } from './helpers/mesh.ts'
+import { Pki, type SvidFiles } from './helpers/mesh.ts'
 import { readLines, writeLines, parse, signerFrom, decisionFields, verifyInProcess } from './helpers/audit-log.ts'
 import { DecisionLog } from '../src/audit/record.ts'
 import type { ChainReport } from '../src/audit/verify.ts'
+import { tempDir } from './helpers/files.ts'
 
 // The sidecar's real output (DecisionLog, three workloads) through what a cluster does to it before
 // an auditor gets it: the kubelet's CRI wrapping (long lines cut into P parts, stderr mixed in),

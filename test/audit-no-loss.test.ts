@@ -3,11 +3,13 @@ import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request as undiciRequest } from 'undici'
-import { startMesh, startApp, tempDir, Pki, eventually, type SvidFiles } from './helpers/mesh.ts'
+import { startMesh, startApp, Pki, type SvidFiles } from './helpers/mesh.ts'
 import { cliPath } from './helpers/cli.ts'
 import { readLines, writeLines, parse, sha256, verifyJson, verifyInProcess, stopOnce, signerFrom, decisionFields } from './helpers/audit-log.ts'
 import { signCheckpoint } from '../src/audit/checkpoint.ts'
 import { DecisionLog } from '../src/audit/record.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // No decision line is lost: under concurrent load followed by an immediate stop, and in the real
 // CLI process on SIGTERM (with stdout a pipe nobody reads until after the signal, i.e. full), every
@@ -47,7 +49,7 @@ t.test('in-process sidecar: N concurrent requests, then stop(): one line each, e
       return { id: `late-${i}`, status }
     } catch { return { id: `late-${i}`, status: 0 } }
   })
-  await eventually(() => answeredSoFar >= 10, 10_000, 'the second wave to get going')
+  await waitFor(() => answeredSoFar >= 10, 10_000, 'the second wave to get going')
   await stopOnce(mesh.sidecar, 2000)
   const late = await Promise.all(wave)
 
@@ -131,7 +133,7 @@ function startProxy (args: string[]): Child {
 
 async function listeningPort (child: Child): Promise<number> {
   let port: number | undefined
-  await eventually(() => {
+  await waitFor(() => {
     for (const line of child.stderr().split('\n')) {
       if (!line.includes('"inbound.listening"')) continue
       port = (JSON.parse(line) as { port: number }).port

@@ -3,13 +3,14 @@ import { join } from 'node:path'
 import { readdirSync, writeFileSync, openSync, writeSync, closeSync, statSync } from 'node:fs'
 import { createHash, createPrivateKey } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
-import { tempDir, Pki } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
 import { cliPath, type CliResult } from './helpers/cli.ts'
 import { GENESIS_PREV, verifyInProcess, gatehouseAsync } from './helpers/audit-log.ts'
 import { DecisionLog, type DecisionFields } from '../src/audit/record.ts'
 import { auditQuery } from '../src/cli/audit.ts'
 import { ConfigInvalidError } from '../src/errors.ts'
 import { pemToDers } from '../src/x509/certificate.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse audit query`: filters (caller glob, decision, path glob, since/until) over a log that
 // spans several rotated files, the summaries (who calls whom, denials by caller and path) and, with

@@ -3,8 +3,10 @@ import { join, basename } from 'node:path'
 import { readdirSync, statSync, renameSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { decodeProtectedHeader } from 'jose'
-import { startMesh, tempDir, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { readLines, parse, sha256, verifyJson, verifyInProcess, stopOnce } from './helpers/audit-log.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // The decision-log chain survives rotation of both kinds: the file rotated by size (FILE.000001,
 // FILE.000002, ... then FILE, checked together in any order, with a missing file reported), and the
@@ -98,7 +100,7 @@ t.test('identity rotation: checkpoints after the rotation carry the new certific
     writeFileSync(`${file}.tmp`, content, { mode: 0o600 })
     renameSync(`${file}.tmp`, file)
   }
-  await eventually(() => mesh.sidecar.credentials.current?.leaf.serialHex === newSerial, 10_000, 'the new certificate to be loaded')
+  await waitFor(() => mesh.sidecar.credentials.current?.leaf.serialHex === newSerial, 10_000, 'the new certificate to be loaded')
   t.not(newSerial, oldSerial, 'a new serial is loaded')
   for (let i = 0; i < 12; i++) t.equal((await mesh.request(`/after/${i}`)).status, 200)
   await stopOnce(mesh.sidecar)

@@ -1,11 +1,12 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
-import { startMesh, tempDir, Pki } from './helpers/mesh.ts'
+import { startMesh, Pki } from './helpers/mesh.ts'
 import { readLines, writeLines, parse, rechain, okReadsPolicy, signerFrom, decisionFields, verifyJson, verifyText, verifyInProcess, stopOnce, type LogRecord } from './helpers/audit-log.ts'
 import { signCheckpoint, type CheckpointPayload, type Signer } from '../src/audit/checkpoint.ts'
 import { DecisionLog } from '../src/audit/record.ts'
 import { VERDICT_EXIT, BREAK_VERDICT, type BreakKind } from '../src/audit/verify.ts'
 import { gatehouse } from './helpers/cli.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse audit verify` on a decision log written by a real sidecar: the untouched log verifies
 // (exit 0); each way of tampering with it is reported as the right kind of break at the right seq

@@ -8,10 +8,10 @@ import { decodeJwt, decodeProtectedHeader } from 'jose'
 import { Agent } from 'undici'
 import { gatehouse, cliPath } from './helpers/cli.ts'
 import { postSvid } from './helpers/ca-fixture.ts'
-import { waitFor, sleep } from './helpers/ca-mesh.ts'
 import { pemToDers, parseCertificate } from '../src/x509/certificate.ts'
 import { createCsr } from '../src/x509/csr.ts'
 import { generateKey } from '../src/x509/keys.ts'
+import { sleep, waitFor } from './helpers/wait.ts'
 
 const openssl = (...args: string[]): string => execFileSync('openssl', args, { encoding: 'utf8' })
 

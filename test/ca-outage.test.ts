@@ -1,6 +1,8 @@
 import t from 'tap'
 import { metricValue } from './helpers/inbound-probe.ts'
-import { startCaMesh, replaceFile, waitFor, sleep, A_ID, B_ID, type CaMesh, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startCaMesh, A_ID, B_ID, type CaMesh, type CaSidecar } from './helpers/ca-mesh.ts'
+import { sleep, waitFor } from './helpers/wait.ts'
+import { replaceFile } from './helpers/files.ts'
 
 // CA outage: with 6 s leaves, the CA goes away.
 //   1. A short outage across a renewal: the renewal fails (logged, counted), the sidecar keeps

@@ -22,7 +22,8 @@ import { verifyX509Svid } from '../src/spiffe/svid.ts'
 import { SpiffeId } from '../src/spiffe/id.ts'
 import { TrustBundle } from '../src/spiffe/bundle.ts'
 import { TokenInvalidError } from '../src/errors.ts'
-import { startCaFixture, tempCa, tempDir, call, postSvid, type ApiResponse, type Teardown } from './helpers/ca-fixture.ts'
+import { startCaFixture, tempCa, call, postSvid, type ApiResponse } from './helpers/ca-fixture.ts'
+import { tempDir, type Teardown } from './helpers/files.ts'
 
 // The CA's HTTPS API end to end: real TLS on 127.0.0.1, real keys and CSRs (ours and openssl's),
 // join tokens from mintJoinToken, Kubernetes service-account tokens shaped exactly like the

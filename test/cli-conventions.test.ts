@@ -4,10 +4,11 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml, parseAllDocuments } from 'yaml'
 import { gatehouse } from './helpers/cli.ts'
-import { tempDir, Pki } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
 import { decisionFields, signerFrom } from './helpers/audit-log.ts'
 import { DecisionLog } from '../src/audit/record.ts'
 import { groups, nextWords, subcommandsOf } from '../src/cli/reference.ts'
+import { tempDir } from './helpers/files.ts'
 
 // The CLI follows the conventions of kubectl, istioctl and linkerd (issue 16), run as the real
 // executable: --version and `version -o json`; `help <command>`, group help and <command> --help

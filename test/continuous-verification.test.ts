@@ -5,7 +5,9 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { openTls, responseReader, tlsAttempt, statusOf, msUntilClosed, type RawResponse } from './helpers/inbound-probe.ts'
 import type { Tap } from './helpers/mesh.ts'
-import { startCaMesh, replaceFile, waitFor, OK_APP, policyAllowing, A_ID, B_ID, type CaMesh } from './helpers/ca-mesh.ts'
+import { startCaMesh, OK_APP, policyAllowing, A_ID, B_ID, type CaMesh } from './helpers/ca-mesh.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile } from './helpers/files.ts'
 
 // Continuous verification at B's inbound: authorization is per request, not per connection, and a
 // connection does not outlive the certificate its peer presented.

@@ -1,9 +1,10 @@
 import t from 'tap'
 import { X509Certificate } from 'node:crypto'
-import { startMesh, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { rawExchange, parseResponses, sleep } from './helpers/raw-tls.ts'
 import { okReadsPolicy, GENESIS_PREV as GENESIS } from './helpers/audit-log.ts'
 import { canonicalHash } from '../src/audit/line-hash.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // The decision log: exactly one decision line per request, whatever became of it (allowed, denied,
 // malformed, app down), an admit line before each request that was forwarded, every line with the
@@ -34,7 +35,7 @@ t.test('one decision line per request, every field present, and a hash chain tha
   })
   const lines = (): number => mesh.decisions.length
   const expectOneMore = async (before: number, what: string): Promise<Record<string, any>> => {
-    await eventually(() => lines() >= before + 1, 5000, `decision line for ${what}`)
+    await waitFor(() => lines() >= before + 1, 5000, `decision line for ${what}`)
     await sleep(50)
     t.equal(lines(), before + 1, `${what}: exactly one decision line`)
     return mesh.decisions.at(-1)!

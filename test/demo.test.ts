@@ -1,7 +1,7 @@
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import { gatehouse } from './helpers/cli.ts'
-import { tempDir } from './helpers/mesh.ts'
+import { tempDir } from './helpers/files.ts'
 
 t.test('gatehouse demo runs end to end: every step as expected, and its decision log verifies', async t => {
   const r = gatehouse(['demo', '--leaf-ttl', '4s'])

@@ -23,10 +23,11 @@ import { generateKey } from '../src/x509/keys.ts'
 import { createCsr } from '../src/x509/csr.ts'
 import { cliPath } from './helpers/cli.ts'
 import { startProcess } from './helpers/process.ts'
-import { startMesh, Pki, tempDir } from './helpers/mesh.ts'
+import { startMesh, Pki } from './helpers/mesh.ts'
 import { scrapeMetrics } from './helpers/inbound-probe.ts'
 import { parsePrometheusText, type Family } from './helpers/prom-text.ts'
 import { tempCa, postSvid } from './helpers/ca-fixture.ts'
+import { tempDir } from './helpers/files.ts'
 
 // deploy/components/monitoring and deploy/grafana: the component renders onto deploy/, its objects
 // validate against their schemas (prometheus-operator's for the PodMonitors), the flags it adds are

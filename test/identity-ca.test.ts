@@ -7,9 +7,9 @@ import { Credentials } from '../src/identity/credentials.ts'
 import { Rotator } from '../src/identity/rotator.ts'
 import { captureLines } from './helpers/mesh.ts'
 import { metricValue } from './helpers/inbound-probe.ts'
-import {
-  startTestCa, startCaSidecar, saTokens, replaceFile, waitFor, sleep, policyAllowing, A_ID, B_ID, type LogLine
-} from './helpers/ca-mesh.ts'
+import { startTestCa, startCaSidecar, saTokens, policyAllowing, A_ID, B_ID, type LogLine } from './helpers/ca-mesh.ts'
+import { sleep, waitFor } from './helpers/wait.ts'
+import { replaceFile } from './helpers/files.ts'
 
 // CA-issued identity (`--ca-url --token-file`): the first SVID comes from a join token, the key is
 // generated in memory and never written anywhere, renewals go over mTLS with the current SVID at

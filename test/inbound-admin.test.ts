@@ -1,8 +1,9 @@
 import t from 'tap'
 import { writeFileSync, renameSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
-import { startMesh, eventually, DEFAULT_POLICY } from './helpers/mesh.ts'
+import { startMesh, DEFAULT_POLICY } from './helpers/mesh.ts'
 import { adminGet, scrapeMetrics, metricValue } from './helpers/inbound-probe.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // The admin listener: liveness, honest readiness (a sidecar that can only deny or fail is not ready),
 // and Prometheus metrics that say what the inbound path decided.
@@ -62,7 +63,7 @@ t.test('an invalid policy at start: the sidecar starts, is not ready, and answer
 
   // A fixed file is picked up without a restart.
   replaceFile(mesh.policyFile, DEFAULT_POLICY)
-  await eventually(() => mesh.sidecar.policy.current !== undefined, 5000, 'the fixed policy to load')
+  await waitFor(() => mesh.sidecar.policy.current !== undefined, 5000, 'the fixed policy to load')
   const nowReady = await adminGet(mesh, '/readyz')
   t.equal(nowReady.status, 200, 'ready once a valid policy is loaded')
   t.equal((await mesh.request('/v1/items')).status, 200, 'and requests are served')
@@ -77,7 +78,7 @@ t.test('/readyz says 503 when the workload certificate has expired', async t => 
   renameSync(`${mesh.server.key}.tmp`, mesh.server.key)
   renameSync(`${mesh.server.cert}.tmp`, mesh.server.cert)
   const notAfter = mesh.sidecar.credentials.current!.notAfter
-  await eventually(() => mesh.sidecar.credentials.current!.notAfter.getTime() !== notAfter.getTime(), 5000, 'the short-lived certificate to load')
+  await waitFor(() => mesh.sidecar.credentials.current!.notAfter.getTime() !== notAfter.getTime(), 5000, 'the short-lived certificate to load')
   const expires = mesh.sidecar.credentials.current!.notAfter.getTime()
   await new Promise(resolve => setTimeout(resolve, Math.max(0, expires + 200 - Date.now())))
   const ready = await adminGet(mesh, '/readyz')

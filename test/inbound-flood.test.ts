@@ -4,12 +4,14 @@ import { join } from 'node:path'
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { Agent, request } from 'undici'
-import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
 import { startProcess } from './helpers/process.ts'
 import { cliPath } from './helpers/cli.ts'
 import { sleep } from './helpers/raw-tls.ts'
 import { sidecarProcessEnv } from '../src/inject/node-options.ts'
 import { limitsForMemory } from '../src/proxy/connection-budget.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Issue 13.4: about 9,900 connections that never finish a handshake took a sidecar with the
 // injector's settings past its 256Mi limit (OOM-kill: a denial of service). Here the real
@@ -98,6 +100,6 @@ t.test(`a flood of ${PER_KIND * 3} idle, half-open and certificate-less connecti
     t.ok(evicted > 0, `unfinished handshakes past the cap were cut (${evicted})`)
   }
   for (const s of held) s.destroy()
-  await eventually(async () => await good() === 200, 10_000, 'the good caller after the flood')
+  await waitFor(async () => await good() === 200, 10_000, 'the good caller after the flood')
   t.pass('the good caller is served after the flood')
 })

@@ -4,8 +4,9 @@ import { createServer } from 'node:net'
 import { Readable } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import { request as undiciRequest } from 'undici'
-import { startMesh, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { connectRaw, rawExchange, parseResponses, headerValues, sleep } from './helpers/raw-tls.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // What the sidecar does to a request on its way to the app and to the answer on its way back:
 // hop-by-hop headers dropped both ways, x-request-id kept/replaced/generated and carried
@@ -81,7 +82,7 @@ rules:
     const appId = mesh.app.seen.at(-1)?.headers['x-request-id']
     if (c.kept) t.equal(appId, c.sent, `${c.name}: kept as sent`)
     else t.match(appId, UUID, `${c.name}: replaced by a generated UUID`)
-    await eventually(() => mesh.decisions.length === before + 1, 5000, 'decision line')
+    await waitFor(() => mesh.decisions.length === before + 1, 5000, 'decision line')
     t.equal(mesh.decisions.at(-1)?.requestId, appId, `${c.name}: the decision line has the id the app saw`)
 
     // Denied: the 403 body and the decision line carry the id.
@@ -91,7 +92,7 @@ rules:
     t.equal(body.error, 'forbidden')
     if (c.kept) t.equal(body.requestId, c.sent, `${c.name}: the 403 body has the caller's id`)
     else t.match(body.requestId, UUID, `${c.name}: the 403 body has a generated id`)
-    await eventually(() => mesh.decisions.length === before + 2, 5000, 'decision line')
+    await waitFor(() => mesh.decisions.length === before + 2, 5000, 'decision line')
     t.equal(mesh.decisions.at(-1)?.requestId, body.requestId, `${c.name}: the decision line has the id in the 403 body`)
   }
   const generated = mesh.decisions.filter(d => UUID.test(String(d.requestId))).map(d => String(d.requestId))
@@ -169,17 +170,17 @@ t.test('Upgrade (WebSocket) is relayed after authorization; a denied caller\'s u
   socket.on('data', (c: Buffer) => { received = Buffer.concat([received, c]) })
   // Bytes sent right behind the request (the `head` Node hands over) must be relayed too.
   socket.write(`${upgradeRequest}early;`)
-  await eventually(() => received.includes('\r\n\r\n'), 5000, '101 response')
+  await waitFor(() => received.includes('\r\n\r\n'), 5000, '101 response')
   const [res] = parseResponses(received)
   t.equal(res?.status, 101, 'the client receives 101')
   t.same(headerValues(res!, 'sec-websocket-accept'), [createHash('sha1').update(`${key}${GUID}`).digest('base64')], 'the app\'s handshake answer is relayed')
   t.same(headerValues(res!, 'x-app-path'), ['/ws/chat'], 'the app saw the normalized path')
   socket.write('ping-123')
-  await eventually(() => received.includes('early;ping-123'), 5000, 'echo')
+  await waitFor(() => received.includes('early;ping-123'), 5000, 'echo')
   t.pass('bytes sent before and after the 101 are echoed back through the sidecar')
   t.equal(upgrades, 1, 'the app handled one upgrade')
   socket.destroy()
-  await eventually(() => mesh.decisions.length === 1, 5000, 'decision line')
+  await waitFor(() => mesh.decisions.length === 1, 5000, 'decision line')
   t.match(mesh.decisions[0], { decision: 'allow', method: 'GET', path: '/ws/chat', status: 101, caller: CLIENT })
 
   const intruder = mesh.pki.issue('/ns/other/sa/intruder', 'intruder')
@@ -190,7 +191,7 @@ t.test('Upgrade (WebSocket) is relayed after authorization; a denied caller\'s u
   t.ok(ex.serverClosed, 'and the connection is closed')
   await sleep(100)
   t.equal(upgrades, 1, 'the app\'s upgrade handler never fired for it')
-  await eventually(() => mesh.decisions.length === 2, 5000, 'decision line')
+  await waitFor(() => mesh.decisions.length === 2, 5000, 'decision line')
   t.match(mesh.decisions[1], { decision: 'deny', status: 403, caller: 'spiffe://example.org/ns/other/sa/intruder' })
 })
 
@@ -203,7 +204,7 @@ t.test('app down: 502 upstream_unavailable with a decision line carrying the err
   const res = await mesh.request('/anything', { headers: { 'x-request-id': 'down-1' } })
   t.equal(res.status, 502)
   t.same(JSON.parse(res.body), { error: 'upstream_unavailable', requestId: 'down-1' })
-  await eventually(() => mesh.decisions.length >= 1, 5000, 'decision line')
+  await waitFor(() => mesh.decisions.length >= 1, 5000, 'decision line')
   await sleep(50)
   t.equal(mesh.decisions.length, 1, 'exactly one decision line')
   t.match(mesh.decisions[0], { decision: 'allow', status: 502, requestId: 'down-1', error: /^upstream-unavailable: ECONNREFUSED/ })
@@ -224,13 +225,13 @@ t.test('app too slow: 504 after upstreamTimeoutMs, and the sidecar keeps serving
   t.equal(res.status, 504)
   t.same(JSON.parse(res.body), { error: 'upstream_timeout', requestId: 'slow-1' })
   t.ok(took >= 450 && took < 4000, `answered after ${Math.round(took)} ms (timeout 500 ms)`)
-  await eventually(() => mesh.decisions.length >= 1, 5000, 'decision line')
+  await waitFor(() => mesh.decisions.length >= 1, 5000, 'decision line')
   t.match(mesh.decisions[0], { status: 504, requestId: 'slow-1', error: /^upstream-timeout: / })
 
   const after = await mesh.request('/fast')
   t.equal(after.status, 200, 'the next request is served')
   t.equal(after.body, 'fast')
-  await eventually(() => mesh.decisions.length === 2, 5000, 'decision line')
+  await waitFor(() => mesh.decisions.length === 2, 5000, 'decision line')
   t.equal(mesh.decisions[1]?.status, 200)
 })
 
@@ -247,7 +248,7 @@ rules:
   t.equal(res.status, 200, 'the request went through')
   t.equal(mesh.app.seen.length, 1)
   t.equal(mesh.app.seen[0]?.body, 'hi')
-  await eventually(() => mesh.decisions.length === 1, 5000, 'decision line')
+  await waitFor(() => mesh.decisions.length === 1, 5000, 'decision line')
   t.match(mesh.decisions[0], { decision: 'deny', mode: 'audit', enforced: false, rule: null, reason: 'no-matching-rule', status: 200, caller: CLIENT, path: '/v1/audited' })
 })
 
@@ -258,10 +259,10 @@ t.test('Expect: 100-continue is answered by the sidecar and not passed on; the b
   let got = ''
   socket.on('data', (c: Buffer) => { got += c.toString('latin1') })
   socket.write('POST /upload HTTP/1.1\r\nhost: gatehouse.test\r\nexpect: 100-continue\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nx-kept: yes\r\n\r\n')
-  await eventually(() => got.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 5000, 'the 100 Continue')
+  await waitFor(() => got.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 5000, 'the 100 Continue')
   t.equal(mesh.app.seen.length, 0, 'nothing reached the app before the body was sent')
   socket.write('hello')
-  await eventually(() => /HTTP\/1\.1 200 /.test(got.slice(25)), 5000, 'the final answer')
+  await waitFor(() => /HTTP\/1\.1 200 /.test(got.slice(25)), 5000, 'the final answer')
   const seen = mesh.app.seen[0]
   t.equal(seen?.body, 'hello', 'the body reached the app')
   t.equal(seen?.headers.expect, undefined, 'no Expect header at the app')

@@ -1,8 +1,9 @@
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import * as grpc from '@grpc/grpc-js'
-import { eventually, h2Request, startMesh, type Mesh } from './helpers/mesh.ts'
+import { h2Request, startMesh, type Mesh } from './helpers/mesh.ts'
 import { grpcClient, startGrpcApp, type EchoClient, type GrpcApp, type GrpcAppOptions } from './helpers/grpc-app.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // gRPC through the inbound listener: a grpc-js client (ALPN h2, the caller's SVID) calls a real
 // grpc-js app behind the sidecar (h2c, upstreamProtocol auto). Every call is one stream, judged on
@@ -39,7 +40,7 @@ async function setup (t: Test, o: { allow?: readonly string[], deny?: readonly s
 
 /** The n-th decision line (1-based), once written: calls are made one at a time, so it is that call's. */
 async function line (mesh: Mesh, n: number): Promise<Record<string, any>> {
-  await eventually(() => mesh.decisions.length >= n, 5000, `decision line ${n}`)
+  await waitFor(() => mesh.decisions.length >= n, 5000, `decision line ${n}`)
   return mesh.decisions[n - 1]!
 }
 
@@ -166,7 +167,7 @@ t.test('the app down gives UNAVAILABLE with the request id, not a dropped connec
 
   // A call in flight when the app goes away.
   const inFlight = rejection(client.bidi([{ text: 'x', n: 1 }]))
-  await eventually(() => app.calls.length === 2, 5000, 'the bidi call to reach the app')
+  await waitFor(() => app.calls.length === 2, 5000, 'the bidi call to reach the app')
   app.stop()
   const mid = await inFlight
   t.equal(mid.code, grpc.status.UNAVAILABLE, `in flight: ${mid.code} ${mid.details}`)

@@ -2,8 +2,9 @@ import t from 'tap'
 import { connect as tcpConnect, type Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { startMesh, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { clientTls, openTls, responseReader, msUntilClosed, tlsAttempt, scrapeMetrics, metricValue, statusOf } from './helpers/inbound-probe.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // Inbound timeouts and limits, each set small: a slow or idle or greedy client loses its connection
 // on time, and an oversized request never reaches the app. Timing bounds are generous on purpose
@@ -42,7 +43,7 @@ t.test('slowloris: headers trickled byte by byte are cut off after headersTimeou
   // Whether a request the parser never finished gets a (deny) decision line is the decision log's
   // business; here it only must not have been allowed.
   t.same(mesh.decisions.filter(d => d.decision !== 'deny'), [], 'nothing was allowed')
-  await eventually(() => mesh.logs.some(l => l.event === 'http.rejected'), 3000, 'an http.rejected log line')
+  await waitFor(() => mesh.logs.some(l => l.event === 'http.rejected'), 3000, 'an http.rejected log line')
   t.match(mesh.logs.find(l => l.event === 'http.rejected'), { code: 'ERR_HTTP_REQUEST_TIMEOUT', caller: CALLER }, 'logged as a request timeout from the authenticated caller')
   t.equal(metricValue(await scrapeMetrics(mesh), 'gatehouse_requests_rejected_total', { reason: 'ERR_HTTP_REQUEST_TIMEOUT' }), 1, 'counted')
 })
@@ -60,7 +61,7 @@ t.test('handshake timeout: a TCP connection that never starts TLS is closed afte
   t.ok(ms >= handshakeTimeoutMs - 100, `closed once the handshake deadline had passed (${Math.round(ms)} ms)`)
   t.ok(ms < handshakeTimeoutMs + SLACK_MS, 'closed within handshakeTimeout + slack')
   t.equal(received, 0, 'the server sent nothing')
-  await eventually(() => mesh.logs.some(l => l.event === 'tls.refused'), 3000, 'a tls.refused log line')
+  await waitFor(() => mesh.logs.some(l => l.event === 'tls.refused'), 3000, 'a tls.refused log line')
   t.match(mesh.logs.find(l => l.event === 'tls.refused'), { level: 40, reason: 'handshake-timeout' }, 'logged as a handshake timeout')
   const text = await scrapeMetrics(mesh)
   t.equal(metricValue(text, 'gatehouse_tls_handshake_failures_total', { reason: 'handshake-timeout' }), 1, 'counted as handshake-timeout')
@@ -85,7 +86,7 @@ t.test('slow body: a request whose body trickles in is cut off after requestTime
   t.equal(mesh.app.seen.length, 0, 'the app never received a complete request')
   // The headers were complete, so the request was authorized and streamed to the app; its one
   // decision line ends with the request timeout that cut it off.
-  await eventually(() => mesh.decisions.length === 1, 3000, 'a decision line')
+  await waitFor(() => mesh.decisions.length === 1, 3000, 'a decision line')
   t.match(mesh.decisions[0], { decision: 'allow', path: '/upload', status: 408, error: 'ERR_HTTP_REQUEST_TIMEOUT' }, 'decision line records the timed-out request')
 })
 
@@ -122,7 +123,7 @@ t.test('a header bigger than maxHeaderSize gets 431 and never reaches the app', 
   t.same(mesh.app.seen.map(s => s.url), ['/small'], 'the oversized request never reached the app')
   t.same(mesh.decisions.filter(d => d.decision === 'allow').map(d => d.path), ['/small'], 'only the small request was allowed')
   t.same(mesh.decisions.filter(d => d.decision !== 'allow').map(d => d.status).filter(s => s !== 431), [], 'any other decision line is the 431 refusal')
-  await eventually(() => mesh.logs.some(l => l.event === 'http.rejected'), 3000, 'an http.rejected log line')
+  await waitFor(() => mesh.logs.some(l => l.event === 'http.rejected'), 3000, 'an http.rejected log line')
   t.match(mesh.logs.find(l => l.event === 'http.rejected'), { code: 'HPE_HEADER_OVERFLOW', caller: CALLER })
   t.equal(metricValue(await scrapeMetrics(mesh), 'gatehouse_requests_rejected_total', { reason: 'HPE_HEADER_OVERFLOW' }), 1, 'counted')
 })
@@ -147,7 +148,7 @@ t.test('maxConnections: with two connections open, a third is refused; once one 
   held.shift()!.destroy()
   const server = mesh.sidecar.inbound.server
   const count = async (): Promise<number> => await new Promise<number>((resolve, reject) => { server.getConnections((err, n) => { if (err !== null) reject(err); else resolve(n) }) })
-  await eventually(async () => await count() === 1, 3000, 'the server to see the closed connection')
+  await waitFor(async () => await count() === 1, 3000, 'the server to see the closed connection')
   const fourth = await tlsAttempt(clientTls(mesh), `GET /d HTTP/1.1\r\nhost: gatehouse.test\r\nconnection: close\r\n\r\n`)
   t.equal(statusOf(fourth.response), 200, 'a new connection is served once there is room')
   t.same(mesh.app.seen.map(s => s.url), ['/a', '/b', '/d'])
@@ -162,10 +163,10 @@ t.test('client gone before the app answers: the request to the app is aborted, a
   t.teardown(() => { socket.destroy() })
   socket.on('error', () => {})
   socket.write(GET('/never-answers'))
-  await eventually(() => appGot === 1, 5000, 'the app to receive the request')
+  await waitFor(() => appGot === 1, 5000, 'the app to receive the request')
   t.equal(appClosed, 0, 'the app\'s request is open while the client waits')
   socket.destroy()
-  await eventually(() => appClosed === 1, 5000, 'the sidecar to abort the request to the app')
-  await eventually(() => mesh.decisions.length === 1, 3000, 'a decision line')
+  await waitFor(() => appClosed === 1, 5000, 'the sidecar to abort the request to the app')
+  await waitFor(() => mesh.decisions.length === 1, 3000, 'a decision line')
   t.match(mesh.decisions[0], { decision: 'allow', path: '/never-answers', status: 499, error: 'client-gone' }, 'recorded as abandoned by the client (499)')
 })

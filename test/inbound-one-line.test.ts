@@ -1,7 +1,8 @@
 import t from 'tap'
-import { startMesh, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { connectRaw, headerValues, parseResponses, rawExchange, sleep } from './helpers/raw-tls.ts'
 import { DENIED_DRAIN_BYTES, DENIED_DRAIN_MS } from '../src/proxy/inbound-h1.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // Issue 13.3 and 13.5: every request gets exactly one decision line with one final status, whatever
 // ends it (a CONNECT, a body that fails to parse after authorization, a request line without an
@@ -19,7 +20,7 @@ t.test('an inbound CONNECT is answered 405 with one decision line', async t => {
   const ex = await rawExchange(mesh, 'CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n')
   t.equal(parseResponses(ex.response)[0]?.status, 405)
   t.ok(ex.serverClosed, 'the connection is closed')
-  await eventually(() => mesh.decisions.length === 1, 5000, 'a decision line')
+  await waitFor(() => mesh.decisions.length === 1, 5000, 'a decision line')
   t.match(mesh.decisions[0], { decision: 'deny', method: 'CONNECT', rawPath: 'db.internal:5432', status: 405, error: 'connect-not-supported', caller: 'spiffe://example.org/ns/client/sa/caller' })
   t.equal(mesh.app.seen.length, 0, 'nothing reached the app')
 })
@@ -30,7 +31,7 @@ t.test('a request line without HTTP/1.x is refused with 400 and one decision lin
     const ex = await rawExchange(mesh, `${line}\r\nHost: a\r\n\r\n`)
     t.equal(parseResponses(ex.response)[0]?.status, 400, `${JSON.stringify(line)} -> 400`)
   }
-  await eventually(() => mesh.decisions.length === 3, 5000, 'three decision lines')
+  await waitFor(() => mesh.decisions.length === 3, 5000, 'three decision lines')
   t.same(mesh.decisions.map(d => [d.status, d.decision]), [[400, 'deny'], [400, 'deny'], [400, 'deny']])
   t.equal(mesh.app.seen.length, 0, 'nothing reached the app')
 })
@@ -39,7 +40,7 @@ t.test('a body that fails to parse after authorization: one line, status 400, no
   const mesh = await startMesh(t, { policy: POLICY })
   const ex = await rawExchange(mesh, 'POST /public/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n')
   t.equal(parseResponses(ex.response)[0]?.status, 400, 'the client gets 400')
-  await eventually(() => mesh.decisions.length >= 1, 5000, 'a decision line')
+  await waitFor(() => mesh.decisions.length >= 1, 5000, 'a decision line')
   await sleep(300) // a second line, if any, would be written when the aborted forward ends
   t.equal(mesh.decisions.length, 1, 'exactly one decision line')
   t.match(mesh.decisions[0], { decision: 'allow', path: '/public/upload', status: 400, error: /^HPE_/ })
@@ -72,6 +73,6 @@ t.test(`a denied request's body: up to ${DENIED_DRAIN_BYTES} bytes drained on a 
   const [res] = parseResponses(received)
   t.equal(res?.status, 403, 'the client got its 403')
   t.same(headerValues(res!, 'connection'), ['close'], 'marked connection: close')
-  await eventually(() => mesh.decisions.length === 3, 5000, 'one line per request')
+  await waitFor(() => mesh.decisions.length === 3, 5000, 'one line per request')
   t.same(mesh.decisions.map(d => d.status), [403, 200, 403])
 })

@@ -3,9 +3,11 @@ import { appendFileSync, writeFileSync, renameSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { startMesh, Pki as MeshPki, tempDir, eventually, type Mesh } from './helpers/mesh.ts'
+import { startMesh, Pki as MeshPki, type Mesh } from './helpers/mesh.ts'
 import { policyRevision } from '../src/policy/load.ts'
 import { clientTls, openTls, responseReader, tlsAttempt, scrapeMetrics, metricValue, statusOf } from './helpers/inbound-probe.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Static identity, trust bundle and policy files are reloaded while the sidecar serves: a good new
 // file takes effect for new connections without dropping open ones, a bad one is logged, counted and
@@ -51,7 +53,7 @@ t.test('a new identity is picked up from the cert/key files; open connections ke
   // renames may see a mismatched pair and reject it; the next poll sees the complete pair.
   replaceFile(mesh.server.key, fresh.keyPem)
   replaceFile(mesh.server.cert, fresh.chainPem)
-  await eventually(() => serverSerial(mesh) === newSerial, 5000, 'the new certificate to be loaded')
+  await waitFor(() => serverSerial(mesh) === newSerial, 5000, 'the new certificate to be loaded')
   t.pass('new serial loaded')
   t.equal(mesh.sidecar.credentials.current!.id.toString(), `spiffe://example.org${SERVER_PATH}`, 'same identity')
   t.ok(mesh.logs.some(l => l.event === 'identity.loaded' && l.serial === newSerial), 'identity.loaded logged with the new serial')
@@ -94,7 +96,7 @@ t.test('a broken cert file is rejected: the old identity stays, requests keep wo
   for (const c of cases) {
     n++
     c.write()
-    await eventually(async () => await reloads(mesh, { what: 'identity', result: 'invalid' }) >= n, 5000, `the ${c.what} file to be rejected`)
+    await waitFor(async () => await reloads(mesh, { what: 'identity', result: 'invalid' }) >= n, 5000, `the ${c.what} file to be rejected`)
     t.equal(serverSerial(mesh), oldSerial, `${c.what}: the old identity stays`)
     t.ok(mesh.logs.some(l => l.event === 'identity.reload_failed' && l.level === 50 && c.reason.test(String(l.reason))), `${c.what}: identity.reload_failed logged (${c.reason})`)
     const attempt = await tlsAttempt(clientTls(mesh), CLOSE(`/after-${n}`))
@@ -114,10 +116,10 @@ t.test('bundle rotation: a second root in the bundle file lets its clients in; a
 
   const before = await tlsAttempt(clientTls(mesh, stranger), CLOSE('/before'))
   t.equal(before.response, '', 'a client of the second CA is refused before the rotation')
-  await eventually(async () => await refusedAs('unknown-ca') === 1, 3000, 'the unknown-ca refusal to be counted')
+  await waitFor(async () => await refusedAs('unknown-ca') === 1, 3000, 'the unknown-ca refusal to be counted')
 
   replaceFile(bundleFile, mesh.pki.ca.bundlePem + second.ca.bundlePem)
-  await eventually(() => mesh.sidecar.credentials.bundle?.authoritiesFor('example.org').length === 2, 5000, 'the two-root bundle to be loaded')
+  await waitFor(() => mesh.sidecar.credentials.bundle?.authoritiesFor('example.org').length === 2, 5000, 'the two-root bundle to be loaded')
   t.pass('two roots for example.org')
   t.equal(await reloads(mesh, { what: 'bundle', result: 'success' }), 1, 'bundle reload counted')
   t.ok(mesh.logs.some(l => l.event === 'bundle.loaded'), 'bundle.loaded logged')
@@ -128,7 +130,7 @@ t.test('bundle rotation: a second root in the bundle file lets its clients in; a
   t.equal(statusOf(original.response), 200, 'the first CA\'s client still is')
 
   replaceFile(bundleFile, 'garbage\n')
-  await eventually(async () => await reloads(mesh, { what: 'bundle', result: 'invalid' }) === 1, 5000, 'the broken bundle to be rejected')
+  await waitFor(async () => await reloads(mesh, { what: 'bundle', result: 'invalid' }) === 1, 5000, 'the broken bundle to be rejected')
   t.ok(mesh.logs.some(l => l.event === 'bundle.reload_failed' && l.level === 50), 'bundle.reload_failed logged')
   t.equal(mesh.sidecar.credentials.bundle?.authoritiesFor('example.org').length, 2, 'the two-root bundle stays')
   const still = await tlsAttempt(clientTls(mesh, stranger), CLOSE('/still'))
@@ -136,15 +138,15 @@ t.test('bundle rotation: a second root in the bundle file lets its clients in; a
 
   // A bundle that no longer holds the root of the sidecar's own certificate would strand it: refused too.
   replaceFile(bundleFile, second.ca.bundlePem)
-  await eventually(async () => await reloads(mesh, { what: 'bundle', result: 'invalid' }) === 2, 5000, 'the bundle without our root to be rejected')
+  await waitFor(async () => await reloads(mesh, { what: 'bundle', result: 'invalid' }) === 2, 5000, 'the bundle without our root to be rejected')
   t.equal(mesh.sidecar.credentials.bundle?.authoritiesFor('example.org').length, 2, 'a bundle that does not verify our own SVID is not installed')
 
   // Rotating the second root out again: its clients are refused.
   replaceFile(bundleFile, mesh.pki.ca.bundlePem)
-  await eventually(() => mesh.sidecar.credentials.bundle?.authoritiesFor('example.org').length === 1, 5000, 'the one-root bundle to be loaded')
+  await waitFor(() => mesh.sidecar.credentials.bundle?.authoritiesFor('example.org').length === 1, 5000, 'the one-root bundle to be loaded')
   const after = await tlsAttempt(clientTls(mesh, stranger), CLOSE('/removed'))
   t.equal(after.response, '', 'once its root is removed, the second CA\'s client is refused again')
-  await eventually(async () => await refusedAs('unknown-ca') === 2, 3000, 'the second unknown-ca refusal to be counted')
+  await waitFor(async () => await refusedAs('unknown-ca') === 2, 3000, 'the second unknown-ca refusal to be counted')
   t.same(mesh.app.seen.map(s => s.url), ['/rotated', '/original', '/still'], 'no refused request reached the app')
 })
 
@@ -163,7 +165,7 @@ deny:
   - name: block-caller
     from: ["${CALLER}"]
 `)
-  await eventually(() => mesh.sidecar.policy.current?.revision !== r1, 5000, 'the deny policy to be loaded')
+  await waitFor(() => mesh.sidecar.policy.current?.revision !== r1, 5000, 'the deny policy to be loaded')
   const r2 = mesh.sidecar.policy.current!.revision
   const denied = await mesh.request('/v1/items')
   t.equal(denied.status, 403, 'the new policy denies')
@@ -173,7 +175,7 @@ deny:
   t.equal(mesh.app.seen.length, 1, 'the denied request never reached the app')
 
   replaceFile(mesh.policyFile, 'version: 1\nrules:\n  - name: broken\n    from: ["not-a-spiffe-id"]\n')
-  await eventually(async () => metricValue(await scrapeMetrics(mesh), 'gatehouse_policy_reloads_total', { result: 'invalid' }) === 1, 5000, 'the invalid policy to be counted')
+  await waitFor(async () => metricValue(await scrapeMetrics(mesh), 'gatehouse_policy_reloads_total', { result: 'invalid' }) === 1, 5000, 'the invalid policy to be counted')
   t.match(mesh.logs.find(l => l.event === 'policy.reload_failed'), { level: 50, code: 'GH_POLICY_INVALID', keptRevision: r2 }, 'rejection logged with the revision kept')
   t.equal(mesh.sidecar.policy.current!.revision, r2, 'the last good policy stays')
   const stillDenied = await mesh.request('/v1/items')
@@ -236,11 +238,11 @@ rules:
     paths: ["/admin/**"]
 `
   writeFileSync(mesh.policyFile, allowAll)
-  await eventually(() => sawFile(mesh, allowAll), 5000, 'a poll to see the half-written file')
+  await waitFor(() => sawFile(mesh, allowAll), 5000, 'a poll to see the half-written file')
   t.equal((await mesh.request('/admin/users')).status, 403, 'between the two writes, /admin is still denied')
   appendFileSync(mesh.policyFile, denyAdmin)
   const final = policyRevision(allowAll + denyAdmin)
-  await eventually(() => mesh.sidecar.policy.current?.revision === final, 5000, 'the complete policy to be applied')
+  await waitFor(() => mesh.sidecar.policy.current?.revision === final, 5000, 'the complete policy to be applied')
   t.same(loadedRevisions(mesh), [start, final], 'the only policies ever applied: the first one and the complete one')
   t.equal((await mesh.request('/admin/users')).status, 403, 'after: /admin is denied by the deny rule')
   t.match(mesh.decisions.at(-1), { decision: 'deny', rule: 'no-admin', policyRevision: final })
@@ -259,11 +261,11 @@ t.test('a policy file that keeps changing is applied once it stops', async t => 
   const N = 4
   for (let n = 1; n <= N; n++) {
     writeFileSync(mesh.policyFile, version(n))
-    await eventually(() => sawFile(mesh, version(n)), 5000, `a poll to see version ${n}`)
+    await waitFor(() => sawFile(mesh, version(n)), 5000, `a poll to see version ${n}`)
     if (n < N) t.equal(mesh.sidecar.policy.current!.revision, start, `version ${n}: still changing, not applied`)
   }
   const last = policyRevision(version(N))
-  await eventually(() => mesh.sidecar.policy.current?.revision === last, 5000, 'the last version to be applied once the file is stable')
+  await waitFor(() => mesh.sidecar.policy.current?.revision === last, 5000, 'the last version to be applied once the file is stable')
   t.same(loadedRevisions(mesh), [start, last], 'none of the versions in between was applied')
   t.ok(mesh.logs.some(l => l.event === 'policy.change_settling' && l.level === 20 && l.revision === last), 'waiting for a change to settle is logged at debug level')
   t.equal((await mesh.request(`/extra/${N}`)).status, 200, 'the last version decides')

@@ -4,9 +4,11 @@ import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { createServer as createTlsServer, type ConnectionOptions, type TLSSocket } from 'node:tls'
 import type { AddressInfo } from 'node:net'
-import { startMesh, Pki as MeshPki, tempDir, eventually, type Mesh, type SvidFiles } from './helpers/mesh.ts'
+import { startMesh, Pki as MeshPki, type Mesh, type SvidFiles } from './helpers/mesh.ts'
 import { createPki, leafExt, type IssuedCert } from './helpers/openssl-pki.ts'
 import { tlsAttempt, clientTls, scrapeMetrics, metricValue, statusOf } from './helpers/inbound-probe.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Inbound TLS refusals: a client whose handshake or identity is not acceptable never gets a request
 // parsed, let alone forwarded. Each refusal is counted by reason category and logged ('tls.refused').
@@ -23,7 +25,7 @@ async function assertRefused (t: T, mesh: Mesh, opts: ConnectionOptions, reason:
   t.equal(attempt.response, '', 'no HTTP response: the request was never parsed')
   t.equal(mesh.app.seen.length, before, 'nothing reached the app')
   t.equal(mesh.decisions.length, 0, 'no decision line: the connection never got as far as a request')
-  await eventually(() => mesh.logs.some(l => l.event === 'tls.refused' && l.reason === reason), 3000, `a tls.refused log line with reason ${reason}`)
+  await waitFor(() => mesh.logs.some(l => l.event === 'tls.refused' && l.reason === reason), 3000, `a tls.refused log line with reason ${reason}`)
   const line = mesh.logs.find(l => l.event === 'tls.refused' && l.reason === reason)
   t.match(line, { level: 40, remote: '127.0.0.1' }, `refusal logged as a warning with reason ${reason}`)
   if (detail !== undefined) t.match(line?.detail, detail, 'the log says which rule refused it')
@@ -97,7 +99,7 @@ t.test('an expired SVID from the mesh CA is refused: expired', async t => {
   t.equal(attempt.response, '', 'no HTTP response after expiry')
   t.equal(mesh.app.seen.length, seen, 'nothing more reached the app')
   t.equal(mesh.decisions.length, decisions, 'no decision line for the refused connection')
-  await eventually(() => mesh.logs.some(l => l.event === 'tls.refused'), 3000, 'a tls.refused log line')
+  await waitFor(() => mesh.logs.some(l => l.event === 'tls.refused'), 3000, 'a tls.refused log line')
   t.match(mesh.logs.find(l => l.event === 'tls.refused'), { reason: 'expired', detail: /expired at/ }, 'logged with reason expired')
   const text = await scrapeMetrics(mesh)
   t.equal(metricValue(text, FAILURES, { reason: 'expired' }), 1, `${FAILURES}{reason="expired"} is 1`)
@@ -169,7 +171,7 @@ t.test('a TLS session resumption attempt never skips verification', async t => {
     t.equal(mesh.app.seen.length, seen, `${version}: nothing reached the app`)
     t.equal(mesh.decisions.length, decisions, `${version}: no decision line`)
   }
-  await eventually(() => mesh.logs.filter(l => l.event === 'tls.refused').length >= 2, 3000, 'two tls.refused lines')
+  await waitFor(() => mesh.logs.filter(l => l.event === 'tls.refused').length >= 2, 3000, 'two tls.refused lines')
   const text = await scrapeMetrics(mesh)
   t.equal(metricValue(text, FAILURES, { reason: 'no-client-certificate' }), 2, 'both bare attempts were refused as presenting no certificate')
   t.equal(metricValue(text, FAILURES, { reason: 'session-resumed' }), 0, 'no session was ever resumed')

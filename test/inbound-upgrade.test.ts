@@ -2,10 +2,12 @@ import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startMesh, eventually, tempDir } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { connectRaw, parseResponses, rawExchange, sleep } from './helpers/raw-tls.ts'
 import { needsTool, startProcess } from './helpers/process.ts'
 import { gatehouse } from './helpers/cli.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Issue 13.1: after a 101 the connection is a tunnel the policy no longer sees, so only protocols on
 // --upgrade-protocols (websocket by default) are relayed, and h2c never: one allowed request must not
@@ -53,7 +55,7 @@ t.test('h2c upgrade to a real h2c-capable app (hypercorn) is refused: no HTTP/2 
   socket.on('data', (c: Buffer) => { received = Buffer.concat([received, c]) })
   const closed = new Promise<void>(resolve => socket.once('close', () => { resolve() }))
   socket.write('GET /public/a HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n')
-  await eventually(() => received.includes('\r\n\r\n'), 5000, 'an answer to the upgrade request')
+  await waitFor(() => received.includes('\r\n\r\n'), 5000, 'an answer to the upgrade request')
   const [res] = parseResponses(received)
   if (res?.status === 101) {
     // The bypass as an attacker runs it: HTTP/2 streams for a denied path through the tunnel.
@@ -66,7 +68,7 @@ t.test('h2c upgrade to a real h2c-capable app (hypercorn) is refused: no HTTP/2 
   await Promise.race([closed, sleep(3000)])
   t.ok(socket.destroyed || socket.readableEnded, 'the sidecar closed the connection')
   t.notOk(hc.output().includes('/admin/secret'), 'hypercorn never saw /admin/secret')
-  await eventually(() => mesh.decisions.length === 2, 5000, 'two decision lines (the plain request, the refused upgrade)')
+  await waitFor(() => mesh.decisions.length === 2, 5000, 'two decision lines (the plain request, the refused upgrade)')
   t.match(mesh.decisions[1], { decision: 'deny', status: 400, path: '/public/a', rule: null, error: 'upgrade-not-allowed' })
   t.match(mesh.decisions[1]!.reason, /upgrade-not-allowed: "h2c"/)
 })
@@ -99,7 +101,7 @@ t.test('Upgrade: only listed protocols are offered to the app, and an app that s
     t.equal(parseResponses(ex.response)[0]?.status, 400, `Upgrade: ${upgrade} -> 400`)
   }
   t.equal(offeredToApp.length, 2, 'refused upgrades never reached the app')
-  await eventually(() => mesh.decisions.length === 5, 5000, 'one decision line per upgrade request')
+  await waitFor(() => mesh.decisions.length === 5, 5000, 'one decision line per upgrade request')
   t.same(mesh.decisions.map(d => d.status), [101, 502, 400, 400, 400])
 })
 

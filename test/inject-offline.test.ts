@@ -4,8 +4,8 @@ import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import { gatehouse } from './helpers/cli.ts'
 import { gatehouseWithInput } from './helpers/cli-stdin.ts'
-import { tempDir } from './helpers/mesh.ts'
 import { podProblems } from './helpers/k8s-pod.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse inject -f FILE|-` on a multi-document manifest: Pods and the pod templates of workloads
 // are injected, everything else comes out as it went in, and the output can be injected again

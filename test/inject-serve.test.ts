@@ -5,10 +5,12 @@ import { join } from 'node:path'
 import { connect, type PeerCertificate } from 'node:tls'
 import { Agent, request } from 'undici'
 import { cliPath } from './helpers/cli.ts'
-import { Pki, tempDir, eventually } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
 import { Issuer } from '../src/ca/issuer.ts'
 import { SpiffeId } from '../src/spiffe/id.ts'
 import { generateKey } from '../src/x509/keys.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse inject serve` as it runs in the cluster: a process with flags, answering AdmissionReviews
 // over HTTPS, picking up a renewed serving certificate (cert-manager) without a restart, logging each
@@ -41,7 +43,7 @@ t.test('inject serve: answers, reloads its certificate, drains on SIGTERM', asyn
   const exited = new Promise<number | null>(resolve => child.on('exit', code => { resolve(code) }))
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
 
-  await eventually(() => lines.some(l => l.event === 'inject.listening'), 10_000, 'the webhook to listen')
+  await waitFor(() => lines.some(l => l.event === 'inject.listening'), 10_000, 'the webhook to listen')
   const port: number = lines.find(l => l.event === 'inject.listening')!.port
   t.match(lines.find(l => l.event === 'inject.listening'), { image: 'gatehouse:test', host: '127.0.0.1' })
 
@@ -54,7 +56,7 @@ t.test('inject serve: answers, reloads its certificate, drains on SIGTERM', asyn
   t.match(body.response, { uid: 'serve-1', allowed: true, patchType: 'JSONPatch' })
   const ops = JSON.parse(Buffer.from(body.response.patch, 'base64').toString('utf8')) as any[]
   t.equal(ops.find(o => o.path === '/spec/initContainers').value[0].image, 'gatehouse:test', 'the --image flag reaches the proxy container')
-  await eventually(() => lines.some(l => l.event === 'inject.decision'), 5000, 'the decision log line')
+  await waitFor(() => lines.some(l => l.event === 'inject.decision'), 5000, 'the decision log line')
   t.match(lines.find(l => l.event === 'inject.decision'), { uid: 'serve-1', namespace: 'shop', pod: 'web', injected: true, reason: 'injected', msg: 'injected' })
 
   const servedSerial = async (): Promise<string> => await new Promise((resolve, reject) => {
@@ -67,7 +69,7 @@ t.test('inject serve: answers, reloads its certificate, drains on SIGTERM', asyn
   })
   t.equal((await servedSerial()).replace(/^0+/, ''), firstSerial.replace(/^0+/, ''), 'serves the certificate from --cert')
   const secondSerial = mint()
-  await eventually(async () => (await servedSerial()).replace(/^0+/, '') === secondSerial.replace(/^0+/, ''), 10_000, 'the renewed certificate to be served')
+  await waitFor(async () => (await servedSerial()).replace(/^0+/, '') === secondSerial.replace(/^0+/, ''), 10_000, 'the renewed certificate to be served')
   t.pass('a renewed certificate is served without a restart')
 
   child.kill('SIGTERM')

@@ -5,7 +5,7 @@ import { stringify } from 'yaml'
 import { readCorpusJson } from './helpers/corpora.ts'
 import { startInjector } from './helpers/injector.ts'
 import { gatehouse } from './helpers/cli.ts'
-import { tempDir } from './helpers/mesh.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Safer injection (issue 20, item 5). The webhook answers with AdmissionReview `warnings` when an
 // injected app may be reachable at the pod IP around its sidecar (src/inject/admission.ts,

@@ -1,10 +1,11 @@
 import t from 'tap'
 import { X509Certificate } from 'node:crypto'
-import { startMesh, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { adminGet, clientTls, tlsAttempt } from './helpers/inbound-probe.ts'
 import { parsePrometheusText, PromParseError, type Family } from './helpers/prom-text.ts'
 import { createProxyMetrics } from '../src/proxy/proxy-metrics.ts'
 import { pemToDers } from '../src/x509/certificate.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // /metrics is valid Prometheus text exposition (checked by a strict parser, itself checked first),
 // with the names and labels the README promises: requests by decision, rule and caller (callers
@@ -57,7 +58,7 @@ t.test('/metrics after traffic: valid exposition with the promised names and lab
   for (let i = 0; i < 3; i++) t.equal((await mesh.request('/items', { method: 'POST', body: 'x' })).status, 403)
   const refused = await tlsAttempt(clientTls(mesh, null))
   t.equal(refused.response, '', 'a client without a certificate is refused')
-  await eventually(() => mesh.rawDecisions.some(l => l.includes('"msg":"checkpoint"')), 5000, 'a checkpoint line')
+  await waitFor(() => mesh.rawDecisions.some(l => l.includes('"msg":"checkpoint"')), 5000, 'a checkpoint line')
 
   const scrape = async (): Promise<Map<string, Family>> => {
     const res = await adminGet(mesh, '/metrics')
@@ -67,7 +68,7 @@ t.test('/metrics after traffic: valid exposition with the promised names and lab
   }
   // Handshake failures and checkpoints are counted asynchronously: scrape until both show.
   let families = await scrape()
-  await eventually(async () => {
+  await waitFor(async () => {
     families = await scrape()
     return (families.get('gatehouse_tls_handshake_failures_total')?.samples.length ?? 0) > 0 &&
       (families.get('gatehouse_decision_log_lines_total')?.samples.some(s => s.labels.kind === 'checkpoint') ?? false)

@@ -4,7 +4,8 @@ import { chmodSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gatehouseAsync } from './helpers/audit-log.ts'
 import type { CliResult } from './helpers/cli.ts'
-import { tempDir, Pki } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Every subcommand run wrong the way a newcomer would: a required flag missing, a file that does not
 // exist, a listen port already taken, an unreadable key, bad YAML. Each must answer with exactly one

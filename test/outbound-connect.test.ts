@@ -4,8 +4,10 @@ import { request as httpRequest, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import { createHash, X509Certificate } from 'node:crypto'
 import { ProxyAgent, request as undiciRequest } from 'undici'
-import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
 import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, startEchoServer, viaProxy, json, openTcp, readAll } from './helpers/outbound-mesh.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // CONNECT opens an opaque tunnel, which would let the app bypass routes and mTLS: the outbound listener
 // refuses it (403 GH_OUTBOUND_CONNECT_REFUSED) except to host:ports listed in allowConnect (a plain TCP
@@ -106,7 +108,7 @@ t.test('clients that reset right after sending CONNECT do not crash the sidecar'
   t.equal(tunnel.status, 200, 'allowed tunnels still work')
   tunnel.socket.destroy()
   t.ok(echo.connections >= echoBefore, `the echo server saw ${echo.connections - echoBefore} tunnel attempts and survived too`)
-  await eventually(() => a.sidecar.outbound!.server.listening, 1000, 'the outbound listener to be up')
+  await waitFor(() => a.sidecar.outbound!.server.listening, 1000, 'the outbound listener to be up')
   t.pass('the outbound listener is still listening')
 })
 
@@ -118,7 +120,7 @@ t.test('CONNECT to a listed host:port tunnels bytes both ways', async t => {
   c.socket.on('data', (d: Buffer) => chunks.push(d))
   const payload = Buffer.from('ping \x00\x01\x02 through the tunnel\n')
   c.socket.write(payload)
-  await eventually(() => Buffer.concat(chunks).length >= payload.length, 5000, 'the echo')
+  await waitFor(() => Buffer.concat(chunks).length >= payload.length, 5000, 'the echo')
   t.same(Buffer.concat([c.head, ...chunks]), payload, 'bytes echo back unchanged')
   c.socket.end()
 
@@ -128,7 +130,7 @@ t.test('CONNECT to a listed host:port tunnels bytes both ways', async t => {
   const got: Buffer[] = []
   raw.on('data', (d: Buffer) => got.push(d))
   raw.on('error', () => {})
-  await eventually(() => Buffer.concat(got).toString('latin1').includes('early-bytes'), 5000, 'the early bytes to echo')
+  await waitFor(() => Buffer.concat(got).toString('latin1').includes('early-bytes'), 5000, 'the early bytes to echo')
   const text = Buffer.concat(got).toString('latin1')
   t.match(text, /^HTTP\/1\.1 200 Connection Established\r\n\r\nearly-bytes$/, 'established, then the early bytes echoed')
   raw.destroy()
@@ -154,7 +156,7 @@ t.test('CONNECT to a routed host:port is read by the sidecar itself: what travel
   const got: Buffer[] = [c.head]
   c.socket.on('data', (d: Buffer) => got.push(d))
   c.socket.write('GET /in-tunnel?x=1 HTTP/1.1\r\nhost: b.internal\r\n\r\n')
-  await eventually(() => complete(Buffer.concat(got).toString('utf8')), 5000, 'the answer inside the tunnel')
+  await waitFor(() => complete(Buffer.concat(got).toString('utf8')), 5000, 'the answer inside the tunnel')
   t.match(Buffer.concat(got).toString('utf8'), /^HTTP\/1\.1 200 /, 'an HTTP answer came back through the tunnel')
   t.equal(bApp.seen.length, appBefore + 1)
   t.equal(bApp.seen.at(-1)!.url, '/in-tunnel?x=1')
@@ -163,7 +165,7 @@ t.test('CONNECT to a routed host:port is read by the sidecar itself: what travel
   // The tunnel is not a way around the routes: a request in it naming another host is judged on that host.
   got.length = 0
   c.socket.write('GET /elsewhere HTTP/1.1\r\nhost: unknown.internal\r\n\r\n')
-  await eventually(() => Buffer.concat(got).toString('utf8').includes('GH_OUTBOUND_UNKNOWN_DESTINATION'), 5000, 'the refusal inside the tunnel')
+  await waitFor(() => Buffer.concat(got).toString('utf8').includes('GH_OUTBOUND_UNKNOWN_DESTINATION'), 5000, 'the refusal inside the tunnel')
   t.match(Buffer.concat(got).toString('utf8'), /^HTTP\/1\.1 403 /, 'an unknown host inside a routed tunnel is refused')
   t.equal(bApp.seen.length, appBefore + 1, 'and sent nowhere')
   c.socket.destroy()
@@ -175,7 +177,7 @@ t.test('CONNECT to a routed host:port is read by the sidecar itself: what travel
   raw.on('data', (d: Buffer) => rawGot.push(d))
   raw.write('CONNECT b.internal:80 HTTP/1.1\r\nhost: b.internal:80\r\n\r\nGET /in-head HTTP/1.1\r\nhost: b.internal\r\n\r\n')
   const established = 'HTTP/1.1 200 Connection Established\r\n\r\n'
-  await eventually(() => { const x = Buffer.concat(rawGot).toString('utf8'); return x.startsWith(established) && complete(x.slice(established.length)) }, 5000, 'the answer to the early request')
+  await waitFor(() => { const x = Buffer.concat(rawGot).toString('utf8'); return x.startsWith(established) && complete(x.slice(established.length)) }, 5000, 'the answer to the early request')
   t.match(Buffer.concat(rawGot).toString('utf8').slice(established.length), /^HTTP\/1\.1 200 /, 'the early request was answered inside the tunnel')
   t.equal(bApp.seen.at(-1)!.url, '/in-head')
   raw.destroy()

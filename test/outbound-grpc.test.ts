@@ -1,9 +1,11 @@
 import t from 'tap'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import { Pki, tempDir, eventually } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, replaceFile } from './helpers/outbound-mesh.ts'
+import { Pki } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload } from './helpers/outbound-mesh.ts'
 import { echoClient, startGrpcApp } from './helpers/grpc-app.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile, tempDir } from './helpers/files.ts'
 
 // A gRPC client configured the usual way (grpc-js with grpc_proxy pointing at its sidecar's outbound
 // port, an insecure channel to `b.internal:80`) reaches a grpc-js app through two sidecars: grpc-js
@@ -40,7 +42,7 @@ t.test('grpc-js through two sidecars: all four call kinds, per-call authorizatio
   // B's owner denies Bidi: the refusal reaches the client as a gRPC status, through both sidecars.
   const revision = lines.at(-1)!.policyRevision as string
   replaceFile(join(dir, 'b-policy.yaml'), `version: 1\nrules:\n  - name: allowed-callers\n    from: ["${CALLER_ID}"]\ndeny:\n  - name: no-bidi\n    from: ["${CALLER_ID}"]\n    paths: ["/gatehouse.test.Echo/Bidi"]\n`)
-  await eventually(() => b.sidecar.policy.current?.revision !== revision, 5000, 'B to load its new policy')
+  await waitFor(() => b.sidecar.policy.current?.revision !== revision, 5000, 'B to load its new policy')
   const denied = await client.bidi([{ text: 'z', n: 1 }]).then(() => undefined, (e: grpc.ServiceError) => e)
   t.equal(denied?.code, grpc.status.PERMISSION_DENIED, 'a denied call is PERMISSION_DENIED at the client')
   const line = b.decisions.at(-1)!

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { Pki, startApp, tempDir } from './helpers/mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
 import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy, json, closedPort, neverAnswer } from './helpers/outbound-mesh.ts'
+import { tempDir } from './helpers/files.ts'
 
 // The outbound call authenticates the destination by SPIFFE ID: a destination that presents another
 // ID, or a certificate from a CA outside the trust bundle, is refused with 502 GH_PEER_IDENTITY before

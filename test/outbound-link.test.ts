@@ -1,7 +1,9 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy, replaceFile } from './helpers/outbound-mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy } from './helpers/outbound-mesh.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile, tempDir } from './helpers/files.ts'
 
 // Sidecar to sidecar, calls travel as streams on one multiplexed HTTP/2 link per destination
 // (mesh-link.ts): a burst on a cold start opens one mTLS connection, not one per request in flight.
@@ -36,12 +38,12 @@ t.test('a burst opens one link; a rotation moves new calls to a new link while c
   t.equal(serialOf('/burst/0'), oldSerial)
   // A call in flight across the rotation.
   const slow = viaProxy(a.outboundPort, 'http://b.internal/slow')
-  await eventually(() => app.seen.some(s => s.url === '/slow'), 2000, 'the slow call to reach the app')
+  await waitFor(() => app.seen.some(s => s.url === '/slow'), 2000, 'the slow call to reach the app')
 
   const next = pki.issue(CALLER_ID, 'a-next')
   replaceFile(a.svid.key, readFileSync(next.key, 'utf8'))
   replaceFile(a.svid.cert, readFileSync(next.cert, 'utf8'))
-  await eventually(() => a.sidecar.credentials.current!.leaf.serialHex !== oldSerial, 10_000, 'A to load its new SVID')
+  await waitFor(() => a.sidecar.credentials.current!.leaf.serialHex !== oldSerial, 10_000, 'A to load its new SVID')
   const newSerial = a.sidecar.credentials.current!.leaf.serialHex
 
   const after = await Promise.all(Array.from({ length: 20 }, async (_, i) => await viaProxy(a.outboundPort, `http://b.internal/after/${i}`)))
@@ -52,6 +54,6 @@ t.test('a burst opens one link; a rotation moves new calls to a new link while c
   const slowAnswer = await slow
   t.equal(slowAnswer.status, 200, 'the call in flight during the rotation finished')
   t.equal(serialOf('/slow'), oldSerial, 'on the old link, with the old SVID')
-  await eventually(async () => await new Promise<number>(resolve => { b.sidecar.inbound.server.getConnections((_e, n) => { resolve(n) }) }) === 1, 5000, 'the old link to close')
+  await waitFor(async () => await new Promise<number>(resolve => { b.sidecar.inbound.server.getConnections((_e, n) => { resolve(n) }) }) === 1, 5000, 'the old link to close')
   t.pass('the old link closed once its last stream was done')
 })

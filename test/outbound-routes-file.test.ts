@@ -1,9 +1,11 @@
 import t from 'tap'
 import { unlinkSync, writeFileSync } from 'node:fs'
-import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
 import { parseRoutes, DEFAULT_INBOUND_PORT } from '../src/proxy/routes.ts'
 import { RoutesInvalidError } from '../src/errors.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, replaceFile, startWorkload, viaProxy, json } from './helpers/outbound-mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy, json } from './helpers/outbound-mesh.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile, tempDir } from './helpers/files.ts'
 
 // The routes file (docs/architecture.md, "Outbound routes"): validated with a file:line:col for every problem, Kubernetes service
 // hosts may name a service account instead of an ID, and a running sidecar picks up a new file
@@ -121,7 +123,7 @@ t.test('a running sidecar follows its routes file; an invalid one keeps the last
 
   // Point b.internal at B2 (another destination with another ID).
   replaceFile(routesFile, routesYaml([{ host: 'b.internal', address: b2.inboundAddress, id: OTHER_ID }]))
-  await eventually(async () => (await viaProxy(proxy, 'http://b.internal/probe')).status === 200 && b2App.seen.length > 0, 5000, 'b.internal to reach B2')
+  await waitFor(async () => (await viaProxy(proxy, 'http://b.internal/probe')).status === 200 && b2App.seen.length > 0, 5000, 'b.internal to reach B2')
   t.equal(xfccBy(b2App), `By=${OTHER_ID}`, 'b.internal now goes to B2, verified as B2\'s ID')
   const seenB = bApp.seen.length
   const moved = await viaProxy(proxy, 'http://b.internal/two')
@@ -133,7 +135,7 @@ t.test('a running sidecar follows its routes file; an invalid one keeps the last
   // An invalid file: logged with file:line:col, last good table kept.
   const failedBefore = a.logs.filter(l => l.event === 'routes.reload_failed').length
   replaceFile(routesFile, route(['  - host: b.internal', '    address: 127.0.0.1', `    id: ${CALLEE_ID}`, '    colour: red']))
-  await eventually(() => a.logs.filter(l => l.event === 'routes.reload_failed').length > failedBefore, 5000, 'routes.reload_failed')
+  await waitFor(() => a.logs.filter(l => l.event === 'routes.reload_failed').length > failedBefore, 5000, 'routes.reload_failed')
   const failed = a.logs.findLast(l => l.event === 'routes.reload_failed')!
   t.equal(failed.code, 'GH_ROUTES_INVALID')
   t.equal(failed.level, 50, 'logged as an error')
@@ -146,12 +148,12 @@ t.test('a running sidecar follows its routes file; an invalid one keeps the last
   // A deleted file is also a failed reload, not an empty table.
   const failedBeforeDelete = a.logs.filter(l => l.event === 'routes.reload_failed').length
   unlinkSync(routesFile)
-  await eventually(() => a.logs.filter(l => l.event === 'routes.reload_failed').length > failedBeforeDelete, 5000, 'routes.reload_failed for the missing file')
+  await waitFor(() => a.logs.filter(l => l.event === 'routes.reload_failed').length > failedBeforeDelete, 5000, 'routes.reload_failed for the missing file')
   t.equal((await viaProxy(proxy, 'http://b.internal/four')).status, 200, 'a missing routes file keeps the last good table')
 
   // Remove the route: b.internal is now unknown; a new host appears.
   writeFileSync(routesFile, routesYaml([{ host: 'c.internal', address: b.inboundAddress, id: CALLEE_ID }]))
-  await eventually(async () => (await viaProxy(proxy, 'http://b.internal/probe')).status === 403, 5000, 'b.internal to be refused')
+  await waitFor(async () => (await viaProxy(proxy, 'http://b.internal/probe')).status === 403, 5000, 'b.internal to be refused')
   const gone = await viaProxy(proxy, 'http://b.internal/five')
   t.equal(gone.status, 403)
   t.match(json(gone), { code: 'GH_OUTBOUND_UNKNOWN_DESTINATION' })

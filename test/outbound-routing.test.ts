@@ -5,8 +5,10 @@ import { createServer, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { PassThrough } from 'node:stream'
 import { ProxyAgent, request as undiciRequest } from 'undici'
-import { Pki, startApp, tempDir, eventually } from './helpers/mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
 import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, startTcpProbe, viaProxy, json } from './helpers/outbound-mesh.ts'
+import { waitFor } from './helpers/wait.ts'
+import { tempDir } from './helpers/files.ts'
 
 // Outbound routing: the app (this test) calls plain http:// URLs through its sidecar A's outbound
 // listener; A looks the host up in its routes file and carries the call over mTLS, presenting A's SVID,
@@ -184,7 +186,7 @@ t.test('no plaintext leaves the sidecar: the destination\'s first bytes are a TL
   const before = probe.firstBytes.length
   const res = await viaProxy(proxy, 'http://plain.internal/secret?token=abc123', { method: 'POST', body: 'password=hunter2' })
   t.equal(res.status, 502, 'a destination that does not speak mTLS gets nothing and the app gets 502')
-  await eventually(() => probe.firstBytes.length > before, 5000, 'the probe to record the first bytes')
+  await waitFor(() => probe.firstBytes.length > before, 5000, 'the probe to record the first bytes')
   const bytes = probe.firstBytes[before]!
   t.equal(bytes[0], 0x16, 'TLS record type: handshake')
   t.equal(bytes[1], 0x03, 'TLS major version 3')

@@ -2,9 +2,10 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { createServer, connect, type TLSSocket } from 'node:tls'
 import type { AddressInfo } from 'node:net'
-import { Pki, tempDir, type SvidFiles } from './helpers/mesh.ts'
+import { Pki, type SvidFiles } from './helpers/mesh.ts'
 import { verifyPeer } from '../src/spiffe/peer.ts'
 import { TrustBundle } from '../src/spiffe/bundle.ts'
+import { tempDir } from './helpers/files.ts'
 
 // verifyPeer remembers a verified leaf per trust bundle, so a peer that reconnects with the same SVID
 // is not re-parsed and re-verified. What a cached answer must never do: outlive the certificate,

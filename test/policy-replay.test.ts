@@ -1,12 +1,13 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
-import { tempDir, Pki } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
 import { gatehouseAsync } from './helpers/audit-log.ts'
 import { writeMeshLogs, tamperOneLine, PAYMENTS, ORDERS, BILLING, CRON, BACKUP, EVIL, TD } from './helpers/decision-logs.ts'
 import { parsePolicy } from '../src/policy/load.ts'
 import { shadowedRules } from '../src/audit/query.ts'
 import type { ReplayReport } from '../src/policy/replay.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse policy replay`, `policy diff --replay` and `audit query --unused-rules` on signed logs
 // of a small mesh: a tightened policy flips exactly the requests it should (exit 3), a widened one

@@ -2,11 +2,12 @@ import t from 'tap'
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
-import { tempDir, Pki } from './helpers/mesh.ts'
+import { Pki } from './helpers/mesh.ts'
 import { gatehouseAsync } from './helpers/audit-log.ts'
 import { writeMeshLogs, tamperOneLine, PAYMENTS, ORDERS, BILLING, CRON, BACKUP, EVIL } from './helpers/decision-logs.ts'
 import { generalizePath, isVariableSegment, PolicySuggester } from '../src/policy/suggest.ts'
 import { parsePolicy } from '../src/policy/load.ts'
+import { tempDir } from './helpers/files.ts'
 
 // `gatehouse policy suggest`: from a verified multi-sidecar log to a policy allowing exactly what
 // was served (allowed, and denied in audit mode), grouped per caller, ids generalized one segment at

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
-import { tempDir } from './helpers/mesh.ts'
 import { gatehouseAsync } from './helpers/audit-log.ts'
 import { policyRevision } from '../src/policy/load.ts'
+import { tempDir } from './helpers/files.ts'
 
 // The service owner's policy tools, run as the real executable: `policy check` (every problem at
 // once, each with line and column; OK and the revision for a good file), `policy explain` (the

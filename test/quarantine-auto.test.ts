@@ -1,8 +1,9 @@
 import t from 'tap'
 import { Agent, ProxyAgent, request } from 'undici'
-import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, sleep, waitFor, type TestCa, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, type TestCa, type CaSidecar } from './helpers/ca-mesh.ts'
 import { readQuarantine } from '../src/ca/quarantine-book.ts'
 import type { Tap } from './helpers/mesh.ts'
+import { sleep, waitFor } from './helpers/wait.ts'
 
 // Quarantine automatically (issue 18): the callee's sidecar sees a caller scanning denied paths (or
 // touching a canary path), reports it to the CA with its decision lines as evidence, and the CA

@@ -1,11 +1,13 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Pki, tempDir, eventually, startApp } from './helpers/mesh.ts'
-import { startWorkload, startEchoServer, openTcp, readAll, replaceFile, viaProxy } from './helpers/outbound-mesh.ts'
+import { Pki, startApp } from './helpers/mesh.ts'
+import { startWorkload, startEchoServer, openTcp, readAll, viaProxy } from './helpers/outbound-mesh.ts'
 import { formatQuarantine, QuarantineList, parseQuarantine } from '../src/quarantine/list.ts'
 import { signQuarantine, verifyQuarantine } from '../src/quarantine/signed.ts'
 import { TrustBundle } from '../src/spiffe/bundle.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile, tempDir } from './helpers/files.ts'
 
 // Quarantine without a CA (--quarantine-file), what a quarantine cuts (a live opaque TCP connection,
 // HTTP requests), and the signed list a sidecar accepts from a CA: only its own trust domain's issuer.
@@ -37,17 +39,17 @@ t.test('--quarantine-file: a live TCP connection is cut, requests are denied by 
   const cut = readAll(live, 10_000)
   writeFileSync(quarantineFile, entry('spiffe://example.org/ns/a/**', 'namespace a is compromised'))
   await cut
-  await eventually(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the TCP close line')
+  await waitFor(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the TCP close line')
   t.match(b.decisions.find(d => d.kind === 'tcp'), { decision: 'allow', closeReason: 'quarantined', bytesIn: 2 })
   const r = await viaProxy(a.outboundPort, 'http://b.internal/x')
   t.equal(r.status, 403)
   t.match(b.decisions.at(-1), { decision: 'deny', rule: 'quarantine', reason: 'quarantined', quarantineReason: 'namespace a is compromised', caller: A })
 
   replaceFile(quarantineFile, 'version: 1\nentries:\n  - id: not-an-id\n')
-  await eventually(() => b.logs.some(l => l.event === 'quarantine.invalid' && l.trigger === 'file-change'), 5000, 'the invalid list to be rejected')
+  await waitFor(() => b.logs.some(l => l.event === 'quarantine.invalid' && l.trigger === 'file-change'), 5000, 'the invalid list to be rejected')
   t.equal((await viaProxy(a.outboundPort, 'http://b.internal/x')).status, 403, 'the last good list still holds')
   replaceFile(quarantineFile, 'version: 1\nentries: []\n')
-  await eventually(async () => (await viaProxy(a.outboundPort, 'http://b.internal/x')).status === 200, 5000, 'release')
+  await waitFor(async () => (await viaProxy(a.outboundPort, 'http://b.internal/x')).status === 200, 5000, 'release')
   t.pass('an empty list releases it')
 })
 

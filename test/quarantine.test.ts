@@ -1,10 +1,11 @@
 import t from 'tap'
 import { Agent, ProxyAgent, request } from 'undici'
-import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, A_ID, sleep, waitFor, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, A_ID, type CaSidecar } from './helpers/ca-mesh.ts'
 import { postSvid } from './helpers/ca-fixture.ts'
 import { editQuarantine } from '../src/ca/quarantine-book.ts'
 import { createCsr } from '../src/x509/csr.ts'
 import { generateKey } from '../src/x509/keys.ts'
+import { sleep, waitFor } from './helpers/wait.ts'
 
 // Quarantine by hand (issue 18) on a CA and three CA-issued sidecars: caller A holds HTTP/2 mesh
 // links (through its own sidecar) and direct HTTP/1.1 keep-alive connections (its SVID, issued

@@ -5,7 +5,9 @@ import { X509Certificate } from 'node:crypto'
 import { rotateRoot } from '../src/ca/root-rotation.ts'
 import { pemToDers } from '../src/x509/certificate.ts'
 import { tlsAttempt, statusOf } from './helpers/inbound-probe.ts'
-import { startCaMesh, startLoad, replaceFile, waitFor, sleep, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startCaMesh, startLoad, type CaSidecar } from './helpers/ca-mesh.ts'
+import { sleep, waitFor } from './helpers/wait.ts'
+import { replaceFile } from './helpers/files.ts'
 
 // Staged root rotation (`gatehouse ca rotate-root`) under constant A -> B load, end to end:
 //   prepare   new root added to the CA bundle; the sidecars learn it from the CA at their next

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { startCaMesh, startLoad, sleep } from './helpers/ca-mesh.ts'
+import { startCaMesh, startLoad } from './helpers/ca-mesh.ts'
+import { sleep } from './helpers/wait.ts'
 
 // Zero-downtime rotation: with a leaf TTL of 3 s both sidecars renew every ~1.5 s, and a constant
 // load of A -> B calls (several concurrent keep-alive loops through A's outbound listener into B's

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { startMesh, eventually } from './helpers/mesh.ts'
+import { startMesh } from './helpers/mesh.ts'
 import { gatehouseAsync } from './helpers/audit-log.ts'
+import { waitFor } from './helpers/wait.ts'
 
 // Shadow rules (`mode: audit` on a rule) are evaluated but not enforced: requests are decided by the
 // enforced rules alone, and each decision line also carries what the policy would have decided with
@@ -37,7 +38,7 @@ t.test('shadow rules are logged beside the enforced decision, never enforced', a
   t.equal(wouldBeAllowed.status, 403, 'a request only a shadow allow rule matches is still denied')
   t.same(mesh.app.seen.map(s => s.url), ['/reports/2024', '/orders/1'], 'the app saw exactly the enforced allows')
 
-  await eventually(() => mesh.decisions.length >= 3, 5000, 'three decision lines')
+  await waitFor(() => mesh.decisions.length >= 3, 5000, 'three decision lines')
   const byId = (id: string): Record<string, any> | undefined => mesh.decisions.find(d => d.requestId === id)
   t.match(byId('shadow-deny'), { decision: 'allow', rule: 'client-all', status: 200, shadowDecision: 'deny', shadowRule: 'no-reports-yet' },
     'enforced allow, shadow deny: decision allow, shadowDecision deny, shadowRule named')
@@ -58,7 +59,7 @@ t.test('a policy without shadow rules adds no shadow fields', async t => {
   const mesh = await startMesh(t, { policy: `version: 1\nrules:\n  - name: client-all\n    from: ["${CLIENT}"]\n    paths: ["/reports/**"]\n` })
   t.equal((await mesh.request('/reports/2024')).status, 200)
   t.equal((await mesh.request('/elsewhere')).status, 403)
-  await eventually(() => mesh.decisions.length >= 2, 5000, 'two decision lines')
+  await waitFor(() => mesh.decisions.length >= 2, 5000, 'two decision lines')
   for (const d of mesh.decisions) {
     t.notOk('shadowDecision' in d, `${String(d.path)}: no shadowDecision field`)
     t.notOk('shadowRule' in d, `${String(d.path)}: no shadowRule field`)

@@ -2,9 +2,11 @@ import t from 'tap'
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Pki, tempDir, eventually, type Tap } from './helpers/mesh.ts'
+import { Pki, type Tap } from './helpers/mesh.ts'
 import { stopOnce, verifyInProcess } from './helpers/audit-log.ts'
-import { startWorkload, startEchoServer, openTcp, readAll, replaceFile, closedPort, viaProxy, type Workload } from './helpers/outbound-mesh.ts'
+import { startWorkload, startEchoServer, openTcp, readAll, closedPort, viaProxy, type Workload } from './helpers/outbound-mesh.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile, tempDir } from './helpers/files.ts'
 
 // Opaque TCP (issue 17) on 127.0.0.1: a caller sidecar's tcp route listener, mTLS with ALPN
 // gatehouse-tcp/1 to the callee's inbound listener, a policy rule with `ports`, and a plain TCP app.
@@ -69,7 +71,7 @@ t.test('an allowed caller reaches the app; half-close works; one admit line at o
   const app = await startCountingApp(t)
   const { b, listenPort } = await startPair(t, { appPort: 6379, appAddress: { host: '127.0.0.1', port: app.port }, policy: tcpPolicy(6379) })
   t.equal(await send(listenPort(), 'PING hello'), 'got 10 bytes', 'the client FIN reached the app, and its reply came back')
-  await eventually(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
+  await waitFor(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
   const admit = b.auditLines.find(l => l.msg === 'admit' && l.kind === 'tcp')!
   t.match(admit, { kind: 'tcp', port: 6379, caller: A, callee: B, decision: 'allow', rule: 'cache-clients', policyRevision: /^sha256:/, peerCertSerial: /^[0-9a-f]+$/ }, 'the open line carries the decision')
   const close = b.decisions.find(d => d.kind === 'tcp')!
@@ -88,14 +90,14 @@ t.test('deny: an unauthorized identity, and HTTP rules never authorize TCP (nor 
   const { b, listenPort } = await startPair(t, { appPort: 5432, appAddress: { host: '127.0.0.1', port: app.port }, policy: httpOnly })
   t.equal(await send(listenPort(), 'SELECT 1'), '', 'the connection is closed without an answer')
   t.equal(app.connections, 0, 'not one byte reached the app: it was never dialled')
-  await eventually(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the deny line')
+  await waitFor(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the deny line')
   t.match(b.decisions.find(d => d.kind === 'tcp'), { decision: 'deny', reason: 'no-matching-rule', rule: null, port: 5432, caller: A })
 
   replaceFile(b.policyFile, tcpPolicy(5432))
-  await eventually(() => b.logs.some(l => l.event === 'policy.loaded' && l.trigger === 'file-change'), 5000, 'the TCP-only policy')
+  await waitFor(() => b.logs.some(l => l.event === 'policy.loaded' && l.trigger === 'file-change'), 5000, 'the TCP-only policy')
   const stranger = await startWorkload(t, pki, dir, { name: 'stranger', id: C, routes: tcpRoutes(b, 5432) })
   t.equal(await send(stranger.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!, 'SELECT 1'), '', 'another identity is refused')
-  await eventually(() => b.decisions.some(d => d.kind === 'tcp' && d.caller === C), 5000, 'the stranger\'s deny line')
+  await waitFor(() => b.decisions.some(d => d.kind === 'tcp' && d.caller === C), 5000, 'the stranger\'s deny line')
   t.equal(app.connections, 0)
 })
 
@@ -105,7 +107,7 @@ t.test('a TCP rule does not authorize HTTP requests', async t => {
   const a = await startWorkload(t, pki, dir, { name: 'a-http', id: A, routes: `version: 1\nroutes:\n  - host: b.internal\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
   const r = await viaProxy(a.outboundPort, 'http://b.internal/x')
   t.equal(r.status, 403, 'HTTP is denied by a policy with only a TCP rule')
-  await eventually(() => b.decisions.length > 0, 5000, 'the deny line')
+  await waitFor(() => b.decisions.length > 0, 5000, 'the deny line')
   t.match(b.decisions[0], { decision: 'deny', reason: 'no-matching-rule', method: 'GET' })
   t.equal(echo.connections, 0)
 })
@@ -120,7 +122,7 @@ t.test('a policy edit cuts a live connection; the close line says why', async t 
   replaceFile(b.policyFile, tcpPolicy(echo.port, [C]))
   await closed
   t.pass('the connection was closed by the sidecar')
-  await eventually(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
+  await waitFor(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
   t.match(b.decisions.find(d => d.kind === 'tcp'), { decision: 'allow', closeReason: 'policy-revoked', bytesIn: 4, bytesOut: 4 })
   t.ok(b.logs.some(l => l.event === 'tcp.revoked' && l.caller === A))
 })
@@ -130,13 +132,13 @@ t.test('idle timeout; an app that is down; backpressure bounds what a slow app m
   const idle = await startPair(t, { appPort: echo.port, appAddress: { host: '127.0.0.1', port: echo.port }, policy: tcpPolicy(echo.port), tcpIdleTimeoutMs: 300 })
   const s = await openTcp(idle.listenPort())
   await readAll(s, 5000)
-  await eventually(() => idle.b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
+  await waitFor(() => idle.b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
   t.match(idle.b.decisions.find(d => d.kind === 'tcp'), { closeReason: 'idle-timeout' })
 
   const down = await closedPort()
   const gone = await startPair(t, { appPort: down, appAddress: { host: '127.0.0.1', port: down }, policy: tcpPolicy(down) })
   t.equal(await send(gone.listenPort(), 'x'), '')
-  await eventually(() => gone.b.decisions.some(d => d.kind === 'tcp'), 5000, 'the line')
+  await waitFor(() => gone.b.decisions.some(d => d.kind === 'tcp'), 5000, 'the line')
   t.match(gone.b.decisions.find(d => d.kind === 'tcp'), { decision: 'allow', closeReason: 'app-unavailable', error: /^upstream-unavailable: ECONNREFUSED/ })
 
   // An app that never reads: the client must be held back, not buffered without bound.
@@ -169,7 +171,7 @@ t.test('routes: tcp and listen are validated; a removed route\'s listener stops 
   live.write('one')
   await new Promise(resolve => live.once('data', resolve))
   replaceFile(a.routesFile!, 'version: 1\nroutes: []\n')
-  await eventually(() => a.logs.some(l => l.event === 'route.listener_closing'), 5000, 'the listener to close')
+  await waitFor(() => a.logs.some(l => l.event === 'route.listener_closing'), 5000, 'the listener to close')
   await t.rejects(openTcp(port), { code: 'ECONNREFUSED' }, 'no new connections')
   live.write('two')
   const echoed = await new Promise<string>(resolve => live.once('data', (c: Buffer) => { resolve(c.toString()) }))
@@ -178,7 +180,7 @@ t.test('routes: tcp and listen are validated; a removed route\'s listener stops 
 
   const bad = `version: 1\nroutes:\n  - host: db.internal\n    protocol: tcp\n    listen: 0.0.0.0:15432\n    address: 10.0.0.9:15006\n    id: ${B}\n  - host: x.internal\n    address: 10.0.0.9:15006\n    id: ${B}\n    port: 80\n`
   replaceFile(a.routesFile!, bad)
-  await eventually(() => a.logs.some(l => l.event === 'routes.reload_failed'), 5000, 'the rejection')
+  await waitFor(() => a.logs.some(l => l.event === 'routes.reload_failed'), 5000, 'the rejection')
   const problems: string[] = a.logs.find(l => l.event === 'routes.reload_failed')!.problems
   t.match(problems.join('\n'), /listen: 0\.0\.0\.0 is not a loopback address/)
   t.match(problems.join('\n'), /routes\[0\]\.port: a tcp route needs the callee's app port/)
@@ -192,7 +194,7 @@ t.test('continuous verification: a live connection does not outlive the caller\'
   s.write('still here')
   await new Promise(resolve => s.once('data', resolve))
   await readAll(s, 10_000)
-  await eventually(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
+  await waitFor(() => b.decisions.some(d => d.kind === 'tcp'), 5000, 'the close line')
   t.match(b.decisions.find(d => d.kind === 'tcp'), { decision: 'allow', closeReason: 'peer-certificate-expired', bytesIn: 10 })
 })
 
@@ -206,7 +208,7 @@ t.test('an http route with listen: plain HTTP to a local port, no HTTP_PROXY', a
   const r = await fetch(`http://127.0.0.1:${port}/v1/orders/7`)
   t.equal(r.status, 200)
   t.equal(await r.text(), 'orders.internal', 'the callee sees the route\'s host, not 127.0.0.1')
-  await eventually(() => b.decisions.length > 0, 5000, 'the decision line')
+  await waitFor(() => b.decisions.length > 0, 5000, 'the decision line')
   t.match(b.decisions[0], { decision: 'allow', method: 'GET', path: '/v1/orders/7', caller: A })
 })
 

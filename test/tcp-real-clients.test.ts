@@ -3,9 +3,11 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { chownSync, existsSync, readdirSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Pki, tempDir, eventually, type Tap } from './helpers/mesh.ts'
-import { startWorkload, closedPort, openTcp, readAll, replaceFile, type Workload } from './helpers/outbound-mesh.ts'
+import { Pki, type Tap } from './helpers/mesh.ts'
+import { startWorkload, closedPort, openTcp, readAll, type Workload } from './helpers/outbound-mesh.ts'
 import { startProcess, needsTool } from './helpers/process.ts'
+import { waitFor } from './helpers/wait.ts'
+import { replaceFile, tempDir } from './helpers/files.ts'
 
 // Opaque TCP with servers and clients nobody here wrote (issue 17): redis-server behind one
 // sidecar, redis-cli / redis-benchmark through another's route listener; postgres behind one, psql
@@ -49,7 +51,7 @@ t.test('redis-server behind a sidecar: redis-cli and redis-benchmark through two
   const stranger = await listen(STRANGER)
   const refused = await run('redis-cli', ['-p', String(stranger), 'GET', 'order:1']).then(r => r.stdout, (e: { stdout?: string, stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`)
   t.notMatch(refused, /paid/, `another identity gets nothing: ${refused.trim()}`)
-  await eventually(() => server.decisions.some(d => d.caller === STRANGER), 5000, 'the stranger\'s deny line')
+  await waitFor(() => server.decisions.some(d => d.caller === STRANGER), 5000, 'the stranger\'s deny line')
   t.match(server.decisions.find(d => d.caller === STRANGER), { kind: 'tcp', decision: 'deny', reason: 'no-matching-rule', port })
 
   // A live connection (a client's pool) speaking RESP; the policy stops allowing it.
@@ -60,7 +62,7 @@ t.test('redis-server behind a sidecar: redis-cli and redis-benchmark through two
   const ended = readAll(live, 10_000)
   replaceFile(server.policyFile, policyFor(port, STRANGER))
   await ended
-  await eventually(() => server.decisions.some(d => d.closeReason === 'policy-revoked'), 5000, 'the close line')
+  await waitFor(() => server.decisions.some(d => d.closeReason === 'policy-revoked'), 5000, 'the close line')
   t.pass('a policy edit cut the live connection, and its close line says policy-revoked')
 })
 
@@ -97,7 +99,7 @@ t.test('postgres behind a sidecar: psql and pgbench through two', { skip: pgMiss
 
   const stranger = await listen(STRANGER)
   await t.rejects(psql('select 1', stranger), 'psql as another identity fails')
-  await eventually(() => server.decisions.some(d => d.caller === STRANGER), 5000, 'the deny line')
+  await waitFor(() => server.decisions.some(d => d.caller === STRANGER), 5000, 'the deny line')
   const closes = server.decisions.filter(d => d.kind === 'tcp' && d.caller === CLIENT)
   t.ok(closes.length >= 4 && closes.every(d => d.closeReason === 'closed' && d.bytesIn > 0 && d.bytesOut > 0), `${closes.length} client connections, each with its close line and bytes both ways`)
 })

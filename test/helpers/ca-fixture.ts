@@ -11,6 +11,7 @@ import type { K8sTokenVerifier } from '../../src/ca/k8s-token.ts'
 import { Attestor } from '../../src/ca/attest.ts'
 import { RateLimiter } from '../../src/ca/rate-limit.ts'
 import { startCaServer, type RunningCaServer } from '../../src/ca/ca-server.ts'
+import { tempDir, type Teardown } from './files.ts'
 
 // A real CA API for tests: a CA initialised in a fresh temp dir, served by startCaServer on
 // 127.0.0.1:<random port> over real HTTPS, wired like `gatehouse ca serve` (join tokens with the
@@ -18,14 +19,7 @@ import { startCaServer, type RunningCaServer } from '../../src/ca/ca-server.ts'
 // log captured in memory so a test can read back the JSON lines.
 
 /** The part of a tap Test the fixtures need (keeps this helper independent of tap's types). */
-export interface Teardown { teardown: (fn: () => unknown) => void }
 
-/** A fresh temp dir, removed at teardown. */
-export function tempDir (t: Teardown, prefix = 'gatehouse-test-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  return dir
-}
 
 /** `gatehouse ca init` in a fresh temp dir (removed at teardown). */
 export function tempCa (t: Teardown, trustDomain = 'example.org'): { dir: string, ca: CaMaterial } {

@@ -16,7 +16,9 @@ import { startCaServer, type RunningCaServer, type CaServerOptions } from '../..
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { generateKey } from '../../src/x509/keys.ts'
 import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
-import { tempDir, startApp, captureLines, TEST_SIDECAR_LIMITS, type App, type Tap } from './mesh.ts'
+import { startApp, captureLines, TEST_SIDECAR_LIMITS, type App, type Tap } from './mesh.ts'
+import { sleep } from './wait.ts'
+import { tempDir } from './files.ts'
 
 // A mesh whose identities all come from a running CA, as in production: a real `ca serve`
 // (startCaServer over HTTPS on 127.0.0.1, short leaf TTL, live reload of its directory, a generous
@@ -35,23 +37,8 @@ export const B_HOST = 'b.internal'
 
 export type LogLine = Record<string, any>
 
-/** Replaces a file in one step (write aside, then rename), so a poll never sees it half-written. */
-export function replaceFile (path: string, content: string, mode = 0o600): void {
-  writeFileSync(`${path}.tmp`, content, { mode })
-  renameSync(`${path}.tmp`, path)
-}
 
-export const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
-/** Waits until `check` is true (polling every 25 ms); throws after `ms`. */
-export async function waitFor (check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms
-  while (Date.now() < deadline) {
-    if (await check()) return
-    await sleep(25)
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-}
 
 // ---------------------------------------------------------------------------------------------
 // The CA

@@ -7,7 +7,8 @@ import { SpiffeId } from '../../src/spiffe/id.ts'
 import { generateKey } from '../../src/x509/keys.ts'
 import { startInjectorServer, type RunningInjector } from '../../src/inject/webhook-server.ts'
 import { DEFAULT_INJECTOR_CONFIG, type InjectorConfig } from '../../src/inject/injector-config.ts'
-import { Pki, tempDir, captureLines, type Tap } from './mesh.ts'
+import { Pki, captureLines, type Tap } from './mesh.ts'
+import { tempDir } from './files.ts'
 
 // The real webhook on 127.0.0.1:<random port> over HTTPS. Its serving certificate comes from the
 // project's own CA (IP SAN 127.0.0.1), and the client verifies it against that CA's bundle, as the

@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFi
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { tempDir, type Tap } from './mesh.ts'
+import { type Tap } from './mesh.ts'
+import { tempDir } from './files.ts'
 
 // Runs the commands a Markdown document shows, so the document cannot rot.
 //   ```sh / ```bash   each command runs and must exit 0; one ending in "&" is a server: it runs in

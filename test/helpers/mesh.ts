@@ -12,6 +12,7 @@ import { Issuer } from '../../src/ca/issuer.ts'
 import { generateKey } from '../../src/x509/keys.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
+import { tempDir } from './files.ts'
 
 // A whole inbound setup on 127.0.0.1 with random ports, all made by the project's own CA:
 // a CA dir, the sidecar's cert/key/bundle files, a policy file, a real HTTP app, the sidecar,
@@ -48,11 +49,6 @@ export class Pki {
   }
 }
 
-export function tempDir (t: Tap, prefix = 'gh-test-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  return dir
-}
 
 export interface SeenRequest { method: string, url: string, headers: IncomingMessage['headers'], body: string }
 
@@ -247,11 +243,3 @@ export async function h2Request (session: ClientHttp2Session, headers: H2Outgoin
 }
 
 /** Waits until `check` is true (polling), failing after `ms`. */
-export async function eventually (check: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms
-  while (Date.now() < deadline) {
-    if (await check()) return
-    await new Promise(resolve => setTimeout(resolve, 25))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}

@@ -29,11 +29,6 @@ export function routesYaml (routes: RouteSpec[]): string {
   return `version: 1\nroutes:\n${items.join('\n')}\n`
 }
 
-/** Replaces a file in one step (write aside, then rename), so a poll never sees it half-written. */
-export function replaceFile (path: string, content: string): void {
-  writeFileSync(`${path}.tmp`, content)
-  renameSync(`${path}.tmp`, path)
-}
 
 export interface Workload {
   name: string
