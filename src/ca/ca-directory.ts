@@ -46,8 +46,21 @@ export interface InitOptions {
 const DAY = 86_400_000
 const SKEW_MS = 60_000
 
-function keyPem (key: KeyObject): string {
+export function keyPem (key: KeyObject): string {
   return key.export({ type: 'pkcs8', format: 'pem' }).toString()
+}
+
+/**
+ * The issuer (intermediate) profile: a CA that may sign leaves only (pathLen 0), signed by the root,
+ * named for the trust domain. `ca init` makes the first one; `ca issuer renew` its successors, whose
+ * common name carries `label` (e.g. the renewal time) so two issuers are told apart by name too.
+ */
+export function buildIssuerCertificate (o: { trustDomain: string, publicKey: KeyObject, rootKey: KeyObject, rootDer: Buffer, notBefore: Date, notAfter: Date, label?: string }): Buffer {
+  return buildCertificate({
+    publicKey: o.publicKey, signerKey: o.rootKey, issuerDer: o.rootDer,
+    subject: { organization: 'Gatehouse', commonName: `Gatehouse issuer CA ${o.trustDomain}${o.label === undefined ? '' : ` ${o.label}`}` },
+    notBefore: o.notBefore, notAfter: o.notAfter, uri: SpiffeId.parse(`spiffe://${o.trustDomain}`).toString(), ca: { pathLen: 0 }
+  })
 }
 
 export function initCa (opts: InitOptions): { files: string[] } {
@@ -70,11 +83,7 @@ export function initCa (opts: InitOptions): { files: string[] } {
     notBefore, notAfter: rootNotAfter, uri: caId, ca: { pathLen: 1 }
   })
   const issuer = generateKey(keyType)
-  const issuerDer = buildCertificate({
-    publicKey: issuer.publicKey, signerKey: root.privateKey, issuerDer: rootDer,
-    subject: { organization: 'Gatehouse', commonName: `Gatehouse issuer CA ${trustDomain}` },
-    notBefore, notAfter: issuerNotAfter, uri: caId, ca: { pathLen: 0 }
-  })
+  const issuerDer = buildIssuerCertificate({ trustDomain, publicKey: issuer.publicKey, rootKey: root.privateKey, rootDer, notBefore, notAfter: issuerNotAfter })
   const tokenKey = generateKey('ec-p256')
 
   const write = (name: string, content: string, mode: number): void => {
