@@ -44,6 +44,10 @@ else { writeFileSync(join(caUnreadable, 'issuer-key.pem'), 'x'); chmodSync(join(
 const caGarbage = join(dir, 'ca-garbage')
 cpSync(caDir, caGarbage, { recursive: true })
 writeFileSync(join(caGarbage, 'issuer-key.pem'), 'not a key\n')
+// A CA directory as it is in the cluster: without the root key (kept offline).
+const caNoRootKey = join(dir, 'ca-no-root-key')
+cpSync(caDir, caNoRootKey, { recursive: true })
+rmSync(join(caNoRootKey, 'root-key.pem'))
 t.teardown(() => {
   // chmod back so tempDir's cleanup can remove them (as non-root).
   if (!asRoot) for (const f of [unreadableKey, join(caUnreadable, 'issuer-key.pem')]) chmodSync(f, 0o600)
@@ -114,6 +118,13 @@ function cases (busyPort: number): Case[] {
     { cmd: 'ca rotate-root', what: '(b) --dir does not exist', args: ['ca', 'rotate-root', '--dir', missingDir, '--step', 'prepare'], status: 1, code: 'GH_CA_MISSING', says: [missingDir, 'check --dir'] },
     { cmd: 'ca rotate-root', what: '(d) CA key holds garbage', args: ['ca', 'rotate-root', '--dir', caGarbage, '--step', 'prepare'], status: 1, code: 'GH_KEY_INVALID', says: ['issuer-key.pem', 'not a PEM private key'] },
     configCase('ca rotate-root'),
+    // ca issuer renew
+    { cmd: 'ca issuer renew', what: '(a) missing --dir', args: ['ca', 'issuer', 'renew'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--dir is required', 'GATEHOUSE_DIR'] },
+    { cmd: 'ca issuer renew', what: '(b) --dir does not exist', args: ['ca', 'issuer', 'renew', '--dir', missingDir], status: 1, code: 'GH_CA_MISSING', says: [missingDir, 'check --dir'] },
+    { cmd: 'ca issuer renew', what: '(b) no root key (run where the CA is served)', args: ['ca', 'issuer', 'renew', '--dir', caNoRootKey], status: 1, code: 'GH_CA_MISSING', says: [join(caNoRootKey, 'root-key.pem'), 'needs the root key', 'run this where the root key is kept'] },
+    { cmd: 'ca issuer renew', what: '(c) the new issuer would outlive the root', args: ['ca', 'issuer', 'renew', '--dir', caDir, '--ttl', '100000d'], status: 1, code: 'GH_ROTATION_REFUSED', says: ['would outlive the root', 'rotate the root first', '--ttl'] },
+    { cmd: 'ca issuer renew', what: '(d) CA key holds garbage', args: ['ca', 'issuer', 'renew', '--dir', caGarbage], status: 1, code: 'GH_KEY_INVALID', says: [join(caGarbage, 'issuer-key.pem'), 'not a PEM private key'] },
+    configCase('ca issuer renew'),
     { cmd: 'ca quarantine add', what: '(a) missing --reason', args: ['ca', 'quarantine', 'add', '--dir', caDir, '--spiffe-id', ID], status: 2, code: 'GH_CONFIG_INVALID', says: ['--reason is required'] },
     { cmd: 'ca quarantine add', what: '(b) --dir does not exist', args: ['ca', 'quarantine', 'add', '--dir', missingDir, '--spiffe-id', ID, '--reason', 'r'], status: 1, code: 'GH_CA_MISSING', says: [missingDir, 'check --dir'] },
     { cmd: 'ca quarantine add', what: '(c) not a SPIFFE ID', args: ['ca', 'quarantine', 'add', '--dir', caDir, '--spiffe-id', 'rogue', '--reason', 'r'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--spiffe-id', 'expected a SPIFFE ID or pattern'] },

@@ -44,7 +44,8 @@ export interface InitOptions {
 }
 
 const DAY = 86_400_000
-const SKEW_MS = 60_000
+/** How far back new CA certificates are dated, for clocks slightly behind ours. */
+export const SKEW_MS = 60_000
 
 export function keyPem (key: KeyObject): string {
   return key.export({ type: 'pkcs8', format: 'pem' }).toString()

@@ -15,6 +15,7 @@ import {
 import type { Logger } from '../log.ts'
 import { FILES, type CaMaterial } from './ca-directory.ts'
 import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { watchFiles } from '../file-watch.ts'
 import type { Issuer } from './issuer.ts'
 import type { Attestor, Attestation } from './attest.ts'
@@ -25,6 +26,7 @@ import { QuarantineBook } from './quarantine-book.ts'
 import { ReportDesk, type ReportDeskOptions } from './reports.ts'
 import { createCaMetrics, caRoute, reportOutcome, type CaMetrics } from './ca-metrics.ts'
 import { startMetricsServer, type MetricsServer } from '../metrics-server.ts'
+import { watchExpiry } from './issuer-renewal.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
@@ -225,18 +227,24 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   }, (req, res) => { void handle(req, res) })
   server.on('tlsClientError', (err) => { logger.debug({ err: err.message }, 'TLS handshake failed') })
 
+  // An issuer or root within 30 days of expiry is logged now and daily (and the expiry gauge shows it).
+  const expiry = watchExpiry(() => ca, logger)
+  // The files as they are now are the baseline: a change made before the first poll (an issuer
+  // renewed right after start) is a change, not the starting state.
+  const caFiles = [FILES.rootCert, FILES.issuerCert, FILES.issuerKey, FILES.bundle].map(f => join(ca.dir, f))
   const watch = opts.reload === undefined
     ? undefined
-    : watchFiles([FILES.rootCert, FILES.issuerCert, FILES.issuerKey, FILES.bundle].map(f => join(ca.dir, f)), opts.reload.intervalMs, () => {
+    : watchFiles(caFiles, opts.reload.intervalMs, () => {
       try {
         ({ ca, issuer } = opts.reload!.load())
         server.setSecureContext(servingContext())
         quarantine.setCa(ca)
+        expiry.check()
         logger.info({ event: 'ca.reloaded', issuerSerial: ca.issuer.serialHex, roots: ca.bundle.authoritiesFor(ca.trustDomain).map(r => r.serialHex) }, 'CA material reloaded')
       } catch (err) {
         logger.error({ event: 'ca.reload_failed', code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, 'CA files changed but cannot be loaded; keeping the current material')
       }
-    })
+    }, { baseline: caFiles.map(f => { try { return readFileSync(f) } catch { return undefined } }) })
   const renew = setInterval(() => {
     try { server.setSecureContext(servingContext()) } catch (err) { logger.error({ err }, 'cannot renew the CA serving certificate; keeping the current one') }
   }, SERVING_TTL_MS / 2)
@@ -251,6 +259,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   let metricsServer: MetricsServer | undefined
   const close = async (): Promise<void> => {
     clearInterval(renew)
+    expiry.stop()
     watch?.stop()
     quarantine.stop()
     server.closeIdleConnections()

@@ -17,6 +17,7 @@ import { callerPatternProblem } from '../policy/patterns.ts'
 import { AUTO_QUARANTINE_MODES, type AutoQuarantineMode } from '../ca/reports.ts'
 import { startCaServer } from '../ca/ca-server.ts'
 import { rotateRoot, type RotationStep } from '../ca/root-rotation.ts'
+import { renewIssuer } from '../ca/issuer-renewal.ts'
 import { generateKey, KEY_TYPES, type KeyType } from '../x509/keys.ts'
 import { verifyCsr } from '../x509/csr.ts'
 import type { Runner } from './runner.ts'
@@ -49,6 +50,10 @@ export const caSchemas = {
     step: { kind: 'enum', values: ['prepare', 'activate', 'retire'], required: true, help: 'prepare (add a new root to the bundle), activate (issue under it), retire (drop the old root)' },
     'leaf-ttl': { kind: 'duration', default: '1h', help: 'leaf lifetime used by ca serve: the minimum wait between steps' },
     force: { kind: 'bool', default: false, help: 'skip the wait between steps (sidecars that have not renewed will refuse new peers)' }
+  },
+  'ca issuer renew': {
+    dir: { kind: 'string', required: true, help: 'CA directory, with root-key.pem (offline: where the root key is kept)' },
+    ttl: { kind: 'duration', default: '365d', help: 'lifetime of the new issuer (must end before the root does)' }
   },
   'ca serve': {
     dir: { kind: 'string', required: true, help: 'CA directory' },
@@ -112,6 +117,18 @@ export const caRotateRoot: Runner = async (argv, io) => {
   const c = loadConfig('ca rotate-root', caSchemas['ca rotate-root'], { argv, maxPositionals: 0 })
   loadCa(c.dir) // a missing or damaged CA is reported as such, before any step starts
   io.out(`${rotateRoot(c.dir, c.step as RotationStep, { leafTtlMs: c.leafTtl, force: c.force })}\n`)
+  return 0
+}
+
+export const caIssuerRenew: Runner = async (argv, io) => {
+  const c = loadConfig('ca issuer renew', caSchemas['ca issuer renew'], { argv, maxPositionals: 0 })
+  const r = renewIssuer(c.dir, { ttlMs: c.ttl })
+  io.out(`new issuer serial ${r.serial}, valid until ${r.notAfter.toISOString()}, signed by the root in ${c.dir}
+  ${join(c.dir, FILES.issuerCert)}
+  ${join(c.dir, FILES.issuerKey)}
+the old issuer (serial ${r.previousSerial}) is kept as ${r.archived}; its leaves stay valid until they expire
+a running 'ca serve' on this directory issues from the new issuer at its next poll (--reload-interval); no sidecar needs anything
+`)
   return 0
 }
 

@@ -3,7 +3,7 @@ import { ConfigInvalidError } from '../errors.ts'
 import { checkReadable, readArg, readBundleArg } from './check.ts'
 import { verifyLog } from '../audit/verify.ts'
 import { readLogRecordBatches, type InputStats } from '../audit/log-input.ts'
-import { CallGraph, toDot, toMermaid } from '../audit/graph.ts'
+import { CallGraph, toDot, toHtml, toMermaid } from '../audit/graph.ts'
 import { parsePolicy, type LoadedPolicy } from '../policy/load.ts'
 import { compilePolicy } from '../policy/compile.ts'
 import { decide } from '../policy/decide.ts'
@@ -44,7 +44,7 @@ export const evidenceSchemas = {
     ...OUTPUT
   },
   'audit graph': {
-    output: { kind: 'enum', values: ['dot', 'mermaid', 'json'], default: 'dot', aliases: ['o', 'format'], help: 'dot (Graphviz), mermaid (Markdown) or json' },
+    output: { kind: 'enum', values: ['dot', 'mermaid', 'json', 'html'], default: 'dot', aliases: ['o', 'format'], help: 'dot (Graphviz), mermaid (Markdown), json, or html: one self-contained page to open in a browser (the graph laid out by cytoscape, inlined; no network access)' },
     ...TRUST
   }
 } as const satisfies Record<string, Schema>
@@ -133,6 +133,6 @@ export const auditGraph: Runner = async (argv, io) => {
   const g = new CallGraph()
   await stream(files, rec => { g.add(rec) })
   const result = g.result()
-  io.out(c.output === 'dot' ? toDot(result) : c.output === 'mermaid' ? toMermaid(result) : formatData('json', { decisions: g.decisions, ...result }))
+  io.out(c.output === 'dot' ? toDot(result) : c.output === 'mermaid' ? toMermaid(result) : c.output === 'html' ? toHtml(result, g.decisions) : formatData('json', { decisions: g.decisions, ...result }))
   return 0
 }
