@@ -2,6 +2,16 @@ import t from 'tap'
 import { existsSync } from 'node:fs'
 import { gatehouse } from './helpers/cli.ts'
 import { tempDir } from './helpers/files.ts'
+import { parsePolicy } from '../src/policy/load.ts'
+
+const PAYMENTS = 'spiffe://demo.local/ns/shop/sa/payments'
+const ORDERS = 'spiffe://demo.local/ns/shop/sa/orders'
+
+/** The policy the demo suggests at its end, from payments' own log (printed indented by three spaces). */
+function suggestedPolicy (stdout: string): string | undefined {
+  const m = /\ngatehouse policy suggest \S+payments-decisions\.log --callee (\S+) --trust-bundle \S+\n((?: {3}.*\n)+)/.exec(stdout)
+  return m?.[1] === PAYMENTS ? m[2]!.replace(/^ {3}/gm, '') : undefined
+}
 
 t.test('gatehouse demo runs end to end: every step as expected, and its decision log verifies', async t => {
   const r = gatehouse(['demo', '--leaf-ttl', '4s'])
@@ -23,6 +33,15 @@ t.test('gatehouse demo runs end to end: every step as expected, and its decision
   t.match(r.stdout, /VERIFIED: \d+ lines, \d+ checkpoints/)
   t.match(r.stdout, /All 8 steps behaved as expected\./)
   t.notMatch(r.stdout, /UNEXPECTED/)
+  // It ends with the least-privilege policy payments' log argues for: it passes `policy check`, and
+  // allows orders exactly what was served (the intruder's and the quarantined calls were denied).
+  const yaml = suggestedPolicy(r.stdout)
+  t.ok(yaml !== undefined, 'the demo prints the suggested policy for payments')
+  t.match(yaml, /^# Suggested by 'gatehouse policy suggest' for spiffe:\/\/demo\.local\/ns\/shop\/sa\/payments\n/)
+  const { policy } = parsePolicy(yaml ?? '', 'suggested.yaml')
+  t.same(policy.rules.map(rule => rule.from), [[ORDERS], [ORDERS]], 'rules for orders only: the intruder was never served')
+  t.same(policy.rules.flatMap(rule => rule.methods ?? []).sort(), ['GET', 'POST'])
+  t.same(policy.rules.flatMap(rule => rule.paths ?? []).sort(), ['/v1/charges', '/v1/refunds/*'], 'the refund id generalized to one segment')
   const dir = /Files: (\S+)/.exec(r.stdout)?.[1]
   t.ok(dir !== undefined && !existsSync(dir), 'without --dir or --keep-running the demo cleans up after itself')
 })

@@ -63,7 +63,7 @@ async function verifiedLogs (files: string[], command: string, c: { trustBundle?
 }
 
 /** Every decision-log record of the files, to `each`, batch by batch (never the whole log in memory). */
-async function stream (files: string[], each: (rec: Record<string, unknown>) => void): Promise<void> {
+export async function stream (files: string[], each: (rec: Record<string, unknown>) => void): Promise<void> {
   const stats: InputStats = { skipped: 0, damaged: [] }
   for await (const batch of readLogRecordBatches(files, stats)) for (const r of batch) each(r.rec)
 }

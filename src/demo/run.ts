@@ -16,6 +16,8 @@ import { SpiffeId } from '../spiffe/id.ts'
 import { generateKey } from '../x509/keys.ts'
 import { startSidecar, type Sidecar } from '../proxy/sidecar.ts'
 import { verifyLog, type VerifyReport } from '../audit/verify.ts'
+import { PolicySuggester } from '../policy/suggest.ts'
+import { stream } from '../cli/evidence.ts'
 import { startOrders, startService } from './apps.ts'
 
 // `gatehouse demo`: a whole mesh in one process on 127.0.0.1 (a CA, orders, payments and inventory, a
@@ -231,6 +233,11 @@ export async function runDemo (o: DemoOptions): Promise<DemoResult> {
     await paymentsSidecar.decisions.checkpoint()
     const verify = await verifyLog([join(dir, 'payments-decisions.log')], ca.bundle)
     say(`gatehouse audit verify ${join(dir, 'payments-decisions.log')} --trust-bundle ${join(dir, 'ca', 'bundle.pem')}\n   ${verify.break === undefined ? `${verify.unverifiedTail === undefined ? 'VERIFIED' : 'INTACT'}: ${verify.lines} lines, ${verify.checkpoints} checkpoints, verified through seq ${verify.verifiedThrough}` : `TAMPERED: ${verify.break.message}`}\n\n`)
+
+    // The least-privilege policy payments' own log argues for (what `gatehouse policy suggest` prints).
+    const suggester = new PolicySuggester({ callee: PAYMENTS })
+    await stream([join(dir, 'payments-decisions.log')], rec => { suggester.add(rec) })
+    say(`gatehouse policy suggest ${join(dir, 'payments-decisions.log')} --callee ${PAYMENTS} --trust-bundle ${join(dir, 'ca', 'bundle.pem')}\n${suggester.yaml().trimEnd().split('\n').map(l => `   ${l}\n`).join('')}\n`)
 
     const kept = o.keepRunning || o.dir !== undefined
     say(`Files: ${dir} (CA, policies, decision logs: payments-decisions.log, orders-decisions.log, inventory-decisions.log, sidecar logs)${kept ? '' : ', removed when the demo ends; use --dir DIR to keep them'}\n`)
