@@ -17,7 +17,7 @@ const README = readFileSync(join(repoRoot, 'README.md'), 'utf8')
 const SKIPPED: Array<[RegExp, string]> = [
   [/^npm ci$/, 'reinstalls node_modules of the checkout these tests run from; .ci/run runs it before npm test'],
   [/^npm test$/, 'the whole suite, this file included; CI runs it'],
-  [/^kubectl /, 'needs a Kubernetes cluster; test/deploy-kustomize.test.ts renders deploy/ and checks the objects']
+  [/^kubectl /, 'needs a Kubernetes cluster; test/deploy-kustomize-*.test.ts render deploy/ and check the objects']
 ]
 
 /** Tools the README uses that a machine may lack: their commands are skipped, saying so, like other tests do. */

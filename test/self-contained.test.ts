@@ -75,7 +75,7 @@ t.test('a fresh clone, alone in its directory, holds everything the tests read',
         if (!named.some(([, n]) => n.endsWith(`/${m[1]!}`))) named.push([f, committed.find(c => c.endsWith(`/${m[1]!}`))?.slice('test/corpora/'.length) ?? `?/${m[1]!}`])
       }
     }
-    for (const e of helper.readCorpusJson<{ go_spiffe_fixtures: Array<{ file: string }> }>('x509-svid', 'x509_svid_checklist.json').go_spiffe_fixtures) named.push(['svid-checklist.test.ts', `x509-svid/${e.file}`])
+    for (const e of helper.readCorpusJson<{ go_spiffe_fixtures: Array<{ file: string }> }>('x509-svid', 'x509_svid_checklist.json').go_spiffe_fixtures) named.push(['svid-checklist-chain.test.ts', `x509-svid/${e.file}`])
     for (const e of helper.readCorpusJson<{ files: Array<{ file: string }> }>('admission-review', 'index.json').files) named.push(['inject-corpus.test.ts', `admission-review/${e.file}`])
     const unresolved = named.filter(([, n]) => !existsSync(join(helper.corporaDir, n)) || !inside(join(helper.corporaDir, n)))
     t.same(unresolved, [], `all ${named.length} names resolve inside the clone`)

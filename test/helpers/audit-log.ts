@@ -2,11 +2,13 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { createHash, createPrivateKey } from 'node:crypto'
 import { execFile } from 'node:child_process'
 import { gatehouse, cliPath, type CliResult } from './cli.ts'
-import type { SvidFiles } from './mesh.ts'
+import { join } from 'node:path'
+import { startMesh, type Mesh, type SvidFiles, type Tap } from './mesh.ts'
+import { tempDir } from './files.ts'
 import { pemToDers } from '../../src/x509/certificate.ts'
 import type { Signer } from '../../src/audit/checkpoint.ts'
 import type { DecisionFields } from '../../src/audit/record.ts'
-import { verifyLog, type VerifyReport } from '../../src/audit/verify.ts'
+import { verifyLog, VERDICT_EXIT, BREAK_VERDICT, type BreakKind, type VerifyReport } from '../../src/audit/verify.ts'
 import { TrustBundle } from '../../src/spiffe/bundle.ts'
 import { canonicalize } from '../../src/audit/line-hash.ts'
 
@@ -115,4 +117,89 @@ export async function gatehouseAsync (args: string[], opts: { env?: NodeJS.Proce
       resolve({ status, stdout, stderr })
     })
   })
+}
+
+/** The assertions expectBreak needs (the subtest's t; kept structural so any tap Test fits). */
+interface Asserts {
+  equal: (found: unknown, wanted: unknown, message: string) => boolean
+  match: (found: unknown, pattern: unknown, message: string) => boolean
+}
+
+/** A real sidecar's decision log to tamper with, and the means to check what verify says of a tampered copy. */
+export interface TamperBench {
+  dir: string
+  mesh: Mesh
+  bundle: string
+  logFile: string
+  /** Requests answered 200 and 403. */
+  allowed: number
+  denied: number
+  /** The log's lines as written, parsed, and the indexes of its checkpoint lines. */
+  raw: string[]
+  recs: LogRecord[]
+  checkpointIdx: number[]
+  /** Writes `lines` to a fresh file in `dir` and returns its path. */
+  tampered: (lines: readonly string[]) => string
+  seqAt: (i: number) => number
+  /** Index of a decision line (matching `pred`) that is followed by a decision line, away from the edges. */
+  decisionIdx: (pred: (r: LogRecord) => boolean, from?: number) => number
+  /**
+   * Verifies a tampered copy and checks the break. The first case of each kind goes through the CLI
+   * (exit status and --format json); further variants call verifyLog, which is what the CLI runs.
+   */
+  expectBreak: (t: Asserts, what: string, lines: readonly string[], kind: string, seq: number | null, message?: RegExp, via?: 'cli' | 'lib') => Promise<void>
+}
+
+/**
+ * A mesh whose server sidecar writes its decision log with a checkpoint every `every` decisions;
+ * `requests` requests from `client` (every third to a denied path), then the sidecar stopped, so the
+ * log ends with the checkpoint written on stop. Enough lines that a rewritten chain runs past what
+ * the genesis cadence allows without a checkpoint.
+ */
+export async function tamperBench (t: Tap, opts: { client: string, requests: number, every: number }): Promise<TamperBench> {
+  const dir = tempDir(t)
+  const logFile = join(dir, 'decisions.log')
+  const mesh = await startMesh(t, {
+    policy: okReadsPolicy(opts.client),
+    sidecar: { decisionLogFile: logFile, decisionLogStdout: false, checkpointEvery: opts.every }
+  })
+  const bundle = mesh.pki.bundleFile
+  let allowed = 0
+  let denied = 0
+  for (let i = 0; i < opts.requests; i++) {
+    const res = await mesh.request(i % 3 === 0 ? `/secret/${i}` : `/ok/${i}`, { headers: { 'x-request-id': `req-${i}` } })
+    if (res.status === 200) allowed++
+    if (res.status === 403) denied++
+  }
+  await stopOnce(mesh.sidecar)
+
+  const raw = readLines(logFile)
+  const recs = raw.map(parse)
+  const checkpointIdx = recs.flatMap((r, i) => r.msg === 'checkpoint' ? [i] : [])
+  let n = 0
+  const tampered = (lines: readonly string[]): string => {
+    const file = join(dir, `tampered-${++n}.log`)
+    writeLines(file, lines)
+    return file
+  }
+  const seqAt = (i: number): number => recs[i]!.seq
+  const decisionIdx = (pred: (r: LogRecord) => boolean, from = 10): number => {
+    const i = recs.findIndex((r, j) => j >= from && r.msg === 'decision' && pred(r) && (recs[j + 1]?.msg === 'decision' || recs[j + 1]?.msg === 'admit'))
+    if (i === -1) throw new Error('no suitable decision line in the log')
+    return i
+  }
+  const expectBreak = async (t: Asserts, what: string, lines: readonly string[], kind: string, seq: number | null, message?: RegExp, via: 'cli' | 'lib' = 'lib'): Promise<void> => {
+    const file = tampered(lines)
+    const { status, report } = via === 'cli' ? verifyJson([file], bundle) : await verifyInProcess([file], bundle)
+    const exit = VERDICT_EXIT[BREAK_VERDICT[kind as BreakKind]]
+    t.equal(status, exit, `${what}: exit ${exit} (${via})`)
+    t.equal(report.ok, false, `${what}: not ok`)
+    t.match(report.break, { kind, seq, file }, `${what}: reported as ${kind} at seq ${String(seq)}`)
+    if (message !== undefined) t.match(report.break?.message, message, `${what}: message ${String(message)}`)
+    if (seq !== null && kind !== 'inserted-or-reordered') {
+      const lineNo = lines.findIndex(l => parse(l).seq === seq) + 1
+      t.equal(report.break?.line, lineNo, `${what}: points at line ${lineNo} of the file`)
+    }
+  }
+  return { dir, mesh, bundle, logFile, allowed, denied, raw, recs, checkpointIdx, tampered, seqAt, decisionIdx, expectBreak }
 }

@@ -1,16 +1,25 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { randomUUID, createPublicKey, type KeyObject } from 'node:crypto'
+import type { Server as HttpServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Agent, request } from 'undici'
+import { SignJWT, generateKeyPair, exportJWK, type JWK, type CryptoKey } from 'jose'
 import { createLogger } from '../../src/log.ts'
 import { initCa, loadCa, FILES, type CaMaterial } from '../../src/ca/ca-directory.ts'
 import { Issuer } from '../../src/ca/issuer.ts'
-import { JoinTokenVerifier, UsedTokenLog } from '../../src/ca/join-token.ts'
-import type { K8sTokenVerifier } from '../../src/ca/k8s-token.ts'
+import { JoinTokenVerifier, UsedTokenLog, mintJoinToken, CA_AUDIENCE } from '../../src/ca/join-token.ts'
+import { K8sTokenVerifier, type JwksSource } from '../../src/ca/k8s-token.ts'
 import { Attestor } from '../../src/ca/attest.ts'
 import { RateLimiter } from '../../src/ca/rate-limit.ts'
 import { startCaServer, type RunningCaServer } from '../../src/ca/ca-server.ts'
+import { createCsr } from '../../src/x509/csr.ts'
+import { generateKey, type KeyType } from '../../src/x509/keys.ts'
+import { parseCertificate, pemToDers, type Certificate } from '../../src/x509/certificate.ts'
+import { SpiffeId } from '../../src/spiffe/id.ts'
 import { tempDir, type Teardown } from './files.ts'
 
 // A real CA API for tests: a CA initialised in a fresh temp dir, served by startCaServer on
@@ -134,4 +143,125 @@ export async function postSvid (f: { url: string, agent: Agent }, opts: { token?
     body: opts.body ?? JSON.stringify({ csr: opts.csr }),
     ...(opts.dispatcher === undefined ? {} : { dispatcher: opts.dispatcher })
   })
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the CA API tests (test/ca-server-*.test.ts) share: the identities they use, keys and CSRs,
+// join tokens, refusals, mTLS agents, and Kubernetes service-account tokens.
+
+export const TD = 'example.org'
+export const VM_ID = SpiffeId.parse(`spiffe://${TD}/vm/billing`)
+export const K8S_ISS = 'https://kubernetes.default.svc.cluster.local'
+export const SA_ID = `spiffe://${TD}/ns/payments/sa/api`
+
+/** The assertion refused() needs (the subtest's t; kept structural so any tap Test fits). */
+export interface Asserts {
+  equal: (found: unknown, wanted: unknown, message: string) => boolean
+  match: (found: unknown, pattern: unknown, message: string) => boolean
+}
+
+export const keyPem = (k: KeyObject): string => k.export({ type: 'pkcs8', format: 'pem' }).toString()
+export const spki = (k: KeyObject): Buffer => (k.type === 'private' ? createPublicKey(k) : k).export({ type: 'spki', format: 'der' })
+
+export function keyAndCsr (type: KeyType = 'ec-p256'): { privateKey: KeyObject, publicKey: KeyObject, csr: string } {
+  const key = generateKey(type)
+  return { ...key, csr: createCsr(key.privateKey) }
+}
+
+export async function joinToken (ca: CaMaterial, opts: { id?: SpiffeId, ttlMs?: number, now?: Date } = {}): Promise<string> {
+  return await mintJoinToken({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, id: opts.id ?? VM_ID, ttlMs: opts.ttlMs ?? 600_000, ...(opts.now === undefined ? {} : { now: opts.now }) })
+}
+
+export function leafOf (chainPem: string): Certificate {
+  const [leaf] = pemToDers(chainPem)
+  if (leaf === undefined) throw new Error('no certificate in chain')
+  return parseCertificate(leaf)
+}
+
+export function openssl (cwd: string, ...args: string[]): void {
+  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] })
+}
+
+/** A refusal: the status, the stable code and (so a case cannot pass for the wrong reason) the message. */
+export function refused (t: Asserts, r: ApiResponse, status: number, code: string, what: string, message?: RegExp): void {
+  t.equal(r.status, status, `${what}: HTTP ${status}`)
+  t.equal(r.json?.error, code, `${what}: ${code}`)
+  if (message !== undefined) t.match(r.json?.message, message, `${what}: ${String(message)}`)
+}
+
+export function b64url (v: unknown): string {
+  return Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
+}
+
+/** An undici Agent presenting `cert` (chain PEM) and `key` as its TLS client certificate, closed at teardown. */
+export function mtlsAgent (t: Teardown, ca: CaMaterial, cert: string, key: KeyObject): Agent {
+  const agent = new Agent({ connect: { ca: ca.bundlePem, cert, key: keyPem(key) } })
+  t.teardown(async () => { await agent.close() })
+  return agent
+}
+
+export async function listen (t: Teardown, server: HttpServer): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => { server.off('error', reject); resolve() })
+  })
+  t.teardown(async () => {
+    server.closeAllConnections()
+    await new Promise<void>(resolve => server.close(() => { resolve() }))
+  })
+  return (server.address() as AddressInfo).port
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes projected service-account tokens, shaped as the kube-apiserver issues them
+
+export interface SaSigner { privateKey: CryptoKey, publicKey: CryptoKey, kid: string, jwk: JWK }
+
+export async function saSigner (kid = `sa-${randomUUID().slice(0, 8)}`): Promise<SaSigner> {
+  const { privateKey, publicKey } = await generateKeyPair('RS256')
+  const jwk = { ...await exportJWK(publicKey), kid, alg: 'RS256', use: 'sig' }
+  return { privateKey, publicKey, kid, jwk }
+}
+
+export const POD = { name: 'api-7d4b9c6f5-xk2lp', uid: randomUUID() }
+
+export function saClaims (over: Record<string, unknown> = {}): Record<string, unknown> {
+  const now = Math.floor(Date.now() / 1000)
+  return {
+    aud: [CA_AUDIENCE],
+    exp: now + 3600,
+    iat: now,
+    nbf: now,
+    iss: K8S_ISS,
+    jti: randomUUID(),
+    'kubernetes.io': {
+      namespace: 'payments',
+      node: { name: 'node-1', uid: randomUUID() },
+      pod: { ...POD },
+      serviceaccount: { name: 'api', uid: randomUUID() }
+    },
+    sub: 'system:serviceaccount:payments:api',
+    ...over
+  }
+}
+
+export async function saToken (signer: SaSigner, opts: { claims?: Record<string, unknown>, header?: Record<string, unknown>, key?: CryptoKey | KeyObject | Uint8Array } = {}): Promise<string> {
+  return await new SignJWT(opts.claims ?? saClaims())
+    .setProtectedHeader({ alg: 'RS256', kid: signer.kid, ...opts.header } as { alg: string })
+    .sign(opts.key ?? signer.privateKey)
+}
+
+/** The same signing key under a kid the JWKS does not list (so only the kid is wrong). */
+export function withUnknownKid (s: SaSigner): SaSigner {
+  return { ...s, kid: 'not-in-the-jwks' }
+}
+
+export function writeJwks (dir: string, ...signers: SaSigner[]): string {
+  const file = join(dir, 'jwks.json')
+  writeFileSync(file, JSON.stringify({ keys: signers.map(s => s.jwk) }))
+  return file
+}
+
+export function k8sVerifier (jwks: JwksSource): K8sTokenVerifier {
+  return new K8sTokenVerifier({ jwks, issuer: K8S_ISS, trustDomain: TD })
 }

@@ -3,7 +3,11 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Test } from 'tap'
 import { pemToDers } from '../../src/x509/certificate.ts'
+import { verifyX509Svid, type VerifiedSvid } from '../../src/spiffe/svid.ts'
+import { TrustBundle, type SpiffeBundleJson } from '../../src/spiffe/bundle.ts'
+import { readCorpusJson } from './corpora.ts'
 
 // Test certificates made by the real `openssl` CLI (OpenSSL 3.0 has no -not_before/-not_after, so
 // validity is "now + days"; tests move verifyX509Svid's `now` for expired / not-yet-valid cases).
@@ -134,4 +138,69 @@ export function createPki (t: { teardown (fn: () => void): void }): Pki {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-pki-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return new Pki(dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The X.509-SVID checklist (test/svid-checklist-*.test.ts): the checklist corpus, a PKI to break
+// rules with (root, intermediate, a rogue root, another trust domain's root), and the checks.
+
+export interface Requirement { id: string, kind: 'negative' | 'positive' | 'both' | 'info' }
+export interface Fixture { file: string, violates: string[], valid: boolean, certs: number, uri_sans: string[] }
+export interface Checklist {
+  requirements: Requirement[]
+  go_spiffe_fixtures: Fixture[]
+  go_spiffe_verify_cases: Array<{ name: string, expected_error: string | null, requirement: string | null }>
+}
+
+export const SVID_ID = 'spiffe://example.org/workload'
+const DAY = 86_400_000
+export const inDays = (days: number): Date => new Date(Date.now() + days * DAY)
+
+/**
+ * The checklist and a fresh PKI for one test file. `rule` runs a subtest named after the requirement
+ * ids it checks and records them in `covered`.
+ */
+export function svidChecklistBench (t: Test) {
+  const checklist = readCorpusJson<Checklist>('x509-svid', 'x509_svid_checklist.json')
+  const pki = createPki(t)
+  const root = pki.root('root')
+  const bundle = TrustBundle.fromPem(root.pem, { defaultTrustDomain: 'example.org' })
+  const int = pki.intermediate('int', root)
+  /** A second authority for example.org that is not in `bundle`. */
+  const rogue = pki.root('rogue')
+  const otherRoot = pki.root('root-other', { ext: caExt({ subjectAltName: 'URI:spiffe://other.org' }) })
+
+  /** A leaf signed by `issuer`: a valid SVID profile with the given extension lines changed. */
+  function leaf (name: string, issuer: IssuedCert, ext: ExtLines = {}, opts: CertOptions = {}): IssuedCert {
+    return pki.issue(name, issuer, { ...opts, ext: leafExt(ext) })
+  }
+
+  const ders = (chain: Array<IssuedCert | Buffer>): Buffer[] => chain.map(c => Buffer.isBuffer(c) ? c : c.der)
+
+  function rejects (t: Test, chain: Array<IssuedCert | Buffer>, reason: string, msg: string, b: TrustBundle = bundle, now?: Date): void {
+    t.throws(() => verifyX509Svid(ders(chain), b, now), { code: 'GH_SVID_INVALID', reason }, `${msg}: rejected (${reason})`)
+  }
+
+  function accepts (t: Test, chain: Array<IssuedCert | Buffer>, id: string, msg: string, b: TrustBundle = bundle, now?: Date): VerifiedSvid | undefined {
+    try {
+      const v = verifyX509Svid(ders(chain), b, now)
+      t.equal(v.id.toString(), id, `${msg}: accepted as ${id}`)
+      return v
+    } catch (err) {
+      t.fail(`${msg}: ${(err as Error).message}`)
+      return undefined
+    }
+  }
+
+  /** A bundle JWK for `c` as it would arrive over the wire (JSON: `undefined` members are absent). */
+  const jwk = (c: IssuedCert, extra: Record<string, unknown> = {}): SpiffeBundleJson['keys'][number] =>
+    JSON.parse(JSON.stringify({ kty: 'EC', use: 'x509-svid', x5c: [c.der.toString('base64')], ...extra }))
+
+  const covered = new Set<string>()
+  function rule (ids: string[], name: string, fn: (t: Test) => void): void {
+    for (const id of ids) covered.add(id)
+    t.test(`${ids.join(', ')}: ${name}`, async t => { fn(t) })
+  }
+
+  return { checklist, pki, root, bundle, int, rogue, otherRoot, leaf, rejects, accepts, jwk, covered, rule }
 }
