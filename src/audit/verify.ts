@@ -4,6 +4,8 @@ import { GENESIS_PREV, type ChainLink } from './record.ts'
 import { verifyCheckpoint } from './checkpoint.ts'
 import { readLogRecordBatches, type InputStats, type LogRecord } from './log-input.ts'
 import { SpiffeId } from '../spiffe/id.ts'
+import { VERDICT_EXIT, SEVERITY, BREAK_VERDICT, type BreakKind, type Break, type ChainReport, type VerifyReport } from './verify-report.ts'
+import { HashWindow } from './hash-window.ts'
 
 // `gatehouse audit verify`: splits the records (log-input.ts reads them from any file, wrapping or
 // mix) into chains, one per sidecar process (`chain`; format-1 logs, which have none, split at each
@@ -25,112 +27,9 @@ import { SpiffeId } from '../spiffe/id.ts'
 // short before that point is a GAP, and an unsigned tail of the old chain (a SIGKILL) is vouched for
 // by the new chain's checkpoints, signed by the same workload.
 
-export type BreakKind = 'not-json' | 'no-genesis' | 'signer-unknown' | 'unsigned' | 'removed' | 'chain-cut' | 'inserted-or-reordered' | 'edited' | 'forged-checkpoint' | 'untrusted-signer' | 'callee-not-signer' | 'missing-checkpoint'
-export type Verdict = 'VERIFIED' | 'TAMPERED' | 'REORDERED' | 'GAP' | 'UNTRUSTED' | 'NOT VERIFIED' | 'UNSIGNED TAIL' | 'NO GENESIS'
-
-/** Exit status of `audit verify` per verdict (2 is a usage error). */
-export const VERDICT_EXIT: Readonly<Record<Verdict, number>> = { VERIFIED: 0, TAMPERED: 1, 'UNSIGNED TAIL': 3, GAP: 4, REORDERED: 5, UNTRUSTED: 6, 'NOT VERIFIED': 7, 'NO GENESIS': 8 }
-/** Most severe first: the verdict of many chains is the worst of theirs. */
-const SEVERITY: readonly Verdict[] = ['TAMPERED', 'REORDERED', 'GAP', 'UNTRUSTED', 'NOT VERIFIED', 'UNSIGNED TAIL', 'NO GENESIS', 'VERIFIED']
-/** The verdict each kind of break gives. */
-export const BREAK_VERDICT: Readonly<Record<BreakKind, Verdict>> = {
-  'not-json': 'TAMPERED',
-  edited: 'TAMPERED',
-  'forged-checkpoint': 'TAMPERED',
-  'callee-not-signer': 'TAMPERED',
-  'missing-checkpoint': 'TAMPERED',
-  'inserted-or-reordered': 'REORDERED',
-  removed: 'GAP',
-  'chain-cut': 'GAP',
-  'untrusted-signer': 'UNTRUSTED',
-  'no-genesis': 'NOT VERIFIED',
-  'signer-unknown': 'NOT VERIFIED',
-  unsigned: 'NOT VERIFIED'
-}
-
-export interface Break { kind: BreakKind, seq: number | null, file: string, line: number, message: string }
-
-export interface ChainReport {
-  /** The chain id (format 2), or "format-1#N" for the Nth chain of an old log. */
-  chain: string
-  format: 1 | 2
-  verdict: Verdict
-  writer: string | null
-  lines: number
-  firstSeq: number
-  lastSeq: number
-  /** The chain's genesis line is present. */
-  genesis: boolean
-  /** Lines from this seq on are proven (1 with the genesis, else the first line present); null if none is. */
-  verifiedFrom: number | null
-  /** Every line up to and including this seq is covered by a valid checkpoint. */
-  verifiedThrough: number
-  checkpoints: number
-  signers: string[]
-  firstCheckpoint?: { seq: number, signer: string, at: string }
-  lastCheckpoint?: { seq: number, at: string }
-  /** What the genesis says this chain follows (a restart), and which chain here follows this one. */
-  follows: ChainLink | null
-  followedBy?: string
-  /** The unsigned tail was vouched for by the chain that followed it (same writer). */
-  tailVouchedBy?: string
-  files: string[]
-  break?: Break
-  unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
-}
-
-export interface VerifyReport {
-  ok: boolean
-  verdict: Verdict
-  exitCode: number
-  // The chain the verdict comes from (the only one, for one sidecar's log), flattened for scripts.
-  lines: number
-  writer: string | null
-  checkpoints: number
-  signers: string[]
-  verifiedThrough: number
-  break?: Break
-  unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
-  chains: ChainReport[]
-  input: { files: string[], records: number, skipped: number, damaged: number }
-}
+export { VERDICT_EXIT, BREAK_VERDICT, type BreakKind, type Verdict, type Break, type ChainReport, type VerifyReport } from './verify-report.ts'
 
 export interface VerifyOptions { slackLines?: number, requireGenesis?: boolean }
-
-/**
- * The hashes of a chain's lines since its last checkpoint, which the next checkpoint may vouch for:
- * consecutive seqs, 32 bytes each in one ring buffer (growing if checkpoints are far apart). A Map of
- * hex strings cost an object per line that lived until the next checkpoint, so millions of lines
- * meant millions of promoted objects and a heap far larger than what is alive.
- */
-class HashWindow {
-  private buf = Buffer.alloc(32 * 256)
-  /** Seqs from..to-1 are held; seq s at slot s % capacity. */
-  private from = 0
-  private to = 0
-  private get capacity (): number { return this.buf.length / 32 }
-
-  /** Adds the hash of `seq`, which follows the last one added (anything else starts the window over). */
-  set (seq: number, hex: string): void {
-    if (seq !== this.to || this.from === this.to) { this.from = seq; this.to = seq }
-    if (this.to - this.from === this.capacity) {
-      const grown = Buffer.alloc(this.buf.length * 2)
-      for (let s = this.from; s < this.to; s++) this.buf.copy(grown, (s % (grown.length / 32)) * 32, (s % this.capacity) * 32, (s % this.capacity) * 32 + 32)
-      this.buf = grown
-    }
-    this.buf.write(hex, (seq % this.capacity) * 32, 32, 'hex')
-    this.to = seq + 1
-  }
-
-  get (seq: number): string | undefined {
-    if (!Number.isInteger(seq) || seq < this.from || seq >= this.to) return undefined
-    const at = (seq % this.capacity) * 32
-    return this.buf.toString('hex', at, at + 32)
-  }
-
-  dropBelow (seq: number): void { this.from = Math.min(Math.max(this.from, seq), this.to) }
-  countAbove (seq: number): number { return Math.max(0, this.to - Math.max(this.from, seq + 1)) }
-}
 
 /** Checkpoint cadence assumed for a chain whose genesis (which states it) is not present. */
 const DEFAULT_CADENCE = 1000
