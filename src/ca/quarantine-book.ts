@@ -7,6 +7,7 @@ import type { SpiffeId } from '../spiffe/id.ts'
 import { parseQuarantine, formatQuarantine, inForce, QuarantineList, type QuarantineEntry } from '../quarantine/list.ts'
 import { signQuarantine, type QuarantineDocument } from '../quarantine/signed.ts'
 import type { CaMaterial } from './ca-directory.ts'
+import { callerOf } from '../policy/decide.ts'
 
 // The CA's side of quarantine (docs/quarantine.md): DIR/quarantine.yaml is the one source (in
 // Kubernetes a ConfigMap every replica mounts; no replica keeps state of its own). The CA watches it,
@@ -48,7 +49,7 @@ export class QuarantineBook {
   }
 
   holds (id: SpiffeId, now = Date.now()): QuarantineEntry | undefined {
-    return this.list.holds({ id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }, now)
+    return this.list.holds(callerOf(id), now)
   }
 
   get current (): QuarantineList { return this.list }

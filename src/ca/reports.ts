@@ -2,7 +2,7 @@ import type { Logger } from '../log.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { ReportRefusedError, RateLimitedError } from '../errors.ts'
 import { compileCallers, type CallerMatcher } from '../policy/compile.ts'
-import { callerMatches } from '../policy/decide.ts'
+import { callerMatches, callerOf } from '../policy/decide.ts'
 import { RateLimiter } from './rate-limit.ts'
 import { editQuarantine, type QuarantineBook } from './quarantine-book.ts'
 
@@ -56,7 +56,7 @@ export class ReportDesk {
       if (subject.toString() === reporter.toString()) throw new ReportRefusedError('a sidecar cannot report its own identity')
       const wait = this.limiter.take(reporter.toString())
       if (wait > 0) throw new RateLimitedError(wait)
-      const caller = { id: subject.toString(), trustDomain: subject.trustDomain, segments: subject.path.split('/').slice(1) }
+      const caller = callerOf(subject)
       if (callerMatches(this.never, caller)) throw new ReportRefusedError(`${subject.toString()} is on --never-quarantine`)
       const outcome = this.decide(subject.toString(), reporter.toString(), report, now)
       log.warn({ event: 'report.received', reporter: reporter.toString(), subject: report.subject, detector: report.detector, detail: report.detail, evidence: report.evidence.length, outcome, mode: this.o.mode }, `quarantine report: ${outcome}`)

@@ -3,7 +3,7 @@ import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError, PolicyInvalidError } from '../errors.ts'
 import { parsePolicy } from '../policy/load.ts'
 import { compilePolicy } from '../policy/compile.ts'
-import { decide, ruleMatches, type RequestFacts } from '../policy/decide.ts'
+import { decide, ruleMatches, callerOf, type RequestFacts } from '../policy/decide.ts'
 import { normalizeTarget } from '../policy/normalize.ts'
 import { SpiffeId } from '../spiffe/id.ts'
 import { readYamlSource, mapGet } from '../yaml-source.ts'
@@ -57,14 +57,14 @@ type Target = { method: string, path: string } | { port: number }
 function evaluate (compiled: ReturnType<typeof compilePolicy>, caller: string, target: Target): Outcome {
   const id = SpiffeId.parse(caller)
   if ('port' in target) {
-    const facts: RequestFacts = { caller: { id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }, method: 'TCP', path: '', segments: [], port: target.port }
+    const facts: RequestFacts = { caller: callerOf(id), method: 'TCP', path: '', segments: [], port: target.port }
     const d = decide(compiled, facts)
     return { outcome: d.decision, rule: d.rule, why: d.reason, facts }
   }
   const { method } = target
   const n = normalizeTarget(target.path)
   if (!n.ok) return { outcome: '400', rule: null, why: `refused before the policy: ${n.reason}` }
-  const facts: RequestFacts = { caller: { id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }, method, path: n.path, segments: n.segments }
+  const facts: RequestFacts = { caller: callerOf(id), method, path: n.path, segments: n.segments }
   const d = decide(compiled, facts)
   return { outcome: d.decision, rule: d.rule, why: d.reason, facts }
 }

@@ -1,8 +1,14 @@
+import type { SpiffeId } from '../spiffe/id.ts'
 import type { CompiledPolicy, CompiledRule, CallerMatcher } from './compile.ts'
 import { matchSegments, exactPathKey } from './patterns.ts'
 
 // A decision is a value. `allowed` is what the proxy does; `decision` is what the policy says
 // (in audit mode a "deny" decision is logged and the request still goes through).
+
+/** A SPIFFE ID as a caller: its path split once, for the segment matchers. */
+export function callerOf (id: SpiffeId): Caller {
+  return { id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }
+}
 
 export interface Caller {
   id: string

@@ -1,6 +1,6 @@
 import { SpiffeId } from '../spiffe/id.ts'
 import type { CompiledPolicy } from './compile.ts'
-import { decide, type RequestFacts } from './decide.ts'
+import { decide, callerOf, type RequestFacts } from './decide.ts'
 import { wasServed } from './suggest.ts'
 
 // `gatehouse policy replay`: what a policy would have done to the traffic a decision log recorded.
@@ -15,7 +15,7 @@ export function factsOf (d: Record<string, unknown>): RequestFacts | undefined {
   if (d.rule === 'quarantine' || !['allow-rule', 'deny-rule', 'no-matching-rule'].includes(String(d.reason))) return undefined
   const id = SpiffeId.tryParse(d.caller)
   if (id === undefined) return undefined
-  const caller = { id: id.toString(), trustDomain: id.trustDomain, segments: id.path.split('/').slice(1) }
+  const caller = callerOf(id)
   if (d.kind === 'tcp' || d.method === 'TCP') return typeof d.port === 'number' ? { caller, method: 'TCP', path: '', segments: [], port: d.port } : undefined
   if (typeof d.path !== 'string' || typeof d.method !== 'string') return undefined
   return { caller, method: d.method, path: d.path, segments: d.path.split('/').filter(s => s !== '') }

@@ -18,6 +18,7 @@ import type { FileWatch } from '../file-watch.ts'
 import { followCaQuarantine, watchQuarantineFile, noQuarantine } from '../quarantine/source.ts'
 import { Detector, type DetectorSettings, type Suspicion } from '../quarantine/detector.ts'
 import { reportSuspicion } from '../quarantine/report.ts'
+import { callerOf } from '../policy/decide.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
 // The CLI builds the options from the config schema; tests call this directly.
@@ -171,7 +172,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   /** Our own identity is quarantined: this sidecar originates nothing. */
   const selfQuarantined = (): string | undefined => {
     const own = credentials.current?.id
-    return own === undefined ? undefined : quarantine.current.holds({ id: own.toString(), trustDomain: own.trustDomain, segments: own.path.split('/').slice(1) })?.reason
+    return own === undefined ? undefined : quarantine.current.holds(callerOf(own))?.reason
   }
 
   const policy = new PolicyStore({ file: o.policyFile, logger, onResult: (result) => { metrics.policyReloads.inc({ result }) } })

@@ -65,8 +65,11 @@ export class Detector {
   observe (fields: DecisionFields, seq: number, chain: string, now = Date.now()): Suspicion | undefined {
     if (fields.kind === 'tcp' || fields.path === null || fields.caller === null) return undefined
     const caller = { id: fields.caller }
+    const canary = this.canaries.length > 0 && this.isCanary(fields.path)
+    // Most lines are allowed requests to ordinary paths: nothing is allocated for them.
+    if (!canary && (fields.decision !== 'deny' || fields.rule === 'quarantine')) return undefined
     const evidence: Evidence = { requestId: fields.requestId, seq, chain, path: fields.path, decision: fields.decision, rule: fields.rule }
-    if (this.canaries.length > 0 && this.isCanary(fields.path) && this.once(caller.id, 'canary', now)) {
+    if (canary && this.once(caller.id, 'canary', now)) {
       return { subject: caller.id, detector: 'canary', detail: `requested canary path ${fields.path}`, evidence: [evidence] }
     }
     if (fields.decision !== 'deny' || fields.rule === 'quarantine') return undefined
