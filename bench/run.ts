@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify,quarantine] [-- --only grpc]
+// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify,evidence,quarantine] [-- --only grpc]
 //   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
 // Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
 // runs every target under the same load generator in one run, then rotation under load and the
@@ -32,6 +32,7 @@ import { renderMarkdown } from './report/markdown.ts'
 import { latencyChart, type LatencyBars } from './report/chart.ts'
 import type { MicroResult, MicroSpec } from './micro-worker.ts'
 import { auditSiemVerify } from './measure/audit.ts'
+import { evidenceTools } from './measure/evidence.ts'
 import { measureQuarantine, formatQuarantine, writeQuarantineResults } from './lib/quarantine.ts'
 
 const quick = process.argv.includes('--quick')
@@ -172,6 +173,20 @@ if (selected('audit-verify')) {
   log(' done\n')
 }
 
+// Issue 19: policy suggest / replay, audit query --unused-rules, audit graph on 5M lines from 50 chains (200k quick).
+let evidence: BenchResults['evidence'] = { skipped: 'not selected (--only)' }
+if (selected('evidence')) {
+  const lines = quick ? 200_000 : 5_000_000
+  log(`least-privilege tools, ${lines.toLocaleString('en-US')} lines from 50 chains:`)
+  try {
+    evidence = await evidenceTools({ lines, chains: 50, runs: quick ? 1 : 3, cli: env.cli }, log)
+  } catch (err) {
+    failed = true
+    evidence = { skipped: `failed: ${(err as Error).message}` }
+  }
+  log(' done\n')
+}
+
 // Issue 18: from `quarantine add` to the last request served at each callee, in this process (bench/lib/quarantine.ts); bench/results/quarantine.json.
 if (selected('quarantine')) {
   log('quarantine propagation:\n')
@@ -197,7 +212,8 @@ const results: BenchResults = {
   rotation,
   micro,
   auditVerify,
-  ratios: computeRatios(targets, rotation, redis.results, auditVerify)
+  evidence,
+  ratios: computeRatios(targets, rotation, redis.results, auditVerify, evidence)
 }
 mkdirSync(resultsDir, { recursive: true })
 const markdown = renderMarkdown(results)

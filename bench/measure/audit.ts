@@ -33,9 +33,9 @@ const benchFields = (callee: string): DecisionFields => ({
 })
 
 /** Writes `lines` decision lines with the sidecar's writer (a checkpoint every 1,000), letting the async checkpoint work land between batches. */
-async function writeChain (log: DecisionLog, fields: DecisionFields, lines: number): Promise<void> {
+export async function writeChain (log: DecisionLog, fields: DecisionFields | ((i: number) => DecisionFields), lines: number): Promise<void> {
   for (let i = 0; i < lines; i++) {
-    log.write(fields)
+    log.write(typeof fields === 'function' ? fields(i) : fields)
     if (i % 1000 === 999) await new Promise(resolve => setImmediate(resolve))
   }
   await log.close()
@@ -156,12 +156,15 @@ export async function auditSiemVerify (spec: AuditSiemSpec, log: (s: string) => 
 const GNU_TIME = existsSync('/usr/bin/time')
 interface VerifyOutput { verdict: string, input: { records: number }, chains: Array<{ verdict: string }> }
 
-async function runCli (cli: string, bundle: string, file: string): Promise<{ run: AuditVerifyRun, report: VerifyOutput }> {
-  const argv = [process.execPath, cli, 'audit', 'verify', '--trust-bundle', bundle, '--trust-domain', TRUST_DOMAIN, '--format', 'json', file]
-  const [cmd, ...args] = GNU_TIME ? ['/usr/bin/time', '-f', 'GH_TIME %e %U %S %M', ...argv] : argv
+/** One CLI run as a child pinned to core 1: wall and CPU seconds, peak RSS, the rest of the machine's load, and what it printed. */
+export interface TimedCli { seconds: number, cpuSeconds: number, peakRssMb: number, otherCorePct: number, exitCode: number | null, stdout: string, stderrTail: string[] }
+
+export async function timedCli (cli: string, args: string[], name: string): Promise<TimedCli> {
+  const argv = [process.execPath, cli, ...args]
+  const [cmd, ...rest] = GNU_TIME ? ['/usr/bin/time', '-f', 'GH_TIME %e %U %S %M', ...argv] : argv
   const busy0 = coreBusySeconds().reduce((a, b) => a + b, 0)
   const t0 = performance.now()
-  const p = start(cmd!, args, { core: 1, stdout: 'pipe', name: 'audit verify' })
+  const p = start(cmd!, rest, { core: 1, stdout: 'pipe', name })
   let out = ''
   p.child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
   let polled = 0
@@ -171,26 +174,32 @@ async function runCli (cli: string, bundle: string, file: string): Promise<{ run
   const wall = (performance.now() - t0) / 1000
   const busy = coreBusySeconds().reduce((a, b) => a + b, 0) - busy0
   const timed = p.stderrTail.map(l => /^GH_TIME (\S+) (\S+) (\S+) (\d+)$/.exec(l)).find(m => m !== null)
-  if (GNU_TIME && timed == null) throw new Error(`audit verify: no GNU time line\n${p.stderrTail.join('\n')}`)
-  let report: VerifyOutput
-  try { report = JSON.parse(out) as VerifyOutput } catch { throw new Error(`audit verify printed no JSON report (exit ${String(p.child.exitCode)}):\n${p.stderrTail.join('\n')}`) }
+  if (GNU_TIME && timed == null) throw new Error(`${name}: no GNU time line\n${p.stderrTail.join('\n')}`)
   const seconds = timed != null ? Number(timed[1]) : wall
   const cpuSeconds = timed != null ? Number(timed[2]) + Number(timed[3]) : NaN
   return {
+    seconds,
+    cpuSeconds,
+    peakRssMb: timed != null ? Number(timed[4]) / 1024 : polled,
+    otherCorePct: Math.max(0, (busy - (Number.isNaN(cpuSeconds) ? 0 : cpuSeconds)) / wall * 100),
+    exitCode: p.child.exitCode,
+    stdout: out,
+    stderrTail: p.stderrTail
+  }
+}
+
+async function runCli (cli: string, bundle: string, file: string): Promise<{ run: AuditVerifyRun, report: VerifyOutput }> {
+  const t = await timedCli(cli, ['audit', 'verify', '--trust-bundle', bundle, '--trust-domain', TRUST_DOMAIN, '--format', 'json', file], 'audit verify')
+  let report: VerifyOutput
+  try { report = JSON.parse(t.stdout) as VerifyOutput } catch { throw new Error(`audit verify printed no JSON report (exit ${String(t.exitCode)}):\n${t.stderrTail.join('\n')}`) }
+  return {
     report,
-    run: {
-      seconds, cpuSeconds,
-      linesPerSecond: report.input.records / seconds,
-      peakRssMb: timed != null ? Number(timed[4]) / 1024 : polled,
-      otherCorePct: Math.max(0, (busy - (Number.isNaN(cpuSeconds) ? 0 : cpuSeconds)) / wall * 100),
-      exitCode: p.child.exitCode,
-      verdict: report.verdict
-    }
+    run: { seconds: t.seconds, cpuSeconds: t.cpuSeconds, linesPerSecond: report.input.records / t.seconds, peakRssMb: t.peakRssMb, otherCorePct: t.otherCorePct, exitCode: t.exitCode, verdict: report.verdict }
   }
 }
 
 /** Merges whole lines of `files` into `out` in a random order (seeded), each file's lines staying in their order. Returns the bytes written. */
-function interleave (files: string[], out: string): number {
+export function interleave (files: string[], out: string): number {
   const CHUNK = 1 << 20
   const srcs = files.map(f => ({ fd: openSync(f, 'r'), lines: [] as Buffer[], at: 0, rest: Buffer.alloc(0), done: false }))
   const fill = (s: typeof srcs[number]): boolean => {

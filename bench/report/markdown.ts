@@ -107,5 +107,14 @@ export function renderMarkdown (r: BenchResults): string {
     x.runs.forEach((run, i) => { L.push(`| ${i + 1} | ${n(run.seconds, 1)} | ${n(run.linesPerSecond)} | ${n(run.cpuSeconds, 1)} | ${n(run.peakRssMb, 1)} | ${n(run.otherCorePct)} |`) })
     L.push('')
   }
+  L.push('## The least-privilege tools on a big log (issue 19)', '')
+  if (r.evidence === undefined || 'skipped' in r.evidence) L.push(`Skipped: ${r.evidence?.skipped ?? 'not run'}`, '')
+  else {
+    const x = r.evidence
+    L.push(`${n(x.chains)} sidecars' decision logs of varied traffic (six callers, REST paths with numeric and UUID ids, gRPC methods, an opaque TCP port, denials, a caller in audit mode), merged line by line in a random order into one ${n(x.bytes / 1048576)} MB file of ${n(x.lines)} lines. Each tool (${x.cli}) run on it with \`--unverified\` (its own pass; verifying first adds the \`audit verify\` pass above) as a child process pinned to core 1, ${x.tools[0]?.runs.length ?? 0} time(s); lines/s is the median run's, peak RSS the highest.`, '')
+    L.push('| tool | arguments | lines/s (median) | peak RSS MB (max) | runs: seconds / other load % of a core |', '|---|---|---:|---:|---|')
+    for (const t of x.tools) L.push(`| ${t.tool} | \`${t.args}\` | ${n(t.linesPerSecond)} | ${n(t.peakRssMb, 1)} | ${t.runs.map(run => `${n(run.seconds, 1)} / ${n(run.otherCorePct)}`).join(', ')} |`)
+    L.push('')
+  }
   return `${L.join('\n')}\n`
 }

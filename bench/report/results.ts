@@ -4,6 +4,7 @@ import type { RotationResult } from '../measure/rotation.ts'
 import type { MicroResult } from '../micro-worker.ts'
 import type { RedisPlan, RedisResult } from '../lib/redis.ts'
 import type { AuditSiemResult } from '../measure/audit.ts'
+import type { EvidenceResult } from '../measure/evidence.ts'
 
 export interface BenchResults {
   date: string
@@ -19,6 +20,8 @@ export interface BenchResults {
   micro: MicroResult | { skipped: string }
   /** `gatehouse audit verify` over many sidecars' chains merged into one file (issue 15). */
   auditVerify: AuditSiemResult | { skipped: string }
+  /** The least-privilege tools on the same kind of log (issue 19). */
+  evidence?: EvidenceResult | { skipped: string }
   ratios: Ratio[]
 }
 
@@ -39,7 +42,7 @@ const noisyThr = (t: TargetResult | undefined): boolean => t !== undefined && t.
 const noisyLat = (t: TargetResult | undefined): boolean => t !== undefined && (t.latency.otherCorePct > NOISY_OTHER_PCT || t.latency.sendLagP99 > 1)
 const noisyHs = (t: TargetResult | undefined): boolean => t?.handshakes !== undefined && t.handshakes.otherCorePct > NOISY_OTHER_PCT
 
-export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = [], auditVerify: BenchResults['auditVerify'] = { skipped: 'not run' }): Ratio[] {
+export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = [], auditVerify: BenchResults['auditVerify'] = { skipped: 'not run' }, evidence: BenchResults['evidence'] = { skipped: 'not run' }): Ratio[] {
   const t = (name: string): TargetResult | undefined => targets.find(x => x.name === name)
   const gh = t('gatehouse')
   const ref = t('node-reference')
@@ -122,5 +125,15 @@ export function computeRatios (targets: TargetResult[], rotation: BenchResults['
   push(`audit verify, lines/s${avWhat}`, v, 'lines/s', '> 150,000 (issue 15)', v === null ? null : v > 150_000, avNoisy)
   v = av?.peakRssMb ?? null
   push(`audit verify, peak RSS${avWhat}`, v, 'MB', '< 150 MB (issue 15)', v === null ? null : v < 150, avNoisy)
+
+  // Issue 19: each least-privilege tool over the same kind of log, over 200k lines/s and under 150 MB.
+  if (evidence !== undefined && 'tools' in evidence) {
+    const what = ` (${evidence.lines.toLocaleString('en-US')} lines, ${evidence.chains} chains interleaved)`
+    for (const tool of evidence.tools) {
+      const noisy = tool.runs.some(x => x.otherCorePct > NOISY_OTHER_PCT)
+      push(`${tool.tool}, lines/s${what}`, tool.linesPerSecond, 'lines/s', '> 200,000 (issue 19)', tool.linesPerSecond > 200_000, noisy)
+      push(`${tool.tool}, peak RSS${what}`, tool.peakRssMb, 'MB', '< 150 MB (issue 19)', tool.peakRssMb < 150, noisy)
+    }
+  }
   return out
 }

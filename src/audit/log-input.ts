@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream'
 // numeric `seq`, a 64-hex `prev` and one of the decision log's own `msg` values; anything else is
 // counted and skipped.
 
-export const RECORD_KINDS: ReadonlySet<string> = new Set(['genesis', 'decision', 'admit', 'checkpoint', 'resumed'])
+export const RECORD_KINDS: ReadonlySet<string> = new Set(['genesis', 'decision', 'admit', 'checkpoint', 'resumed', 'export'])
 
 export interface LogRecord {
   file: string

@@ -45,9 +45,27 @@ export function globToRegExp (glob: string): RegExp {
   return new RegExp(`^${re}$`)
 }
 
-export async function queryLog (files: string[], f: QueryFilters, opts: { keepLines: boolean, onLine?: (d: Record<string, any>) => void, onProgress?: (bytesDone: number, bytesTotal: number) => void }): Promise<QueryResult> {
+/** The filters as one predicate on a decision line (query and export read the same lines the same way). */
+export function lineFilter (f: QueryFilters): (d: Record<string, any>) => boolean {
   const callerRe = f.caller === undefined ? undefined : globToRegExp(f.caller)
   const pathRe = f.path === undefined ? undefined : globToRegExp(f.path)
+  return (d) => {
+    if (d.msg !== 'decision') return false
+    if (f.decision !== undefined && d.decision !== f.decision) return false
+    if (f.rule !== undefined && d.rule !== f.rule) return false
+    if (callerRe !== undefined && !callerRe.test(String(d.caller ?? ''))) return false
+    if (pathRe !== undefined && !pathRe.test(String(d.path ?? d.rawPath ?? ''))) return false
+    if (f.since !== undefined || f.until !== undefined) {
+      const t = new Date(String(d.time))
+      if (f.since !== undefined && t < f.since) return false
+      if (f.until !== undefined && t > f.until) return false
+    }
+    return true
+  }
+}
+
+export async function queryLog (files: string[], f: QueryFilters, opts: { keepLines: boolean, onLine?: (d: Record<string, any>) => void, onProgress?: (bytesDone: number, bytesTotal: number) => void }): Promise<QueryResult> {
+  const matches = lineFilter(f)
   const result: QueryResult = { scanned: 0, matched: 0, lines: [], calls: new Map(), denials: new Map(), rulesHit: new Map(), callersSeen: new Set() }
   const total = files.reduce((n, file) => n + statSync(file).size, 0)
   let done = 0
@@ -60,15 +78,7 @@ export async function queryLog (files: string[], f: QueryFilters, opts: { keepLi
     if (line.rec.msg !== 'decision') continue
     result.scanned++
     const d = line.rec as Record<string, any>
-    if (f.decision !== undefined && d.decision !== f.decision) continue
-    if (f.rule !== undefined && d.rule !== f.rule) continue
-    if (callerRe !== undefined && !callerRe.test(String(d.caller ?? ''))) continue
-    if (pathRe !== undefined && !pathRe.test(String(d.path ?? d.rawPath ?? ''))) continue
-    if (f.since !== undefined || f.until !== undefined) {
-      const t = new Date(String(d.time))
-      if (f.since !== undefined && t < f.since) continue
-      if (f.until !== undefined && t > f.until) continue
-    }
+    if (!matches(d)) continue
     result.matched++
     if (opts.keepLines) result.lines.push(d)
     opts.onLine?.(d)

@@ -55,6 +55,8 @@ export interface ChainReport {
   files: string[]
   break?: Break
   unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
+  /** In an export: its segments of this chain, the lines the query matched, and how many of them a checkpoint covers. */
+  exported?: { segments: number, matches: number, proven: number }
 }
 
 export interface VerifyReport {
@@ -71,4 +73,6 @@ export interface VerifyReport {
   unverifiedTail?: { fromSeq: number, toSeq: number, lines: number }
   chains: ChainReport[]
   input: { files: string[], records: number, skipped: number, damaged: number }
+  /** An export (`audit query --export`): its header (not signed) and the matching lines proven. */
+  export?: { createdAt: string, query: unknown, sources: unknown, matches: number, proven: number }
 }

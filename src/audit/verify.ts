@@ -6,6 +6,10 @@ import { readLogRecordBatches, type InputStats, type LogRecord } from './log-inp
 import { SpiffeId } from '../spiffe/id.ts'
 import { VERDICT_EXIT, SEVERITY, BREAK_VERDICT, type BreakKind, type Break, type ChainReport, type VerifyReport } from './verify-report.ts'
 import { HashWindow } from './hash-window.ts'
+import { EXPORT_FORMAT, EXPORT_MSG, filtersFromHeader, type ExportHeader } from './export.ts'
+import { lineFilter } from './query.ts'
+
+const isRecordObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 // `gatehouse audit verify`: splits the records (log-input.ts reads them from any file, wrapping or
 // mix) into chains, one per sidecar process (`chain`; format-1 logs, which have none, split at each
@@ -31,6 +35,9 @@ export { VERDICT_EXIT, BREAK_VERDICT, type BreakKind, type Verdict, type Break, 
 
 export interface VerifyOptions { slackLines?: number, requireGenesis?: boolean }
 
+/** An export (export.ts): segments of chains, each to be proven by its own last checkpoint; `isMatch` tells the query's lines from context. */
+interface ExportMode { isMatch: (rec: Record<string, unknown>) => boolean }
+
 /** Checkpoint cadence assumed for a chain whose genesis (which states it) is not present. */
 const DEFAULT_CADENCE = 1000
 
@@ -53,10 +60,17 @@ class ChainCheck {
   private pendingGap: { expected: number, seq: number, file: string, lineNo: number } | undefined
   private readonly signers = new Set<string>()
   private readonly opts: VerifyOptions
+  private readonly exported: ExportMode | undefined
+  /** The first seq of the run of contiguous lines being checked: the chain's first line, or in an export the segment's. */
+  private segmentStart = 0
+  /** Export: matching lines no valid checkpoint has covered yet. */
+  private openMatches: number[] = []
 
-  constructor (chain: string, format: 1 | 2, opts: VerifyOptions) {
+  constructor (chain: string, format: 1 | 2, opts: VerifyOptions, exported?: ExportMode) {
     this.opts = opts
+    this.exported = exported
     this.r = { chain, format, verdict: 'VERIFIED', writer: null, lines: 0, firstSeq: 0, lastSeq: 0, genesis: false, verifiedFrom: null, verifiedThrough: 0, checkpoints: 0, signers: [], follows: null, files: [] }
+    if (exported !== undefined) this.r.exported = { segments: 0, matches: 0, proven: 0 }
   }
 
   fail (kind: BreakKind, lr: LogRecord | { file: string, lineNo: number }, seq: number | null, message: string): void {
@@ -93,6 +107,7 @@ class ChainCheck {
 
     if (this.r.lines === 0) {
       this.r.firstSeq = seq
+      this.segmentStart = seq
       if (rec.msg === 'genesis' && seq === 1 && rec.prev === GENESIS_PREV) {
         this.r.genesis = true
         // The writer is the one workload whose key may sign checkpoints and whose decisions the lines
@@ -111,6 +126,10 @@ class ChainCheck {
         return
       }
       // else: the head of the chain is not here (rotated away): proven from the first valid checkpoint on.
+    } else if (seq > this.expected && this.exported !== undefined) {
+      // An export's next segment: tied to the chain by its own checkpoint, not by the line before it.
+      if (!this.endSegment(lr)) return
+      this.segmentStart = seq
     } else if (seq > this.expected) {
       // A jump forward is also the first sign of a reordering: a removal only if the expected line does not turn up.
       this.pendingGap = { expected: this.expected, seq, file: lr.file, lineNo: lr.lineNo }
@@ -136,6 +155,7 @@ class ChainCheck {
       }
       if (this.r.writer === null && !this.earlyCallees.has(callee)) this.earlyCallees.set(callee, { seq, file: lr.file, line: lr.lineNo })
     }
+    if (this.exported?.isMatch(rec) === true) { this.openMatches.push(seq); this.r.exported!.matches++ }
     this.lastRaw = lineHash(lr.text)
     if (lr.text.length * 3 > this.lastBytes.length) this.lastBytes = Buffer.alloc(lr.text.length * 3) // room for any UTF-8 form
     this.lastLength = this.lastBytes.write(lr.text)
@@ -145,7 +165,7 @@ class ChainCheck {
 
     if (rec.msg === 'checkpoint') return this.checkpoint(lr, seq, bundle)
     else {
-      const base = Math.max(this.r.verifiedThrough, this.r.firstSeq - 1)
+      const base = Math.max(this.r.verifiedThrough, this.segmentStart - 1)
       // By count only: time-based cadence would raise false alarms whenever a busy host delays the
       // checkpoint timer. So a rewrite of the last <= 2*cadence lines shows as an unverified tail.
       if (seq - base > 2 * this.cadence + (this.opts.slackLines ?? 64)) {
@@ -176,7 +196,7 @@ class ChainCheck {
       this.fail('forged-checkpoint', lr, seq, `checkpoint at seq ${seq} is signed by ${signer}, but the log was started by ${this.r.writer}`)
       return
     }
-    if (payload.seq < this.r.firstSeq) return // vouches for a line no longer here: proves nothing present
+    if (payload.seq < this.segmentStart) return // vouches for a line no longer here: proves nothing present
     if (this.uncovered.get(payload.seq) !== payload.hash) {
       this.fail('forged-checkpoint', lr, seq, `checkpoint at seq ${seq} vouches for seq ${payload.seq} with a hash that line does not have`)
       return
@@ -194,9 +214,33 @@ class ChainCheck {
     // Keep the hash at `through`: a later checkpoint may vouch for it again (a timer checkpoint
     // followed by one on demand), and that is a genuine claim.
     this.uncovered.dropBelow(through)
+    if (this.exported !== undefined) {
+      const covered = this.openMatches.filter(m => m <= payload.seq).length
+      this.r.exported!.proven += covered
+      this.openMatches = this.openMatches.slice(covered)
+    }
+  }
+
+  /** Export: the segment that ends here must have proven every match it holds (a removed checkpoint would leave them bare). */
+  private endSegment (lr: LogRecord): boolean {
+    this.r.exported!.segments++
+    if (this.openMatches.length === 0) return true
+    const [first, last] = [this.openMatches[0]!, this.openMatches.at(-1)!]
+    this.fail('unsigned', lr, first, `seq ${first}${last > first ? `..${last}` : ''}: ${this.openMatches.length} line(s) the export's query matches, and no checkpoint in the export covers them (the segment ends at seq ${this.r.lastSeq}): they are not proven`)
+    return false
   }
 
   finish (): void {
+    if (this.exported !== undefined && this.r.break === undefined) {
+      this.r.exported!.segments++
+      // Context lines after the last checkpoint prove nothing and claim nothing: only an uncovered match is a tail.
+      if (this.openMatches.length > 0) this.r.unverifiedTail = { fromSeq: this.openMatches[0]!, toSeq: this.openMatches.at(-1)!, lines: this.openMatches.length }
+      this.r.verifiedThrough = Math.min(this.r.verifiedThrough, this.r.lastSeq)
+      this.r.signers = [...this.signers]
+      if (this.r.writer === null) this.fail('unsigned', { file: this.r.files[0] ?? '', lineNo: 0 }, this.r.firstSeq, `seq ${this.r.firstSeq}..${this.r.lastSeq}: no valid checkpoint in the export, so nothing ties these lines to a workload`)
+      this.settle()
+      return
+    }
     const g = this.pendingGap
     if (g !== undefined) this.fail('removed', g, g.seq, `seq ${g.expected}${g.seq - 1 > g.expected ? `..${g.seq - 1}` : ''} missing before seq ${g.seq}: ${g.seq - g.expected} line(s) removed`)
     this.r.signers = [...this.signers]
@@ -213,7 +257,7 @@ class ChainCheck {
   settle (): void {
     this.r.verdict = this.r.break !== undefined
       ? BREAK_VERDICT[this.r.break.kind]
-      : this.r.unverifiedTail !== undefined ? 'UNSIGNED TAIL' : !this.r.genesis && this.opts.requireGenesis === true ? 'NO GENESIS' : 'VERIFIED'
+      : this.r.unverifiedTail !== undefined ? 'UNSIGNED TAIL' : !this.r.genesis && this.opts.requireGenesis === true && this.exported === undefined ? 'NO GENESIS' : 'VERIFIED'
   }
 }
 
@@ -223,11 +267,21 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: Ver
   let records = 0
   // Format 1 has no chain id: its chains are told apart by their genesis lines.
   let legacy = 0
+  let exported: ExportMode | undefined
+  let header: ExportHeader | undefined
   // Streams: a batch of records per chunk read, each checked and dropped; a chain keeps only its
   // last line and the hashes its next checkpoint may vouch for.
   for await (const batch of readLogRecordBatches(files, stats)) {
     // Each batch parses as it is iterated: one record at a time.
     for (const lr of batch) {
+      if (lr.rec.msg === EXPORT_MSG) {
+        // An export's header comes first, alone: anywhere else it is not one (and proves nothing).
+        if (records === 0 && header === undefined && isRecordObject(lr.rec.export) && lr.rec.export.format === EXPORT_FORMAT) {
+          header = lr.rec.export as unknown as ExportHeader
+          exported = { isMatch: lineFilter(filtersFromHeader(isRecordObject(header.query) ? header.query : {})) }
+        } else stats.skipped++
+        continue
+      }
       records++
       let key: string
       if (typeof lr.rec.chain === 'string') key = lr.rec.chain
@@ -236,13 +290,14 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: Ver
         key = `format-1#${legacy}`
       }
       let c = chains.get(key)
-      if (c === undefined) chains.set(key, c = new ChainCheck(key, typeof lr.rec.chain === 'string' ? 2 : 1, opts))
+      if (c === undefined) chains.set(key, c = new ChainCheck(key, typeof lr.rec.chain === 'string' ? 2 : 1, opts, exported))
       const signed = c.add(lr, bundle)
       if (signed !== undefined) await signed
     }
   }
   for (const c of chains.values()) c.finish()
-  link(chains)
+  // An export's segments are not whole chains: what a restart says about the chain before it cannot be checked.
+  if (exported === undefined) link(chains)
 
   const list = [...chains.values()].map(c => c.r)
   const input = { files, records, skipped: stats.skipped, damaged: stats.damaged.length }
@@ -270,7 +325,8 @@ export async function verifyLog (files: string[], bundle: TrustBundle, opts: Ver
     ...(brk === undefined ? {} : { break: brk }),
     ...(focus.unverifiedTail === undefined ? {} : { unverifiedTail: focus.unverifiedTail }),
     chains: list,
-    input
+    input,
+    ...(header === undefined ? {} : { export: { createdAt: String(header.createdAt), query: header.query, sources: header.sources, matches: list.reduce((n, c) => n + (c.exported?.matches ?? 0), 0), proven: list.reduce((n, c) => n + (c.exported?.proven ?? 0), 0) } })
   }
 }
 

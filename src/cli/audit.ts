@@ -1,16 +1,18 @@
-import { loadConfig, parseDuration, type Schema } from '../config.ts'
+import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
-import { checkReadable, readArg, readBundleArg } from './check.ts'
+import { checkReadable, parseWhen, readArg, readBundleArg } from './check.ts'
 import { createHash } from 'node:crypto'
-import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { verifyLog, type ChainReport, type VerifyReport } from '../audit/verify.ts'
-import { queryLog, policyFindings, shadowedRules, type QueryFilters } from '../audit/query.ts'
+import { queryLog, lineFilter, policyFindings, shadowedRules, type QueryFilters } from '../audit/query.ts'
 import { compilePolicy } from '../policy/compile.ts'
 import { Replayer } from '../policy/replay.ts'
 import { parsePolicy } from '../policy/load.ts'
 import { stringify } from 'yaml'
 import { OUTPUT, formatData, type Runner } from './runner.ts'
+import { TRUST, verifiedLogs, stream } from './evidence.ts'
+import { exportEvidence } from '../audit/export.ts'
 
 export const auditSchemas = {
   'audit verify': {
@@ -31,7 +33,9 @@ export const auditSchemas = {
     output: { ...OUTPUT.output, aliases: ['o', 'format'], help: 'output format: table for people; json (one object per line; a document with --summary) or yaml for scripts' },
     summary: { kind: 'bool', default: false, help: 'print who-calls-whom and denials instead of lines' },
     policy: { kind: 'string', help: 'with --summary: report rules never matched and allowed callers never seen' },
-    'unused-rules': { kind: 'string', help: 'POLICY file: its rules that no matching request would have matched, and rules an earlier deny (or allow) always decides before them' }
+    'unused-rules': { kind: 'string', help: 'POLICY file: its rules that no matching request would have matched, and rules an earlier deny (or allow) always decides before them' },
+    export: { kind: 'string', help: 'write the matching lines with their proofs (the lines that chain each one to a signed checkpoint) to this new FILE, for \'gatehouse audit verify FILE\'; the logs are verified first' },
+    ...TRUST
   }
 } as const satisfies Record<string, Schema>
 
@@ -60,6 +64,7 @@ function chainLine (ch: ChainReport): string {
   let what: string
   if (ch.break !== undefined) what = `${ch.verdict}: ${ch.break.message}\n    at ${ch.break.file}:${ch.break.line} (${ch.break.kind})`
   else if (ch.unverifiedTail !== undefined) what = `UNSIGNED TAIL: seq ${ch.unverifiedTail.fromSeq}..${ch.unverifiedTail.toSeq} are chained but no checkpoint covers them yet (verified through seq ${ch.verifiedThrough})`
+  else if (ch.exported !== undefined) what = `VERIFIED: ${ch.exported.proven} matching line(s) in ${ch.exported.segments} segment(s), each proven by a checkpoint (first signed by ${ch.firstCheckpoint?.signer ?? '?'} at ${ch.firstCheckpoint?.at ?? '?'})`
   else if (!ch.genesis) what = `${ch.verdict === 'NO GENESIS' ? 'NO GENESIS' : 'VERIFIED'} from seq ${ch.firstSeq} (checkpoint signed by ${ch.firstCheckpoint?.signer ?? '?'} at ${ch.firstCheckpoint?.at ?? '?'}); lines before seq ${ch.firstSeq} not present`
   else what = `VERIFIED from its genesis through seq ${ch.verifiedThrough}`
   return `  chain ${ch.chain} by ${who}: ${what}\n    ${range}; ${cps}${restart}`
@@ -69,7 +74,8 @@ function verifyText (r: VerifyReport): string {
   const skipped = r.input.skipped > 0 ? `; ${r.input.skipped} other line(s) skipped` : ''
   const head = `${r.verdict}: ${r.input.records} decision-log lines in ${r.chains.length} chain(s) from ${r.input.files.length} file(s)${skipped}`
   const top = r.break !== undefined && r.break.kind === 'not-json' ? `\n  ${r.break.message}` : ''
-  return `${head}${top}\n${r.chains.map(chainLine).join('\n')}\n`
+  const exp = r.export === undefined ? '' : `\n  an export (made ${r.export.createdAt}, query ${JSON.stringify(r.export.query)}): ${r.export.proven} of ${r.export.matches} matching line(s) proven by a checkpoint of their writer; the header is not signed`
+  return `${head}${top}${exp}\n${r.chains.map(chainLine).join('\n')}\n`
 }
 
 /** What `--report` writes: enough for an auditor to cite what was checked, and to check it again. */
@@ -101,14 +107,6 @@ async function evidence (r: VerifyReport, files: string[], bundleFile: string): 
   }
 }
 
-export function parseWhen (text: string | undefined, key: string): Date | undefined {
-  if (text === undefined) return undefined
-  const ago = parseDuration(text)
-  if (ago !== undefined) return new Date(Date.now() - ago)
-  const d = new Date(text)
-  if (Number.isNaN(d.getTime())) throw new ConfigInvalidError([`--${key}: expected an ISO time or a duration ago (e.g. 1h), got ${JSON.stringify(text)}`])
-  return d
-}
 
 const table = (rows: string[][]): string => {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
@@ -135,6 +133,7 @@ export const auditQuery: Runner = async (argv, io) => {
   // Lines are printed as they match (json, or a fixed-width table), so a query never holds them all.
   const row = (cells: string[]): string => cells.map((x, i) => i === cells.length - 1 ? x : x.padEnd([24, 8, 6, 48, 7, 32][i] ?? 12)).join('  ').trimEnd()
   if (c.unusedRules !== undefined) return await unusedRules(c.unusedRules, files, filters, c.output, io)
+  if (c.export !== undefined) return await exportQuery(c.export, files, filters, c, io)
   if (!c.summary && c.output === 'table') io.out(`${row(['TIME', 'DECISION', 'STATUS', 'CALLER', 'METHOD', 'PATH', 'RULE'])}\n`)
   const r = await queryLog(files, filters, {
     keepLines: false,
@@ -163,11 +162,34 @@ export const auditQuery: Runner = async (argv, io) => {
   return 0
 }
 
+/** `audit query --export FILE`: the matching lines and the segments that prove them, from logs that verify (unless --unverified). */
+async function exportQuery (out: string, files: string[], filters: QueryFilters, c: { output: string, trustBundle?: string | undefined, unverified: boolean }, io: Parameters<Runner>[1]): Promise<number> {
+  if (existsSync(out)) throw new ConfigInvalidError([`--export: ${out} exists; an export is evidence and is never overwritten: name a new file`])
+  if (await verifiedLogs(files, 'audit query --export', c) === undefined) return 1
+  const s = await exportEvidence(files, filters, out)
+  if (c.output !== 'table') { io.out(formatData(c.output, { file: out, ...s })); return 0 }
+  const unproven = s.matched - s.proven
+  io.out(`${s.matched} matching line(s) from ${s.chains} chain(s) written to ${out}, with ${s.lines - s.matched} line(s) of context in ${s.segments} segment(s)\n`)
+  if (unproven > 0) io.out(`${unproven} of them have no checkpoint yet (the log's unsigned tail): exported, and 'audit verify' will say so\n`)
+  if (s.formatOne > 0) io.out(`${s.formatOne} matching line(s) of format-1 logs (no chain id) left out: verify those logs whole\n`)
+  io.out(`check it with: gatehouse audit verify ${out} --trust-bundle BUNDLE\n`)
+  return 0
+}
+
 /** `audit query --unused-rules POLICY`: each matching request decided by POLICY; rules that decided none, and rules that never can. */
 async function unusedRules (file: string, files: string[], filters: QueryFilters, output: string, io: Parameters<Runner>[1]): Promise<number> {
   const { policy } = parsePolicy(readArg('--unused-rules', file), file)
   const replayer = new Replayer(compilePolicy(policy))
-  const r = await queryLog(files, filters, { keepLines: false, onLine: d => { replayer.add({ msg: 'decision', ...d }) } })
+  // Only the replay: none of queryLog's summaries, whose maps grow with every distinct path.
+  const matches = lineFilter(filters)
+  const r = { scanned: 0, matched: 0 }
+  await stream(files, rec => {
+    if (rec.msg !== 'decision') return
+    r.scanned++
+    if (!matches(rec)) return
+    r.matched++
+    replayer.add(rec)
+  })
   const shadowed = shadowedRules(policy)
   const unused = [...policy.deny.map(x => ({ rule: x.name, list: 'deny' })), ...policy.rules.map(x => ({ rule: x.name, list: 'rules' }))].filter(x => !replayer.rulesHit.has(x.rule))
   if (output !== 'table') { io.out(formatData(output, { scanned: r.scanned, matched: r.matched, unusedRules: unused, shadowedRules: shadowed })); return 0 }

@@ -4,6 +4,7 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { BundleInvalidError, CertInvalidError, ConfigInvalidError, GatehouseError, KeyInvalidError, ListenError, fileUnreadable } from '../errors.ts'
 import { pemToDers } from '../x509/certificate.ts'
 import { TrustBundle } from '../spiffe/bundle.ts'
+import { parseDuration } from '../config.ts'
 
 // Checks of what the command line names, done before a command starts anything, so a mistake is
 // reported as one line naming the flag (not as a raw ENOENT or EADDRINUSE after a screen of logs).
@@ -112,4 +113,14 @@ export async function checkListen (listeners: Array<[string, HostPort]>): Promis
       server.listen({ host: hp.host, port: hp.port, exclusive: true }, () => { server.close(() => { resolve() }) })
     })
   }
+}
+
+/** A point in time from a flag: an ISO time, or a duration ago (`7d`, `1h`). */
+export function parseWhen (text: string | undefined, key: string): Date | undefined {
+  if (text === undefined) return undefined
+  const ago = parseDuration(text)
+  if (ago !== undefined) return new Date(Date.now() - ago)
+  const d = new Date(text)
+  if (Number.isNaN(d.getTime())) throw new ConfigInvalidError([`--${key}: expected an ISO time or a duration ago (e.g. 1h), got ${JSON.stringify(text)}`])
+  return d
 }

@@ -1,6 +1,6 @@
 import { loadConfig, type Schema } from '../config.ts'
 import { ConfigInvalidError } from '../errors.ts'
-import { checkReadable, readArg, readBundleArg } from './check.ts'
+import { checkReadable, parseWhen, readArg, readBundleArg } from './check.ts'
 import { verifyLog } from '../audit/verify.ts'
 import { readLogRecordBatches, type InputStats } from '../audit/log-input.ts'
 import { CallGraph, toDot, toHtml, toMermaid } from '../audit/graph.ts'
@@ -11,14 +11,13 @@ import { PolicySuggester } from '../policy/suggest.ts'
 import { Replayer, replayText } from '../policy/replay.ts'
 import { diffPolicies, diffText, changesBehind } from '../policy/diff.ts'
 import { SpiffeId } from '../spiffe/id.ts'
-import { parseWhen } from './audit.ts'
 import { OUTPUT, formatData, type Runner } from './runner.ts'
 
 // Least privilege from evidence: `policy suggest`, `policy replay`, `policy diff --replay` and
 // `audit graph` read decision logs (verified first, as `audit verify` does: a log that does not
 // verify is refused unless --unverified) and stream them, one record at a time.
 
-const TRUST = {
+export const TRUST = {
   'trust-bundle': { kind: 'string', help: 'PEM trust bundle the writers\' SVIDs chain to: the logs are verified first' },
   unverified: { kind: 'bool', default: false, help: 'read logs that do not verify (or without --trust-bundle): the answer is only as good as the log' }
 } as const satisfies Schema
@@ -50,7 +49,7 @@ export const evidenceSchemas = {
 } as const satisfies Record<string, Schema>
 
 /** The logs, checked readable and (unless --unverified) verified: undefined when they are refused (the verdict is printed on stderr). */
-async function verifiedLogs (files: string[], command: string, c: { trustBundle?: string | undefined, unverified: boolean }): Promise<string[] | undefined> {
+export async function verifiedLogs (files: string[], command: string, c: { trustBundle?: string | undefined, unverified: boolean }): Promise<string[] | undefined> {
   if (files.length === 0) throw new ConfigInvalidError([`gatehouse ${command} needs at least one decision-log FILE, e.g. 'gatehouse ${command} decisions.log'`])
   for (const file of files) checkReadable('decision-log file', file)
   if (c.unverified) return files

@@ -171,15 +171,27 @@ export function stepsOf (blocks: FencedBlock[], skip: SessionOptions['skip']): S
   return steps.filter(s => s.kind !== 'policy-check' || !steps.some(o => o.kind === 'console' && o.shown === s.shown))
 }
 
+/** Ports handed out in this process: sessions run side by side and must never share one. */
+const handedOut = new Set<number>()
+
+/**
+ * A free port for a session, below the kernel's ephemeral range (32768-60999 on Linux): a port
+ * taken from that range by "listen on 0, then close" can become the source port of any outgoing
+ * connection on the machine (other tests run in parallel) before the session's server binds it.
+ */
 async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => { resolve(port) })
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000)
+    if (handedOut.has(port)) continue
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer()
+      s.once('error', () => { resolve(false) })
+      s.listen(port, '127.0.0.1', () => { s.close(() => { resolve(true) }) })
     })
-  })
+    if (!free) continue
+    handedOut.add(port)
+    return port
+  }
 }
 
 const MARK = '@@gh-md-step'
@@ -275,9 +287,16 @@ function killStragglers (pidsFile: string, work: string): void {
 
 /** Asserts every step's outcome: exit 0 for commands and servers, matching output for console lines. */
 export function checkResults (t: { equal: (...a: any[]) => unknown, match: (...a: any[]) => unknown, fail: (m: string) => unknown, pass: (m: string) => unknown }, source: string, session: { results: StepResult[], stderr: string, serverLogs: Map<Step, string> }): void {
+  let first = true
   for (const r of session.results) {
     const where = `${source}:${r.step.block.line} ${r.step.shown}`
-    if (r.status === undefined) { t.fail(`${where}: not reached (an earlier command failed)${session.stderr === '' ? '' : `\n${session.stderr.slice(-2000)}`}`); continue }
+    if (r.status === undefined) {
+      // The first step not reached is the one that failed or ran out of time: show what the servers said.
+      const servers = first ? [...session.serverLogs.values()].map(l => l.slice(-1500)).join('\n---\n') : ''
+      first = false
+      t.fail(`${where}: not reached (an earlier command failed or the session ran out of time)${session.stderr === '' ? '' : `\n${session.stderr.slice(-2000)}`}${servers === '' ? '' : `\nserver logs:\n${servers}`}`)
+      continue
+    }
     if (r.step.kind === 'console' || r.step.kind === 'policy-check') {
       const got = normalizeOutput(r.output)
       t.match(got, outputPattern(r.step.expected ?? ''), `${where}: output as shown`)
