@@ -1,5 +1,7 @@
 // Every failure that crosses a module boundary is a GatehouseError with a stable `code` (what scripts
 // and dashboards match on) and the HTTP status it maps to. Messages never carry key or token material.
+// Every refusal an HTTP server of Gatehouse answers with has its class here too; src/error-body.ts
+// turns either into the one JSON body, {"error": code, "message", "reason"?, "requestId"?}.
 
 export class GatehouseError extends Error {
   readonly code: string
@@ -9,10 +11,6 @@ export class GatehouseError extends Error {
     this.code = code
     this.status = status
     this.name = new.target.name
-  }
-
-  toJSON (): { error: string, message: string } {
-    return { error: this.code, message: this.message }
   }
 }
 
@@ -145,7 +143,75 @@ export class NotFoundError extends GatehouseError {
 }
 
 export class MethodNotAllowedError extends GatehouseError {
-  constructor () { super('GH_METHOD_NOT_ALLOWED', 405, 'method not allowed') }
+  constructor (message = 'method not allowed') { super('GH_METHOD_NOT_ALLOWED', 405, message) }
+}
+
+// Refusals the sidecar, its admin listener and the metrics listener answer with (src/error-body.ts
+// writes them). The sidecar's data path makes each instance once and refuses with it as a value.
+
+/** The sidecar denied the request: its policy, no verified peer, or a quarantined caller. A decision: its line (the body's requestId) says why. */
+export class ForbiddenError extends GatehouseError {
+  constructor (message = 'denied by policy') { super('GH_FORBIDDEN', 403, message) }
+}
+
+/** The caller's certificate expired after its connection was made (continuous verification): the connection is closed. */
+export class PeerCertExpiredError extends GatehouseError {
+  constructor () { super('GH_PEER_CERT_EXPIRED', 401, 'the caller\'s certificate has expired since the connection was made; connect again with a fresh SVID') }
+}
+
+/** The sidecar has no policy or no identity loaded yet: it is not ready, and refuses every request. */
+export class NotReadyError extends GatehouseError {
+  constructor (message = 'not ready: no policy or identity loaded') { super('GH_NOT_READY', 503, message) }
+}
+
+/** The request's header list is over the limit (`--max-header-size`). */
+export class HeadersTooLargeError extends GatehouseError {
+  constructor (message = 'the request headers are too large') { super('GH_HEADERS_TOO_LARGE', 431, message) }
+}
+
+/** The request's headers or body did not arrive within `--headers-timeout` / `--request-timeout`. */
+export class RequestTimeoutError extends GatehouseError {
+  constructor () { super('GH_REQUEST_TIMEOUT', 408, 'the request did not arrive in time') }
+}
+
+/** An authorized `Upgrade` to a protocol the sidecar does not relay (`--upgrade-protocols`). */
+export class UpgradeNotAllowedError extends GatehouseError {
+  constructor (message = 'this upgrade is not relayed') { super('GH_UPGRADE_NOT_ALLOWED', 400, message) }
+}
+
+/** The app (inbound), or the destination's sidecar (outbound), cannot be reached. */
+export class UpstreamUnavailableError extends GatehouseError {
+  constructor (message = 'the app cannot be reached') { super('GH_UPSTREAM_UNAVAILABLE', 502, message) }
+}
+
+/** The app (inbound), or the destination (outbound), did not start answering within `--upstream-timeout`. */
+export class UpstreamTimeoutError extends GatehouseError {
+  constructor (message = 'the app did not answer in time') { super('GH_UPSTREAM_TIMEOUT', 504, message) }
+}
+
+/** Outbound: the request target is not an `http://` URL. */
+export class OutboundBadTargetError extends GatehouseError {
+  constructor (message: string) { super('GH_OUTBOUND_BAD_TARGET', 400, message) }
+}
+
+/** Outbound: the host is not in the routes file. */
+export class OutboundUnknownDestinationError extends GatehouseError {
+  constructor (message: string) { super('GH_OUTBOUND_UNKNOWN_DESTINATION', 403, message) }
+}
+
+/** Outbound: a `CONNECT` to a host that is neither routed nor on `--allow-connect`. */
+export class OutboundConnectRefusedError extends GatehouseError {
+  constructor (message: string) { super('GH_OUTBOUND_CONNECT_REFUSED', 403, message) }
+}
+
+/** The sidecar's admin listener serves only its probe paths to a connection that is not loopback on both ends. */
+export class LoopbackOnlyError extends GatehouseError {
+  constructor () { super('GH_LOOPBACK_ONLY', 403, 'only the probe paths answer off loopback') }
+}
+
+/** The Prometheus registry could not render the metrics. */
+export class MetricsUnavailableError extends GatehouseError {
+  constructor (options?: ErrorOptions) { super('GH_METRICS_UNAVAILABLE', 500, 'the metrics cannot be rendered', options) }
 }
 
 /** The command line itself is wrong (an unknown command): exit status 2, like a configuration error. */
@@ -242,6 +308,17 @@ export class JwksUnavailableError extends GatehouseError {
   constructor (message: string, options?: ErrorOptions) { super('GH_JWKS_UNAVAILABLE', 503, message, options) }
 }
 
+/** The Kubernetes API server refused or failed a request (the CA's bundle publisher): its Status reason and code, kept. */
+export class KubeApiError extends GatehouseError {
+  readonly httpStatus: number
+  readonly reason: string
+  constructor (httpStatus: number, reason: string, message: string, options?: ErrorOptions) {
+    super('GH_K8S_API', 502, message, options)
+    this.httpStatus = httpStatus
+    this.reason = reason
+  }
+}
+
 /** No trust bundle is loaded yet. */
 export class NoBundleError extends GatehouseError {
   constructor (message: string, options?: ErrorOptions) { super('GH_NO_BUNDLE', 503, message, options) }
@@ -295,8 +372,13 @@ export class RoutesInvalidError extends GatehouseError {
   }
 }
 
+/** Something unexpected (a bug): the cause stays in the operational log only, never in an answer. */
+export class InternalError extends GatehouseError {
+  constructor (options?: { cause?: unknown }) { super('GH_INTERNAL', 500, 'internal error', options) }
+}
+
 /** Wraps anything unexpected so callers still get a stable code; the cause stays in the operational log only. */
 export function asGatehouseError (err: unknown): GatehouseError {
   if (err instanceof GatehouseError) return err
-  return new GatehouseError('GH_INTERNAL', 500, 'internal error', { cause: err })
+  return new InternalError({ cause: err })
 }

@@ -2,6 +2,8 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Logger } from './log.ts'
+import { MethodNotAllowedError, MetricsUnavailableError, NotFoundError } from './errors.ts'
+import { sendError } from './error-body.ts'
 
 // The plain-HTTP `/metrics` listener of `ca serve` and `inject serve` (`--metrics-listen`): below
 // both, since the injector must not import the CA's code. The sidecar serves its metrics on its
@@ -17,15 +19,15 @@ export async function startMetricsServer (registry: Registry, listen: { host: st
   const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 30_000 }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     const json = (status: number, body: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify(body)) }
-    if (req.method !== 'GET' && req.method !== 'HEAD') { json(405, { error: 'method_not_allowed' }); return }
+    if (req.method !== 'GET' && req.method !== 'HEAD') { sendError(res, new MethodNotAllowedError()); return }
     if (path === '/healthz') { json(200, { status: 'ok' }); return }
-    if (path !== '/metrics') { json(404, { error: 'not_found' }); return }
+    if (path !== '/metrics') { sendError(res, new NotFoundError()); return }
     registry.metrics().then((text) => {
       res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' })
       res.end(text)
     }, (err: unknown) => {
       logger.error({ err }, 'cannot render metrics')
-      json(500, { error: 'metrics_unavailable' })
+      sendError(res, new MetricsUnavailableError({ cause: err }))
     })
   })
   await new Promise<void>((resolve, reject) => {

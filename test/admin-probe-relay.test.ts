@@ -66,12 +66,13 @@ t.test('on 0.0.0.0 the probes answer on every address, /metrics and the rest onl
   const app = await startApp(t, (_req, res) => { res.writeHead(200); res.end() })
   const appProbes = parseAppProbes(JSON.stringify({ '/app-health/web/readyz': { httpGet: { path: '/healthz', port: app.port, scheme: 'HTTP' } } }))
   const registry = new Registry()
+  let lastBody = ''
   const start = async (exposeMetrics?: boolean): Promise<(host: string, path: string) => Promise<number>> => {
     const admin = await startAdmin({ listen: { host: '0.0.0.0', port: 0 }, registry, notReady: () => [], appProbes, ...(exposeMetrics === undefined ? {} : { exposeMetrics }) })
     t.teardown(admin.close)
     return async (host, path) => {
       const r = await request(`http://${host.includes(':') ? `[${host}]` : host}:${admin.port}${path}`)
-      await r.body.dump()
+      lastBody = await r.body.text()
       return r.statusCode
     }
   }
@@ -82,6 +83,7 @@ t.test('on 0.0.0.0 the probes answer on every address, /metrics and the rest onl
     t.equal(await get('127.0.0.1', path), 200, `${path} answers on 127.0.0.1`)
   }
   t.equal(await get(address, '/metrics'), 403, `/metrics is refused on ${address}`)
+  t.same(JSON.parse(lastBody), { error: 'GH_LOOPBACK_ONLY', message: 'only the probe paths answer off loopback' }, 'in the one error body')
   t.equal(await get(address, '/nope'), 403, 'as is any other path: off loopback only the probes exist')
   t.equal(await get('127.0.0.1', '/metrics'), 200, '/metrics answers on 127.0.0.1')
   t.equal(await get('127.0.0.1', '/nope'), 404)

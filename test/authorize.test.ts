@@ -3,6 +3,7 @@ import { authorize, type AuthorizeEnv } from '../src/proxy/authorize.ts'
 import { parsePolicy } from '../src/policy/load.ts'
 import { compilePolicy } from '../src/policy/compile.ts'
 import type { PeerIdentity } from '../src/spiffe/peer.ts'
+import { errorBody } from '../src/error-body.ts'
 
 // authorize() is the whole authorization stage as a pure function: request facts and the verified
 // peer in, a Verdict (refusal or target, with the decision line's fields) out. No socket here.
@@ -34,27 +35,32 @@ t.test('allowed: the normalized target, XFCC and the decision line fields', asyn
   t.ok(grpc.ok, 'a gRPC method is a path')
 })
 
-t.test('each refusal: status, body error, decision line reason', async t => {
+t.test('each refusal: status, the body\'s GH_ code, decision line reason', async t => {
   const cases: Array<[string, Parameters<typeof authorize>[0], Partial<AuthorizeEnv>, number, string, RegExp]> = [
-    ['no verified peer', facts('GET', '/orders/1'), { peer: undefined }, 403, 'forbidden', /^no-verified-peer$/],
-    ['peer certificate expired', facts('GET', '/orders/1'), { now: peer.notAfter.getTime() + 1 }, 401, 'peer_certificate_expired', /^peer-certificate-expired$/],
-    ['protocol problem', facts('GET', '/orders/1', { protocolProblem: 'connection-specific header te in HTTP/2' }), {}, 400, 'bad_request', /^bad-request: connection-specific/],
-    ['bad method', facts('get', '/orders/1'), {}, 400, 'bad_request', /^bad-request: method/],
-    ['encoded slash', facts('GET', '/orders%2F1'), {}, 400, 'bad_request', /^bad-request: encoded slash/],
-    ['no policy', facts('GET', '/orders/1'), { policy: undefined }, 503, 'unavailable', /^not-ready/],
-    ['no identity', facts('GET', '/orders/1'), { own: undefined }, 503, 'unavailable', /^not-ready/],
-    ['deny rule', facts('GET', '/admin/x'), {}, 403, 'forbidden', /^deny-rule$/],
-    ['dot-segment to a denied path', facts('GET', '/orders/../admin/x'), {}, 403, 'forbidden', /^deny-rule$/],
-    ['method not allowed by the rule', facts('DELETE', '/orders/1'), {}, 403, 'forbidden', /^no-matching-rule$/],
-    ['another caller', facts('GET', '/orders/1'), { peer: { ...peer, id: 'spiffe://example.org/ns/x/sa/y', segments: ['ns', 'x', 'sa', 'y'] } }, 403, 'forbidden', /^no-matching-rule$/]
+    ['no verified peer', facts('GET', '/orders/1'), { peer: undefined }, 403, 'GH_FORBIDDEN', /^no-verified-peer$/],
+    ['peer certificate expired', facts('GET', '/orders/1'), { now: peer.notAfter.getTime() + 1 }, 401, 'GH_PEER_CERT_EXPIRED', /^peer-certificate-expired$/],
+    ['protocol problem', facts('GET', '/orders/1', { protocolProblem: 'connection-specific header te in HTTP/2' }), {}, 400, 'GH_BAD_REQUEST', /^bad-request: connection-specific/],
+    ['bad method', facts('get', '/orders/1'), {}, 400, 'GH_BAD_REQUEST', /^bad-request: method/],
+    ['encoded slash', facts('GET', '/orders%2F1'), {}, 400, 'GH_BAD_REQUEST', /^bad-request: encoded slash/],
+    ['no policy', facts('GET', '/orders/1'), { policy: undefined }, 503, 'GH_NOT_READY', /^not-ready/],
+    ['no identity', facts('GET', '/orders/1'), { own: undefined }, 503, 'GH_NOT_READY', /^not-ready/],
+    ['deny rule', facts('GET', '/admin/x'), {}, 403, 'GH_FORBIDDEN', /^deny-rule$/],
+    ['dot-segment to a denied path', facts('GET', '/orders/../admin/x'), {}, 403, 'GH_FORBIDDEN', /^deny-rule$/],
+    ['method not allowed by the rule', facts('DELETE', '/orders/1'), {}, 403, 'GH_FORBIDDEN', /^no-matching-rule$/],
+    ['another caller', facts('GET', '/orders/1'), { peer: { ...peer, id: 'spiffe://example.org/ns/x/sa/y', segments: ['ns', 'x', 'sa', 'y'] } }, 403, 'GH_FORBIDDEN', /^no-matching-rule$/]
   ]
   for (const [name, f, override, status, error, reason] of cases) {
     const v = authorize(f, { ...env, ...override })
     t.notOk(v.ok, `${name}: refused`)
     if (v.ok) continue
     t.equal(v.refusal.status, status, `${name}: ${status}`)
-    t.equal(v.refusal.error, error, `${name}: body error ${error}`)
-    t.equal(v.refusal.requestId, v.fields.requestId, `${name}: the body names the decision line's request id`)
+    t.equal(v.refusal.code, error, `${name}: code ${error}`)
+    const body = errorBody(v.refusal)
+    t.equal(body.error, error, `${name}: body error ${error}`)
+    t.ok(body.message.length > 0, `${name}: the body says what happened ("${body.message}")`)
+    t.equal(body.requestId, v.fields.requestId, `${name}: the body names the decision line's request id`)
+    if (status === 400) t.match(body, { reason: /^(protocol|method|target)$/, message: /connection-specific|upper-case|encoded slash/ }, `${name}: the bad request's reason and what was wrong`)
+    else t.notOk('reason' in body, `${name}: no reason in the body (the policy's reasons stay in the decision line)`)
     t.match(v.fields.reason, reason, `${name}: decision line reason`)
     t.equal(v.fields.decision, 'deny', `${name}: logged as deny`)
     if (status === 400 || status === 401) t.equal(v.close, true, `${name}: the connection is not reused`)

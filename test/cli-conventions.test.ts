@@ -191,7 +191,7 @@ t.test('completion bash: subcommands, flags and enum values, in a real bash', as
   t.same(complete('policy', 'explain', 'p.yaml', '-o', ''), ['table', 'json', 'yaml'], '-o\'s values')
   t.same(complete('audit', 'query', '--de'), ['--decision', '--debug'], 'a command\'s flags')
   t.same(complete('audit', 'query', '--decision', ''), ['allow', 'deny'])
-  t.same(complete('inject', 'serve', '--ce'), ['--cert'], 'inject serve\'s flags, not inject\'s')
+  t.same(complete('inject', 'serve', '--ce'), ['--cert', '--cert-warn-before'], 'inject serve\'s flags, not inject\'s')
   t.same(complete('ca', 'init', '--dir', ''), [], 'a value that is not an enum: left to file-name completion')
   t.same(complete('completion', ''), ['bash', 'zsh', 'fish'], 'a positional that is one of a few words')
   t.same(complete('help', 'ca', 'r'), ['rotate-root'], 'help completes commands')

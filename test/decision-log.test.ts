@@ -59,7 +59,7 @@ t.test('one decision line per request, every field present, and a hash chain tha
   before = lines()
   const failed = await mesh.request('/ok/boom', { headers: { 'x-request-id': 'req-502' } })
   t.equal(failed.status, 502)
-  t.same(JSON.parse(failed.body), { error: 'upstream_unavailable', requestId: 'req-502' })
+  t.same(JSON.parse(failed.body), { error: 'GH_UPSTREAM_UNAVAILABLE', message: 'the app cannot be reached', requestId: 'req-502' })
   t.match(await expectOneMore(before, 'upstream failure'), { requestId: 'req-502', decision: 'allow', status: 502, error: /^upstream-unavailable: / })
 
   // A request the HTTP parser itself refuses (lower-case method) is answered 400 by the clientError

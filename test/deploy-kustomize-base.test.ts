@@ -68,19 +68,23 @@ t.test('kubectl kustomize deploy/: the objects, their flags, RBAC, webhook, netw
     t.ok(pdb.spec.minAvailable < ca.spec.replicas, 'a drain can proceed one pod at a time')
   })
 
-  t.test('RBAC: the CA may only get the JWKS; the injector has nothing', async t => {
+  t.test('RBAC: the CA may get the JWKS and publish its bundle; the injector has nothing', async t => {
     const roles = base.filter(d => d.kind === 'ClusterRole' || d.kind === 'Role')
-    t.equal(roles.length, 1, 'one role in all')
-    const role = roles[0]!
-    t.equal(role.kind, 'ClusterRole')
+    // The publisher's role, rule by rule: deploy-certificates.test.ts.
+    t.same(roles.map(r => `${String(r.kind)}/${String(r.metadata.name)}`).sort(), ['ClusterRole/gatehouse-ca-jwks-reader', 'ClusterRole/gatehouse-ca-publisher'], 'two roles in all')
+    const role = find(base, 'ClusterRole', 'gatehouse-ca-jwks-reader')!
     t.same(role.rules, [{ nonResourceURLs: ['/openid/v1/jwks', '/.well-known/openid-configuration'], verbs: ['get'] }], 'nonResourceURLs get only')
     for (const r of role.rules) {
       t.notOk('resources' in r || 'apiGroups' in r || 'resourceNames' in r, 'no resource access')
     }
     const bindings = base.filter(d => d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding')
-    t.equal(bindings.length, 1)
-    t.same(bindings[0]!.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name })
-    t.same(bindings[0]!.subjects, [{ kind: 'ServiceAccount', name: 'gatehouse-ca', namespace: NS }])
+    t.equal(bindings.length, 2, 'one binding per role')
+    for (const r of roles) {
+      const b = bindings.filter(b => b.roleRef.name === r.metadata.name)
+      t.equal(b.length, 1, `${String(r.metadata.name)}: one binding`)
+      t.same(b[0]?.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: r.metadata.name })
+      t.same(b[0]?.subjects, [{ kind: 'ServiceAccount', name: 'gatehouse-ca', namespace: NS }], `${String(r.metadata.name)}: the CA only`)
+    }
     const injSa = find(base, 'ServiceAccount', 'gatehouse-injector', NS)
     t.equal(injSa?.automountServiceAccountToken, false)
     t.equal(podSpecOf(find(base, 'Deployment', 'gatehouse-injector', NS)!)?.automountServiceAccountToken, false, 'no API token in the injector')
@@ -93,7 +97,8 @@ t.test('kubectl kustomize deploy/: the objects, their flags, RBAC, webhook, netw
     const c = podSpecOf(inj)!.containers[0]
     const args = gatehouseArgs(c)
     t.same(args.slice(0, 2), ['inject', 'serve'])
-    t.same([args[2], args[4], args[6]], ['--listen', '--cert', '--key'], 'starts with --listen, --cert, --key')
+    // Its serving certificate comes from the CA (deploy-certificates.test.ts checks how).
+    t.same([args[2], args[4], args[6]], ['--listen', '--k8s-token-file', '--trust-bundle'], 'starts with --listen, --k8s-token-file, --trust-bundle')
     const env = envOf(c)
     const cfg = checkFlags(t, 'injector', 'inject serve', injectSchemas['inject serve'], args.slice(2), env) as K
     t.same(cfg.listen, { host: '0.0.0.0', port: 8443 })
@@ -101,10 +106,12 @@ t.test('kubectl kustomize deploy/: the objects, their flags, RBAC, webhook, netw
     t.equal(env.GATEHOUSE_IMAGE, c.image, 'injects its own image (images transformer, kustomizeconfig.yaml)')
     const ca = find(base, 'Service', 'gatehouse-ca', NS)!
     t.equal(cfg.caUrl, `https://${ca.metadata.name}.${ca.metadata.namespace}.svc:${ca.spec.ports[0].port}`, '--ca-url names the CA Service')
-    const certDir = String(cfg.cert).replace(/\/[^/]+$/, '')
-    const mount = c.volumeMounts.find((m: K) => m.mountPath === certDir)
-    t.equal(mount?.readOnly, true)
-    t.equal(podSpecOf(inj)!.volumes.find((v: K) => v.name === mount?.name)?.secret?.secretName, 'gatehouse-injector-tls')
+    t.equal(cfg.cert, undefined, 'no --cert')
+    t.equal(cfg.key, undefined, 'no --key')
+    for (const file of [cfg.k8sTokenFile, cfg.trustBundle]) {
+      const mount = c.volumeMounts.find((m: K) => String(file).startsWith(`${String(m.mountPath)}/`))
+      t.equal(mount?.readOnly, true, `${String(file)} is on a read-only mount`)
+    }
     t.equal(c.readinessProbe.httpGet.scheme, 'HTTPS')
 
     const svc = find(base, 'Service', 'gatehouse-injector', NS)!
@@ -139,7 +146,7 @@ t.test('kubectl kustomize deploy/: the objects, their flags, RBAC, webhook, netw
     const podHook = webhooks.find(w => w.name === 'pod.inject.gatehouse.io')!
     t.equal(podHook.matchConditions.length, 1)
     t.match(podHook.matchConditions[0].expression, /object\.metadata\.annotations\['gatehouse\.io\/inject'\] == 'enabled'/, 'only pods annotated for injection')
-    t.notOk('caBundle' in webhooks[0]!.clientConfig, 'caBundle is left to the operator\'s overlay (README)')
+    for (const w of webhooks) t.notOk('caBundle' in w.clientConfig, `${w.name}: no caBundle in the manifest: the CA keeps it (--webhook-ca-bundle), and apply never resets it`)
   })
 
   t.test('NetworkPolicies', async t => {
@@ -156,7 +163,12 @@ t.test('kubectl kustomize deploy/: the objects, their flags, RBAC, webhook, netw
     t.equal(injPol.length, 1)
     t.same(injPol[0]!.spec.ingress.flatMap((r: K) => r.ports), [{ protocol: 'TCP', port: 8443 }], 'injector: ingress on 8443 only')
     t.same(injPol[0]!.spec.policyTypes, ['Ingress', 'Egress'])
-    t.same(injPol[0]!.spec.egress, [], 'injector: no egress at all')
+    // Out: DNS, and the CA for its serving certificate; never the API server.
+    t.same(injPol[0]!.spec.egress.flatMap((r: K) => r.ports), [{ protocol: 'UDP', port: 53 }, { protocol: 'TCP', port: 53 }, { protocol: 'TCP', port: 15443 }], 'injector: egress to DNS and port 15443 only')
+    const toCa = injPol[0]!.spec.egress.find((r: K) => r.ports.some((p: K) => p.port === 15443))
+    t.same(toCa.to.length, 1)
+    t.ok(selects(toCa.to[0].podSelector, find(base, 'Deployment', 'gatehouse-ca', NS)!.spec.template.metadata.labels), '15443: to the CA pods')
+    t.notOk('namespaceSelector' in toCa.to[0] || 'ipBlock' in toCa.to[0], '15443: in gatehouse-system only')
     t.ok(caPol[0]!.spec.policyTypes.includes('Egress'), 'CA egress restricted too')
   })
 

@@ -1,13 +1,15 @@
 import t from 'tap'
-import { writeFileSync, readFileSync, mkdirSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { writeFileSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { parseAllDocuments, parse as parseYaml, stringify } from 'yaml'
 import { proxySchema } from '../src/cli/proxy.ts'
+import { injectSchemas } from '../src/cli/inject.ts'
 import { parsePolicy } from '../src/policy/load.ts'
 import { parseRoutes } from '../src/proxy/routes.ts'
 import { gatehouse } from './helpers/cli.ts'
-import { renderDeploy, skipWithoutKubectl, NS, deployDir, kustomize, find, podSpecOf, containersOf, gatehouseArgs, checkFlags, envOf, selects, checkHardened, type K8sObject as K } from './helpers/k8s-pod.ts'
+import { renderDeploy, skipWithoutKubectl, NS, deployDir, find, podSpecOf, containersOf, gatehouseArgs, checkFlags, envOf, selects, checkHardened, type K8sObject as K } from './helpers/k8s-pod.ts'
 import { tempDir } from './helpers/files.ts'
+import { renderOverlay } from './helpers/kustomize.ts'
 
 // deploy/examples and the README's operator overlay render with kubectl's kustomize, and what they
 // render works: the examples' policies and routes pass `gatehouse policy test` and parse, the
@@ -61,9 +63,10 @@ t.test('kubectl kustomize deploy/examples and the README overlay: policies, rout
     const inj = find(base, 'Deployment', 'gatehouse-injector', NS)!
     const c = podSpecOf(inj)!.containers[0]
     const args = gatehouseArgs(c)
-    // inject serve's injector flags, without its server flags (--listen/--cert/--key).
+    // inject serve's injector flags, without its server flags (--listen, its certificate's): those `inject` has too.
     const injectorFlags: string[] = []
-    for (let i = 2; i < args.length; i += 2) if (!['--listen', '--cert', '--key'].includes(args[i]!)) injectorFlags.push(args[i]!, args[i + 1]!)
+    for (let i = 2; i < args.length; i += 2) if (args[i]!.slice(2) in injectSchemas.inject) injectorFlags.push(args[i]!, args[i + 1]!)
+    t.ok(injectorFlags.includes('--bundle-configmap'), 'the injector flags are passed on')
     const input = join(work, 'examples.yaml')
     writeFileSync(input, examples.map(d => stringify(d)).join('---\n'))
     const r = gatehouse(['inject', '--file', input, '--namespace-labels=', ...injectorFlags], envOf(c))
@@ -80,7 +83,7 @@ t.test('kubectl kustomize deploy/examples and the README overlay: policies, rout
       t.same(cfg.inbound, { host: '0.0.0.0', port: 15006 }, `${name}: inbound on the port its Service targets`)
       for (const v of spec.volumes.filter((v: K) => v.configMap !== undefined)) {
         const cmName = v.configMap.name
-        if (cmName === 'gatehouse-trust-bundle') continue // made by the operator from bundle.pem (README)
+        if (cmName === 'gatehouse-trust-bundle') continue // published by the CA (README, step 3; deploy-certificates.test.ts)
         const cm = find(examples, 'ConfigMap', cmName, name)
         if (cm === undefined && v.configMap.optional === true) continue // e.g. routes: a service that calls no one has none
         t.ok(cm, `${name}: mounted ConfigMap ${cmName} exists in the overlay`)
@@ -93,21 +96,17 @@ t.test('kubectl kustomize deploy/examples and the README overlay: policies, rout
     }
   })
 
-  t.test('the README\'s operator overlay renders: image set once, caBundle on both webhooks', async t => {
+  t.test('the README\'s operator overlay renders: image set once, no caBundle to add', async t => {
     const readme = readFileSync(join(deployDir, 'README.md'), 'utf8')
     const block = /```yaml\n(# my-gatehouse\/kustomization\.yaml\n[\s\S]*?)```/.exec(readme)?.[1]
     t.ok(block, 'README has the overlay')
-    const overlay = parseYaml(block!) as K
-    const dir = join(work, 'my-gatehouse')
-    mkdirSync(dir)
-    overlay.resources = [relative(dir, deployDir)] // kustomize wants relative paths
-    const caBundle = Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64')
-    overlay.patches[0].patch = overlay.patches[0].patch.replaceAll('<base64 -w0 < ca/bundle.pem>', caBundle).replaceAll('<same>', caBundle)
-    writeFileSync(join(dir, 'kustomization.yaml'), stringify(overlay))
-    const docs = kustomize(dir)
+    const { resources, apiVersion, kind, ...overlay } = parseYaml(block!) as K
+    t.same([apiVersion, kind, resources.length], ['kustomize.config.k8s.io/v1beta1', 'Kustomization', 1], 'a kustomization of deploy/')
+    t.notOk('patches' in overlay, 'no patch: the CA keeps the webhook\'s caBundle')
+    const docs = renderOverlay(t, { fields: overlay }) // with deploy/ as its resource, by a path relative to it
     const want = `registry.example.com/gatehouse:${String(overlay.images[0].newTag)}`
     for (const name of ['gatehouse-ca', 'gatehouse-injector']) t.equal(podSpecOf(find(docs, 'Deployment', name, NS)!)!.containers[0].image, want, `${name} image`)
     t.equal(envOf(podSpecOf(find(docs, 'Deployment', 'gatehouse-injector', NS)!)!.containers[0]).GATEHOUSE_IMAGE, want, 'the injected proxy image follows')
-    for (const w of find(docs, 'MutatingWebhookConfiguration', 'gatehouse-injector')!.webhooks) t.equal(w.clientConfig.caBundle, caBundle, `${w.name} caBundle`)
+    for (const w of find(docs, 'MutatingWebhookConfiguration', 'gatehouse-injector')!.webhooks) t.notOk('caBundle' in w.clientConfig, `${w.name}: caBundle left to the CA`)
   })
 })

@@ -1,10 +1,6 @@
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, mkdirSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, relative } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { parseAllDocuments } from 'yaml'
+import { writeFileSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor'
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment'
@@ -28,6 +24,8 @@ import { scrapeMetrics } from './helpers/inbound-probe.ts'
 import { parsePrometheusText, type Family } from './helpers/prom-text.ts'
 import { tempCa, postSvid } from './helpers/ca-fixture.ts'
 import { tempDir } from './helpers/files.ts'
+import { deployDir, skipWithoutKubectl, NS } from './helpers/k8s-pod.ts'
+import { renderOverlay } from './helpers/kustomize.ts'
 
 // deploy/components/monitoring and deploy/grafana: the component renders onto deploy/, its objects
 // validate against their schemas (prometheus-operator's for the PodMonitors), the flags it adds are
@@ -38,13 +36,7 @@ import { tempDir } from './helpers/files.ts'
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type K = Record<string, any>
 
-const repo = fileURLToPath(new URL('..', import.meta.url))
-const deployDir = join(repo, 'deploy')
-const componentDir = join(deployDir, 'components/monitoring')
 const dashboardFile = join(deployDir, 'grafana/gatehouse-dashboard.json')
-const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' })
-const noKubectl = kubectl.error !== undefined || kubectl.status !== 0
-const NS = 'gatehouse-system'
 
 const dashboard = JSON.parse(readFileSync(dashboardFile, 'utf8')) as K
 
@@ -174,15 +166,8 @@ async function get (url: string, dispatcher: Agent): Promise<{ status: number }>
   return { status: res.statusCode }
 }
 
-t.test('deploy/components/monitoring on deploy/: metrics ports, PodMonitors, NetworkPolicy, dashboard', { skip: noKubectl ? 'kubectl is not installed: cannot render deploy/' : false }, async t => {
-  const work = mkdtempSync(join(tmpdir(), 'gh-deploy-obs-'))
-  t.teardown(() => { rmSync(work, { recursive: true, force: true }) })
-  const overlay = join(work, 'overlay')
-  mkdirSync(overlay)
-  writeFileSync(join(overlay, 'kustomization.yaml'), `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ${relative(overlay, deployDir)}\ncomponents:\n  - ${relative(overlay, componentDir)}\n`)
-  const r = spawnSync('kubectl', ['kustomize', overlay], { encoding: 'utf8', timeout: 60_000 })
-  t.equal(r.status, 0, r.stderr)
-  const docs = parseAllDocuments(r.stdout).map(d => d.toJS() as K).filter(d => d !== null)
+t.test('deploy/components/monitoring on deploy/: metrics ports, PodMonitors, NetworkPolicy, dashboard', { skip: skipWithoutKubectl }, async t => {
+  const docs = renderOverlay(t, { components: ['monitoring'] })
   const find = (kind: string, name: string): K => docs.find(d => d.kind === kind && d.metadata?.name === name)!
 
   // Schemas: prometheus-operator's for the PodMonitors, Kubernetes' for the rest of what it adds or changes.

@@ -33,7 +33,9 @@ t.test('/healthz and /readyz answer 200 on a sidecar with identity and policy; o
   t.same(JSON.parse(ready.body), { status: 'ready' })
   t.match(ready.contentType, /^application\/json/)
   t.equal((await adminGet(mesh, '/readyz?verbose=1')).status, 200, 'a query string does not change the route')
-  t.equal((await adminGet(mesh, '/nope')).status, 404)
+  const nope = await adminGet(mesh, '/nope')
+  t.equal(nope.status, 404)
+  t.match(JSON.parse(nope.body), { error: 'GH_NOT_FOUND', message: String }, 'the one error body')
   t.equal(await adminMethod(mesh.sidecar.admin.port, 'POST', '/healthz'), 405)
   t.equal(await adminMethod(mesh.sidecar.admin.port, 'HEAD', '/healthz'), 200)
   const listening = mesh.logs.find(l => l.event === 'admin.listening')
@@ -52,7 +54,7 @@ t.test('an invalid policy at start: the sidecar starts, is not ready, and answer
   for (const [method, path] of [['GET', '/v1/items'], ['POST', '/v1/items'], ['GET', '/']] as const) {
     const res = await mesh.request(path, { method, ...(method === 'POST' ? { body: '{}' } : {}) })
     t.equal(res.status, 503, `${method} ${path}: 503`)
-    t.match(JSON.parse(res.body), { error: 'unavailable', requestId: String }, `${method} ${path}: JSON error body`)
+    t.match(JSON.parse(res.body), { error: 'GH_NOT_READY', message: /no policy/, requestId: String }, `${method} ${path}: JSON error body`)
   }
   t.equal(mesh.app.seen.length, 0, 'nothing reached the app')
   t.equal(mesh.decisions.length, 3, 'every refusal has a decision line')

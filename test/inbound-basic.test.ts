@@ -25,7 +25,7 @@ rules:
   const denied = await mesh.request('/v1/items', { method: 'POST', body: 'x' })
   t.equal(denied.status, 403)
   const body = JSON.parse(denied.body) as { error: string, requestId: string }
-  t.equal(body.error, 'forbidden')
+  t.equal(body.error, 'GH_FORBIDDEN')
   t.match(body.requestId, /^[0-9a-f-]{36}$/, 'generated request id')
   t.equal(mesh.app.seen.length, 1, 'the denied request never reached the app')
 

@@ -88,8 +88,8 @@ rules:
     // Denied: the 403 body and the decision line carry the id.
     const denied = await mesh.request('/nope', { headers })
     t.equal(denied.status, 403, `${c.name}: denied`)
-    const body = JSON.parse(denied.body) as { error: string, requestId: string }
-    t.equal(body.error, 'forbidden')
+    const body = JSON.parse(denied.body) as { error: string, message: string, requestId: string }
+    t.same(body, { error: 'GH_FORBIDDEN', message: 'denied by policy', requestId: body.requestId }, `${c.name}: the one error body`)
     if (c.kept) t.equal(body.requestId, c.sent, `${c.name}: the 403 body has the caller's id`)
     else t.match(body.requestId, UUID, `${c.name}: the 403 body has a generated id`)
     await waitFor(() => mesh.decisions.length === before + 2, 5000, 'decision line')
@@ -187,7 +187,7 @@ t.test('Upgrade (WebSocket) is relayed after authorization; a denied caller\'s u
   const ex = await rawExchange(mesh, upgradeRequest, { svid: intruder })
   const [denied] = parseResponses(ex.response)
   t.equal(denied?.status, 403, 'a denied caller\'s upgrade gets 403')
-  t.equal((JSON.parse(denied?.body.toString() ?? '{}') as { error?: string }).error, 'forbidden')
+  t.equal((JSON.parse(denied?.body.toString() ?? '{}') as { error?: string }).error, 'GH_FORBIDDEN')
   t.ok(ex.serverClosed, 'and the connection is closed')
   await sleep(100)
   t.equal(upgrades, 1, 'the app\'s upgrade handler never fired for it')
@@ -195,7 +195,7 @@ t.test('Upgrade (WebSocket) is relayed after authorization; a denied caller\'s u
   t.match(mesh.decisions[1], { decision: 'deny', status: 403, caller: 'spiffe://example.org/ns/other/sa/intruder' })
 })
 
-t.test('app down: 502 upstream_unavailable with a decision line carrying the error', async t => {
+t.test('app down: 502 GH_UPSTREAM_UNAVAILABLE with a decision line carrying the error', async t => {
   const closedPort = await new Promise<number>((resolve) => {
     const s = createServer()
     s.listen(0, '127.0.0.1', () => { const { port } = s.address() as AddressInfo; s.close(() => { resolve(port) }) })
@@ -203,7 +203,7 @@ t.test('app down: 502 upstream_unavailable with a decision line carrying the err
   const mesh = await startMesh(t, { sidecar: { upstream: { host: '127.0.0.1', port: closedPort } } })
   const res = await mesh.request('/anything', { headers: { 'x-request-id': 'down-1' } })
   t.equal(res.status, 502)
-  t.same(JSON.parse(res.body), { error: 'upstream_unavailable', requestId: 'down-1' })
+  t.same(JSON.parse(res.body), { error: 'GH_UPSTREAM_UNAVAILABLE', message: 'the app cannot be reached', requestId: 'down-1' })
   await waitFor(() => mesh.decisions.length >= 1, 5000, 'decision line')
   await sleep(50)
   t.equal(mesh.decisions.length, 1, 'exactly one decision line')
@@ -223,7 +223,7 @@ t.test('app too slow: 504 after upstreamTimeoutMs, and the sidecar keeps serving
   const res = await mesh.request('/hang', { headers: { 'x-request-id': 'slow-1' } })
   const took = performance.now() - started
   t.equal(res.status, 504)
-  t.same(JSON.parse(res.body), { error: 'upstream_timeout', requestId: 'slow-1' })
+  t.same(JSON.parse(res.body), { error: 'GH_UPSTREAM_TIMEOUT', message: 'the app did not answer in time', requestId: 'slow-1' })
   t.ok(took >= 450 && took < 4000, `answered after ${Math.round(took)} ms (timeout 500 ms)`)
   await waitFor(() => mesh.decisions.length >= 1, 5000, 'decision line')
   t.match(mesh.decisions[0], { status: 504, requestId: 'slow-1', error: /^upstream-timeout: / })

@@ -47,7 +47,7 @@ t.test('curl --http2 and curl --http1.1 on the same port, the same policy and on
   const denied = await curl(mesh, ['--http2', `${mesh.url}/admin/users`])
   t.equal(denied.version, '2')
   t.equal(denied.status, 403)
-  t.match(JSON.parse(denied.body), { error: 'forbidden', requestId: /\S+/ })
+  t.match(JSON.parse(denied.body), { error: 'GH_FORBIDDEN', message: 'denied by policy', requestId: /\S+/ })
   const h1 = await curl(mesh, ['--http1.1', `${mesh.url}/admin/users`])
   t.equal(h1.version, '1.1', 'an HTTP/1.1 caller on the same port')
   t.equal(h1.status, 403)

@@ -120,6 +120,7 @@ t.test('a header bigger than maxHeaderSize gets 431 and never reaches the app', 
   const big = await tlsAttempt(clientTls(mesh), `GET /big HTTP/1.1\r\nhost: gatehouse.test\r\nx-big: ${'a'.repeat(maxHeaderSize * 2)}\r\n\r\n`)
   t.equal(statusOf(big.response), 431, '431 Request Header Fields Too Large')
   t.match(big.response, /\r\nconnection: close\r\n/i, 'and the connection is closed')
+  t.match(big.response, /\r\n\r\n\{"error":"GH_HEADERS_TOO_LARGE","message":"[^"]+","requestId":"[^"]+"\}$/, 'with the one error body')
   t.same(mesh.app.seen.map(s => s.url), ['/small'], 'the oversized request never reached the app')
   t.same(mesh.decisions.filter(d => d.decision === 'allow').map(d => d.path), ['/small'], 'only the small request was allowed')
   t.same(mesh.decisions.filter(d => d.decision !== 'allow').map(d => d.status).filter(s => s !== 431), [], 'any other decision line is the 431 refusal')

@@ -27,23 +27,30 @@ t.test('an inbound CONNECT is answered 405 with one decision line', async t => {
 
 t.test('a request line without HTTP/1.x is refused with 400 and one decision line', async t => {
   const mesh = await startMesh(t, { policy: POLICY })
+  const bodies: Array<Record<string, unknown>> = []
   for (const line of ['GET /public/a', 'GET /public/a HTTP/0.9', 'GET /public/a HTTP/2.0']) {
     const ex = await rawExchange(mesh, `${line}\r\nHost: a\r\n\r\n`)
-    t.equal(parseResponses(ex.response)[0]?.status, 400, `${JSON.stringify(line)} -> 400`)
+    const [res] = parseResponses(ex.response)
+    t.equal(res?.status, 400, `${JSON.stringify(line)} -> 400`)
+    bodies.push(JSON.parse(res?.body.toString() ?? '{}') as Record<string, unknown>)
   }
   await waitFor(() => mesh.decisions.length === 3, 5000, 'three decision lines')
   t.same(mesh.decisions.map(d => [d.status, d.decision]), [[400, 'deny'], [400, 'deny'], [400, 'deny']])
+  t.same(bodies.map(b => [b.error, b.reason]), Array(3).fill(['GH_BAD_REQUEST', 'protocol']), 'the one error body, reason protocol')
+  t.same(bodies.map(b => b.requestId), mesh.decisions.map(d => d.requestId), 'naming each decision line')
   t.equal(mesh.app.seen.length, 0, 'nothing reached the app')
 })
 
 t.test('a body that fails to parse after authorization: one line, status 400, not a second "allow 499"', async t => {
   const mesh = await startMesh(t, { policy: POLICY })
   const ex = await rawExchange(mesh, 'POST /public/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n')
-  t.equal(parseResponses(ex.response)[0]?.status, 400, 'the client gets 400')
+  const [res] = parseResponses(ex.response)
+  t.equal(res?.status, 400, 'the client gets 400')
   await waitFor(() => mesh.decisions.length >= 1, 5000, 'a decision line')
   await sleep(300) // a second line, if any, would be written when the aborted forward ends
   t.equal(mesh.decisions.length, 1, 'exactly one decision line')
   t.match(mesh.decisions[0], { decision: 'allow', path: '/public/upload', status: 400, error: /^HPE_/ })
+  t.match(JSON.parse(res?.body.toString() ?? '{}'), { error: 'GH_BAD_REQUEST', reason: 'malformed', requestId: mesh.decisions[0]?.requestId }, 'the one error body, naming the decision line')
 })
 
 t.test(`a denied request's body: up to ${DENIED_DRAIN_BYTES} bytes drained on a kept-alive connection, a larger one closes it`, async t => {

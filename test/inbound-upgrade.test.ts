@@ -64,7 +64,7 @@ t.test('h2c upgrade to a real h2c-capable app (hypercorn) is refused: no HTTP/2 
   }
   t.notOk(received.includes('/admin/secret'), 'no answer for /admin/secret came back')
   t.equal(res?.status, 400, 'the h2c upgrade is refused with 400')
-  t.match(res?.body.toString(), '"error":"upgrade_not_allowed"')
+  t.match(res?.body.toString(), '"error":"GH_UPGRADE_NOT_ALLOWED"')
   await Promise.race([closed, sleep(3000)])
   t.ok(socket.destroyed || socket.readableEnded, 'the sidecar closed the connection')
   t.notOk(hc.output().includes('/admin/secret'), 'hypercorn never saw /admin/secret')

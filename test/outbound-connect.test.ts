@@ -68,7 +68,7 @@ t.test('CONNECT to an unlisted host:port is refused with 403 GH_OUTBOUND_CONNECT
     const c = await connectVia(target)
     t.equal(c.status, 403, `${target}: 403`)
     const body = Buffer.concat([c.head, await readAll(c.socket)]).toString('utf8')
-    t.match(JSON.parse(body), { error: 'connect_refused', code: 'GH_OUTBOUND_CONNECT_REFUSED' }, `${target}: stable code`)
+    t.match(JSON.parse(body), { error: 'GH_OUTBOUND_CONNECT_REFUSED', message: /neither a route nor on --allow-connect/ }, `${target}: stable code`)
     t.match(a.logs.findLast(l => l.event === 'outbound.refused'), { code: 'GH_OUTBOUND_CONNECT_REFUSED', target: target.toLowerCase() }, `${target}: logged`)
   }
   t.equal(echo.connections, 0, 'the only allowed target was not dialled for another name or port')
@@ -141,7 +141,7 @@ t.test('https:// absolute URLs are refused with 400: the app calls http:// and t
   for (const url of ['https://b.internal/v1/x', 'https://b.internal:443/v1/x', 'ftp://b.internal/file']) {
     const res = await viaProxy(proxy, url)
     t.equal(res.status, 400, `${url}: 400`)
-    t.match(json(res), { error: 'bad_request', code: 'GH_OUTBOUND_BAD_TARGET' }, `${url}: stable code`)
+    t.match(json(res), { error: 'GH_OUTBOUND_BAD_TARGET', message: String }, `${url}: stable code`)
   }
   t.equal(bApp.seen.length + b.decisions.length, before, 'nothing reached B')
   const ok = await viaProxy(proxy, 'http://b.internal/v1/x')

@@ -156,7 +156,7 @@ t.test('a running sidecar follows its routes file; an invalid one keeps the last
   await waitFor(async () => (await viaProxy(proxy, 'http://b.internal/probe')).status === 403, 5000, 'b.internal to be refused')
   const gone = await viaProxy(proxy, 'http://b.internal/five')
   t.equal(gone.status, 403)
-  t.match(json(gone), { code: 'GH_OUTBOUND_UNKNOWN_DESTINATION' })
+  t.match(json(gone), { error: 'GH_OUTBOUND_UNKNOWN_DESTINATION' })
   const added = await viaProxy(proxy, 'http://c.internal/six')
   t.equal(added.status, 200, 'the newly listed host is routed')
   t.equal(bApp.seen.at(-1)?.headers.host, 'c.internal')

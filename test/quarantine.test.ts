@@ -67,7 +67,7 @@ t.test('quarantine add: denied everywhere within seconds, live connections close
 
   const out = await request('http://b.internal/orders', { dispatcher: viaA })
   t.equal(out.statusCode, 403, 'A\'s own sidecar refuses to call out')
-  t.match(JSON.parse(await out.body.text()), { code: 'GH_QUARANTINED' })
+  t.match(JSON.parse(await out.body.text()), { error: 'GH_QUARANTINED', message: `${A_ID} is quarantined (incident 4711: token exfiltrated); 'gatehouse ca quarantine remove --spiffe-id ${A_ID}' releases it` })
 
   const key = generateKey('ec-p256')
   const mtls = new Agent({ connect: { ca: ca.material().bundlePem, cert: svid.chainPem, key: svid.keyPem } })

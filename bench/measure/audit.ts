@@ -237,18 +237,23 @@ export function interleave (files: string[], out: string): number {
   return bytes
 }
 
-if (import.meta.main) {
+/**
+ * A log-tool bench run on its own (`node bench/measure/X.ts [--quick] [--lines N] [--chains N] [--runs N] [--src]`):
+ * the spec from the flags, the CLI built by tsc (or src/cli.ts with --src), one JSON result on stdout.
+ */
+export async function runLogBench<R> (measure: (spec: { lines: number, chains: number, runs: number, cli: string }, log: (s: string) => void) => Promise<R>): Promise<void> {
   const arg = (name: string): number | undefined => { const i = process.argv.indexOf(name); return i === -1 ? undefined : Number(process.argv[i + 1]) }
   const quick = process.argv.includes('--quick')
   const root = fileURLToPath(new URL('../../', import.meta.url))
   const buildDir = mkdtempSync(join(tmpdir(), 'gh-bench-build-'))
   try {
     const cli = process.argv.includes('--src') ? join(root, 'src/cli.ts') : buildGatehouse(root, buildDir).cli
-    const spec = { lines: arg('--lines') ?? (quick ? 200_000 : 5_000_000), chains: arg('--chains') ?? 50, runs: arg('--runs') ?? (quick ? 1 : 3), cli, keep: process.argv.includes('--keep') }
-    const r = await auditSiemVerify(spec, (s) => { process.stderr.write(s) })
+    const r = await measure({ lines: arg('--lines') ?? (quick ? 200_000 : 5_000_000), chains: arg('--chains') ?? 50, runs: arg('--runs') ?? (quick ? 1 : 3), cli }, (s) => { process.stderr.write(s) })
     process.stderr.write('\n')
     process.stdout.write(`${JSON.stringify(r)}\n`)
   } finally {
     rmSync(buildDir, { recursive: true, force: true })
   }
 }
+
+if (import.meta.main) await runLogBench(async (spec, log) => await auditSiemVerify({ ...spec, keep: process.argv.includes('--keep') }, log))

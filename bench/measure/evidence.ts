@@ -11,7 +11,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { DecisionLog, type DecisionFields } from '../../src/audit/record.ts'
 import { Issuer } from '../../src/ca/issuer.ts'
 import { generateKey } from '../../src/x509/keys.ts'
@@ -19,8 +18,7 @@ import { SpiffeId } from '../../src/spiffe/id.ts'
 import { pemToDers } from '../../src/x509/certificate.ts'
 import { withCa } from './ca.ts'
 import { TRUST_DOMAIN } from '../lib/pki.ts'
-import { buildGatehouse } from '../lib/build.ts'
-import { interleave, timedCli, writeChain } from './audit.ts'
+import { interleave, runLogBench, timedCli, writeChain } from './audit.ts'
 
 export interface ToolRun { seconds: number, cpuSeconds: number, linesPerSecond: number, peakRssMb: number, otherCorePct: number, exitCode: number | null }
 export interface ToolResult { tool: string, args: string, runs: ToolRun[], /** median */ linesPerSecond: number, /** highest of any run */ peakRssMb: number }
@@ -115,17 +113,4 @@ export async function evidenceTools (spec: EvidenceSpec, log: (s: string) => voi
   }
 }
 
-if (import.meta.main) {
-  const arg = (name: string): number | undefined => { const i = process.argv.indexOf(name); return i === -1 ? undefined : Number(process.argv[i + 1]) }
-  const quick = process.argv.includes('--quick')
-  const root = fileURLToPath(new URL('../../', import.meta.url))
-  const buildDir = mkdtempSync(join(tmpdir(), 'gh-bench-build-'))
-  try {
-    const cli = process.argv.includes('--src') ? join(root, 'src/cli.ts') : buildGatehouse(root, buildDir).cli
-    const r = await evidenceTools({ lines: arg('--lines') ?? (quick ? 200_000 : 5_000_000), chains: arg('--chains') ?? 50, runs: arg('--runs') ?? (quick ? 1 : 3), cli }, (s) => { process.stderr.write(s) })
-    process.stderr.write('\n')
-    process.stdout.write(`${JSON.stringify(r)}\n`)
-  } finally {
-    rmSync(buildDir, { recursive: true, force: true })
-  }
-}
+if (import.meta.main) await runLogBench(evidenceTools)

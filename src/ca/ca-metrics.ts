@@ -15,6 +15,10 @@ export interface CaMetrics {
   reports: Counter<'outcome'>
   certExpiry: Gauge<'cert' | 'serial'>
   quarantineEntries: Gauge
+  /** The bundle publisher (bundle-publisher.ts): each ConfigMap and webhook configuration per round, by result. */
+  bundlePublish: Counter<'target' | 'result'>
+  /** When the last publisher round ended without an error (unix seconds). */
+  bundlePublishedAt: Gauge
   /** What the expiry and quarantine gauges read at each scrape (the CA's material changes on reload). */
   watch: (source: { ca: () => CaMaterial, quarantineEntries: () => number }) => void
 }
@@ -56,6 +60,8 @@ export function createCaMetrics (): CaMetrics {
     quarantineEntries,
     svidRequests: new Counter({ name: 'gatehouse_ca_svid_requests_total', help: 'SVID requests by result (issued, refused), error code and attestation kind', labelNames: ['result', 'code', 'attestation'], registers }),
     duration: new Histogram({ name: 'gatehouse_ca_request_duration_seconds', help: 'CA API request duration by route', labelNames: ['route'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers }),
+    bundlePublish: new Counter({ name: 'gatehouse_ca_bundle_publish_total', help: 'Trust-bundle publisher: ConfigMaps and webhook configurations per round, by target (configmap, webhook) and result (created, updated, unchanged, failed)', labelNames: ['target', 'result'], registers }),
+    bundlePublishedAt: new Gauge({ name: 'gatehouse_ca_bundle_published_timestamp_seconds', help: 'When the trust-bundle publisher last completed a round without an error', registers }),
     reports: new Counter({ name: 'gatehouse_ca_quarantine_reports_total', help: 'Quarantine reports from sidecars by outcome', labelNames: ['outcome'], registers }),
     watch: (s) => { source = s }
   }

@@ -1,4 +1,5 @@
 import { readBody } from '../http-body.ts'
+import { sendError } from '../error-body.ts'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
@@ -27,6 +28,7 @@ import { ReportDesk, type ReportDeskOptions } from './reports.ts'
 import { createCaMetrics, caRoute, reportOutcome, type CaMetrics } from './ca-metrics.ts'
 import { startMetricsServer, type MetricsServer } from '../metrics-server.ts'
 import { watchExpiry } from './issuer-renewal.ts'
+import { BundlePublisher, type BundlePublisherOptions } from './bundle-publisher.ts'
 
 // The CA's HTTPS API:
 //   POST /v1/svid   Authorization: Bearer <join or service-account token> (or an mTLS client SVID
@@ -62,9 +64,13 @@ export interface CaServerOptions {
   reload?: { intervalMs: number, load: () => { ca: CaMaterial, issuer: Issuer } }
   /** Serve GET /metrics over plain HTTP here (`ca serve --metrics-listen`); none when unset. */
   metricsListen?: { host: string, port: number }
+  /** DNS SANs added to the SVIDs of these SPIFFE IDs (`--dns-san`): the injector's webhook serving certificate. */
+  dnsSans?: ReadonlyMap<string, string[]>
+  /** Publish the trust bundle to Kubernetes (`--publish-trust-bundle`, `--webhook-ca-bundle`). */
+  publisher?: Omit<BundlePublisherOptions, 'bundlePem' | 'logger' | 'metrics'>
 }
 
-export interface RunningCaServer { server: Server, port: number, quarantine: QuarantineBook, metrics: CaMetrics, metricsPort?: number, close: () => Promise<void> }
+export interface RunningCaServer { server: Server, port: number, quarantine: QuarantineBook, metrics: CaMetrics, metricsPort?: number, publisher?: BundlePublisher, close: () => Promise<void> }
 
 function send (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body)
@@ -147,7 +153,8 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       if (wait > 0) throw new RateLimitedError(wait)
       // Only now, with everything else in order, is a single-use join token spent.
       if (attestation.method === 'join-token') attestation.consume()
-      const svid = issuer.issue({ id: attestation.id, publicKey, origin })
+      const dns = opts.dnsSans?.get(attestation.id.toString())
+      const svid = issuer.issue({ id: attestation.id, publicKey, origin, ...(dns === undefined ? {} : { dns }) })
       metrics.svidRequests.inc({ result: 'issued', code: '', attestation: attestation.method })
       logger.info({ event: 'svid.issued', spiffeId: svid.id, serial: svid.serial, notAfter: svid.notAfter.toISOString(), attestation: attestation.method, ...chain(origin), ...detail(attestation), remote }, 'issued SVID')
       send(res, 200, { spiffeId: svid.id, serial: svid.serial, chain: svid.chainPem, bundle: ca.bundlePem, notBefore: svid.notBefore.toISOString(), expiresAt: svid.notAfter.toISOString() })
@@ -210,7 +217,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
       const e = asGatehouseError(err)
       if (e.status >= 500 && !(e instanceof GatehouseError && e.code !== 'GH_INTERNAL')) logger.error({ err, remote }, 'unexpected error in CA API')
       const headers: Record<string, string> = e instanceof RateLimitedError ? { 'retry-after': String(e.retryAfterSeconds) } : {}
-      if (!res.headersSent) send(res, e.status, e.toJSON(), { ...headers, ...(e.status === 413 ? { connection: 'close' } : {}) })
+      if (!res.headersSent) sendError(res, e, { ...headers, ...(e.status === 413 ? { connection: 'close' } : {}) })
       else res.destroy()
     }
   }
@@ -229,6 +236,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
 
   // An issuer or root within 30 days of expiry is logged now and daily (and the expiry gauge shows it).
   const expiry = watchExpiry(() => ca, logger)
+  const publisher = opts.publisher === undefined ? undefined : new BundlePublisher({ ...opts.publisher, bundlePem: () => ca.bundlePem, logger, metrics })
   // The files as they are now are the baseline: a change made before the first poll (an issuer
   // renewed right after start) is a change, not the starting state.
   const caFiles = [FILES.rootCert, FILES.issuerCert, FILES.issuerKey, FILES.bundle].map(f => join(ca.dir, f))
@@ -240,6 +248,7 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
         server.setSecureContext(servingContext())
         quarantine.setCa(ca)
         expiry.check()
+        publisher?.poke()
         logger.info({ event: 'ca.reloaded', issuerSerial: ca.issuer.serialHex, roots: ca.bundle.authoritiesFor(ca.trustDomain).map(r => r.serialHex) }, 'CA material reloaded')
       } catch (err) {
         logger.error({ event: 'ca.reload_failed', code: (err as GatehouseError).code ?? 'GH_INTERNAL', reason: (err as Error).message }, 'CA files changed but cannot be loaded; keeping the current material')
@@ -257,8 +266,10 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   const port = (server.address() as AddressInfo).port
   logger.info({ event: 'ca.listening', host: opts.listen.host, port, trustDomain: ca.trustDomain, servingId: servingId.toString() }, 'CA API listening')
   let metricsServer: MetricsServer | undefined
+  publisher?.start()
   const close = async (): Promise<void> => {
     clearInterval(renew)
+    publisher?.stop()
     expiry.stop()
     watch?.stop()
     quarantine.stop()
@@ -268,5 +279,5 @@ export async function startCaServer (opts: CaServerOptions): Promise<RunningCaSe
   if (opts.metricsListen !== undefined) {
     try { metricsServer = await startMetricsServer(metrics.registry, opts.metricsListen, logger, 'ca.metrics_listening') } catch (err) { await close(); throw err }
   }
-  return { server, port, quarantine, metrics, ...(metricsServer === undefined ? {} : { metricsPort: metricsServer.port }), close }
+  return { server, port, quarantine, metrics, ...(metricsServer === undefined ? {} : { metricsPort: metricsServer.port }), ...(publisher === undefined ? {} : { publisher }), close }
 }

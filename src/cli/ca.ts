@@ -16,6 +16,7 @@ import { RateLimiter } from '../ca/rate-limit.ts'
 import { callerPatternProblem } from '../policy/patterns.ts'
 import { AUTO_QUARANTINE_MODES, type AutoQuarantineMode } from '../ca/reports.ts'
 import { startCaServer } from '../ca/ca-server.ts'
+import { KubeClient, inClusterConfig, SERVICE_ACCOUNT_DIR } from '../k8s/api-client.ts'
 import { rotateRoot, type RotationStep } from '../ca/root-rotation.ts'
 import { renewIssuer } from '../ca/issuer-renewal.ts'
 import { generateKey, KEY_TYPES, type KeyType } from '../x509/keys.ts'
@@ -75,7 +76,14 @@ export const caSchemas = {
     'auto-quarantine': { kind: 'enum', values: AUTO_QUARANTINE_MODES, default: 'audit', help: 'what sidecars\' reports of a compromised caller do (POST /v1/reports): off (recorded), audit (logged as "would quarantine"), enforce (added to DIR/quarantine.yaml with --auto-quarantine-ttl)' },
     quorum: { kind: 'int', default: 1, min: 1, help: 'distinct sidecars that must report the same identity within 10 minutes before --auto-quarantine acts' },
     'never-quarantine': { kind: 'list', default: [], help: 'SPIFFE IDs or patterns never quarantined automatically (the CA\'s own spiffe://TD/gatehouse/** always is exempt)' },
-    'auto-quarantine-ttl': { kind: 'duration', default: '1h', min: 1000, help: 'how long an automatic quarantine lasts (a person removes or extends it)' }
+    'auto-quarantine-ttl': { kind: 'duration', default: '1h', min: 1000, help: 'how long an automatic quarantine lasts (a person removes or extends it)' },
+    'dns-san': { kind: 'list', default: [], help: 'ID=DNS: add the DNS name to the SVIDs issued to that SPIFFE ID (repeat for more names), e.g. spiffe://cluster.local/ns/gatehouse-system/sa/gatehouse-injector=gatehouse-injector.gatehouse-system.svc: the injector\'s webhook serving certificate' },
+    'publish-trust-bundle': { kind: 'bool', default: false, help: 'in Kubernetes: keep a ConfigMap with the trust bundle (key bundle.pem) in this pod\'s namespace and in every namespace --publish-namespace-selector picks' },
+    'trust-bundle-configmap': { kind: 'string', default: 'gatehouse-trust-bundle', help: 'name of the ConfigMap --publish-trust-bundle keeps' },
+    'publish-namespace-selector': { kind: 'list', default: ['gatehouse.io/inject=enabled', 'gatehouse.io/trust-bundle=enabled'], help: 'label selectors of the namespaces that get the ConfigMap (a namespace matching any one)' },
+    'webhook-ca-bundle': { kind: 'string', help: 'in Kubernetes: keep the caBundle of every webhook of this MutatingWebhookConfiguration equal to the trust bundle, e.g. gatehouse-injector' },
+    'publish-interval': { kind: 'duration', default: '30s', min: 1000, help: 'how often the ConfigMaps and caBundle are checked (a bundle change publishes at once)' },
+    'kube-service-account-dir': { kind: 'string', default: SERVICE_ACCOUNT_DIR, help: 'the pod\'s service-account token, ca.crt and namespace, used with KUBERNETES_SERVICE_HOST/PORT to reach the API server' }
   }
 } as const satisfies Record<string, Schema>
 
@@ -149,8 +157,13 @@ export const caServe: Runner = async (argv, io) => {
   const logger = createLogger('gatehouse-ca')
   const badPatterns = c.neverQuarantine.map(p => [p, callerPatternProblem(p)] as const).filter(([, problem]) => problem !== undefined)
   if (badPatterns.length > 0) throw new ConfigInvalidError(badPatterns.map(([p, problem]) => `--never-quarantine: ${problem!}, got ${JSON.stringify(p)}`))
+  const dnsSans = parseDnsSans(c.dnsSan, ca.trustDomain)
+  const publishing = c.publishTrustBundle || c.webhookCaBundle !== undefined
+  const kube = publishing ? kubeClient(c.kubeServiceAccountDir) : undefined
   const running = await startCaServer({
     ca,
+    dnsSans,
+    ...(kube === undefined ? {} : { publisher: { client: kube, configMap: c.trustBundleConfigmap, namespaceSelectors: c.publishTrustBundle ? c.publishNamespaceSelector : [], publishConfigMaps: c.publishTrustBundle, ...(c.webhookCaBundle === undefined ? {} : { webhook: c.webhookCaBundle }), intervalMs: c.publishInterval } }),
     issuer: new Issuer(ca, { defaultTtlMs: c.leafTtl }),
     attestor: new Attestor({ join: new JoinTokenVerifier({ tokenKey: ca.tokenKey, trustDomain: ca.trustDomain, used: new UsedTokenLog(c.usedTokensFile ?? join(c.dir, FILES.usedTokens)) }), ...(k8s === undefined ? {} : { k8s }) }),
     limiter: new RateLimiter({ burst: c.rateBurst, perMinute: c.ratePerMinute }),
@@ -162,7 +175,33 @@ export const caServe: Runner = async (argv, io) => {
     servingDns: c.servingDns,
     servingIps: c.servingIp,
     reload: { intervalMs: c.reloadInterval, load: () => { const m = loadCa(c.dir); return { ca: m, issuer: new Issuer(m, { defaultTtlMs: c.leafTtl }) } } }
-  }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
-  io.onShutdown(running.close)
+  }).catch(async (err: unknown) => { await kube?.close(); throw nameListenFailure(listeners, err) })
+  io.onShutdown(async () => { await running.close(); await kube?.close() })
   return undefined // keep running
+}
+
+/** `--dns-san ID=DNS` items: DNS names per SPIFFE ID of this trust domain. */
+function parseDnsSans (items: string[], trustDomain: string): Map<string, string[]> {
+  const out = new Map<string, string[]>()
+  const problems: string[] = []
+  for (const item of items) {
+    const at = item.lastIndexOf('=')
+    const id = at === -1 ? undefined : SpiffeId.tryParse(item.slice(0, at))
+    const dns = item.slice(at + 1)
+    if (id === undefined || id.trustDomain !== trustDomain) problems.push(`--dns-san: expected ID=DNS with a SPIFFE ID of trust domain ${trustDomain}, e.g. spiffe://${trustDomain}/ns/gatehouse-system/sa/gatehouse-injector=gatehouse-injector.gatehouse-system.svc, got ${JSON.stringify(item)}`)
+    else if (!/^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/.test(dns)) problems.push(`--dns-san: ${JSON.stringify(dns)} is not a lower-case DNS name (in ${JSON.stringify(item)})`)
+    else out.set(id.toString(), [...(out.get(id.toString()) ?? []), dns])
+  }
+  if (problems.length > 0) throw new ConfigInvalidError(problems)
+  return out
+}
+
+/** The API server as this pod's service account: only inside a pod (or with its environment set up). */
+function kubeClient (dir: string): KubeClient {
+  let config
+  try { config = inClusterConfig(process.env, dir) } catch (err) {
+    throw new ConfigInvalidError([`--publish-trust-bundle/--webhook-ca-bundle: cannot read the service account in ${dir} (--kube-service-account-dir): ${(err as Error).message}`])
+  }
+  if (config === undefined) throw new ConfigInvalidError(['--publish-trust-bundle/--webhook-ca-bundle talk to the Kubernetes API server: run them in a pod (KUBERNETES_SERVICE_HOST is not set)'])
+  return new KubeClient(config)
 }

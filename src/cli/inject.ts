@@ -3,9 +3,11 @@ import { ConfigInvalidError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { injectorConfig, DEFAULT_INJECTOR_CONFIG as D, NAMESPACE_LABEL, type InjectorConfig } from '../inject/injector-config.ts'
 import { injectManifest } from '../inject/manifest.ts'
-import { startInjectorServer } from '../inject/webhook-server.ts'
+import { startInjectorServer, DEFAULT_DNS_NAME, type InjectorServerOptions } from '../inject/webhook-server.ts'
+import { Credentials, watchBundleFile } from '../identity/credentials.ts'
+import { Rotator } from '../identity/rotator.ts'
 import { parseQuantity } from '../quantity.ts'
-import { readArg, checkKeyPair, checkListen, nameListenFailure } from './check.ts'
+import { readArg, checkKeyPair, checkListen, checkReadable, nameListenFailure, readBundleArg } from './check.ts'
 import { parseAllDocuments } from 'yaml'
 import { formatData, type Runner } from './runner.ts'
 
@@ -42,8 +44,12 @@ export const injectSchemas = {
   'inject serve': {
     listen: { kind: 'hostport', default: '0.0.0.0:15017', help: 'HTTPS address of the webhook' },
     'metrics-listen': { kind: 'hostport', help: 'serve Prometheus metrics (GET /metrics) over plain HTTP here, e.g. 127.0.0.1:15018, or 0.0.0.0:15018 in a pod (docs/metrics.md); off when unset' },
-    cert: { kind: 'string', required: true, help: 'serving certificate chain (PEM), reloaded on change' },
-    key: { kind: 'string', required: true, help: 'serving private key (PEM), reloaded on change' },
+    cert: { kind: 'string', help: 'serving certificate chain (PEM), reloaded on change (cert-manager); without --cert and --key, the certificate comes from the Gatehouse CA (--k8s-token-file)' },
+    key: { kind: 'string', help: 'serving private key (PEM), reloaded on change' },
+    'k8s-token-file': { kind: 'string', help: 'projected service-account token (audience gatehouse-ca): the injector gets its serving certificate from the CA at --ca-url, an SVID carrying --dns-name (the CA\'s --dns-san), and rotates it itself' },
+    'trust-bundle': { kind: 'string', help: 'with --k8s-token-file: the trust bundle (PEM) the CA\'s certificate is checked against, reloaded on change' },
+    'dns-name': { kind: 'string', default: DEFAULT_DNS_NAME, help: 'the name the API server calls the webhook by: the serving certificate must carry it (an error is logged when it does not)' },
+    'cert-warn-before': { kind: 'duration', default: '720h', help: 'log inject.cert_expiring this long before the serving certificate expires (or once half its lifetime passed unrenewed, if later)' },
     'max-body-bytes': { kind: 'int', default: 4 * 1024 * 1024, min: 1024, help: 'largest AdmissionReview accepted' },
     'reload-interval': { kind: 'duration', default: '5s', help: 'how often the cert and key files are checked for changes' },
     ...injectorFlags
@@ -127,19 +133,40 @@ export const inject: Runner = async (argv, io) => {
 export const injectServe: Runner = async (argv, io) => {
   const c = loadConfig('inject serve', injectSchemas['inject serve'], { argv, maxPositionals: 0 })
   const config = configFrom(c)
-  checkKeyPair('--cert', c.cert, '--key', c.key)
+  const tls = await servingTls(c, config)
   const listeners: Array<[string, { host: string, port: number }]> = [['--listen', c.listen], ...(c.metricsListen === undefined ? [] : [['--metrics-listen', c.metricsListen] as [string, { host: string, port: number }]])]
   await checkListen(listeners)
   const running = await startInjectorServer({
     listen: c.listen,
     ...(c.metricsListen === undefined ? {} : { metricsListen: c.metricsListen }),
-    certFile: c.cert,
-    keyFile: c.key,
+    tls: tls.source,
+    dnsName: c.dnsName,
+    certWarnBeforeMs: c.certWarnBefore,
     config,
     logger: createLogger('gatehouse-injector'),
     maxBodyBytes: c.maxBodyBytes,
     reloadIntervalMs: c.reloadInterval
-  }).catch((err: unknown) => { throw nameListenFailure(listeners, err) })
-  io.onShutdown(running.close)
+  }).catch((err: unknown) => { tls.stop(); throw nameListenFailure(listeners, err) })
+  io.onShutdown(async () => { tls.stop(); await running.close() })
   return undefined
+}
+
+/** The serving certificate: --cert/--key files, or an SVID from the CA (--k8s-token-file, --trust-bundle), obtained before serving and then rotated. */
+async function servingTls (c: { cert?: string | undefined, key?: string | undefined, k8sTokenFile?: string | undefined, trustBundle?: string | undefined, reloadInterval: number }, config: InjectorConfig): Promise<{ source: InjectorServerOptions['tls'], stop: () => void }> {
+  if (c.cert !== undefined || c.key !== undefined) {
+    if (c.k8sTokenFile !== undefined) throw new ConfigInvalidError(['give either --cert and --key (files, e.g. from cert-manager) or --k8s-token-file (a certificate from the Gatehouse CA), not both'])
+    if (c.cert === undefined || c.key === undefined) throw new ConfigInvalidError([`--cert and --key go together: --${c.cert === undefined ? 'cert' : 'key'} is required with --${c.cert === undefined ? 'key' : 'cert'}`])
+    checkKeyPair('--cert', c.cert, '--key', c.key)
+    return { source: { certFile: c.cert, keyFile: c.key }, stop: () => {} }
+  }
+  if (c.k8sTokenFile === undefined || c.trustBundle === undefined) throw new ConfigInvalidError(['a serving certificate is required: --cert and --key (files), or --k8s-token-file and --trust-bundle (a certificate from the Gatehouse CA at --ca-url)'])
+  checkReadable('--k8s-token-file', c.k8sTokenFile)
+  readBundleArg('--trust-bundle', c.trustBundle)
+  const logger = createLogger('gatehouse-injector')
+  const credentials = new Credentials()
+  const bundle = watchBundleFile(credentials, { bundleFile: c.trustBundle, trustDomain: config.trustDomain, intervalMs: c.reloadInterval, logger })
+  const rotator = new Rotator({ url: config.caUrl, credentials, caId: `spiffe://${config.trustDomain}/gatehouse/ca`, tokenFile: c.k8sTokenFile, trustDomain: config.trustDomain, logger })
+  const stop = (): void => { rotator.stop(); bundle.stop() }
+  try { await rotator.start() } catch (err) { stop(); throw err }
+  return { source: { credentials }, stop }
 }

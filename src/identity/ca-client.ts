@@ -7,6 +7,7 @@ import { generateKey } from '../x509/keys.ts'
 import { JOIN_TOKEN_TYP } from '../spiffe/token-types.ts'
 import type { Credentials } from './credentials.ts'
 import { connectSvid } from './svid-connect.ts'
+import { readErrorBody } from '../error-body.ts'
 
 // Talks to `gatehouse ca serve`: a fresh ECDSA P-256 key per request (generated in memory, never
 // written anywhere), a CSR proving possession, and one of two credentials: the token file (re-read
@@ -107,13 +108,15 @@ export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: 
   } finally {
     await client.close()
   }
+  if (res.statusCode !== 200) {
+    // The CA's error body (src/error-body.ts); anything else in front of the CA answers without a GH_ code.
+    const refused = readErrorBody(text)
+    const retryAfter = Number(res.headers['retry-after'])
+    const detail = refused === undefined || refused.message === '' ? `HTTP ${res.statusCode} from ${opts.url}` : refused.message
+    throw new CaRefusedError(refused?.error ?? 'GH_CA_REFUSED', res.statusCode, detail, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined)
+  }
   let body: Record<string, string> | undefined
   try { body = JSON.parse(text) as Record<string, string> } catch { body = undefined }
-  if (res.statusCode !== 200) {
-    const code = typeof body?.error === 'string' && body.error.startsWith('GH_') ? body.error : 'GH_CA_REFUSED'
-    const retryAfter = Number(res.headers['retry-after'])
-    throw new CaRefusedError(code, res.statusCode, body?.message ?? `HTTP ${res.statusCode} from ${opts.url}`, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined)
-  }
   if (body === undefined) throw new CaRefusedError('GH_CA_REFUSED', 502, `CA at ${opts.url} answered 200 with a body that is not JSON`)
   return {
     chainPem: String(body.chain),

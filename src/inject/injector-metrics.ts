@@ -1,4 +1,4 @@
-import { Registry, Counter, Histogram, collectDefaultMetrics } from 'prom-client'
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 import type { AdmissionDecision } from './admission.ts'
 
 // The injector's Prometheus metrics (docs/metrics.md), one registry per webhook server, served by
@@ -15,6 +15,8 @@ export interface InjectorMetrics {
   duration: Histogram<'outcome'>
   /** Warnings returned to whoever created the pod (AdmissionReview response.warnings). */
   warnings: Counter
+  /** When the webhook's serving certificate expires (unix seconds). */
+  certExpiry: Gauge
 }
 
 /**
@@ -35,6 +37,7 @@ export function createInjectorMetrics (): InjectorMetrics {
     registry,
     admissions: new Counter({ name: 'gatehouse_injector_admissions_total', help: 'Admission reviews by outcome (patched, skipped, error, refused) and reason', labelNames: ['outcome', 'reason'], registers }),
     duration: new Histogram({ name: 'gatehouse_injector_admission_duration_seconds', help: 'Time to answer an admission review, by outcome', labelNames: ['outcome'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers }),
-    warnings: new Counter({ name: 'gatehouse_injector_warnings_total', help: 'Warnings returned in admission responses', registers })
+    warnings: new Counter({ name: 'gatehouse_injector_warnings_total', help: 'Warnings returned in admission responses', registers }),
+    certExpiry: new Gauge({ name: 'gatehouse_injector_cert_expiry_timestamp_seconds', help: 'Expiry of the webhook\'s serving certificate (files, or the SVID the injector rotates from the Gatehouse CA)', registers })
   }
 }

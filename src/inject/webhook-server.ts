@@ -1,4 +1,5 @@
 import { readBody } from '../http-body.ts'
+import { sendError } from '../error-body.ts'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -11,6 +12,11 @@ import { admit } from './admission.ts'
 import { NAMESPACE_LABEL, type InjectorConfig } from './injector-config.ts'
 import { admissionOutcome, createInjectorMetrics, type InjectorMetrics } from './injector-metrics.ts'
 import { startMetricsServer, type MetricsServer } from '../metrics-server.ts'
+import type { Credentials } from '../identity/credentials.ts'
+import { watchServingCert, DEFAULT_WARN_BEFORE_MS } from './serving-cert.ts'
+
+/** The name the API server calls the webhook by, in deploy/ (Service gatehouse-injector in gatehouse-system). */
+export const DEFAULT_DNS_NAME = 'gatehouse-injector.gatehouse-system.svc'
 
 // The mutating webhook over HTTPS:
 //   POST /mutate                     AdmissionReview v1 -> AdmissionReview v1 (pod annotation opt-in)
@@ -32,8 +38,12 @@ export const ROUTES: Record<string, Record<string, string>> = {
 
 export interface InjectorServerOptions {
   listen: { host: string, port: number }
-  certFile: string
-  keyFile: string
+  /** The serving certificate: files (reloaded on change: cert-manager renews them), or the SVID rotated from the Gatehouse CA. */
+  tls: { certFile: string, keyFile: string } | { credentials: Credentials }
+  /** The DNS name the API server calls the webhook by (checked in the certificate). */
+  dnsName?: string
+  /** Warn this long before the certificate expires (default 30 days; later for short-lived certificates). */
+  certWarnBeforeMs?: number
   config: InjectorConfig
   logger: Logger
   maxBodyBytes?: number
@@ -50,7 +60,10 @@ function send (res: ServerResponse, status: number, body: unknown, headers: Reco
   res.end(JSON.stringify(body))
 }
 
-const tlsFiles = (o: InjectorServerOptions): { cert: string, key: string } => ({ cert: readFileSync(o.certFile, 'utf8'), key: readFileSync(o.keyFile, 'utf8') })
+const servingTls = (o: InjectorServerOptions): { cert: string, key: string } => {
+  if ('credentials' in o.tls) { const { cert, key } = o.tls.credentials.tls(); return { cert, key } }
+  return { cert: readFileSync(o.tls.certFile, 'utf8'), key: readFileSync(o.tls.keyFile, 'utf8') }
+}
 
 export async function startInjectorServer (opts: InjectorServerOptions): Promise<RunningInjector> {
   const { logger, config } = opts
@@ -93,13 +106,13 @@ export async function startInjectorServer (opts: InjectorServerOptions): Promise
       if (e.code === 'GH_INTERNAL') logger.error({ err, remote }, 'unexpected error in the injector')
       else logger.warn({ event: 'inject.refused', code: e.code, reason: e.message, remote }, 'request refused')
       if (ROUTES[(req.url ?? '/').split('?')[0]!] !== undefined) metrics.admissions.inc({ outcome: 'refused', reason: e.code })
-      if (!res.headersSent) send(res, e.status, e.toJSON(), e.status === 413 ? { connection: 'close' } : {})
+      if (!res.headersSent) sendError(res, e, e.status === 413 ? { connection: 'close' } : {})
       else res.destroy()
     }
   }
 
   const server = createServer({
-    ...tlsFiles(opts),
+    ...servingTls(opts),
     minVersion: 'TLSv1.2',
     // The API server's webhook timeout is 10 s at most by default; nothing legitimate is slower.
     headersTimeout: 10_000,
@@ -109,17 +122,29 @@ export async function startInjectorServer (opts: InjectorServerOptions): Promise
   }, (req, res) => { void handle(req, res) })
   server.on('tlsClientError', (err) => { logger.debug({ err: err.message }, 'TLS handshake failed') })
 
-  const watch: FileWatch | undefined = opts.reloadIntervalMs === undefined
+  const reload = (): void => {
+    try {
+      server.setSecureContext(servingTls(opts))
+      logger.info({ event: 'inject.cert_reloaded' }, 'serving certificate reloaded')
+      expiry.check()
+    } catch (err) {
+      // cert and key are written one after the other: a mismatched pair now is fixed at the next check.
+      logger.warn({ event: 'inject.cert_reload_failed', reason: (err as Error).message }, 'serving certificate changed but cannot be loaded; keeping the current one')
+    }
+  }
+  const tls = opts.tls
+  const watch: FileWatch | undefined = 'credentials' in tls
     ? undefined
-    : watchFiles([opts.certFile, opts.keyFile], opts.reloadIntervalMs, () => {
-      try {
-        server.setSecureContext(tlsFiles(opts))
-        logger.info({ event: 'inject.cert_reloaded' }, 'serving certificate reloaded')
-      } catch (err) {
-        // cert and key are written one after the other: a mismatched pair now is fixed at the next check.
-        logger.warn({ event: 'inject.cert_reload_failed', reason: (err as Error).message }, 'serving certificate changed but cannot be loaded; keeping the current one')
-      }
-    })
+    : opts.reloadIntervalMs === undefined ? undefined : watchFiles([tls.certFile, tls.keyFile], opts.reloadIntervalMs, reload)
+  // A rotated SVID replaces the context at once (the Credentials only ever hold a verified one).
+  if ('credentials' in tls) tls.credentials.on('change', reload)
+  const expiry = watchServingCert({
+    current: () => { try { return servingTls(opts).cert } catch { return undefined } },
+    dnsName: opts.dnsName ?? DEFAULT_DNS_NAME,
+    warnBeforeMs: opts.certWarnBeforeMs ?? DEFAULT_WARN_BEFORE_MS,
+    gauge: metrics.certExpiry,
+    logger
+  })
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -130,6 +155,8 @@ export async function startInjectorServer (opts: InjectorServerOptions): Promise
   let metricsServer: MetricsServer | undefined
   const close = async (): Promise<void> => {
     watch?.stop()
+    expiry.stop()
+    if ('credentials' in tls) tls.credentials.off('change', reload)
     server.closeIdleConnections()
     await Promise.all([new Promise<void>(resolve => server.close(() => { resolve() })), metricsServer?.close()])
   }

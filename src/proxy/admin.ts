@@ -1,6 +1,8 @@
 import { createServer, request, type Server } from 'node:http'
 import { BlockList, type AddressInfo, type Socket } from 'node:net'
 import type { Registry } from 'prom-client'
+import { LoopbackOnlyError, MethodNotAllowedError, MetricsUnavailableError, NotFoundError } from '../errors.ts'
+import { sendError } from '../error-body.ts'
 
 // The admin listener (loopback by default): liveness, readiness and Prometheus metrics. Readiness is
 // the honest one: ready only with a valid identity and a loaded policy, so Kubernetes keeps traffic
@@ -75,7 +77,7 @@ export async function startAdmin (opts: AdminOptions): Promise<Admin> {
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
       res.end(JSON.stringify(body))
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') { json(405, { error: 'method_not_allowed' }); return }
+    if (req.method !== 'GET' && req.method !== 'HEAD') { sendError(res, new MethodNotAllowedError()); return }
     if (path === '/healthz') { json(200, { status: 'ok' }); return }
     if (path === '/readyz') {
       const reasons = opts.notReady()
@@ -85,15 +87,15 @@ export async function startAdmin (opts: AdminOptions): Promise<Admin> {
     const probe = path === undefined ? undefined : opts.appProbes?.[path]
     if (probe !== undefined) { relayProbe(probe, res); return }
     // Off loopback only the probes above exist: one answer for every other path, so it says nothing.
-    if (!onLoopback(req.socket) && !(path === '/metrics' && opts.exposeMetrics === true)) { json(403, { error: 'loopback_only' }); return }
+    if (!onLoopback(req.socket) && !(path === '/metrics' && opts.exposeMetrics === true)) { sendError(res, new LoopbackOnlyError()); return }
     if (path === '/metrics') {
       opts.registry.metrics().then((text) => {
         res.writeHead(200, { 'content-type': opts.registry.contentType })
         res.end(text)
-      }, () => { json(500, { error: 'metrics_unavailable' }) })
+      }, (err: unknown) => { sendError(res, new MetricsUnavailableError({ cause: err })) })
       return
     }
-    json(404, { error: 'not_found' })
+    sendError(res, new NotFoundError())
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -4,7 +4,8 @@ import { normalizeTarget, isValidMethod } from '../policy/normalize.ts'
 import { decide, type Decision } from '../policy/decide.ts'
 import type { ActivePolicy } from '../policy/policy-store.ts'
 import type { DecisionFields } from '../audit/record.ts'
-import type { Refusal } from './refusal.ts'
+import { refusal, type Refusal } from '../error-body.ts'
+import { BadRequestError, ForbiddenError, NotReadyError, PeerCertExpiredError, type GatehouseError } from '../errors.ts'
 import type { QuarantineList } from '../quarantine/list.ts'
 
 // The authorization stage, the same for every protocol: the facts of one request (as HTTP/1.1 or
@@ -38,6 +39,15 @@ export type Verdict =
   | { ok: true, target: string, fields: DecisionFields, /** x-forwarded-client-cert for the app */ xfcc: string }
 
 const REQUEST_ID = /^[\w.:=+/-]{1,128}$/
+
+// The refusals, made once: a denied request is answered with a value built from one of these (its
+// code, status and message), so a flood of denied requests constructs no Error.
+const DENIED = new ForbiddenError()
+const NO_PEER = new ForbiddenError('no verified peer certificate')
+const QUARANTINED = new ForbiddenError('the caller is quarantined')
+const PEER_EXPIRED = new PeerCertExpiredError()
+const NOT_READY = new NotReadyError()
+const BAD_REQUEST = new BadRequestError('bad request')
 
 /** A decision line's fields for a request denied before (or without) a policy decision. */
 export function deniedFields (env: Omit<AuthorizeEnv, 'now'>, method: string, rawPath: string, reason: string, requestId: string = randomUUID()): DecisionFields {
@@ -90,17 +100,17 @@ export function authorizeConnection (facts: ConnectionFacts, env: AuthorizeEnv):
   fields.path = null
   fields.kind = 'tcp'
   fields.port = facts.port
-  const refuse = (status: number, error: string, reason: string): Verdict => {
+  const refuse = (err: GatehouseError, reason: string): Verdict => {
     fields.reason = reason
-    return { ok: false, refusal: { status, error, requestId: fields.requestId }, fields, close: true }
+    return { ok: false, refusal: refusal(err, { requestId: fields.requestId }), fields, close: true }
   }
-  if (peer === undefined) return refuse(403, 'forbidden', 'no-verified-peer')
-  if (env.now > peer.notAfter.getTime()) return refuse(401, 'peer_certificate_expired', 'peer-certificate-expired')
-  if (quarantined(fields, env)) return { ok: false, refusal: { status: 403, error: 'forbidden', requestId: fields.requestId }, fields, rejected: 'quarantined', close: true }
-  if (policy === undefined || own === undefined) return refuse(503, 'unavailable', 'not-ready: no policy or identity loaded')
+  if (peer === undefined) return refuse(NO_PEER, 'no-verified-peer')
+  if (env.now > peer.notAfter.getTime()) return refuse(PEER_EXPIRED, 'peer-certificate-expired')
+  if (quarantined(fields, env)) return { ok: false, refusal: refusal(QUARANTINED, { reason: 'quarantined', requestId: fields.requestId }), fields, rejected: 'quarantined', close: true }
+  if (policy === undefined || own === undefined) return refuse(NOT_READY, 'not-ready: no policy or identity loaded')
   const d = decide(policy.compiled, { caller: peer, method: 'TCP', path: '', segments: [], port: facts.port })
   recordDecision(fields, d)
-  if (!d.allowed) return refuse(403, 'forbidden', d.reason)
+  if (!d.allowed) return refuse(DENIED, d.reason)
   return { ok: true, target: `:${facts.port}`, fields, xfcc: '' }
 }
 
@@ -108,26 +118,27 @@ export function authorize (facts: RequestFacts, env: AuthorizeEnv): Verdict {
   const { peer, policy, own } = env
   const requestId = typeof facts.requestIdHeader === 'string' && REQUEST_ID.test(facts.requestIdHeader) ? facts.requestIdHeader : randomUUID()
   const fields = deniedFields(env, facts.method, facts.rawPath, '', requestId)
-  const refuse = (status: number, error: string, reason: string, extra: { rejected?: string, close?: boolean, detail?: string } = {}): Verdict => {
+  const refuse = (err: GatehouseError, reason: string, extra: { rejected?: string, close?: boolean, message?: string, bodyReason?: string } = {}): Verdict => {
     fields.reason = reason
-    if (status === 400) fields.error = reason
-    return { ok: false, refusal: { status, error, ...(extra.detail === undefined ? {} : { reason: extra.detail }), requestId }, fields, ...(extra.rejected === undefined ? {} : { rejected: extra.rejected }), ...(extra.close === true ? { close: true } : {}) }
+    if (err.status === 400) fields.error = reason
+    return { ok: false, refusal: refusal(err, { requestId, message: extra.message, reason: extra.bodyReason }), fields, ...(extra.rejected === undefined ? {} : { rejected: extra.rejected }), ...(extra.close === true ? { close: true } : {}) }
   }
-  const badRequest = (rejected: string, why: string): Verdict => refuse(400, 'bad_request', `bad-request: ${why}`, { rejected, detail: why, close: true })
+  // The body's reason is the rejected-request metric's (protocol, method, target); its message says what was wrong.
+  const badRequest = (rejected: string, why: string): Verdict => refuse(BAD_REQUEST, `bad-request: ${why}`, { rejected, message: why, bodyReason: rejected, close: true })
 
-  if (peer === undefined) return refuse(403, 'forbidden', 'no-verified-peer')
+  if (peer === undefined) return refuse(NO_PEER, 'no-verified-peer')
   // Continuous verification: a connection does not outlive its peer's certificate.
-  if (env.now > peer.notAfter.getTime()) return refuse(401, 'peer_certificate_expired', 'peer-certificate-expired', { close: true })
+  if (env.now > peer.notAfter.getTime()) return refuse(PEER_EXPIRED, 'peer-certificate-expired', { close: true })
   if (facts.protocolProblem !== undefined) return badRequest('protocol', facts.protocolProblem)
   if (!isValidMethod(facts.method)) return badRequest('method', 'method is not an upper-case token')
   const n = normalizeTarget(facts.rawPath)
   if (!n.ok) return badRequest('target', n.reason)
   fields.path = n.path
   // The connection is closed after the answer: a quarantined caller keeps nothing open.
-  if (quarantined(fields, env)) return { ok: false, refusal: { status: 403, error: 'forbidden', reason: 'quarantined', requestId }, fields, rejected: 'quarantined', close: true }
-  if (policy === undefined || own === undefined) return refuse(503, 'unavailable', 'not-ready: no policy or identity loaded')
+  if (quarantined(fields, env)) return { ok: false, refusal: refusal(QUARANTINED, { reason: 'quarantined', requestId }), fields, rejected: 'quarantined', close: true }
+  if (policy === undefined || own === undefined) return refuse(NOT_READY, 'not-ready: no policy or identity loaded')
   const d = decide(policy.compiled, { caller: peer, method: facts.method, path: n.path, segments: n.segments })
   recordDecision(fields, d)
-  if (!d.allowed) return refuse(403, 'forbidden', d.reason)
+  if (!d.allowed) return refuse(DENIED, d.reason)
   return { ok: true, target: n.target, fields, xfcc: `By=${own};Hash=${peer.certHash};URI=${peer.id}` }
 }

@@ -13,6 +13,8 @@ import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { forwardUpgrade, hasBody } from './forward-h1.ts'
 import { allowedOffer, offeredProtocols } from './upgrade.ts'
 import { refuseH1, refuseRaw } from './refusal.ts'
+import { refusal } from '../error-body.ts'
+import { BadRequestError, HeadersTooLargeError, MethodNotAllowedError, RequestTimeoutError, UpgradeNotAllowedError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.ts'
 import { drainBounded } from '../http-body.ts'
 
 // The HTTP/1.1 protocol stage: Node's parser hands over a request (or an Upgrade, a CONNECT, or a
@@ -28,6 +30,15 @@ export const DENIED_DRAIN_BYTES = 64 * 1024
 export const DENIED_DRAIN_MS = 2000
 
 const FORWARD_DROP = ['x-forwarded-client-cert', 'x-request-id']
+
+// This stage's own refusals, made once (authorize.ts says why).
+const APP_DOWN = new UpstreamUnavailableError()
+const APP_SLOW = new UpstreamTimeoutError()
+const NO_CONNECT = new MethodNotAllowedError('CONNECT is not supported inbound')
+const NO_UPGRADE = new UpgradeNotAllowedError()
+const MALFORMED = new BadRequestError('the request cannot be parsed as HTTP/1.1')
+const HEADERS_TOO_LARGE = new HeadersTooLargeError()
+const TOO_SLOW = new RequestTimeoutError()
 
 export interface H1StageOptions {
   judge: Judge
@@ -79,7 +90,7 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
     const fr = { method: req.method ?? 'GET', target: verdict.target, headers: forwardHeaders(req, verdict), body: hasBody(req) ? req : null }
     forwardToApp(fr, sink, isGrpc(req.headers), o.app, (out) => {
       if ((out.status === 502 || out.status === 504) && !res.headersSent) {
-        refuseH1(res, { status: out.status, error: out.status === 502 ? 'upstream_unavailable' : 'upstream_timeout', requestId: fields.requestId })
+        refuseH1(res, refusal(out.status === 502 ? APP_DOWN : APP_SLOW, { requestId: fields.requestId }))
       }
       judge.record(fields, out.status, start, judge.outcomeError(out))
     })
@@ -97,7 +108,7 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
     if (relay.length === 0) {
       metrics.rejected.inc({ reason: 'upgrade' })
       const fields: DecisionFields = { ...verdict.fields, decision: 'deny', enforced: true, rule: null, reason: `upgrade-not-allowed: ${JSON.stringify(req.headers.upgrade ?? '')} is not on --upgrade-protocols (${[...upgradeAllowed].join(', ') || 'none'})`, error: 'upgrade-not-allowed' }
-      refuseRaw(socket, { status: 400, error: 'upgrade_not_allowed', reason: `upgrade to ${offered.join(', ') || '(none)'} is not relayed`, requestId: fields.requestId })
+      refuseRaw(socket, refusal(NO_UPGRADE, { message: `upgrade to ${offered.join(', ') || '(none)'} is not relayed`, requestId: fields.requestId }))
       judge.record(fields, 400, start)
       return
     }
@@ -112,13 +123,14 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
     const fields = judge.denied(peerOf(req.socket), req.method ?? 'CONNECT', req.url ?? '', 'connect-not-supported: the inbound listener does not open tunnels')
     fields.error = 'connect-not-supported'
     metrics.rejected.inc({ reason: 'connect' })
-    refuseRaw(socket, { status: 405, error: 'method_not_allowed', reason: 'CONNECT is not supported inbound', requestId: fields.requestId })
+    refuseRaw(socket, refusal(NO_CONNECT, { requestId: fields.requestId }))
     judge.record(fields, 405, start)
   })
 
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Unparseable HTTP (smuggling attempts, oversized headers): answer 400/431 and close; the app never sees it.
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    const refused = err.code === 'HPE_HEADER_OVERFLOW' ? HEADERS_TOO_LARGE : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? TOO_SLOW : MALFORMED
+    const status = refused.status
     metrics.rejected.inc({ reason: err.code ?? 'parse-error' })
     const peer = peerOf(socket)
     logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
@@ -128,10 +140,10 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
     const pending = current !== undefined && !judge.recorded(current.fields) ? current : undefined
     if (pending !== undefined) judge.record(pending.fields, status, pending.start, err.code ?? 'parse-error')
     if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
-      refuseRaw(socket, { status })
       // Rejected as malformed by the parser: still exactly one decision line (method and path unknown).
-      if (peer !== undefined && pending === undefined) {
-        const fields = judge.denied(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`)
+      const fields = peer !== undefined && pending === undefined ? judge.denied(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`) : undefined
+      refuseRaw(socket, refusal(refused, { reason: refused === MALFORMED ? 'malformed' : undefined, requestId: (pending?.fields ?? fields)?.requestId }))
+      if (fields !== undefined) {
         fields.error = err.code ?? 'parse-error'
         judge.record(fields, status, performance.now())
       }

@@ -9,6 +9,8 @@ import { endToEndHeaders, h2HeaderProblem, isGrpc } from './headers.ts'
 import { h2Sink } from './exchange.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { refuseH2 } from './refusal.ts'
+import { refusal } from '../error-body.ts'
+import { HeadersTooLargeError, MethodNotAllowedError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.ts'
 
 // The HTTP/2 protocol stage: a connection that chose ALPN h2 (its peer already verified by the TLS
 // stage) becomes a session, and every stream on it is one request: judged on its own, with the same
@@ -45,6 +47,12 @@ export interface H2Stage {
 }
 
 const FORWARD_DROP = ['x-forwarded-client-cert', 'x-request-id', 'host']
+
+// This stage's own refusals, made once (authorize.ts says why).
+const APP_DOWN = new UpstreamUnavailableError()
+const APP_SLOW = new UpstreamTimeoutError()
+const NO_CONNECT = new MethodNotAllowedError('CONNECT is not supported inbound')
+const HEADERS_TOO_LARGE = new HeadersTooLargeError()
 
 /** A header list's size as RFC 9113 6.5.2 counts it: name + value + 32 per field. */
 function headerListSize (raw: string[]): number {
@@ -96,7 +104,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
       const fields = judge.denied(peer, method, String(headers[':authority'] ?? ''), 'connect-not-supported: the inbound listener does not open tunnels')
       fields.error = 'connect-not-supported'
       metrics.rejected.inc({ reason: 'connect' })
-      refuseH2(stream, { status: 405, error: 'method_not_allowed', reason: 'CONNECT is not supported inbound', requestId: fields.requestId }, grpc)
+      refuseH2(stream, refusal(NO_CONNECT, { requestId: fields.requestId }), grpc)
       judge.record(fields, 405, start)
       return
     }
@@ -106,7 +114,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
       const fields = judge.denied(peer, method, rawPath, `header-list-too-large: over ${o.maxHeaderListSize} bytes`)
       fields.error = 'header-list-too-large'
       metrics.rejected.inc({ reason: 'header-list-too-large' })
-      refuseH2(stream, { status: 431, error: 'headers_too_large', reason: `the header list is over ${o.maxHeaderListSize} bytes`, requestId: fields.requestId }, grpc)
+      refuseH2(stream, refusal(HEADERS_TOO_LARGE, { message: `the header list is over ${o.maxHeaderListSize} bytes`, requestId: fields.requestId }), grpc)
       if (!stream.readableEnded) stream.close(h2.NGHTTP2_NO_ERROR)
       judge.record(fields, 431, start)
       return
@@ -135,7 +143,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
       if (stream.closed || stream.destroyed) { judge.record(fields, 499, start, 'client-gone'); return }
       forwardToApp(fr, h2Sink(stream), grpc, o.app, (outcome) => {
         if ((outcome.status === 502 || outcome.status === 504) && !stream.headersSent) {
-          refuseH2(stream, { status: outcome.status, error: outcome.status === 502 ? 'upstream_unavailable' : 'upstream_timeout', requestId: fields.requestId }, grpc)
+          refuseH2(stream, refusal(outcome.status === 502 ? APP_DOWN : APP_SLOW, { requestId: fields.requestId }), grpc)
         }
         judge.record(fields, outcome.status, start, judge.outcomeError(outcome))
       })

@@ -6,7 +6,8 @@ import type { Credentials } from '../identity/credentials.ts'
 import type { ProxyMetrics } from './proxy-metrics.ts'
 import { authorize, authorizeConnection, deniedFields, type RequestFacts, type ConnectionFacts, type Verdict, type AuthorizeEnv } from './authorize.ts'
 import type { ForwardOutcome } from './exchange.ts'
-import type { DecisionLogUnavailableError } from '../errors.ts'
+import { DecisionLogUnavailableError, InternalError } from '../errors.ts'
+import { refusal } from '../error-body.ts'
 import type { QuarantineSource } from '../quarantine/source.ts'
 
 // Between the protocol stages (inbound-h1.ts, inbound-h2.ts) and the pure authorize(): the current
@@ -31,6 +32,11 @@ export interface Judge {
 
 /** Reasons a policy decision gives (decide.ts): the requests counted by gatehouse_requests_total. */
 const DECIDED: ReadonlySet<string> = new Set(['allow-rule', 'deny-rule', 'no-matching-rule'])
+
+// The judge's own refusals, made once (authorize.ts says why). Why the log cannot be written
+// (ENOSPC, …) is for the operator's log, not for the caller.
+const LOG_DOWN = new DecisionLogUnavailableError('see the sidecar\'s log')
+const INTERNAL = new InternalError()
 
 export interface JudgeOptions {
   credentials: Credentials
@@ -58,7 +64,7 @@ export function createJudge ({ credentials, policy, quarantine, decisions, metri
       const e = err as DecisionLogUnavailableError
       metrics.rejected.inc({ reason: 'decision-log-unavailable' })
       const fields: DecisionFields = { ...v.fields, decision: 'deny', enforced: true, reason: 'decision-log-unavailable', error: e.message }
-      return { ok: false, refusal: { status: 503, error: 'decision_log_unavailable', code: e.code, reason: 'the decision log cannot be written; nothing is forwarded that cannot be logged', requestId: fields.requestId }, fields }
+      return { ok: false, refusal: refusal(LOG_DOWN, { requestId: fields.requestId }), fields }
     }
   }
 
@@ -74,7 +80,7 @@ export function createJudge ({ credentials, policy, quarantine, decisions, metri
     } catch (err) {
       logger.error({ err }, 'authorization failed unexpectedly; denying')
       const fields = deniedFields(env(peer), method, rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
-      return { ok: false, refusal: { status: 500, error: 'internal', requestId: fields.requestId }, fields }
+      return { ok: false, refusal: refusal(INTERNAL, { requestId: fields.requestId }), fields }
     }
   }
 

@@ -4,7 +4,8 @@ import { connect as netConnect, type AddressInfo } from 'node:net'
 import { PassThrough, type Duplex } from 'node:stream'
 import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
-import { PeerIdentityError } from '../errors.ts'
+import { OutboundBadTargetError, OutboundConnectRefusedError, OutboundUnknownDestinationError, PeerIdentityError, QuarantinedError, UpstreamTimeoutError, UpstreamUnavailableError, type GatehouseError } from '../errors.ts'
+import { refusal } from '../error-body.ts'
 import type { RouteTable, Route } from './routes.ts'
 import { endToEndHeaders, isGrpc } from './headers.ts'
 import { h1Sink, h2Sink, type ForwardRequest, type ResponseSink } from './exchange.ts'
@@ -64,34 +65,35 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const quarantinedRefusal = (): Refusal | undefined => {
     const reason = o.selfQuarantined?.()
     if (reason === undefined) return undefined
-    logger.warn({ event: 'outbound.refused', code: 'GH_QUARANTINED', reason }, 'this workload is quarantined: outbound call refused')
-    return { status: 403, code: 'GH_QUARANTINED', error: 'quarantined', reason: `this workload is quarantined (${reason}); it may not call other services` }
+    const err = new QuarantinedError(o.credentials.current?.id.toString() ?? 'this workload', reason)
+    logger.warn({ event: 'outbound.refused', code: err.code, reason }, 'this workload is quarantined: outbound call refused')
+    return refusal(err)
   }
 
   /** One request to a routed destination, from either protocol: a stream on the route's link. */
   const forward = (route: Route, fr: ForwardRequest, sink: ResponseSink, refuse: (r: Refusal) => void): void => {
     const held = quarantinedRefusal()
     if (held !== undefined) { refuse(held); o.onRequest?.('quarantined'); return }
-    const failed = (status: 502 | 504, code: string, error: string, reason: string, outcome: string): void => {
+    const failed = (err: GatehouseError, outcome: string): void => {
       if (sink.headersSent) sink.destroy()
-      else refuse({ status, code, error, reason })
+      else refuse(refusal(err))
       o.onRequest?.(outcome)
     }
     links.session(route).then((session) => {
       forwardH2(fr, sink, session, { responseTimeoutMs: o.responseTimeoutMs, scheme: 'https' }, (out) => {
         if (out.kind === 'response' || out.kind === 'client-gone' || out.kind === 'upgraded') { o.onRequest?.('forwarded'); return }
         logger.warn({ event: 'outbound.failed', kind: out.kind, host: fr.headers.host, route: route.id, detail: out.error }, 'outbound call failed')
-        if (out.kind === 'upstream-timeout') failed(504, 'GH_UPSTREAM_TIMEOUT', 'upstream_timeout', out.error, 'timeout')
-        else failed(502, 'GH_UPSTREAM_UNAVAILABLE', 'upstream_unavailable', out.error, 'unavailable')
+        if (out.kind === 'upstream-timeout') failed(new UpstreamTimeoutError(out.error), 'timeout')
+        else failed(new UpstreamUnavailableError(out.error), 'unavailable')
       })
     }, (err: Error & { code?: string }) => {
       if (err instanceof PeerIdentityError) {
         logger.error({ event: 'outbound.peer_refused', code: err.code, reason: err.reason, host: fr.headers.host, route: route.id, detail: err.message }, 'destination did not present the expected SPIFFE ID')
-        failed(502, 'GH_PEER_IDENTITY', 'upstream_identity_mismatch', err.message, 'identity-mismatch')
+        failed(err, 'identity-mismatch')
         return
       }
       logger.warn({ event: 'outbound.failed', code: err.code, host: fr.headers.host, route: route.id, detail: err.message }, 'outbound call failed')
-      failed(502, 'GH_UPSTREAM_UNAVAILABLE', 'upstream_unavailable', err.message, 'unavailable')
+      failed(new UpstreamUnavailableError(err.message), 'unavailable')
     })
   }
 
@@ -102,17 +104,17 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       // HTTP_PROXY clients send absolute-form; a client that talks to us directly sends origin-form + Host.
       url = new URL(req.url?.startsWith('/') === true ? `http://${req.headers.host ?? ''}${req.url}` : req.url ?? '')
     } catch {
-      reply({ status: 400, code: 'GH_OUTBOUND_BAD_TARGET', error: 'bad_request', reason: 'request target is not a URL' }, 'bad-target'); return
+      reply(refusal(new OutboundBadTargetError('request target is not a URL')), 'bad-target'); return
     }
     if (url.protocol !== 'http:') {
-      reply({ status: 400, code: 'GH_OUTBOUND_BAD_TARGET', error: 'bad_request', reason: `${url.protocol} URLs cannot be proxied; call http:// and the sidecar adds mTLS` }, 'bad-target'); return
+      reply(refusal(new OutboundBadTargetError(`${url.protocol} URLs cannot be proxied; call http:// and the sidecar adds mTLS`)), 'bad-target'); return
     }
     const port = url.port === '' ? 80 : Number(url.port)
     const host = url.hostname.replace(/^\[|\]$/g, '')
     const route = o.routes.lookup(host, port)
     if (route === undefined) {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', host, port }, 'outbound call to an unknown destination refused')
-      reply({ status: 403, code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', error: 'unknown_destination', reason: `${host}:${port} is not in the routes file` }, 'unknown-destination'); return
+      reply(refusal(new OutboundUnknownDestinationError(`${host}:${port} is not in the routes file`)), 'unknown-destination'); return
     }
     forwardH1(route, req, res, url.host, `${url.pathname}${url.search}`)
   }
@@ -138,7 +140,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     stream.on('error', () => {})
     const route = tunnelRoutes.get(stream.session as Http2Session)
     const grpc = isGrpc(headers)
-    if (route === undefined) { refuseH2(stream, { status: 502, error: 'upstream_unavailable' }, grpc); return }
+    if (route === undefined) { refuseH2(stream, refusal(new UpstreamUnavailableError('this tunnel has no route')), grpc); return }
     const out = endToEndHeaders(headers, ['host'])
     out.host = String(headers[':authority'] ?? headers.host ?? '')
     // A PassThrough: the stream's readable side is the body; ending the body must not end the stream.
@@ -179,7 +181,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     if (held !== undefined) { refuseRaw(socket, held); return }
     if (!o.allowConnect.includes(target)) {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', target }, 'CONNECT refused')
-      refuseRaw(socket, { status: 403, error: 'connect_refused', code: 'GH_OUTBOUND_CONNECT_REFUSED', reason: `${target} is neither a route nor on --allow-connect` })
+      refuseRaw(socket, refusal(new OutboundConnectRefusedError(`${target} is neither a route nor on --allow-connect`)))
       return
     }
     const [h, p] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))]
@@ -194,7 +196,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     const close = (): void => { upstream.destroy(); socket.destroy() }
     upstream.on('timeout', () => { upstream.destroy(new Error('connect timeout')) })
     // Before the 200 the client still speaks HTTP and gets a 502; after it, the stream is opaque and is just closed.
-    upstream.on('error', () => { if (established) close(); else refuseRaw(socket, { status: 502 }) })
+    upstream.on('error', (err: Error) => { if (established) close(); else refuseRaw(socket, refusal(new UpstreamUnavailableError(`cannot connect to ${target}: ${err.message}`))) })
     upstream.on('close', () => { if (established) socket.end() })
     socket.on('error', close)
   })

@@ -1,38 +1,28 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import { constants as h2, type ServerHttp2Stream } from 'node:http2'
 import type { Duplex } from 'node:stream'
+import { errorJson, type Refusal } from '../error-body.ts'
 
-// Every answer the sidecar writes itself (a refusal, an upstream failure) goes through this module:
-// the only place a body shape is written. HTTP/1.1 and HTTP/2 get the status and a JSON body; a gRPC
-// caller gets a trailers-only response whose grpc-status a gRPC client reports as such (not as an
-// opaque transport error), with the request id in grpc-message so the caller can find the decision line.
+// Every answer the sidecar writes itself (a refusal, an upstream failure) goes through this module,
+// for each protocol; the body is src/error-body.ts's, the one shape of every Gatehouse error
+// ({"error": "GH_…", "message", "reason"?, "requestId"?}). HTTP/1.1 and HTTP/2 get the status and
+// that body; a gRPC caller gets a trailers-only response whose grpc-status a gRPC client reports as
+// such (not as an opaque transport error), with the code, the message and the request id in
+// grpc-message so the caller can find the decision line.
 
-export interface Refusal {
-  status: number
-  /** Stable snake_case name of the refusal (the body's `error`). */
-  error: string
-  /** A GH_* code, where the refusal has one (outbound refusals). */
-  code?: string
-  /** What was wrong, for the caller. */
-  reason?: string
-  requestId?: string
-}
-
-export function refusalBody (r: Refusal): string {
-  return JSON.stringify({ error: r.error, ...(r.code === undefined ? {} : { code: r.code }), ...(r.reason === undefined ? {} : { reason: r.reason }), ...(r.requestId === undefined ? {} : { requestId: r.requestId }) })
-}
+export type { Refusal } from '../error-body.ts'
 
 /** HTTP/1.1 on a parsed request. `close` says the connection must not be reused after it. */
 export function refuseH1 (res: ServerResponse, r: Refusal, close = false): void {
-  const body = refusalBody(r)
+  const body = errorJson(r)
   res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) })
   res.end(body)
 }
 
 /** HTTP/1.1 on a socket Node has handed over raw (Upgrade, CONNECT, a parse error): the answer, then close. */
-export function refuseRaw (socket: Duplex, r: Refusal | { status: number }): void {
-  const body = 'error' in r ? refusalBody(r) : ''
-  socket.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\n${body === '' ? '' : 'content-type: application/json\r\n'}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+export function refuseRaw (socket: Duplex, r: Refusal): void {
+  const body = errorJson(r)
+  socket.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
 }
 
 /** gRPC status codes (grpc/doc/statuscodes.md) for the statuses the sidecar answers with. */
@@ -57,8 +47,10 @@ export function grpcMessage (text: string): string {
   return Array.from(Buffer.from(text, 'utf8'), b => b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join('')
 }
 
-function grpcText (r: Refusal): string {
-  return `${r.error}${r.reason === undefined ? '' : `: ${r.reason}`}${r.requestId === undefined ? '' : ` (request id ${r.requestId})`}`
+/** The body's fields as one line: "GH_FORBIDDEN: denied by policy (request id 6f1c…)". */
+export function grpcText (r: Refusal): string {
+  const notes = [...(r.reason === undefined ? [] : [`reason ${r.reason}`]), ...(r.requestId === undefined ? [] : [`request id ${r.requestId}`])]
+  return `${r.code}: ${r.message}${notes.length === 0 ? '' : ` (${notes.join(', ')})`}`
 }
 
 /** HTTP/2: the status and JSON body, or for gRPC a trailers-only response. A closed stream is left alone. */
@@ -68,7 +60,7 @@ export function refuseH2 (stream: ServerHttp2Stream, r: Refusal, grpc: boolean):
   if (grpc) {
     stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusFor(r.status)), 'grpc-message': grpcMessage(grpcText(r)) }, { endStream: true })
   } else {
-    const body = refusalBody(r)
+    const body = errorJson(r)
     stream.respond({ ':status': r.status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
     stream.end(body)
   }

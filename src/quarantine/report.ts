@@ -1,6 +1,7 @@
 import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
 import { caDispatcher } from '../identity/ca-client.ts'
+import { readErrorBody } from '../error-body.ts'
 import type { Suspicion } from './detector.ts'
 
 // A tripped detector's report to the CA (POST /v1/reports), authenticated by this sidecar's own SVID
@@ -14,8 +15,9 @@ export async function reportSuspicion (o: ReportTarget, s: Suspicion): Promise<s
   const client = caDispatcher(o.url, { credentials: o.credentials, caId: o.caId })
   try {
     const res = await client.request({ path: '/v1/reports', method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s) })
-    const body = JSON.parse(await res.body.text()) as { outcome?: string, error?: string, message?: string }
-    const outcome = res.statusCode === 202 ? String(body.outcome) : `refused ${String(body.error)}: ${String(body.message)}`
+    const text = await res.body.text()
+    const refused = res.statusCode === 202 ? undefined : readErrorBody(text) ?? { error: `HTTP ${res.statusCode}`, message: text.slice(0, 200) }
+    const outcome = refused === undefined ? String((JSON.parse(text) as { outcome?: string }).outcome) : `refused ${refused.error}: ${refused.message}`
     o.logger.warn({ event: 'quarantine.reported', subject: s.subject, detector: s.detector, detail: s.detail, status: res.statusCode, outcome }, 'reported a suspected compromised caller to the CA')
     return outcome
   } catch (err) {

@@ -15,7 +15,7 @@ import { JoinTokenVerifier, UsedTokenLog, mintJoinToken, CA_AUDIENCE } from '../
 import { K8sTokenVerifier, type JwksSource } from '../../src/ca/k8s-token.ts'
 import { Attestor } from '../../src/ca/attest.ts'
 import { RateLimiter } from '../../src/ca/rate-limit.ts'
-import { startCaServer, type RunningCaServer } from '../../src/ca/ca-server.ts'
+import { startCaServer, type RunningCaServer, type CaServerOptions } from '../../src/ca/ca-server.ts'
 import { createCsr } from '../../src/x509/csr.ts'
 import { generateKey, type KeyType } from '../../src/x509/keys.ts'
 import { parseCertificate, pemToDers, type Certificate } from '../../src/x509/certificate.ts'
@@ -48,6 +48,11 @@ export interface CaFixtureOptions {
   maxRenewalChainAgeMs?: number
   /** The CA's clock for renewal chains (start and age); certificate validity stays on real time. */
   clock?: () => Date
+  /** `ca serve --dns-san`, and the bundle publisher (`--publish-trust-bundle`, `--webhook-ca-bundle`). */
+  dnsSans?: CaServerOptions['dnsSans']
+  publisher?: CaServerOptions['publisher']
+  /** Re-read the CA directory this often (root rotation); off when unset. */
+  reloadIntervalMs?: number
 }
 
 export interface CaFixture {
@@ -82,7 +87,10 @@ export async function startCaFixture (t: Teardown, opts: CaFixtureOptions = {}):
     logger,
     listen: { host: '127.0.0.1', port: 0 },
     ...(opts.maxRenewalChainAgeMs === undefined ? {} : { maxRenewalChainAgeMs: opts.maxRenewalChainAgeMs }),
-    ...(opts.clock === undefined ? {} : { clock: opts.clock })
+    ...(opts.clock === undefined ? {} : { clock: opts.clock }),
+    ...(opts.dnsSans === undefined ? {} : { dnsSans: opts.dnsSans }),
+    ...(opts.publisher === undefined ? {} : { publisher: opts.publisher }),
+    ...(opts.reloadIntervalMs === undefined ? {} : { reload: { intervalMs: opts.reloadIntervalMs, load: () => { const m = loadCa(dir); return { ca: m, issuer: new Issuer(m, opts.leafTtlMs === undefined ? {} : { defaultTtlMs: opts.leafTtlMs }) } } } })
   })
   const agent = new Agent({ connect: { ca: ca.bundlePem } })
   let closed: Promise<void> | undefined

@@ -35,8 +35,8 @@ export async function startInjector (t: Tap, opts: { config?: InjectorConfig, ma
   const capture = captureLines()
   const running = await startInjectorServer({
     listen: { host: '127.0.0.1', port: 0 },
-    certFile,
-    keyFile,
+    tls: { certFile, keyFile },
+    dnsName: 'localhost',
     config: opts.config ?? DEFAULT_INJECTOR_CONFIG,
     logger: pino({ level: 'debug' }, capture.stream),
     ...(opts.maxBodyBytes === undefined ? {} : { maxBodyBytes: opts.maxBodyBytes })

@@ -1,62 +1,25 @@
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 import { parseAllDocuments } from 'yaml'
 import { loadConfig, type Schema } from '../../src/config.ts'
 import { Pod } from 'kubernetes-models/v1'
+import { unknownFields } from './k8s-models.ts'
 
 // Checks a pod the way the API server would, as far as can be done offline:
 // 1. the Kubernetes OpenAPI schema, via kubernetes-models' generated validator (types, required
 //    fields, enums);
 // 2. strict field names, like `kubectl apply --validate=strict`: the generated validator allows
 //    unknown fields, so every key is also checked against the field lists of the model's .d.ts
-//    files (generated from the same OpenAPI document), recursively through nested types;
+//    files (generated from the same OpenAPI document), recursively through nested types
+//    (helpers/k8s-models.ts, which checks any object, CRDs included);
 // 3. the API server's semantic checks that bear on injection: unique names (volumes, init
 //    containers, env per container, port names per container), volume mounts that refer to a volume,
 //    restartPolicy only on init containers, port names as IANA service names.
 
 const require = createRequire(import.meta.url)
-
-interface TypeInfo { fields: Map<string, string | undefined> | undefined }
-const cache = new Map<string, TypeInfo>()
-
-/** Field name -> .d.ts file of its (element) type, or undefined for scalars, maps and unions. */
-function typeInfo (dtsFile: string): TypeInfo {
-  const hit = cache.get(dtsFile)
-  if (hit !== undefined) return hit
-  const text = readFileSync(dtsFile, 'utf8')
-  const imports = new Map<string, string>()
-  for (const m of text.matchAll(/^import \{ (\w+) \} from "([^"]+)";$/gm)) {
-    const [, name, spec] = m
-    const file = spec!.startsWith('.') ? join(dirname(dtsFile), `${spec}.d.ts`) : require.resolve(spec!, { paths: [dirname(dtsFile)] }).replace(/\.js$/, '.d.ts')
-    imports.set(name!, file)
-  }
-  const body = /^export interface \w+(?: extends [\w, ]+)? \{\n([\s\S]*?)^\}/m.exec(text)?.[1] ?? ''
-  const fields = new Map<string, string | undefined>()
-  for (const m of body.matchAll(/^ {4}"(\w+)"\??: (.+?);?$/gm)) {
-    const type = m[2]!.replace(/^Array<(.+)>$/, '$1')
-    fields.set(m[1]!, imports.get(type))
-  }
-  // An interface with no declared fields (FieldsV1) is free-form.
-  const info = { fields: fields.size > 0 ? fields : undefined }
-  cache.set(dtsFile, info)
-  return info
-}
-
-function unknownFields (value: unknown, dtsFile: string, at: string, out: string[]): void {
-  if (Array.isArray(value)) { value.forEach((v, i) => { unknownFields(v, dtsFile, `${at}[${i}]`, out) }); return }
-  if (typeof value !== 'object' || value === null) return
-  const { fields } = typeInfo(dtsFile)
-  if (fields === undefined) return
-  for (const [k, v] of Object.entries(value)) {
-    if (!fields.has(k)) { out.push(`${at}.${k}: unknown field`); continue }
-    const nested = fields.get(k)
-    if (nested !== undefined) unknownFields(v, nested, `${at}.${k}`, out)
-  }
-}
 
 const IANA_SVC_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/
 

@@ -226,7 +226,7 @@ export function newcomerFixture (t: Teardown): NewcomerFixture {
       configCase('inject', [missing]),
 
       // inject serve
-      { cmd: 'inject serve', what: '(a) missing --cert and --key', args: ['inject', 'serve', '--listen', '127.0.0.1:0'], status: 2, code: 'GH_CONFIG_INVALID', says: ['--cert is required', '--key is required'] },
+      { cmd: 'inject serve', what: '(a) missing --cert and --key', args: ['inject', 'serve', '--listen', '127.0.0.1:0'], status: 2, code: 'GH_CONFIG_INVALID', says: ['a serving certificate is required: --cert and --key (files), or --k8s-token-file and --trust-bundle'] },
       { cmd: 'inject serve', what: '(b) --cert does not exist', args: [...injectServeArgs, '--cert', missing], status: 1, code: 'GH_FILE_UNREADABLE', says: [`--cert ${missing}`, 'no such file'] },
       { cmd: 'inject serve', what: '(c) --listen port in use', args: [...injectServeArgs, '--listen', busy], status: 1, code: 'GH_LISTEN_FAILED', says: [`--listen ${busy}`, 'address already in use', 'choose another port'] },
       { cmd: 'inject serve', what: '(d) unreadable --key', args: [...injectServeArgs, '--key', unreadableKey], status: 1, code: 'GH_FILE_UNREADABLE', says: [`--key ${unreadableKey}`, unreadableWhy] },
