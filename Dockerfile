@@ -5,10 +5,17 @@
 #   docker build --target capture -t gatehouse-capture:0.1.0 .         + iptables, for gatehouse.io/capture: iptables
 #
 # Checked without a Docker engine by test/dockerfile.test.ts (every COPY source exists; the runtime
-# command runs from a clean `npm ci --omit=dev`). Pin the base images by digest in your own builds.
+# command runs from a clean `npm ci --omit=dev`, every base image is pinned by digest).
+#
+# Base images are pinned by digest, not tag: a tag moves, so the same Dockerfile could build a
+# different image tomorrow. The tag stays in front of the digest for people (Docker ignores it when a
+# digest is given). node:24-bookworm-slim is Node 24.18.0 here; to move to a newer build, take the
+# index digest of the tag (`docker buildx imagetools inspect node:24-bookworm-slim`, or `crane digest`)
+# and replace it in all three stages at once (test/dockerfile.test.ts checks they agree), or let
+# Renovate/Dependabot's docker ecosystem do it.
 
 # --- build: compile TypeScript to dist/ (Node 24, full npm toolchain) ---
-FROM node:24-bookworm-slim AS build
+FROM node:24-bookworm-slim@sha256:6f7b03f7c2c8e2e784dcf9295400527b9b1270fd37b7e9a7285cf83b6951452d AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # --ignore-scripts: the `node` devDependency's install script would fetch a second Node 24 that this
@@ -21,7 +28,7 @@ RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json
 # --- deps: production dependencies only, from the lockfile ---
 # A separate clean install (not a prune of the build stage), so no devDependency, and in particular
 # not the `node` package's Node binary, can reach the runtime image.
-FROM node:24-bookworm-slim AS deps
+FROM node:24-bookworm-slim@sha256:6f7b03f7c2c8e2e784dcf9295400527b9b1270fd37b7e9a7285cf83b6951452d AS deps
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
@@ -29,7 +36,7 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 # --- capture: the init container for gatehouse.io/capture: iptables ---
 # Needs iptables-restore, which the distroless runtime does not have. Debian's iptables package uses
 # the nft backend. Runs as root with NET_ADMIN/NET_RAW only, and only until the rules are in place.
-FROM node:24-bookworm-slim AS capture
+FROM node:24-bookworm-slim@sha256:6f7b03f7c2c8e2e784dcf9295400527b9b1270fd37b7e9a7285cf83b6951452d AS capture
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables \
  && rm -rf /var/lib/apt/lists/*
@@ -47,7 +54,7 @@ CMD ["capture", "iptables", "--dry-run"]
 # so a compromised sidecar finds no tools, and there are far fewer packages to patch. Gatehouse needs
 # no shell at run time: every role is one `node` process. Debugging uses `kubectl debug` with an
 # ephemeral container instead of a shell in the image.
-FROM gcr.io/distroless/nodejs24-debian12 AS runtime
+FROM gcr.io/distroless/nodejs24-debian12@sha256:b35a10df56aa17825e81e836ff70fe3c27002809dd94e6bfd655ed05bac52230 AS runtime
 ENV NODE_ENV=production
 # Heap sizes for a 256Mi container and the malloc arena cap (src/inject/node-options.ts; the injector
 # sets them per memory limit).

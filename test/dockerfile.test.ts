@@ -66,6 +66,8 @@ t.test('stages: build on Node 24, a minimal Node 24 runtime as the default (last
   for (const s of stages.slice(0, -1)) t.match(s.from, /^node:24[.-]/, `${s.name ?? '?'} builds on Node 24 (${s.from})`)
   t.match(runtime.from, /^(gcr\.io\/distroless\/nodejs24-|node:24[.-])/, `runtime on a minimal Node 24 image (${runtime.from})`)
   t.notOk(runtime.instructions.some(i => i.op === 'RUN'), 'the runtime stage runs nothing at build time (distroless: no shell)')
+  for (const s of stages) t.match(s.from, /^[a-z0-9./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$/, `${s.name ?? '?'}: base image pinned by digest (${s.from})`)
+  t.equal(new Set(stages.slice(0, -1).map(s => s.from)).size, 1, 'the Node build stages use one and the same pinned image')
   const user = exec(runtime, 'USER')
   t.match(user, /^\d+(:\d+)?$/, 'numeric user')
   t.not(Number(user?.split(':')[0]), 0, 'non-root')

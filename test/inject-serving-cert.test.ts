@@ -81,18 +81,19 @@ t.test('the expiry watch: a warning ahead of expiry (once a day, not once a minu
   let now = new Date()
   const w = watchServingCert({ current: () => svid.chainPem, dnsName: DNS, warnBeforeMs: 30 * 24 * 3_600_000, gauge, logger: pino(capture.stream), now: () => now, everyMs: 3_600_000 })
   t.teardown(w.stop)
-  await sleep(20)
+  await waitFor(() => capture.lines.length > 0, 2000, 'the first check logged')
   t.ok(capture.lines.some(l => l.event === 'inject.cert_wrong_name' && l.expected === DNS), 'a certificate without the DNS name is an error at once')
   const warnings = (): number => capture.lines.filter(l => l.event === 'inject.cert_expiring').length
   // 10 days of lifetime: half of it (5 days) is later than 30 days before expiry, so that is when it warns.
   t.equal(warnings(), 0, 'fresh: no warning')
   now = new Date(Date.now() + 6 * 24 * 3_600_000)
   w.check(); w.check()
-  await sleep(20)
+  await waitFor(() => warnings() > 0, 2000, 'a warning')
+  await new Promise(resolve => setImmediate(resolve)) // a second one, if any, is through the stream by now
   t.equal(warnings(), 1, 'past half its lifetime, unrenewed: one warning, however often it is checked that day')
   now = new Date(Date.now() + 7 * 24 * 3_600_000)
   w.check()
-  await sleep(20)
+  await waitFor(() => warnings() > 1, 2000, 'the next day\'s warning')
   t.equal(warnings(), 2, 'and again the next day')
   t.equal((await gauge.get()).values[0]?.value, Math.floor(new Date(new X509Certificate(svid.chainPem).validTo).getTime() / 1000), 'the gauge is the expiry')
 })
