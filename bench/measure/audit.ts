@@ -19,6 +19,7 @@ import { generateKey } from '../../src/x509/keys.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { pemToDers } from '../../src/x509/certificate.ts'
 import { withCa } from './ca.ts'
+import type { CaMaterial } from '../../src/ca/ca-directory.ts'
 import { BENCH_PATH } from '../lib/policy-gen.ts'
 import { IDS, TRUST_DOMAIN } from '../lib/pki.ts'
 import { start, peakRssMb, coreBusySeconds } from '../lib/proc.ts'
@@ -76,6 +77,29 @@ export async function auditRates (lines: number): Promise<AuditRate> {
   }
 }
 
+/**
+ * `chains` sidecars' decision logs in `dir` (each its own SVID, from `ca`, and its own chain, written
+ * by DecisionLog with a checkpoint every 1,000 lines), `lines` in all, merged line by line in a
+ * seeded random order into `out`, as a SIEM export would be; the per-sidecar files are removed.
+ * Returns the bytes written.
+ */
+export async function writeMergedChains (ca: CaMaterial, dir: string, o: { lines: number, chains: number, idOf: (c: number) => string, fields: (callee: string) => DecisionFields | ((i: number) => DecisionFields), out: string }): Promise<number> {
+  const issuer = new Issuer(ca)
+  const files: string[] = []
+  for (let c = 0; c < o.chains; c++) {
+    const key = generateKey('ec-p256')
+    const svid = issuer.issue({ id: SpiffeId.parse(o.idOf(c)), publicKey: key.publicKey, ttlMs: 24 * 3_600_000 })
+    const signer = { spiffeId: svid.id, chainDers: pemToDers(svid.chainPem), privateKey: key.privateKey }
+    const file = join(dir, `sidecar-${c}.log`)
+    const per = Math.floor(o.lines / o.chains) + (c < o.lines % o.chains ? 1 : 0)
+    await writeChain(new DecisionLog({ stdout: false, file, checkpointEvery: 1000, checkpointIntervalMs: 3_600_000, signer: () => signer }), o.fields(svid.id.toString()), per)
+    files.push(file)
+  }
+  const bytes = interleave(files, o.out)
+  for (const f of files) rmSync(f)
+  return bytes
+}
+
 /** One run of the CLI over the merged file. */
 export interface AuditVerifyRun {
   /** Wall time from spawn to exit (Node's start included), CPU (user + system), peak RSS (VmHWM). */
@@ -109,20 +133,8 @@ export async function auditSiemVerify (spec: AuditSiemSpec, log: (s: string) => 
   try {
     return await withCa('ec-p256', async (ca) => {
       const g0 = performance.now()
-      const issuer = new Issuer(ca)
-      const files: string[] = []
-      for (let c = 0; c < chains; c++) {
-        const key = generateKey('ec-p256')
-        const svid = issuer.issue({ id: SpiffeId.parse(`spiffe://${TRUST_DOMAIN}/ns/siem/sa/svc-${c}`), publicKey: key.publicKey, ttlMs: 24 * 3_600_000 })
-        const signer = { spiffeId: svid.id, chainDers: pemToDers(svid.chainPem), privateKey: key.privateKey }
-        const file = join(dir, `sidecar-${c}.log`)
-        const per = Math.floor(lines / chains) + (c < lines % chains ? 1 : 0)
-        await writeChain(new DecisionLog({ stdout: false, file, checkpointEvery: 1000, checkpointIntervalMs: 3_600_000, signer: () => signer }), benchFields(svid.id.toString()), per)
-        files.push(file)
-      }
       const merged = join(dir, 'siem-export.log')
-      const bytes = interleave(files, merged)
-      for (const f of files) rmSync(f)
+      const bytes = await writeMergedChains(ca, dir, { lines, chains, idOf: c => `spiffe://${TRUST_DOMAIN}/ns/siem/sa/svc-${c}`, fields: callee => benchFields(callee), out: merged })
       const generateSeconds = (performance.now() - g0) / 1000
       const bundle = join(dir, 'bundle.pem')
       writeFileSync(bundle, ca.bundlePem)

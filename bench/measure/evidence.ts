@@ -11,14 +11,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DecisionLog, type DecisionFields } from '../../src/audit/record.ts'
-import { Issuer } from '../../src/ca/issuer.ts'
-import { generateKey } from '../../src/x509/keys.ts'
-import { SpiffeId } from '../../src/spiffe/id.ts'
-import { pemToDers } from '../../src/x509/certificate.ts'
+import type { DecisionFields } from '../../src/audit/record.ts'
 import { withCa } from './ca.ts'
 import { TRUST_DOMAIN } from '../lib/pki.ts'
-import { interleave, runLogBench, timedCli, writeChain } from './audit.ts'
+import { runLogBench, timedCli, writeMergedChains } from './audit.ts'
 
 export interface ToolRun { seconds: number, cpuSeconds: number, linesPerSecond: number, peakRssMb: number, otherCorePct: number, exitCode: number | null }
 export interface ToolResult { tool: string, args: string, runs: ToolRun[], /** median */ linesPerSecond: number, /** highest of any run */ peakRssMb: number }
@@ -65,22 +61,9 @@ export async function evidenceTools (spec: EvidenceSpec, log: (s: string) => voi
   try {
     return await withCa('ec-p256', async (ca) => {
       const g0 = performance.now()
-      const issuer = new Issuer(ca)
-      const files: string[] = []
       const callee0 = id('svc-0', 'svc-0')
-      for (let c = 0; c < spec.chains; c++) {
-        const callee = id(`svc-${c}`, `svc-${c}`)
-        const key = generateKey('ec-p256')
-        const svid = issuer.issue({ id: SpiffeId.parse(callee), publicKey: key.publicKey, ttlMs: 24 * 3_600_000 })
-        const signer = { spiffeId: svid.id, chainDers: pemToDers(svid.chainPem), privateKey: key.privateKey }
-        const file = join(dir, `sidecar-${c}.log`)
-        const per = Math.floor(spec.lines / spec.chains) + (c < spec.lines % spec.chains ? 1 : 0)
-        await writeChain(new DecisionLog({ stdout: false, file, checkpointEvery: 1000, checkpointIntervalMs: 3_600_000, signer: () => signer }), (k) => traffic(callee, k), per)
-        files.push(file)
-      }
       const merged = join(dir, 'mesh-export.log')
-      const bytes = interleave(files, merged)
-      for (const f of files) rmSync(f)
+      const bytes = await writeMergedChains(ca, dir, { lines: spec.lines, chains: spec.chains, idOf: c => id(`svc-${c}`, `svc-${c}`), fields: callee => (k: number) => traffic(callee, k), out: merged })
       const policy = join(dir, 'policy.yaml')
       writeFileSync(policy, POLICY)
       const generateSeconds = (performance.now() - g0) / 1000
