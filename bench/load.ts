@@ -9,7 +9,9 @@ import { histogramOf, type Histogram } from './lib/histogram.ts'
 //   stall shows up in every request it delays (no coordinated omission).
 // - runHandshakes: a fresh connection per request (`reset`: the connection closes after the response;
 //   the caller's dispatcher must not resume TLS sessions), `connections` at a time.
-// Those three send HTTP/1.1 requests with undici; grpc-load-worker.ts drives closedLoop and openLoop
+// - openIdle: connections that each make exactly one request and then stay open and idle, for the
+//   memory a kept-alive connection costs the server (bench/measure/idle.ts).
+// Those send HTTP/1.1 requests with undici; grpc-load-worker.ts drives closedLoop and openLoop
 // with gRPC calls on HTTP/2 streams.
 
 export interface LoadResult {
@@ -42,7 +44,7 @@ export type Call = () => Promise<string | null>
 
 const DEFAULT_PATH = '/v1/bench'
 
-class Recorder {
+export class Recorder {
   latencies: Float64Array
   n = 0
   errors = 0
@@ -139,4 +141,27 @@ export async function runOpenLoad (origin: string, dispatcher: Dispatcher, opts:
 
 export async function runHandshakes (origin: string, dispatcher: Dispatcher, opts: RequestShape & { connections: number, seconds: number }): Promise<LoadResult> {
   return await closedLoop(opts.connections, opts.seconds, httpCall(dispatcher, origin, opts, true))
+}
+
+// Idle connections are opened this many at a time, as in the handshake phase: the proxies then need
+// no more upstream connections to the app than they already hold, so the memory added from step to
+// step is that of the client connections.
+export const IDLE_CONCURRENCY = 16
+
+/**
+ * `count` more dispatchers from `open` (each its own connection), `concurrency` at a time, each making
+ * exactly one call, recorded in `rec`; every one is added to `kept`, where its connection stays open
+ * and idle until the caller closes it.
+ */
+export async function openIdle (rec: Recorder, kept: Dispatcher[], open: () => Dispatcher, origin: string, shape: RequestShape, opts: { count: number, concurrency: number }): Promise<void> {
+  let left = opts.count
+  const opener = async (): Promise<void> => {
+    while (left > 0) {
+      left-- // before the await: the other openers must see this one taken
+      const d = open()
+      kept.push(d)
+      await rec.time(httpCall(d, origin, shape), performance.now())
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(opts.concurrency, opts.count) }, opener))
 }

@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify,evidence,quarantine] [-- --only grpc]
+// npm run bench [-- --quick] [-- --only direct,gatehouse,rotation,micro,audit-verify,evidence,quarantine] [-- --only grpc] [-- --only idle]
 //   GH_BENCH_PROF=DIR: V8 CPU profiles of the sidecars; GH_BENCH_SIDECAR_FLAGS='--max-semi-space-size=8': Node flags for the sidecars only.
 // Sets everything up on 127.0.0.1 (a CA and certificates, the app, each target on random ports),
 // runs every target under the same load generator in one run, then rotation under load and the
@@ -6,7 +6,9 @@
 // load generator is pinned to core 0, the processes under test (and the app) to core 1. The gRPC
 // targets (names starting "grpc "; `--only grpc` selects them all) are measured in the same rounds.
 // The opaque TCP targets (names starting "redis "; `--only redis`) follow in rounds of their own,
-// driven by redis-benchmark (bench/targets/redis.ts).
+// driven by redis-benchmark (bench/targets/redis.ts). After their load phases, the HTTP/1.1 targets'
+// memory per idle kept-alive connection (bench/measure/idle.ts); `--only idle` starts every HTTP/1.1
+// target for that phase alone.
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, availableParallelism, release, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -25,6 +27,7 @@ import { startGrpcApp, startGrpcDirect, stopGrpcApp, type GrpcApp } from './targ
 import { redisStarters } from './targets/redis.ts'
 import { probeRedis, measureRedis, type RedisPlan } from './lib/redis.ts'
 import { measureTargets, type Plan, type TargetResult } from './measure/targets.ts'
+import { measureIdle, idleMeasurable, type IdlePlan } from './measure/idle.ts'
 import { measureRotation } from './measure/rotation.ts'
 import { probe } from './measure/probe.ts'
 import { computeRatios, type BenchResults } from './report/results.ts'
@@ -41,9 +44,16 @@ const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? ''
 /** Whether a target or measurement was asked for: all by default; `--only` names them, or `grpc` (`redis`) for every gRPC (redis) target. */
 const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && only.has('grpc')) || (name.startsWith('redis ') && only.has('redis'))
 const BODY_BYTES = 1024
-const plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
-  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16 }
-  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000, grpcConnections: 4, grpcStreams: 16 }
+const plan: Plan & IdlePlan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
+  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16, idleConnections: 450, idleSteps: 3, idleSettleMs: 500 }
+  : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000, grpcConnections: 4, grpcStreams: 16, idleConnections: 1200, idleSteps: 3, idleSettleMs: 1500 }
+
+// `--rounds N` with --quick: N quick rounds (every phase N times as long), for comparing two trees quickly.
+const roundsAt = process.argv.indexOf('--rounds')
+if (quick && roundsAt !== -1) {
+  const n = Math.max(1, Number(process.argv[roundsAt + 1]))
+  Object.assign(plan, { rounds: n, throughputSeconds: plan.throughputSeconds * n, latencySeconds: plan.latencySeconds * n, handshakeSeconds: plan.handshakeSeconds * n })
+}
 
 // Opaque TCP (redis-benchmark against redis, direct, through stunnel and through two sidecars): its own rounds.
 const redisPlan: RedisPlan = quick
@@ -78,6 +88,8 @@ log(` ${build.how}\n`)
 const app = start(process.execPath, [join(root, 'bench/app.ts'), '0', '--size', String(BODY_BYTES)], { core: 1, stdout: 'pipe', name: 'app' })
 const appPort = (await firstJsonLine<{ port: number }>(app, 'app')).port
 const env: BenchEnv = { dir, pki, appPort, app, root, cli: build.cli }
+const baselineRoot = process.env.GH_BENCH_BASELINE
+const baselineCli = baselineRoot === undefined ? undefined : buildGatehouse(baselineRoot, join(dir, 'baseline')).cli
 
 let nginx: string | null = null
 // The gRPC app is started once, for the gRPC targets, if any is selected.
@@ -89,6 +101,8 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ['nginx', async () => await startNginx(env, log)],
   ['gatehouse', async () => await startGatehouse(env)],
   ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })],
+  // GH_BENCH_BASELINE=DIR: another checkout (with node_modules), built and run beside this one with the same set-up, for before/after figures from one run.
+  ...(baselineCli === undefined ? [] : [['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli }), name: 'gatehouse baseline' })] as [string, () => Promise<Target>]]),
   ['grpc direct (h2load)', async () => await startGrpcDirect(await grpc(), 'h2load')],
   ['grpc direct', async () => await startGrpcDirect(await grpc(), 'node')],
   ['grpc nginx', async () => await startNginx(env, log, await grpc())],
@@ -99,10 +113,10 @@ const starters: Array<[string, () => Promise<Target>]> = [
 const skipped: BenchResults['skipped'] = []
 let failed = false
 /** Starts and probes the selected targets of `list` in turn; one that cannot start is skipped with the reason (and fails the run unless TargetSkipped). */
-async function startSelected<T extends { stop: () => Promise<void> }> (list: Array<[string, () => Promise<T>]>, check: (t: T) => Promise<void>, where: (t: T) => string): Promise<T[]> {
+async function startSelected<T extends { stop: () => Promise<void> }> (list: Array<[string, () => Promise<T>]>, check: (t: T) => Promise<void>, where: (t: T) => string, wanted = selected): Promise<T[]> {
   const out: T[] = []
   for (const [name, startTarget] of list) {
-    if (!selected(name)) continue
+    if (!wanted(name)) continue
     log(`starting ${name} ...`)
     let t: T | undefined
     try {
@@ -121,10 +135,16 @@ async function startSelected<T extends { stop: () => Promise<void> }> (list: Arr
   }
   return out
 }
-const started = await startSelected(starters, async t => { await probe(env, t, BODY_BYTES) }, t => t.origin)
-const measured = await measureTargets(env, started, plan, log)
+// `--only idle`: every HTTP/1.1 target is started for the idle phase, the load phases only for those named.
+const forIdle = (name: string): boolean => only?.has('idle') === true && !name.startsWith('grpc ')
+const started = await startSelected(starters, async t => { await probe(env, t, BODY_BYTES) }, t => t.origin, name => selected(name) || forIdle(name))
+const measured = await measureTargets(env, started.filter(t => selected(t.name)), plan, log)
 const targets = measured.results
 if (measured.failed.length > 0) { failed = true; skipped.push(...measured.failed) }
+// Issue 21: memory per idle kept-alive connection, on the HTTP/1.1 targets still up (and warm from the load phases).
+const idleTargets = started.filter(t => idleMeasurable(t) && !measured.failed.some(f => f.name === t.name))
+const idle: BenchResults['idle'] = idleTargets.length === 0 ? { skipped: 'no HTTP/1.1 target selected (--only)' } : await measureIdle(env, idleTargets, plan, log)
+if ('failed' in idle && idle.failed.length > 0) failed = true
 await Promise.all(started.map(async t => { await t.stop() }))
 await stopGrpcApp(grpcApp)
 // Opaque TCP: redis and the paths to it, measured in rounds of their own.
@@ -207,13 +227,14 @@ const results: BenchResults = {
   machine: { cpu: cpus()[0]?.model.trim() ?? 'unknown CPU', cores: availableParallelism(), node: process.versions.node, nginx, kernel: release(), pinning: pinningNote, loadAverageAtStart: loadAtStart, gatehouse: build.how },
   plan: { ...plan, bodyBytes: BODY_BYTES, policyRules: POLICY_RULES, redis: redisPlan },
   targets,
+  idle,
   redis: redis.results,
   skipped,
   rotation,
   micro,
   auditVerify,
   evidence,
-  ratios: computeRatios(targets, rotation, redis.results, auditVerify, evidence)
+  ratios: computeRatios(targets, rotation, redis.results, auditVerify, evidence, idle)
 }
 mkdirSync(resultsDir, { recursive: true })
 const markdown = renderMarkdown(results)

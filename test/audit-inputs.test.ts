@@ -7,6 +7,7 @@ import { readLines, writeLines, parse, signerFrom, decisionFields, verifyInProce
 import { DecisionLog } from '../src/audit/record.ts'
 import type { ChainReport } from '../src/audit/verify.ts'
 import { tempDir } from './helpers/files.ts'
+import { prng } from './helpers/prng.ts'
 
 // The sidecar's real output (DecisionLog, three workloads) through what a cluster does to it before
 // an auditor gets it: the kubelet's CRI wrapping (long lines cut into P parts, stderr mixed in),
@@ -41,11 +42,6 @@ async function writeLog (file: string, svid: SvidFiles, id: string, name: string
   return { id, chain: parse(lines[0]!).chain as string, lines }
 }
 
-/** Deterministic PRNG (Park–Miller), so every run sees the same merge and split points. */
-function prng (seed: number): () => number {
-  let s = seed
-  return () => { s = (s * 48271) % 2147483647; return s / 2147483647 }
-}
 
 let tick = 0
 /** An RFC 3339 time with nanoseconds, as the kubelet writes it. */

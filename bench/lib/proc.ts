@@ -29,11 +29,12 @@ export interface Started { child: ChildProcess, pid: number, stderrTail: string[
 /**
  * Starts `cmd args` on `core` (via `taskset -c core`, which execs: the pid is the command's own).
  * stderr is always read (a full pipe would stall the child); JSON lines with an `event` field are counted.
+ * `stdin: 'pipe'` for a child that waits for the parent's word (the idle load worker).
  */
-export function start (cmd: string, args: string[], opts: { core?: 0 | 1, stdout?: 'pipe' | 'ignore', env?: NodeJS.ProcessEnv, name: string }): Started {
+export function start (cmd: string, args: string[], opts: { core?: 0 | 1, stdin?: 'pipe' | 'ignore', stdout?: 'pipe' | 'ignore', env?: NodeJS.ProcessEnv, name: string }): Started {
   pinnable ??= pinning().ok
   const [file, argv] = opts.core !== undefined && pinnable ? ['taskset', ['-c', String(opts.core), cmd, ...args]] : [cmd, args]
-  const spawnOpts: SpawnOptions = { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], env: opts.env ?? process.env }
+  const spawnOpts: SpawnOptions = { stdio: [opts.stdin ?? 'ignore', opts.stdout ?? 'ignore', 'pipe'], env: opts.env ?? process.env }
   const child = spawn(file, argv as string[], spawnOpts)
   children.add(child)
   const stderrTail: string[] = []

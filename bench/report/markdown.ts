@@ -2,6 +2,7 @@
 // the ratios with their goals, rotation under load, and the micro-benches.
 import type { BenchResults } from './results.ts'
 import { GRPC_BODY } from '../lib/grpc.ts'
+import { IDLE_CONCURRENCY } from '../load.ts'
 
 const n = (v: number | undefined | null, digits = 0): string => v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 const ms = (v: number | undefined): string => n(v, v !== undefined && v >= 10 ? 1 : 2)
@@ -28,6 +29,7 @@ export function renderMarkdown (r: BenchResults): string {
   L.push('')
   L.push('![latency percentiles by target](latency.svg)', '')
   L.push('Chart: `latency.svg`, p50 (blue), p99 (orange) and p99.9 (red) per target, milliseconds on a log scale.', '')
+  idleSection(r, L)
   if (grpc.length > 0 || r.skipped.some(x => isGrpcName(x.name))) {
     L.push('### gRPC unary calls', '')
     L.push(`Each call is \`POST /gatehouse.test.Echo/Unary\` (content-type application/grpc, te: trailers, a ${GRPC_BODY.length}-byte length-prefixed protobuf message) to a grpc-js app that echoes it, over ${p.grpcConnections} HTTP/2 connections: closed loop with ${p.grpcStreams} calls in flight on each (${p.grpcConnections * p.grpcStreams} in all) for the throughput and CPU, open model at ${n(p.rate)} calls/s for the latency. "load generator" says what sent them: h2load cannot present a client certificate or open a CONNECT tunnel, so it drives only the direct row; the node:http2 generator drives every row, and the "grpc direct" pair shows what it adds itself.`, '')
@@ -75,7 +77,7 @@ export function renderMarkdown (r: BenchResults): string {
   L.push('| what | measured | goal | |')
   L.push('|---|---:|---|---|')
   for (const x of r.ratios) {
-    const v = x.value === null ? 'n/a' : x.unit === 'x' ? `${n(x.value, 2)}×` : x.unit === 'ms' ? `${n(x.value, 2)} ms` : x.unit === 'MB' ? `${n(x.value, 1)} MB` : n(x.value)
+    const v = x.value === null ? 'n/a' : x.unit === 'x' ? `${n(x.value, 2)}×` : x.unit === 'ms' ? `${n(x.value, 2)} ms` : x.unit === 'MB' ? `${n(x.value, 1)} MB` : x.unit === 'KB' ? `${n(x.value, 1)} KB` : n(x.value)
     L.push(`| ${x.what} | ${v} | ${x.goal} | ${x.pass === null ? '' : x.pass ? 'met' : '**missed**'}${x.noisy ? ' (noisy: taken on a busy machine)' : ''} |`)
   }
   L.push('', 'The "per proxy core" rows compare CPU time per request (or per new connection), which outside load distorts least (though on a busy machine, as marked, CPU per request itself rises by up to half); the req/s and handshakes/s rows also depend on the app and the load generator (a new mTLS connection costs the client about as much as the server, so the handshake rate of a fast server is the load generator\'s).', '')
@@ -117,4 +119,20 @@ export function renderMarkdown (r: BenchResults): string {
     L.push('')
   }
   return `${L.join('\n')}\n`
+}
+
+/** Idle kept-alive connections (issue 21; the method is bench/measure/idle.ts's). */
+function idleSection (r: BenchResults, L: string[]): void {
+  const p = r.plan
+  L.push('### Idle kept-alive connections (issue 21)', '')
+  if ('skipped' in r.idle) { L.push(`Skipped: ${r.idle.skipped}`, ''); return }
+  L.push(`After the load phases, with each target still warm, one load worker (core 0) opens ${n(p.idleConnections)} keep-alive connections in ${p.idleSteps} steps, ${IDLE_CONCURRENCY} at a time, each making one GET and then staying idle (mTLS like above; plain HTTP for direct and for two-hop, whose client connections are sidecar A's). The resident memory of the target's processes (VmRSS, and RssAnon: private memory only; summed over both sidecars for two-hop) is read with none of ours open, then ${n(p.idleSettleMs)} ms after each step. **KB per idle connection** is the marginal cost: (RSS after the last step - after the first) / the connections opened between them, so one-off allocations and the first handshakes' garbage are left out; "incl. warm-up" is (RSS after the last step - at 0) / all connections. Garbage a Node target has not collected yet still counts.`, '')
+  L.push('| target | idle connections | RSS MB at 0 / after each step | KB per idle connection (RSS) | KB per idle connection (anon) | incl. warm-up | errors |')
+  L.push('|---|---:|---:|---:|---:|---:|---:|')
+  for (const x of r.idle.results) {
+    const after = x.steps.slice(1)
+    L.push(`| ${x.name} | ${after.map(s => n(s.open)).join(' / ')} | ${x.steps.map(s => n(s.rssMb, 1)).join(' / ')} | ${n(x.kbPerConnection, 1)} | ${n(x.anonKbPerConnection, 1)} | ${n(x.kbPerConnectionWithWarmup, 1)} | ${x.errors === 0 ? '0' : `${x.errors} ${JSON.stringify(x.errorKinds)}`} |`)
+  }
+  for (const f of r.idle.failed) L.push(`| ${f.name} | ${f.reason} | | | | | |`)
+  L.push('')
 }

@@ -5,14 +5,17 @@ import type { MicroResult } from '../micro-worker.ts'
 import type { RedisPlan, RedisResult } from '../lib/redis.ts'
 import type { AuditSiemResult } from '../measure/audit.ts'
 import type { EvidenceResult } from '../measure/evidence.ts'
+import type { IdlePlan, IdleResult } from '../measure/idle.ts'
 
 export interface BenchResults {
   date: string
   mode: 'quick' | 'full'
   durationSeconds: number
   machine: { cpu: string, cores: number, node: string, nginx: string | null, kernel: string, pinning: string, loadAverageAtStart: number, gatehouse: string }
-  plan: Plan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number, redis: RedisPlan }
+  plan: Plan & IdlePlan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, bodyBytes: number, policyRules: number, redis: RedisPlan }
   targets: TargetResult[]
+  /** Memory per idle kept-alive connection of each HTTP/1.1 target (issue 21); `failed`: targets that failed that phase. */
+  idle: { results: IdleResult[], failed: Array<{ name: string, reason: string }> } | { skipped: string }
   /** Opaque TCP: redis-benchmark against redis, direct and through two tunnels (issue 17). */
   redis: RedisResult[]
   skipped: Array<{ name: string, reason: string }>
@@ -28,7 +31,7 @@ export interface BenchResults {
 export interface Ratio {
   what: string
   value: number | null
-  unit: 'x' | 'ms' | 'MB' | 'requests' | 'lines/s'
+  unit: 'x' | 'ms' | 'MB' | 'KB' | 'requests' | 'lines/s'
   goal: string
   /** null: not measured (a target was skipped) or informational. */
   pass: boolean | null
@@ -42,7 +45,7 @@ const noisyThr = (t: TargetResult | undefined): boolean => t !== undefined && t.
 const noisyLat = (t: TargetResult | undefined): boolean => t !== undefined && (t.latency.otherCorePct > NOISY_OTHER_PCT || t.latency.sendLagP99 > 1)
 const noisyHs = (t: TargetResult | undefined): boolean => t?.handshakes !== undefined && t.handshakes.otherCorePct > NOISY_OTHER_PCT
 
-export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = [], auditVerify: BenchResults['auditVerify'] = { skipped: 'not run' }, evidence: BenchResults['evidence'] = { skipped: 'not run' }): Ratio[] {
+export function computeRatios (targets: TargetResult[], rotation: BenchResults['rotation'], redis: RedisResult[] = [], auditVerify: BenchResults['auditVerify'] = { skipped: 'not run' }, evidence: BenchResults['evidence'] = { skipped: 'not run' }, idle: BenchResults['idle'] = { skipped: 'not run' }): Ratio[] {
   const t = (name: string): TargetResult | undefined => targets.find(x => x.name === name)
   const gh = t('gatehouse')
   const ref = t('node-reference')
@@ -135,5 +138,10 @@ export function computeRatios (targets: TargetResult[], rotation: BenchResults['
       push(`${tool.tool}, peak RSS${what}`, tool.peakRssMb, 'MB', '< 150 MB (issue 19)', tool.peakRssMb < 150, noisy)
     }
   }
+
+  // Issue 21: an idle kept-alive connection costs gatehouse at most 30 KB (the marginal RSS, bench/measure/idle.ts).
+  const ghIdle = 'results' in idle ? idle.results.find(x => x.name === 'gatehouse') : undefined
+  v = ghIdle?.kbPerConnection ?? null
+  push('gatehouse KB per idle kept-alive connection (RSS, marginal)', v, 'KB', '<= 30 (issue 21)', atMost(v, 30))
   return out
 }

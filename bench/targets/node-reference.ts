@@ -5,7 +5,9 @@ import { start, stop, firstJsonLine } from '../lib/proc.ts'
 import { BENCH_PATH } from '../lib/policy-gen.ts'
 
 export async function startNodeReference (env: BenchEnv): Promise<Target> {
-  const p = start(process.execPath, [join(env.root, 'bench/node-reference.ts'), '--port', '0', '--upstream-port', String(env.appPort),
+  // GH_BENCH_PROF=DIR profiles it too, to set the sidecar's profile beside it.
+  const prof = process.env.GH_BENCH_PROF === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', process.env.GH_BENCH_PROF, '--cpu-prof-name', 'node-reference.cpuprofile']
+  const p = start(process.execPath, [...prof, join(env.root, 'bench/node-reference.ts'), '--port', '0', '--upstream-port', String(env.appPort),
     '--cert', env.pki.server.cert, '--key', env.pki.server.key, '--ca', env.pki.bundle], { core: 1, stdout: 'pipe', name: 'node-reference' })
   const { port } = await firstJsonLine<{ port: number }>(p, 'node-reference')
   return {

@@ -1,7 +1,8 @@
-import pino, { type Logger, type DestinationStream } from 'pino'
+import pino, { type DestinationStream } from 'pino'
 import { randomBytes } from 'node:crypto'
 import { RotatingFileSink } from './file-sink.ts'
-import { lineHash, canonicalize, canonicalHash } from './line-hash.ts'
+import { lineHash, canonicalHash } from './line-hash.ts'
+import { encodeLine } from './line-encoder.ts'
 import { signCheckpoint, type Signer } from './checkpoint.ts'
 import { DecisionLogUnavailableError } from '../errors.ts'
 
@@ -14,11 +15,12 @@ import { DecisionLogUnavailableError } from '../errors.ts'
 // the old one). Every `checkpointEvery` lines or `checkpointIntervalMs`, and on close, a checkpoint
 // line carries a JWS by the current SVID key over the (seq, hash) of the last line, so `audit verify`
 // can prove with only the trust bundle that no line up to it was removed, inserted, edited or
-// reordered. pino calls mixin() and then streamWrite() synchronously within one log call, so
-// seq/prev and the hash of the line written always belong together.
+// reordered. Each line is encoded in canonical form (line-encoder.ts) and hashed as it is appended,
+// so seq/prev and the hash of the line written always belong together.
 //
 // The log is the guarantee: an allowed request's `admit` line is written (to the kernel) before the
-// request is forwarded, and its `decision` line once it is answered. A line that cannot be written
+// request is forwarded (with any decision lines still waiting: group commit, one write), and its
+// `decision` line once it is answered, at the latest at the end of that event-loop turn. A line that cannot be written
 // throws DecisionLogUnavailableError and puts the log in a failed state (the sidecar refuses with
 // 503 and turns unready); it retries every second, and the first line written after a failure is a
 // `resumed` line saying since when and how many requests were refused.
@@ -82,24 +84,41 @@ export interface DecisionLogOptions {
   /** Writing failed (once per failure), and writing works again. */
   onUnwritable?: (reason: string) => void
   onResumed?: (info: { failedSince: string, reason: string, refused: number }) => void
+  /** Decision lines (of requests already answered) that a failed write took with it, by request id. */
+  onLinesLost?: (requestIds: string[]) => void
 }
 
 const RETRY_MS = 1000
+/** Decision lines waiting for the next write are written at once past this many (bounds the batch). */
+const MAX_PENDING_LINES = 256
+
+type LineKind = 'genesis' | 'admit' | 'decision' | 'checkpoint' | 'resumed'
+interface Sink { write: (text: string) => unknown, flushSync?: () => void, end?: () => void }
 
 export class DecisionLog {
   /** This process's chain: every line carries it, so many sidecars' lines can be told apart in one stream. */
   readonly chain = randomBytes(12).toString('base64url')
   private seq = 0
   private prev = GENESIS_PREV
-  private written = GENESIS_PREV
+  /** Where the chain stood at the last line that reached every sink: a failed write goes back here. */
+  private committed = { seq: 0, prev: GENESIS_PREV }
+  /**
+   * Group commit: decision lines (written after the answer) wait here until the next admit line, a
+   * checkpoint, or the end of the event-loop turn, and go in one write with it. Admit lines are never
+   * held: an allowed request is forwarded only once its admit line, and every line before it, is written.
+   */
+  private pending = ''
+  private pendingKinds: LineKind[] = []
+  private pendingRequests: string[] = []
+  private flushScheduled: NodeJS.Immediate | undefined
   private sinceCheckpoint = 0
   private lastCheckpointSeq = 0
   private genesisWritten = false
   private failure: { since: string, reason: string, refused: number } | undefined
   private retry: NodeJS.Timeout | undefined
   private readonly follows: ChainLink | null
-  private readonly logger: Logger
-  private readonly sinks: Array<{ flushSync?: () => void, end?: () => void }> = []
+  /** The guarantee first: a batch the first sink refused reaches no copy. */
+  private readonly sinks: Sink[] = []
   private readonly stdout: ReturnType<typeof pino.destination> | undefined
   private readonly opts: DecisionLogOptions
   private readonly timer: NodeJS.Timeout
@@ -107,36 +126,20 @@ export class DecisionLog {
 
   constructor (opts: DecisionLogOptions) {
     this.opts = opts
-    // The guarantee first: pino.multistream writes in this order, so a line the file refused reaches no copy.
-    const streams: pino.StreamEntry[] = []
     let follows: ChainLink | null = null
     if (opts.file !== undefined) {
       const sink = new RotatingFileSink(opts.file, opts.maxFileBytes ?? 100 * 1024 * 1024, { fsync: opts.fsync === true, maxFiles: opts.maxFiles ?? 0 })
       follows = followed(sink.lastLine()?.text)
-      streams.push({ stream: sink as unknown as DestinationStream })
+      this.sinks.push(sink)
     }
-    if (opts.destination !== undefined) streams.push({ stream: opts.destination })
+    if (opts.destination !== undefined) this.sinks.push(opts.destination as Sink)
     else if (opts.stdout !== false) {
       // Without a file, stdout is the guarantee and is written synchronously; as a copy beside the
-      // file it is asynchronous, so a slow reader does not stall requests.
+      // file it is asynchronous (pino's sonic-boom), so a slow reader does not stall requests.
       this.stdout = pino.destination({ dest: 1, sync: opts.file === undefined, minLength: 0 })
-      streams.push({ stream: this.stdout })
+      this.sinks.push(this.stdout)
     }
     this.follows = follows
-    for (const s of streams) if (s.stream !== this.stdout) this.sinks.push(s.stream as { flushSync?: () => void })
-    this.logger = pino({
-      base: undefined,
-      level: 'info',
-      timestamp: pino.stdTimeFunctions.isoTime,
-      mixin: () => ({ chain: this.chain, seq: ++this.seq, prev: this.prev }),
-      hooks: {
-        streamWrite: (line: string) => {
-          const canonical = canonicalize(JSON.parse(line))
-          this.written = lineHash(canonical)
-          return `${canonical}\n`
-        }
-      }
-    }, streams.length === 1 ? streams[0]!.stream : pino.multistream(streams))
     try { this.genesis() } catch { /* failed state: retried every second, nothing forwarded meanwhile */ }
     this.timer = setInterval(() => { if (this.sinceCheckpoint > 0 && this.failure === undefined) this.checkpoint() }, this.interval)
     this.timer.unref()
@@ -159,13 +162,45 @@ export class DecisionLog {
     this.genesisWritten = true
   }
 
-  /** One line, whole or not at all: on failure seq and prev are as they were, and the log is failed. */
-  private append (obj: Record<string, unknown>, msg: 'genesis' | 'admit' | 'decision' | 'checkpoint' | 'resumed'): void {
-    const seq = this.seq
+  /**
+   * One line: encoded in canonical form, chained, and (except a decision line) written with every
+   * line still pending. On failure nothing of the batch is written, seq and prev go back to the last
+   * line written, and the log is failed.
+   */
+  private append (obj: Readonly<Record<string, unknown>>, msg: LineKind): void {
+    const line = encodeLine({ chain: this.chain, seq: this.seq + 1, prev: this.prev, time: new Date().toISOString(), msg }, obj)
+    this.seq++
+    this.prev = lineHash(line)
+    this.pending += `${line}\n`
+    this.pendingKinds.push(msg)
+    if (msg !== 'decision') { this.commit(); return }
+    // A decision line's request is already answered: a failed write of its batch is reported
+    // (onLinesLost, by request id) and fails the log, but is not this caller's error.
+    this.pendingRequests.push(obj.requestId as string)
+    if (this.pendingKinds.length >= MAX_PENDING_LINES) this.commitQuietly()
+    else this.flushScheduled ??= setImmediate(this.commitLater)
+  }
+
+  private readonly commitLater = (): void => { this.flushScheduled = undefined; this.commitQuietly() }
+
+  private commitQuietly (): void {
+    try { this.commit() } catch { /* failed state; the lost lines were reported */ }
+  }
+
+  /** Writes what is pending, in one write per sink. Throws DecisionLogUnavailableError if the guarantee refused it. */
+  private commit (): void {
+    if (this.pending === '') return
+    const text = this.pending
+    const kinds = this.pendingKinds
+    const requests = this.pendingRequests
+    this.pending = ''
+    this.pendingKinds = []
+    this.pendingRequests = []
     try {
-      this.logger.info(obj, msg)
+      this.sinks[0]?.write(text)
     } catch (err) {
-      this.seq = seq
+      this.seq = this.committed.seq
+      this.prev = this.committed.prev
       const reason = `${(err as NodeJS.ErrnoException).code ?? 'EIO'}: ${(err as Error).message}`
       if (this.failure === undefined) {
         this.failure = { since: new Date().toISOString(), reason, refused: 0 }
@@ -173,10 +208,12 @@ export class DecisionLog {
         this.retry.unref()
         this.opts.onUnwritable?.(reason)
       }
+      if (requests.length > 0) this.opts.onLinesLost?.(requests)
       throw new DecisionLogUnavailableError(reason, { cause: err })
     }
-    this.prev = this.written
-    this.opts.onLine?.(msg)
+    for (let i = 1; i < this.sinks.length; i++) this.sinks[i]!.write(text)
+    this.committed = { seq: this.seq, prev: this.prev }
+    for (const k of kinds) this.opts.onLine?.(k)
   }
 
   /** After a failure: the genesis if it never made it, then a `resumed` line; throws while writing still fails. */
@@ -191,7 +228,7 @@ export class DecisionLog {
   }
 
   /** Writes one line, recovering first if the log had failed; counts the request refused if it cannot. */
-  private guarded (obj: Record<string, unknown>, msg: 'admit' | 'decision'): number {
+  private guarded (obj: Readonly<Record<string, unknown>>, msg: 'admit' | 'decision'): number {
     try {
       this.recover()
       this.append(obj, msg)
@@ -213,13 +250,18 @@ export class DecisionLog {
 
   /** Before an allowed request is forwarded: throws DecisionLogUnavailableError if the line could not be written. */
   admit (fields: DecisionFields): void {
-    const line: Record<string, unknown> = { requestId: fields.requestId, caller: fields.caller, callee: fields.callee, method: fields.method, path: fields.path, rule: fields.rule }
     // A TCP connection may live for hours: its admit line is its record until the close line, so it carries the whole decision.
-    if (fields.kind === 'tcp') Object.assign(line, { kind: 'tcp', port: fields.port, decision: fields.decision, mode: fields.mode, policyRevision: fields.policyRevision, peerCertSerial: fields.peerCertSerial })
+    const line = fields.kind === 'tcp'
+      ? { requestId: fields.requestId, caller: fields.caller, callee: fields.callee, method: fields.method, path: fields.path, rule: fields.rule, kind: 'tcp', port: fields.port, decision: fields.decision, mode: fields.mode, policyRevision: fields.policyRevision, peerCertSerial: fields.peerCertSerial }
+      : { requestId: fields.requestId, caller: fields.caller, callee: fields.callee, method: fields.method, path: fields.path, rule: fields.rule }
     this.guarded(line, 'admit')
   }
 
-  /** Writes the decision line; returns its seq (its place in this chain, for evidence). */
+  /**
+   * Queues the decision line (written with the next admit line, checkpoint, or at the end of this
+   * event-loop turn); returns its seq (its place in this chain, for evidence). Throws
+   * DecisionLogUnavailableError while the log is failed.
+   */
   write (fields: DecisionFields): number {
     return this.guarded(fields as unknown as Record<string, unknown>, 'decision')
   }
@@ -246,15 +288,19 @@ export class DecisionLog {
     clearInterval(this.retry)
     if (this.sinceCheckpoint > 0 || this.seq === 1) await this.checkpoint()
     this.flush()
-    for (const s of this.sinks) s.end?.()
+    for (const s of this.sinks) if (s !== this.stdout) s.end?.()
     // stdout is written asynchronously (a slow reader must not stall requests). A write waiting on a
     // full pipe is retried later, and flushSync() would skip it: end() writes every line, in order.
     const out = this.stdout
     if (out !== undefined) await new Promise<void>(resolve => { out.once('close', resolve); out.once('error', () => { resolve() }); out.end() })
   }
 
+  /** Writes every pending line, then asks each sink to flush (fsync a file). */
   flush (): void {
+    if (this.flushScheduled !== undefined) { clearImmediate(this.flushScheduled); this.flushScheduled = undefined }
+    this.commitQuietly()
     for (const s of this.sinks) {
+      if (s === this.stdout) continue
       try { s.flushSync?.() } catch { /* a stream that is not ready or not flushable has nothing buffered */ }
     }
   }

@@ -114,31 +114,36 @@ export function authorizeConnection (facts: ConnectionFacts, env: AuthorizeEnv):
   return { ok: true, target: `:${facts.port}`, fields, xfcc: '' }
 }
 
+interface RefuseExtra { rejected?: string, close?: boolean, message?: string, bodyReason?: string }
+
+/** A refused request's Verdict (a function of its own, not a closure made per request). */
+function refused (fields: DecisionFields, err: GatehouseError, reason: string, extra: RefuseExtra = {}): Verdict {
+  fields.reason = reason
+  if (err.status === 400) fields.error = reason
+  return { ok: false, refusal: refusal(err, { requestId: fields.requestId, message: extra.message, reason: extra.bodyReason }), fields, ...(extra.rejected === undefined ? {} : { rejected: extra.rejected }), ...(extra.close === true ? { close: true } : {}) }
+}
+
+// The body's reason is the rejected-request metric's (protocol, method, target); its message says what was wrong.
+const badRequest = (fields: DecisionFields, rejected: string, why: string): Verdict => refused(fields, BAD_REQUEST, `bad-request: ${why}`, { rejected, message: why, bodyReason: rejected, close: true })
+
 export function authorize (facts: RequestFacts, env: AuthorizeEnv): Verdict {
   const { peer, policy, own } = env
   const requestId = typeof facts.requestIdHeader === 'string' && REQUEST_ID.test(facts.requestIdHeader) ? facts.requestIdHeader : randomUUID()
   const fields = deniedFields(env, facts.method, facts.rawPath, '', requestId)
-  const refuse = (err: GatehouseError, reason: string, extra: { rejected?: string, close?: boolean, message?: string, bodyReason?: string } = {}): Verdict => {
-    fields.reason = reason
-    if (err.status === 400) fields.error = reason
-    return { ok: false, refusal: refusal(err, { requestId, message: extra.message, reason: extra.bodyReason }), fields, ...(extra.rejected === undefined ? {} : { rejected: extra.rejected }), ...(extra.close === true ? { close: true } : {}) }
-  }
-  // The body's reason is the rejected-request metric's (protocol, method, target); its message says what was wrong.
-  const badRequest = (rejected: string, why: string): Verdict => refuse(BAD_REQUEST, `bad-request: ${why}`, { rejected, message: why, bodyReason: rejected, close: true })
 
-  if (peer === undefined) return refuse(NO_PEER, 'no-verified-peer')
+  if (peer === undefined) return refused(fields, NO_PEER, 'no-verified-peer')
   // Continuous verification: a connection does not outlive its peer's certificate.
-  if (env.now > peer.notAfter.getTime()) return refuse(PEER_EXPIRED, 'peer-certificate-expired', { close: true })
-  if (facts.protocolProblem !== undefined) return badRequest('protocol', facts.protocolProblem)
-  if (!isValidMethod(facts.method)) return badRequest('method', 'method is not an upper-case token')
+  if (env.now > peer.notAfter.getTime()) return refused(fields, PEER_EXPIRED, 'peer-certificate-expired', { close: true })
+  if (facts.protocolProblem !== undefined) return badRequest(fields, 'protocol', facts.protocolProblem)
+  if (!isValidMethod(facts.method)) return badRequest(fields, 'method', 'method is not an upper-case token')
   const n = normalizeTarget(facts.rawPath)
-  if (!n.ok) return badRequest('target', n.reason)
+  if (!n.ok) return badRequest(fields, 'target', n.reason)
   fields.path = n.path
   // The connection is closed after the answer: a quarantined caller keeps nothing open.
   if (quarantined(fields, env)) return { ok: false, refusal: refusal(QUARANTINED, { reason: 'quarantined', requestId }), fields, rejected: 'quarantined', close: true }
-  if (policy === undefined || own === undefined) return refuse(NOT_READY, 'not-ready: no policy or identity loaded')
+  if (policy === undefined || own === undefined) return refused(fields, NOT_READY, 'not-ready: no policy or identity loaded')
   const d = decide(policy.compiled, { caller: peer, method: facts.method, path: n.path, segments: n.segments })
   recordDecision(fields, d)
-  if (!d.allowed) return refuse(DENIED, d.reason)
+  if (!d.allowed) return refused(fields, DENIED, d.reason)
   return { ok: true, target: n.target, fields, xfcc: `By=${own};Hash=${peer.certHash};URI=${peer.id}` }
 }

@@ -40,21 +40,28 @@ export interface ResponseSink {
   onAbort: (fn: () => void) => void
 }
 
-export function h1Sink (res: ServerResponse): ResponseSink {
-  return {
-    get headersSent () { return res.headersSent },
-    get statusCode () { return res.statusCode },
-    head (status, headers, opts) {
-      res.writeHead(status, headers)
-      if (opts.end) res.end()
-      return res
-    },
-    // Node sends trailers only on a chunked response; an HTTP/1.1 caller rarely asks for them.
-    trailers (t) { res.addTrailers(t as Record<string, string>) },
-    destroy () { res.destroy() },
-    onAbort (fn) { res.on('close', () => { if (!res.writableFinished) fn() }) }
+/** An HTTP/1.1 caller's response (a class: no getters and closures made per request). */
+class H1Sink implements ResponseSink {
+  private readonly res: ServerResponse
+  constructor (res: ServerResponse) { this.res = res }
+  get headersSent (): boolean { return this.res.headersSent }
+  get statusCode (): number { return this.res.statusCode }
+  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }): Writable {
+    this.res.writeHead(status, headers)
+    if (opts.end) this.res.end()
+    return this.res
+  }
+
+  // Node sends trailers only on a chunked response; an HTTP/1.1 caller rarely asks for them.
+  trailers (t: OutgoingHttpHeaders): void { this.res.addTrailers(t as Record<string, string>) }
+  destroy (): void { this.res.destroy() }
+  onAbort (fn: () => void): void {
+    const res = this.res
+    res.on('close', () => { if (!res.writableFinished) fn() })
   }
 }
+
+export const h1Sink = (res: ServerResponse): ResponseSink => new H1Sink(res)
 
 export function h2Sink (stream: ServerHttp2Stream): ResponseSink {
   let pending: OutgoingHttpHeaders = {}

@@ -40,11 +40,21 @@ const MALFORMED = new BadRequestError('the request cannot be parsed as HTTP/1.1'
 const HEADERS_TOO_LARGE = new HeadersTooLargeError()
 const TOO_SLOW = new RequestTimeoutError()
 
+/**
+ * The request in flight on a connection, kept on its socket: a parse error in its body completes its
+ * one decision line, and an expiring peer's connection is closed only when idle. (A property, not a
+ * WeakMap and WeakSet entry per request: those cost GC time, issue 21.)
+ */
+const IN_FLIGHT = Symbol('gatehouse.inFlight')
+interface InFlight { fields: DecisionFields, start: number }
+type Tracked = object & { [IN_FLIGHT]?: InFlight | undefined }
+
+/** Whether an HTTP/1.1 connection has a request in flight. */
+export const requestInFlight = (socket: object): boolean => (socket as Tracked)[IN_FLIGHT] !== undefined
+
 export interface H1StageOptions {
   judge: Judge
   peerOf: (socket: object) => PeerIdentity | undefined
-  /** Sockets with a request in flight (an expiring peer's connection is closed only when idle). */
-  busy: WeakSet<object>
   app: AppUpstream
   upgradeProtocols: readonly string[]
   metrics: ProxyMetrics
@@ -52,10 +62,8 @@ export interface H1StageOptions {
 }
 
 export function attachH1 (server: Server, o: H1StageOptions): void {
-  const { judge, peerOf, busy, metrics, logger } = o
+  const { judge, peerOf, metrics, logger } = o
   const upgradeAllowed = new Set(o.upgradeProtocols.map(p => p.toLowerCase()))
-  /** The request in flight on a socket, so a parse error in its body completes its one decision line. */
-  const inFlight = new WeakMap<object, { fields: DecisionFields, start: number }>()
 
   const verdictFor = (req: IncomingMessage): Verdict => judge.verdict(peerOf(req.socket), {
     method: req.method ?? '',
@@ -74,10 +82,11 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const start = performance.now()
-    busy.add(req.socket)
-    res.once('close', () => { busy.delete(req.socket) })
+    const socket = req.socket as Tracked
     const verdict = verdictFor(req)
-    inFlight.set(req.socket, { fields: verdict.fields, start })
+    const current: InFlight = { fields: verdict.fields, start }
+    socket[IN_FLIGHT] = current
+    res.once('close', () => { if (socket[IN_FLIGHT] === current) socket[IN_FLIGHT] = undefined })
     if (!verdict.ok) {
       // A body too large to drain cheaply ends the connection: say so, so the client does not reuse it.
       const close = verdict.close === true || !drainBounded(req, DENIED_DRAIN_BYTES, DENIED_DRAIN_MS)
@@ -136,7 +145,7 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
     logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
     // A request already judged whose body then failed to parse: its one decision line ends with this
     // status (not a second line, and not the client-gone that the aborted forward would report).
-    const current = inFlight.get(socket)
+    const current = (socket as Tracked)[IN_FLIGHT]
     const pending = current !== undefined && !judge.recorded(current.fields) ? current : undefined
     if (pending !== undefined) judge.record(pending.fields, status, pending.start, err.code ?? 'parse-error')
     if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {

@@ -10,7 +10,7 @@ import type { Credentials } from '../identity/credentials.ts'
 import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { AppUpstream } from './app-upstream.ts'
 import { createJudge } from './judge.ts'
-import { attachH1 } from './inbound-h1.ts'
+import { attachH1, requestInFlight } from './inbound-h1.ts'
 import { createH2Stage, DEFAULT_MAX_CONCURRENT_STREAMS } from './inbound-h2.ts'
 import { guardHandshakes } from './handshake-guard.ts'
 import { UNBOUNDED_LIMITS } from './connection-budget.ts'
@@ -67,8 +67,6 @@ export interface Inbound { server: Server, port: number, pendingHandshakes: () =
 export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   const { credentials, policy, decisions, metrics, logger } = opts
   const peers = new WeakMap<object, PeerIdentity>()
-  /** Sockets with a request in flight (an expiring peer's connection is closed only when idle). */
-  const busy = new WeakSet<object>()
   /** Every verified connection, for closing a newly quarantined caller's. */
   const live = new Map<TLSSocket, PeerIdentity>()
 
@@ -133,7 +131,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       // At expiry an idle connection is closed; a request in flight finishes, and the next request
       // on it is refused (see authorize), so the caller must handshake again with a fresh SVID.
       const expiry = setTimeout(() => {
-        if (!busy.has(socket)) socket.destroy()
+        if (!requestInFlight(socket)) socket.destroy()
       }, Math.min(Math.max(0, peer.notAfter.getTime() - Date.now()), 2 ** 31 - 1))
       expiry.unref()
       socket.once('close', () => { clearTimeout(expiry) })
@@ -173,7 +171,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     if (closed > 0) logger.warn({ event: 'quarantine.connections_closed', closed, revision: list.revision }, 'closed the live connections of quarantined callers')
   })
   const app = opts.app
-  attachH1(server, { judge, peerOf: socket => peers.get(socket), busy, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger })
+  attachH1(server, { judge, peerOf: socket => peers.get(socket), app, upgradeProtocols: opts.upgradeProtocols, metrics, logger })
   const tcp = createTcpStage({ judge, upstreams: opts.tcpUpstreams ?? new Map(), preambleTimeoutMs: opts.headersTimeoutMs, connectTimeoutMs: opts.upstreamConnectTimeoutMs ?? 2000, idleTimeoutMs: opts.tcpIdleTimeoutMs ?? opts.idleTimeoutMs, metrics, logger })
   policy.onChange(() => { tcp.reevaluate() })
   const h2 = createH2Stage({ judge, app, maxConcurrentStreams: opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.maxHeaderSize, idleTimeoutMs: opts.idleTimeoutMs, metrics, logger })

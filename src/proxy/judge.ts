@@ -49,10 +49,13 @@ export interface JudgeOptions {
   onDecision?: (fields: DecisionFields, seq: number) => void
 }
 
+/** Marks fields whose line is written (a symbol: never serialized; a WeakSet entry per request cost GC time). */
+const RECORDED = Symbol('gatehouse.recorded')
+type Marked = DecisionFields & { [RECORDED]?: true }
+
 export function createJudge ({ credentials, policy, quarantine, decisions, metrics, logger, onDecision }: JudgeOptions): Judge {
-  const recorded = new WeakSet<DecisionFields>()
-  const env = (peer: PeerIdentity | undefined): Omit<AuthorizeEnv, 'now'> =>
-    ({ peer, policy: policy.current, own: credentials.current?.id.toString(), quarantine: quarantine.current })
+  const env = (peer: PeerIdentity | undefined, now: number): AuthorizeEnv =>
+    ({ peer, policy: policy.current, own: credentials.current?.id.toString(), quarantine: quarantine.current, now })
 
   // Nothing reaches the app before its admit line is in the log: a log that cannot be written turns
   // the allow into a 503 (its decision line is attempted too, and fails the same way).
@@ -71,15 +74,15 @@ export function createJudge ({ credentials, policy, quarantine, decisions, metri
   /** authorize()/authorizeConnection() counted, admitted if allowed; an unexpected error denies, never throws. */
   const judged = (peer: PeerIdentity | undefined, run: (env: AuthorizeEnv) => Verdict, method: string, rawPath: string): Verdict => {
     try {
-      const v = run({ ...env(peer), now: Date.now() })
+      const v = run(env(peer, Date.now()))
       if (!v.ok && v.rejected !== undefined) metrics.rejected.inc({ reason: v.rejected })
       else if (peer !== undefined && DECIDED.has(v.fields.reason)) {
-        metrics.requests.inc({ decision: v.fields.decision, rule: v.fields.rule ?? '', mode: v.fields.mode, caller: metrics.callerLabel(peer.id) })
+        metrics.countRequest(v.fields.decision, v.fields.rule ?? '', v.fields.mode, peer.id)
       }
       return v.ok ? admitted(v) : v
     } catch (err) {
       logger.error({ err }, 'authorization failed unexpectedly; denying')
-      const fields = deniedFields(env(peer), method, rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
+      const fields = deniedFields(env(peer, Date.now()), method, rawPath, `internal: ${(err as { code?: string }).code ?? 'GH_INTERNAL'}`)
       return { ok: false, refusal: refusal(INTERNAL, { requestId: fields.requestId }), fields }
     }
   }
@@ -89,18 +92,19 @@ export function createJudge ({ credentials, policy, quarantine, decisions, metri
     connection: (peer, facts) => judged(peer, e => authorizeConnection(facts, e), 'TCP', ''),
     recheck (peer, facts) {
       try {
-        const v = authorizeConnection(facts, { ...env(peer), now: Date.now() })
+        const v = authorizeConnection(facts, env(peer, Date.now()))
         return { allowed: v.ok, rule: v.fields.rule }
       } catch { return { allowed: false, rule: null } } // fail closed
     },
-    denied: (peer, method, rawPath, reason) => deniedFields(env(peer), method, rawPath, reason),
+    denied: (peer, method, rawPath, reason) => deniedFields(env(peer, Date.now()), method, rawPath, reason),
     record (fields, status, start, error) {
-      if (recorded.has(fields)) return
-      recorded.add(fields)
+      const marked: Marked = fields
+      if (marked[RECORDED] === true) return
+      marked[RECORDED] = true
       fields.status = status
       fields.durationMs = Math.round((performance.now() - start) * 1000) / 1000
       if (error !== undefined) fields.error = error
-      metrics.duration.observe({ decision: fields.decision }, fields.durationMs / 1000)
+      metrics.observeDuration(fields.decision, fields.durationMs / 1000)
       // A failed write has already failed the log (metric, operational log line, /readyz); what is left is the request id.
       let seq: number
       try { seq = decisions.write(fields) } catch {
@@ -110,7 +114,7 @@ export function createJudge ({ credentials, policy, quarantine, decisions, metri
       }
       onDecision?.(fields, seq)
     },
-    recorded: (fields) => recorded.has(fields),
+    recorded: (fields) => (fields as Marked)[RECORDED] === true,
     outcomeError (o) {
       if (o.kind === 'upstream-unavailable' || o.kind === 'upstream-timeout' || o.kind === 'upstream-reset') {
         metrics.upstreamErrors.inc({ kind: o.kind })

@@ -23,6 +23,20 @@ export interface ProxyMetrics {
   quarantineEntries: Gauge
   quarantineCut: Counter<'kind'>
   suspicions: Counter<'detector'>
+  /** Per-request updates through label children made once, not a label object hashed per call (issue 21). */
+  countRequest: (decision: string, rule: string, mode: string, callerId: string) => void
+  observeDuration: (decision: 'allow' | 'deny', seconds: number) => void
+  decisionLine: (kind: string) => void
+}
+
+/** A label child per distinct key, made on first use (the keys are bounded: rules x callers, capped). */
+function childCache<T> (make: (key: string) => T): (key: string) => T {
+  const children = new Map<string, T>()
+  return (key) => {
+    let c = children.get(key)
+    if (c === undefined) { c = make(key); children.set(key, c) }
+    return c
+  }
 }
 
 export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMetrics {
@@ -32,25 +46,35 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
   const registers = [registry]
+  const requests = new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision, deciding rule and caller (callers past the limit are "other")', labelNames: ['decision', 'rule', 'mode', 'caller'], registers })
+  const duration = new Histogram({ name: 'gatehouse_request_duration_seconds', help: 'Inbound request duration', labelNames: ['decision'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers })
+  const decisionLines = new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, admit, checkpoint, genesis, resumed)', labelNames: ['kind'], registers })
+  const callerLabel = (caller: string): string => {
+    if (callers.has(caller)) return caller
+    if (callers.size >= maxCallers) return 'other'
+    callers.add(caller)
+    return caller
+  }
+  const requestChild = childCache(key => { const [decision, rule, mode, caller] = key.split('\n') as [string, string, string, string]; return requests.labels(decision, rule, mode, caller) })
+  const durationChild = { allow: duration.labels('allow'), deny: duration.labels('deny') }
+  const lineChild = childCache(kind => decisionLines.labels(kind))
   return {
     registry,
-    requests: new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision, deciding rule and caller (callers past the limit are "other")', labelNames: ['decision', 'rule', 'mode', 'caller'], registers }),
-    callerLabel: (caller: string) => {
-      if (callers.has(caller)) return caller
-      if (callers.size >= maxCallers) return 'other'
-      callers.add(caller)
-      return caller
-    },
+    requests,
+    callerLabel,
+    countRequest: (decision, rule, mode, callerId) => { requestChild(`${decision}\n${rule}\n${mode}\n${callerLabel(callerId)}`).inc() },
+    observeDuration: (decision, seconds) => { durationChild[decision].observe(seconds) },
+    decisionLine: (kind) => { lineChild(kind).inc() },
+    duration,
+    decisionLines,
     rejected: new Counter({ name: 'gatehouse_requests_rejected_total', help: 'Malformed requests refused before authorization', labelNames: ['reason'], registers }),
     upstreamErrors: new Counter({ name: 'gatehouse_upstream_errors_total', help: 'Requests the app did not answer', labelNames: ['kind'], registers }),
-    duration: new Histogram({ name: 'gatehouse_request_duration_seconds', help: 'Inbound request duration', labelNames: ['decision'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
     handshakeFailures: new Counter({ name: 'gatehouse_tls_handshake_failures_total', help: 'Refused inbound TLS handshakes by reason', labelNames: ['reason'], registers }),
     policyReloads: new Counter({ name: 'gatehouse_policy_reloads_total', help: 'Policy loads by result', labelNames: ['result'], registers }),
     credentialReloads: new Counter({ name: 'gatehouse_credential_reloads_total', help: 'Certificate and bundle reloads by result', labelNames: ['what', 'result'], registers }),
     certExpiry: new Gauge({ name: 'gatehouse_cert_expiry_timestamp_seconds', help: 'Expiry of the workload certificate (leaf), its issuer and each trusted root', labelNames: ['cert', 'serial'], registers }),
     rotations: new Counter({ name: 'gatehouse_cert_rotations_total', help: 'Workload certificates obtained from the CA', registers }),
     renewalFailures: new Counter({ name: 'gatehouse_cert_renewal_failures_total', help: 'Failed certificate requests to the CA, by error code', labelNames: ['code'], registers }),
-    decisionLines: new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, admit, checkpoint, genesis, resumed)', labelNames: ['kind'], registers }),
     decisionLogWritable: new Gauge({ name: 'gatehouse_decision_log_writable', help: '1 while the decision log can be written; 0 while it cannot (requests are refused with 503)', registers }),
     decisionLogFailures: new Counter({ name: 'gatehouse_decision_log_failures_total', help: 'Times the decision log became unwritable (disk full, file size limit, closed stdout)', registers }),
     connections: new Gauge({ name: 'gatehouse_inbound_connections', help: 'Open inbound connections', registers }),

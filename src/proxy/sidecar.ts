@@ -206,12 +206,13 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
       return c === undefined ? undefined : { spiffeId: c.id.toString(), chainDers: pemToDers(c.chainPem), privateKey: c.privateKey }
     },
     ...(o.decisionLogFsync === undefined ? {} : { fsync: o.decisionLogFsync }),
-    onLine: (kind) => { metrics.decisionLines.inc({ kind }) },
+    onLine: (kind) => { metrics.decisionLine(kind) },
     onUnwritable: (reason) => {
       metrics.decisionLogWritable.set(0)
       metrics.decisionLogFailures.inc()
       logger.error({ event: 'decision_log.unwritable', reason }, 'the decision log cannot be written: refusing every request with 503 until it can')
     },
+    onLinesLost: (requestIds) => { logger.warn({ event: 'decision_log.line_lost', requestIds }, 'decision lines not written: the decision log cannot be written') },
     onResumed: (info) => {
       metrics.decisionLogWritable.set(1)
       logger.info({ event: 'decision_log.resumed', ...info }, 'the decision log can be written again: forwarding resumed')
