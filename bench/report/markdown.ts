@@ -77,7 +77,7 @@ export function renderMarkdown (r: BenchResults): string {
   L.push('| what | measured | goal | |')
   L.push('|---|---:|---|---|')
   for (const x of r.ratios) {
-    const v = x.value === null ? 'n/a' : x.unit === 'x' ? `${n(x.value, 2)}×` : x.unit === 'ms' ? `${n(x.value, 2)} ms` : x.unit === 'MB' ? `${n(x.value, 1)} MB` : x.unit === 'KB' ? `${n(x.value, 1)} KB` : n(x.value)
+    const v = x.value === null ? 'n/a' : x.unit === 'x' ? `${n(x.value, 2)}×` : x.unit === 'ms' ? `${n(x.value, 2)} ms` : x.unit === 'MB' ? `${n(x.value, 1)} MB` : x.unit === 'KB' ? `${n(x.value, 1)} KB` : x.unit === '%' ? `${n(x.value, 0)} %` : n(x.value)
     L.push(`| ${x.what} | ${v} | ${x.goal} | ${x.pass === null ? '' : x.pass ? 'met' : '**missed**'}${x.noisy ? ' (noisy: taken on a busy machine)' : ''} |`)
   }
   L.push('', 'The "per proxy core" rows compare CPU time per request (or per new connection), which outside load distorts least (though on a busy machine, as marked, CPU per request itself rises by up to half); the req/s and handshakes/s rows also depend on the app and the load generator (a new mTLS connection costs the client about as much as the server, so the handshake rate of a fast server is the load generator\'s).', '')

@@ -31,7 +31,7 @@ export interface BenchResults {
 export interface Ratio {
   what: string
   value: number | null
-  unit: 'x' | 'ms' | 'MB' | 'KB' | 'requests' | 'lines/s'
+  unit: 'x' | 'ms' | 'MB' | 'KB' | '%' | 'requests' | 'lines/s'
   goal: string
   /** null: not measured (a target was skipped) or informational. */
   pass: boolean | null
@@ -139,7 +139,24 @@ export function computeRatios (targets: TargetResult[], rotation: BenchResults['
     }
   }
 
-  // Issue 21: an idle kept-alive connection costs gatehouse at most 30 KB (the marginal RSS, bench/measure/idle.ts).
+  // Issue 21 (per-request cost): cheaper per request than node-reference, a share of nginx, the second
+  // hop under 1.8x the first, memory within Envoy's, and an idle connection at most 30 KB.
+  v = div(gh?.throughput.rpsPerProxyCore, ref?.throughput.rpsPerProxyCore)
+  push('gatehouse / node-reference, req/s per proxy core', v, 'x', '>= 1.2 (issue 21)', atLeast(v, 1.2), noisyThr(gh) || noisyThr(ref))
+  v = div(gh?.throughput.rpsPerProxyCore, ngx?.throughput.rpsPerProxyCore)
+  push('gatehouse / nginx, req/s per proxy core', v, 'x', '>= 0.35 (issue 21)', atLeast(v, 0.35), noisyThr(gh) || noisyThr(ngx))
+  v = gh?.latency.proxyCorePctAtRate ?? null
+  const refAtRate = ref?.latency.proxyCorePctAtRate
+  push('gatehouse core % at the fixed rate (node-reference beside it)', v, '%', `<= 15 and <= node-reference (${refAtRate === undefined ? 'n/a' : refAtRate.toFixed(0)}) (issue 21)`, v === null ? null : v <= 15 && (refAtRate === undefined || v <= refAtRate), noisyLat(gh) || noisyLat(ref))
+  v = div(hop?.throughput.cpuSecondsPer10k, gh?.throughput.cpuSecondsPer10k)
+  push('two-hop / gatehouse, CPU per request at saturation', v, 'x', '<= 1.8 (issue 21)', atMost(v, 1.8), noisyThr(hop) || noisyThr(gh))
+  v = div(hop?.latency.proxyCorePctAtRate, gh?.latency.proxyCorePctAtRate)
+  push('two-hop / gatehouse, CPU at the fixed rate', v, 'x', '<= 1.8 (issue 21)', atMost(v, 1.8), noisyLat(hop) || noisyLat(gh))
+  v = gh?.peakRssMb ?? null
+  push('gatehouse peak RSS under load', v, 'MB', '<= 100 MB (issue 21)', atMost(v, 100))
+  v = gh?.anonRssMbAtEnd ?? null
+  push('gatehouse anonymous RSS after the load phases', v, 'MB', '<= 48 MB (issue 21)', atMost(v, 48))
+  // An idle kept-alive connection: the marginal RSS (bench/measure/idle.ts).
   const ghIdle = 'results' in idle ? idle.results.find(x => x.name === 'gatehouse') : undefined
   v = ghIdle?.kbPerConnection ?? null
   push('gatehouse KB per idle kept-alive connection (RSS, marginal)', v, 'KB', '<= 30 (issue 21)', atMost(v, 30))
