@@ -58,7 +58,7 @@ FROM gcr.io/distroless/nodejs24-debian12@sha256:b35a10df56aa17825e81e836ff70fe3c
 ENV NODE_ENV=production
 # Heap sizes for a 256Mi container and the malloc arena cap (src/inject/node-options.ts; the injector
 # sets them per memory limit).
-ENV NODE_OPTIONS="--max-semi-space-size=2 --max-old-space-size=192"
+ENV NODE_OPTIONS="--max-semi-space-size=8 --max-old-space-size=192"
 ENV MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=deps /src/package.json ./

@@ -45,14 +45,14 @@ const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? ''
 const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && only.has('grpc')) || (name.startsWith('redis ') && only.has('redis'))
 const BODY_BYTES = 1024
 const plan: Plan & IdlePlan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
-  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16, idleConnections: 450, idleSteps: 3, idleSettleMs: 500 }
+  ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16, idleConnections: 150, idleSteps: 3, idleSettleMs: 300 }
   : { rounds: 5, warmupSeconds: 1, throughputSeconds: 15, connections: 64, latencySeconds: 30, latencyWarmupSeconds: 0.5, rate: 1000, handshakeSeconds: 8, handshakeConnections: 16, rotationSeconds: 60, rotationWarmupSeconds: 3, rotationRate: 500, leafTtl: '6s', microSeconds: 2, auditLines: 200_000, grpcConnections: 4, grpcStreams: 16, idleConnections: 1200, idleSteps: 3, idleSettleMs: 1500 }
 
 // `--rounds N` with --quick: N quick rounds (every phase N times as long), for comparing two trees quickly.
 const roundsAt = process.argv.indexOf('--rounds')
 if (quick && roundsAt !== -1) {
   const n = Math.max(1, Number(process.argv[roundsAt + 1]))
-  Object.assign(plan, { rounds: n, throughputSeconds: plan.throughputSeconds * n, latencySeconds: plan.latencySeconds * n, handshakeSeconds: plan.handshakeSeconds * n })
+  Object.assign(plan, { rounds: n, throughputSeconds: plan.throughputSeconds * n, latencySeconds: plan.latencySeconds * n, handshakeSeconds: plan.handshakeSeconds * n, idleConnections: 450, idleSettleMs: 500 })
 }
 
 // Opaque TCP (redis-benchmark against redis, direct, through stunnel and through two sidecars): its own rounds.
@@ -98,11 +98,13 @@ const grpc = async (): Promise<GrpcApp> => (grpcApp ??= await startGrpcApp(env))
 const starters: Array<[string, () => Promise<Target>]> = [
   ['direct', async () => await startDirect(env)],
   ['node-reference', async () => await startNodeReference(env)],
+  // An experiment (issue 21), run only when named: `--only lean-reference,...`.
+  ...(only?.has('lean-reference') === true ? [['lean-reference', async () => await startNodeReference(env, 'lean-reference')] as [string, () => Promise<Target>]] : []),
   ['nginx', async () => await startNginx(env, log)],
   ['gatehouse', async () => await startGatehouse(env)],
   ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })],
-  // GH_BENCH_BASELINE=DIR: another checkout (with node_modules), built and run beside this one with the same set-up, for before/after figures from one run.
-  ...(baselineCli === undefined ? [] : [['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli }), name: 'gatehouse baseline' })] as [string, () => Promise<Target>]]),
+  // GH_BENCH_BASELINE=DIR: another checkout (with node_modules; this one for a flag experiment), built and run beside this one with the same set-up, for before/after figures from one run; GH_BENCH_BASELINE_FLAGS: Node flags for its sidecar only.
+  ...(baselineCli === undefined ? [] : [['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') }), name: 'gatehouse baseline' })] as [string, () => Promise<Target>]]),
   ['grpc direct (h2load)', async () => await startGrpcDirect(await grpc(), 'h2load')],
   ['grpc direct', async () => await startGrpcDirect(await grpc(), 'node')],
   ['grpc nginx', async () => await startNginx(env, log, await grpc())],

@@ -17,16 +17,16 @@ const envOf = (annotations: Record<string, string>, name: string): unknown => {
 const nodeOptionsOf = (annotations: Record<string, string>): unknown => envOf(annotations, 'NODE_OPTIONS')
 
 t.test('old space at 3/4 of the memory limit, a 2 MiB young generation', async t => {
-  t.equal(sidecarNodeOptions('256Mi'), '--max-semi-space-size=2 --max-old-space-size=192')
-  t.equal(sidecarNodeOptions('1Gi'), '--max-semi-space-size=2 --max-old-space-size=768')
-  t.equal(sidecarNodeOptions('500M'), '--max-semi-space-size=2 --max-old-space-size=357')
-  t.equal(sidecarNodeOptions('32Mi'), '--max-semi-space-size=2 --max-old-space-size=64', 'never below 64 MiB')
+  t.equal(sidecarNodeOptions('256Mi'), '--max-semi-space-size=8 --max-old-space-size=192')
+  t.equal(sidecarNodeOptions('1Gi'), '--max-semi-space-size=8 --max-old-space-size=768')
+  t.equal(sidecarNodeOptions('500M'), '--max-semi-space-size=8 --max-old-space-size=357')
+  t.equal(sidecarNodeOptions('32Mi'), '--max-semi-space-size=8 --max-old-space-size=64', 'never below 64 MiB')
   t.equal(sidecarNodeOptions(), sidecarNodeOptions('256Mi'), 'default: the injector\'s default limit')
 })
 
 t.test('the injected proxy gets NODE_OPTIONS from its memory limit', async t => {
-  t.equal(nodeOptionsOf({}), '--max-semi-space-size=2 --max-old-space-size=192', 'default limit 256Mi')
-  t.equal(nodeOptionsOf({ 'gatehouse.io/proxy-memory-limit': '512Mi' }), '--max-semi-space-size=2 --max-old-space-size=384', 'annotation proxy-memory-limit 512Mi')
+  t.equal(nodeOptionsOf({}), '--max-semi-space-size=8 --max-old-space-size=192', 'default limit 256Mi')
+  t.equal(nodeOptionsOf({ 'gatehouse.io/proxy-memory-limit': '512Mi' }), '--max-semi-space-size=8 --max-old-space-size=384', 'annotation proxy-memory-limit 512Mi')
 })
 
 t.test('the injected proxy caps glibc malloc arenas at 2', async t => {

@@ -17,6 +17,8 @@ export interface SidecarSpec {
   /** Opaque TCP app ports served through the inbound listener (--upstream-tcp HOST:PORT). */
   upstreamTcp?: string[]
   decisionLog: string
+  /** Node flags for this sidecar, after GH_BENCH_SIDECAR_FLAGS. */
+  nodeFlags?: string[]
 }
 
 export interface Sidecar {
@@ -42,7 +44,7 @@ export async function startSidecar (cli: string, s: SidecarSpec): Promise<Sideca
   // GH_BENCH_PROF=DIR: each sidecar writes a V8 CPU profile there when it exits (open in Chrome DevTools or speedscope).
   // GH_BENCH_SIDECAR_FLAGS="--max-semi-space-size=8 ...": extra Node flags for the sidecars only (experiments).
   const prof = process.env.GH_BENCH_PROF === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', process.env.GH_BENCH_PROF]
-  prof.push(...(process.env.GH_BENCH_SIDECAR_FLAGS ?? '').split(' ').filter(f => f !== ''))
+  prof.push(...(process.env.GH_BENCH_SIDECAR_FLAGS ?? '').split(' ').filter(f => f !== ''), ...s.nodeFlags ?? [])
   const t0 = performance.now()
   const proc = start(process.execPath, [...prof, cli, 'proxy',
     '--inbound', `127.0.0.1:${inboundPort}`, '--outbound', `127.0.0.1:${outboundPort}`, '--admin', `127.0.0.1:${adminPort}`,

@@ -21,7 +21,7 @@ export async function startGatehouse (env: BenchEnv, grpc?: GrpcApp): Promise<Ta
   const policyFile = join(env.dir, `${tag}-policy.yaml`)
   writeFileSync(policyFile, policyYaml({ rules: POLICY_RULES, caller: IDS.client, trustDomain: TRUST_DOMAIN, ...(grpc === undefined ? {} : { match: GRPC_MATCH }) }))
   const decisionLog = join(env.dir, `${tag}-decisions.log`)
-  const s = await startSidecar(env.cli, { name: tag, policyFile, trustBundle: env.pki.bundle, upstreamPort: grpc?.port ?? env.appPort, identity: env.pki.server, decisionLog })
+  const s = await startSidecar(env.cli, { name: tag, policyFile, trustBundle: env.pki.bundle, upstreamPort: grpc?.port ?? env.appPort, identity: env.pki.server, decisionLog, ...(env.sidecarFlags === undefined ? {} : { nodeFlags: env.sidecarFlags }) })
   return {
     name: grpc === undefined ? 'gatehouse' : 'grpc gatehouse',
     description: `gatehouse proxy: ${POLICY_RULES}-rule policy (match at rule ${POLICY_RULES - 1}), decision log to a file, metrics on, ${Object.entries(sidecarProcessEnv()).map(([k, v]) => `${k}="${v}"`).join(' ')} as injected${grpc === undefined ? '' : '; gRPC over HTTP/2 + mTLS in, h2c to the app (--upstream-protocol auto)'}`,

@@ -15,6 +15,8 @@ export interface BenchEnv {
   root: string
   /** The gatehouse entry point under test (compiled dist/cli.js, or src/cli.ts). */
   cli: string
+  /** Extra Node flags for the sidecars started with this env (the baseline's GH_BENCH_BASELINE_FLAGS). */
+  sidecarFlags?: string[]
 }
 
 export interface Target {
