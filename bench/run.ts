@@ -88,6 +88,7 @@ log(` ${build.how}\n`)
 const app = start(process.execPath, [join(root, 'bench/app.ts'), '0', '--size', String(BODY_BYTES)], { core: 1, stdout: 'pipe', name: 'app' })
 const appPort = (await firstJsonLine<{ port: number }>(app, 'app')).port
 const env: BenchEnv = { dir, pki, appPort, app, root, cli: build.cli }
+const mkdirIn = (parent: string, name: string): string => { const d = join(parent, name); mkdirSync(d, { recursive: true }); return d }
 const baselineRoot = process.env.GH_BENCH_BASELINE
 const baselineCli = baselineRoot === undefined ? undefined : buildGatehouse(baselineRoot, join(dir, 'baseline')).cli
 
@@ -104,7 +105,11 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ['gatehouse', async () => await startGatehouse(env)],
   ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })],
   // GH_BENCH_BASELINE=DIR: another checkout (with node_modules; this one for a flag experiment), built and run beside this one with the same set-up, for before/after figures from one run; GH_BENCH_BASELINE_FLAGS: Node flags for its sidecar only.
-  ...(baselineCli === undefined ? [] : [['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') }), name: 'gatehouse baseline' })] as [string, () => Promise<Target>]]),
+  ...(baselineCli === undefined ? [] : [
+    ['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') }), name: 'gatehouse baseline' })],
+    // Its own directory: the two-hop target names its files by kind, not by name.
+    ['gatehouse two-hop baseline', async () => await startTwoHop({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-two-hop') }, { kind: 'static' }, 'gatehouse two-hop baseline')]
+  ] as Array<[string, () => Promise<Target>]>),
   ['grpc direct (h2load)', async () => await startGrpcDirect(await grpc(), 'h2load')],
   ['grpc direct', async () => await startGrpcDirect(await grpc(), 'node')],
   ['grpc nginx', async () => await startNginx(env, log, await grpc())],
