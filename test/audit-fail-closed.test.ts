@@ -125,7 +125,7 @@ t.test('SIGKILL at random moments under load: every request the app saw has its 
       }
     }
     const load = Promise.all(Array.from({ length: 16 }, async (_, w) => { await worker(w) }))
-    await sleep(300 + Math.floor(Math.random() * 700))
+    await sleep(300 + Math.floor(Math.random() * 700)) // a random moment into the load, then the kill
     p.started.proc.kill('SIGKILL')
     stop = true
     await load

@@ -94,9 +94,9 @@ t.test('audit query: filters, summaries and policy findings on a signed, rotated
   })
   let i = 0
   for (const r of EARLY) for (let k = 0; k < r.n; k++) log.write(fields(r, i++))
-  await sleep(30)
+  await sleep(30) // sets the early lines' timestamps apart from the mark
   const mark = new Date().toISOString()
-  await sleep(30)
+  await sleep(30) // and the mark apart from the late lines' timestamps
   for (const r of LATE) for (let k = 0; k < r.n; k++) log.write(fields(r, i++))
   await log.close()
 

@@ -198,7 +198,7 @@ t.test('ca serve --max-renewal-chain-age: a join-token identity renews by SVID u
   await waitFor(() => lines.some(l => l.event === 'svid.issued' && l.serial === renewed.json.serial), 5_000, 'the svid.issued line')
   t.match(lines.find(l => l.event === 'svid.issued' && l.serial === renewed.json.serial), { attestation: 'svid', origin: 'join-token', chainStartedAt: startedAt.toISOString(), previousSerial: joined.json.serial })
 
-  await sleep(Math.max(0, startedAt.getTime() + 2100 - Date.now()))
+  await sleep(Math.max(0, startedAt.getTime() + 2100 - Date.now())) // until the renewal chain is past its 2 s maximum age
   const late = await postSvid(ca, { csr: csr().csr, dispatcher: mtls(renewed.json.chain, next.key) })
   t.equal(late.status, 401, 'refused 2 s after the join token')
   t.equal(late.json?.error, 'GH_RENEWAL_CHAIN_EXPIRED')

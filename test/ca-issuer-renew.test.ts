@@ -37,7 +37,7 @@ t.test('renew the issuer of a running CA under load: zero failed requests throug
 
   const load = startLoad(mesh, 4)
   t.teardown(async () => { await load.stop() })
-  await sleep(500)
+  await sleep(500) // the load runs for a while before the renewal
 
   const renewed = Date.now()
   const r = await gatehouseAsync(['ca', 'issuer', 'renew', '--dir', ca.dir])

@@ -25,7 +25,7 @@ function watchReady (s: CaSidecar): { samples: Sample[], stop: () => Promise<voi
     while (running) {
       const at = Date.now()
       samples.push({ at, status: (await s.readyz()).status })
-      await sleep(100)
+      await sleep(100) // the /readyz polling interval
     }
   })()
   return { samples, stop: async () => { running = false; await loop } }
@@ -43,7 +43,7 @@ function callLoop (mesh: CaMesh): { calls: Call[], stop: () => Promise<void> } {
       let status: number | string
       try { const r = await mesh.call('/during-outage'); status = r.body === 'ok' ? r.status : `${r.status} ${r.body}` } catch (err) { status = (err as Error & { code?: string }).code ?? (err as Error).message }
       calls.push({ start, end: Date.now(), status })
-      await sleep(20)
+      await sleep(20) // spaces the calls
     }
   })()
   return { calls, stop: async () => { running = false; await loop } }

@@ -172,7 +172,7 @@ t.test('an SVID for another ID than the expected one is refused: never installed
   t.notOk(credentials.ready(), 'not ready')
   t.equal(rotations, 0, 'no rotation counted')
   t.notOk(started, 'start() keeps retrying')
-  await sleep(300)
+  await sleep(300) // a start() that had stopped retrying would have resolved by now
   t.notOk(started, 'still retrying')
   rotator.stop()
   await Promise.race([starting, sleep(2000)])

@@ -82,7 +82,7 @@ t.test('/readyz says 503 when the workload certificate has expired', async t => 
   const notAfter = mesh.sidecar.credentials.current!.notAfter
   await waitFor(() => mesh.sidecar.credentials.current!.notAfter.getTime() !== notAfter.getTime(), 5000, 'the short-lived certificate to load')
   const expires = mesh.sidecar.credentials.current!.notAfter.getTime()
-  await new Promise(resolve => setTimeout(resolve, Math.max(0, expires + 200 - Date.now())))
+  await new Promise(resolve => setTimeout(resolve, Math.max(0, expires + 200 - Date.now()))) // until the short-lived certificate has expired
   const ready = await adminGet(mesh, '/readyz')
   t.equal(ready.status, 503)
   t.same(JSON.parse(ready.body), { status: 'not-ready', reasons: ['no valid workload certificate'] })

@@ -83,9 +83,9 @@ t.test(`a flood of ${PER_KIND * 3} idle, half-open and certificate-less connecti
   await inBatches(PER_KIND, async () => { await open('half-open') }, 500)
   const flood = inBatches(PER_KIND, certless, 50)
   // The good caller, while the flood is held open and the certificate-less handshakes go on.
-  const during = await Promise.all(Array.from({ length: 5 }, async (_, i) => { await sleep(i * 200); return await good() }))
+  const during = await Promise.all(Array.from({ length: 5 }, async (_, i) => { await sleep(i * 200); return await good() })) // the good calls spaced 200 ms apart across the flood
   await flood
-  await sleep(500)
+  await sleep(500) // RSS sampling goes on for a moment after the flood
   clearInterval(sampler)
   const limits = limitsForMemory('256Mi')
   t.comment(`RSS: ${(baseline / 2 ** 20).toFixed(1)} MiB before, peak ${(peak / 2 ** 20).toFixed(1)} MiB during ${PER_KIND * 3} flood connections in ${Date.now() - started} ms (limits: ${limits.maxConnections} connections, ${limits.maxPendingHandshakes} pending handshakes, ${limits.handshakeTimeoutMs} ms handshake timeout)`)

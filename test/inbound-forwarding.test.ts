@@ -189,7 +189,7 @@ t.test('Upgrade (WebSocket) is relayed after authorization; a denied caller\'s u
   t.equal(denied?.status, 403, 'a denied caller\'s upgrade gets 403')
   t.equal((JSON.parse(denied?.body.toString() ?? '{}') as { error?: string }).error, 'GH_FORBIDDEN')
   t.ok(ex.serverClosed, 'and the connection is closed')
-  await sleep(100)
+  await sleep(100) // the app's upgrade handler would have fired by now
   t.equal(upgrades, 1, 'the app\'s upgrade handler never fired for it')
   await waitFor(() => mesh.decisions.length === 2, 5000, 'decision line')
   t.match(mesh.decisions[1], { decision: 'deny', status: 403, caller: 'spiffe://example.org/ns/other/sa/intruder' })
@@ -205,7 +205,7 @@ t.test('app down: 502 GH_UPSTREAM_UNAVAILABLE with a decision line carrying the 
   t.equal(res.status, 502)
   t.same(JSON.parse(res.body), { error: 'GH_UPSTREAM_UNAVAILABLE', message: 'the app cannot be reached', requestId: 'down-1' })
   await waitFor(() => mesh.decisions.length >= 1, 5000, 'decision line')
-  await sleep(50)
+  await sleep(50) // a second line, if any, would have been written by now
   t.equal(mesh.decisions.length, 1, 'exactly one decision line')
   t.match(mesh.decisions[0], { decision: 'allow', status: 502, requestId: 'down-1', error: /^upstream-unavailable: ECONNREFUSED/ })
   t.equal(mesh.app.seen.length, 0)

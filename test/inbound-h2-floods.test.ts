@@ -90,7 +90,7 @@ t.test('CONTINUATION flood (CVE-2024-27983 class): a header block that never end
     t.ok(grew < 64 * 1048576, `${name}: memory did not grow with the flood (+${Math.round(grew / 1048576)} MiB)`)
     a.close()
   }
-  await sleep(100)
+  await sleep(100) // anything forwarded would have reached the app by now
   t.equal(app.filter(u => u.startsWith('/attack/')).length, 0, 'nothing reached the app')
   t.equal(mesh.decisions.filter(d => String(d.rawPath).startsWith('/attack/')).length, 0, 'no stream was ever made, so no decision line (refused inside nghttp2)')
   await stillServes(t, mesh, app)
@@ -130,7 +130,7 @@ t.test('HPACK bomb and oversized header lists (maxHeaderListSize = maxHeaderSize
       const block = Buffer.concat([c.prefix ?? Buffer.alloc(0), h.request(`/attack/bomb/${i}`), c.block, h.literal('x-request-id', requestId)])
       a.write(...(block.length <= 16_000 ? [h.headers(1, block)] : [h.headers(1, block.subarray(0, 16_000), { endHeaders: false }), h.continuation(1, block.subarray(16_000), true)]))
       await a.until(() => a.answered(1), 3000)
-      await sleep(50)
+      await sleep(50) // a decision line, if any, is written by now (refusals inside nghttp2 get none)
       const line = mesh.decisions.find(d => d.requestId === requestId)
       const label = `${c.name}, ${ack ? 'after the SETTINGS ack' : 'first flight (SETTINGS not acked)'}`
       t.comment(`${label} (~${Math.round(c.decoded / 1024)} KiB decoded from ${block.length} B): ${outcome(a, 1)}${line === undefined ? '; no decision line' : `; decision line ${line.decision} ${line.status} "${line.reason}"${line.decision === 'allow' ? ' (forwarded: the status is the app\'s own answer)' : ''}`}`)
@@ -145,7 +145,7 @@ t.test('HPACK bomb and oversized header lists (maxHeaderListSize = maxHeaderSize
   a.write(h.headers(1, Buffer.concat([h.request('/within-limit'), ...Array.from({ length: 10 }, (_, i) => h.literal(`x-fill-${i}`, 'f'.repeat(1000)))])))
   await a.until(() => a.answered(1), 3000)
   t.equal(a.status(1), 200, `a ~10.6 KB header list under the limit is served (${outcome(a, 1)})`)
-  await sleep(100)
+  await sleep(100) // anything forwarded would have reached the app by now
   t.same(app.filter(u => u.startsWith('/attack/')), [], 'no oversized header list reached the app\'s request handler')
   await stillServes(t, mesh, app)
 })
@@ -184,7 +184,7 @@ t.test('more streams than maxConcurrentStreams', async t => {
         t.comment(`acked: GOAWAY ${g === undefined ? 'none' : `${h.ERR[g.code]} last stream ${g.lastStreamId}`}; streams within the limit answered: ${Array.from({ length: limit }, (_, i) => a.answered(id(i))).filter(Boolean).length}`)
         if (g !== undefined) t.ok(g.lastStreamId < excess[0]!, 'GOAWAY\'s last stream id excludes every excess stream')
       }
-      await sleep(100)
+      await sleep(100) // anything forwarded would have reached the app by now
       t.equal(app.filter(u => u.startsWith('/attack/')).length, 0, 'no excess stream reached the app')
       t.equal(mesh.decisions.filter(d => String(d.rawPath).startsWith('/attack/')).length, 0, 'no excess stream got a decision line (refused inside nghttp2)')
       // An honest node:http2 client sending more than the limit at once queues past it and is fully served.

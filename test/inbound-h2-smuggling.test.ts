@@ -118,7 +118,7 @@ async function runCases (t: Test, title: string, cases: H2Case[]): Promise<void>
     const frames = requestFrames(h.block([...c.fields, ['x-request-id', requestId]]), c.body)
     a.write(...(c.lastDataAfterMs === undefined ? frames : frames.slice(0, -1)))
     if (c.lastDataAfterMs !== undefined) {
-      await sleep(c.lastDataAfterMs)
+      await sleep(c.lastDataAfterMs) // the case's pause before its last DATA frame
       a.write(frames.at(-1)!)
     }
     await a.until(() => a.answered(1), 3000)
@@ -126,7 +126,7 @@ async function runCases (t: Test, title: string, cases: H2Case[]): Promise<void>
     // The line is written once the exchange ends (answered, or aborted at the app). A refusal before
     // the request is judged (431) has a request id of its own: lines are counted, not looked up.
     await a.until(() => !jsSaw() || mesh.decisions.length > linesBefore, 2000)
-    await sleep(50)
+    await sleep(50) // a second decision line or app request, if any, would have turned up by now
     const got = app.slice(before)
     const completed = mesh.app.seen.slice(seenBefore)
     const lines = mesh.decisions.slice(linesBefore)

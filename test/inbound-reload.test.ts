@@ -187,7 +187,7 @@ deny:
   // SIGHUP (the CLI calls reloadPolicy): with the file watcher stopped, a change applies only on demand.
   mesh.sidecar.policy.stop()
   replaceFile(mesh.policyFile, `version: 1\nrules:\n  - name: caller-again\n    from: ["${CALLER}"]\n`)
-  await new Promise(resolve => setTimeout(resolve, 500))
+  await new Promise(resolve => setTimeout(resolve, 500)) // a watcher would have picked the change up by now
   t.equal(mesh.sidecar.policy.current!.revision, r2, 'not picked up without the watcher')
   t.equal(mesh.sidecar.reloadPolicy('SIGHUP'), true, 'reloadPolicy(SIGHUP) loads the file')
   const r3 = mesh.sidecar.policy.current!.revision

@@ -125,7 +125,7 @@ rules:
   for (const method of ['GET', 'DELETE', 'OPTIONS', 'POST']) {
     const before = arrivals.length
     const ex = await rawExchange(mesh, `${method} /public HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body}`, { idleMs: 250 })
-    await sleep(200)
+    await sleep(200) // a second (smuggled) request would have reached the app by now
     const got = arrivals.slice(before)
     t.same(parseResponses(ex.response).map(r => r.status), [200], `${method}: one response, 200`)
     t.same(got.map(a => `${a.method} ${a.url}`), [`${method} /public`], `${method}: the app saw exactly the one authorized request`)
@@ -137,7 +137,7 @@ rules:
   // The request-line count this file relies on: two pipelined requests are two at the app.
   const before = arrivals.length
   const ex = await rawExchange(mesh, 'GET /public?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /public?n=2 HTTP/1.1\r\nHost: a\r\n\r\n', { idleMs: 250 })
-  await sleep(100)
+  await sleep(100) // a third request would have reached the app by now
   t.same(parseResponses(ex.response).map(r => r.status), [200, 200], 'two pipelined requests, two answers')
   t.same(arrivals.slice(before).map(a => a.url), ['/public?n=1', '/public?n=2'], 'and two requests at the app, in order')
 })

@@ -61,7 +61,7 @@ t.test('inject serve gets its serving certificate from the CA, is reachable by i
   const until = Date.now() + 5000
   while (Date.now() < until) {
     try { const r = await review(port, ca.ca.bundlePem); sent++; serials.add(r.serial); if (r.status !== 200 || !r.allowed) failed++ } catch { failed++ }
-    await sleep(50)
+    await sleep(50) // spaces the reviews
   }
   t.ok(serials.size >= 2, `served with ${serials.size} certificates in 5 s (rotated)`)
   t.equal(failed, 0, `0 of ${sent} reviews failed across the rotations`)

@@ -133,6 +133,12 @@ t.test('caller cardinality is capped: callers past the limit are labelled "other
   const samples = must(families, 'gatehouse_requests_total').samples
   t.same(Object.fromEntries(samples.map(s => [s.labels.caller, s.value])), { [a]: 2, [b]: 2, other: 2 }, 'three series at most: two callers and "other"')
 
+  // The sidecar counts through countRequest (label children made once): the same cap, the same series.
+  const m3 = createProxyMetrics({ maxCallers: 2 })
+  for (const caller of [a, b, 'spiffe://example.org/ns/c/sa/c', a, 'spiffe://example.org/ns/d/sa/d', b]) m3.countRequest('allow', 'r', 'enforce', caller)
+  const counted = must(parsePrometheusText(await m3.registry.metrics()), 'gatehouse_requests_total').samples
+  t.same(Object.fromEntries(counted.map(s => [s.labels.caller, s.value])), { [a]: 2, [b]: 2, other: 2 }, 'countRequest: two callers and "other"')
+
   // Label values are escaped in the exposition and read back unchanged.
   const m2 = createProxyMetrics({ maxCallers: 5 })
   const odd = 'we"ird\\caller\nid'

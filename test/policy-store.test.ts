@@ -120,7 +120,7 @@ t.test('PolicyStore.watchFile picks up a change', async t => {
     const deadline = Date.now() + timeoutMs
     while (!cond()) {
       if (Date.now() > deadline) { t.fail(`${what}: not seen within ${timeoutMs} ms`); return }
-      await sleep(10)
+      await sleep(10) // the polling interval of this test's own wait loop
     }
     t.pass(what)
   }

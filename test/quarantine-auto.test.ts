@@ -46,7 +46,7 @@ t.test('enforce: a scanner is quarantined, an honest caller at the same rate is 
   const { api, call } = await meshFor(t, ca)
   for (let i = 0; i < 30; i++) {
     await Promise.all([call(SCANNER, `/probe/${i}/.git/config`), call(HONEST, `/v1/orders/${i}`)])
-    await sleep(20)
+    await sleep(20) // spaces the rounds of calls
   }
   await waitFor(() => readQuarantine(ca.dir).some(e => e.id === SCANNER), 10_000, 'the scanner in the quarantine list')
   const entry = readQuarantine(ca.dir).find(e => e.id === SCANNER)!

@@ -41,7 +41,7 @@ t.test('quarantine add: denied everywhere within seconds, live connections close
         if (r.statusCode === 200) lastOk[`${name}-${how}`] = Date.now()
         else firstDenied[`${name}-${how}`] ??= Date.now()
       } catch { firstDenied[`${name}-${how}`] ??= Date.now() }
-      await sleep(20)
+      await sleep(20) // spaces the calls
     }
   }
   const loops = callees.flatMap(([name, callee]) => [loop(name, callee, 'mesh'), loop(name, callee, 'direct')])
@@ -50,7 +50,7 @@ t.test('quarantine add: denied everywhere within seconds, live connections close
   const added = Date.now()
   editQuarantine(ca.dir, entries => [...entries, { id: A_ID, reason: 'incident 4711: token exfiltrated', added: new Date().toISOString(), by: 'test' }])
   await waitFor(() => callees.every(([, s]) => s.decisions.some(d => d.rule === 'quarantine')), 10_000, 'both callees to deny A by rule quarantine')
-  await sleep(500)
+  await sleep(500) // a success after the quarantine, if any, would have been recorded by now
   running = false
   await Promise.all(loops)
   for (const key of Object.keys(lastOk)) {

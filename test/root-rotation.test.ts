@@ -39,7 +39,7 @@ t.test('prepare, activate, retire under load: zero failed requests, every leaf u
 
   const load = startLoad(mesh, 4)
   t.teardown(async () => { await load.stop() })
-  await sleep(500)
+  await sleep(500) // the load runs for a while before prepare
 
   // prepare
   const prepared = Date.now()
@@ -69,7 +69,7 @@ t.test('prepare, activate, retire under load: zero failed requests, every leaf u
   t.comment(rotateRoot(ca.dir, 'retire', { leafTtlMs: LEAF_TTL_MS }))
   await waitFor(() => reloads().some(l => l.roots.length === 1 && norm(l.roots[0] as string) === serialOf(newRootPem)), 5000, 'the CA to serve only the new root')
   await waitFor(() => [a, b].every(s => s.events('identity.rotated').some(l => (l.time as number) > retired + 300)), 5000, 'both sidecars to renew after retire')
-  await sleep(1500)
+  await sleep(1500) // the load runs on for a while under the new root alone
   const result = await load.stop()
 
   const rotations = { a: a.events('identity.rotated').filter(l => (l.time as number) > prepared).length, b: b.events('identity.rotated').filter(l => (l.time as number) > prepared).length }

@@ -18,7 +18,7 @@ t.test('a rotation every ~1.5 s under constant A -> B load fails zero requests',
   const rotatedBefore = { a: mesh.a.events('identity.rotated').length, b: mesh.b.events('identity.rotated').length }
   const load = startLoad(mesh, CONCURRENCY)
   t.teardown(async () => { await load.stop() })
-  await sleep(LOAD_MS)
+  await sleep(LOAD_MS) // keeps the load running for LOAD_MS
   const result = await load.stop()
   const rotations = {
     a: mesh.a.events('identity.rotated').length - rotatedBefore.a,
