@@ -1,9 +1,9 @@
-import { request, type IncomingMessage, type OutgoingHttpHeaders, type IncomingHttpHeaders } from 'node:http'
+import { request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import type { Writable } from 'node:stream'
 import type { Duplex } from 'node:stream'
 import { protocolName } from './upgrade.ts'
-import { endToEndHeaders } from './headers.ts'
+import { endToEndHeaders, endToEndRawHeaders } from './headers.ts'
 import type { ForwardOutcome, ForwardRequest, ResponseSink } from './exchange.ts'
 
 // Forwarding to the app on localhost over HTTP/1.1: bodies stream both ways (nothing is buffered), one keep-alive
@@ -91,20 +91,6 @@ class AppExchange implements Dispatcher.DispatchHandler {
     if (err instanceof undiciErrors.HeadersTimeoutError) this.finish({ kind: 'upstream-timeout', status: 504, error: `app did not answer within ${this.timeoutMs} ms` })
     else this.finish({ kind: 'upstream-unavailable', status: 502, error: (err.cause as { code?: string } | undefined)?.code ?? err.code ?? err.message })
   }
-}
-
-/** The app's response headers (undici's raw name/value buffers) as end-to-end headers (headers.ts's rule). */
-function endToEndRawHeaders (raw: Buffer[]): OutgoingHttpHeaders {
-  const headers: Record<string, string | string[]> = {}
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1').toLowerCase()
-    const value = raw[i + 1]!.toString('latin1')
-    const had = headers[name]
-    if (had === undefined) headers[name] = value
-    else if (Array.isArray(had)) had.push(value)
-    else headers[name] = [had, value]
-  }
-  return endToEndHeaders(headers as IncomingHttpHeaders)
 }
 
 /**

@@ -8,15 +8,44 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 
 const NONE: ReadonlySet<string> = new Set()
 
+/** The header names a Connection header lists (hop-by-hop too); most messages have none: no set built then. */
+const connectionListed = (value: unknown): ReadonlySet<string> =>
+  value === undefined ? NONE : new Set(String(value).toLowerCase().split(',').map(s => s.trim()).filter(s => s !== ''))
+
 /** Copies end-to-end headers: drops the fixed hop-by-hop set, pseudo-headers, and any header named in Connection. */
 export function endToEndHeaders (headers: IncomingHttpHeaders | H2Headers, drop: readonly string[] = []): OutgoingHttpHeaders {
-  // Most requests carry no Connection header (or just keep-alive): no set to build then.
-  const listed = headers.connection === undefined ? NONE : new Set(String(headers.connection).toLowerCase().split(',').map(s => s.trim()).filter(s => s !== ''))
+  const listed = connectionListed(headers.connection)
   const out: OutgoingHttpHeaders = {}
   for (const name in headers) {
     const value = headers[name]
     if (value === undefined || name.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(name) || listed.has(name) || drop.includes(name)) continue
     out[name] = value
+  }
+  return out
+}
+
+/**
+ * The same rule for a response as undici hands it over (raw name/value buffers), in one pass into
+ * the object the caller's response is written with (not an object and then a filtered copy of it).
+ */
+export function endToEndRawHeaders (raw: readonly Buffer[]): OutgoingHttpHeaders {
+  const names: string[] = []
+  let connection: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1').toLowerCase()
+    names.push(name)
+    if (name === 'connection') connection = connection === undefined ? raw[i + 1]!.toString('latin1') : `${connection}, ${raw[i + 1]!.toString('latin1')}`
+  }
+  const listed = connectionListed(connection)
+  const out: Record<string, string | string[]> = {}
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!
+    if (HOP_BY_HOP.has(name) || listed.has(name)) continue
+    const value = raw[2 * i + 1]!.toString('latin1')
+    const had = out[name]
+    if (had === undefined) out[name] = value
+    else if (Array.isArray(had)) had.push(value)
+    else out[name] = [had, value]
   }
   return out
 }
