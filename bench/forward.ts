@@ -1,6 +1,6 @@
 // bench/forward: the cost of the forwarding step alone. A plain HTTP front (no TLS, no policy) in
 // front of the same app, built four ways: http-proxy (the design card's default), Gatehouse's
-// forwarder (undici Pool.stream, src/proxy/forward.ts), undici's Pool.request, and node:http's client
+// forwarder (AppH1Pool, src/proxy/forward-h1.ts), undici's Pool.request, and node:http's client
 // with a keep-alive Agent (what bench/node-reference.ts uses). Each front runs in its own
 // process; the load generator reports req/s and latency, and we read each front's CPU per request.
 //   node bench/forward.ts [--seconds 5 --connections 16]

@@ -1,4 +1,3 @@
-import { request, Client } from 'undici'
 import { decodeProtectedHeader } from 'jose'
 import { readFileSync } from 'node:fs'
 import { GatehouseError, CaRefusedError, CaUnreachableError, NoTokenError } from '../errors.ts'
@@ -6,7 +5,7 @@ import { createCsr } from '../x509/csr.ts'
 import { generateKey } from '../x509/keys.ts'
 import { JOIN_TOKEN_TYP } from '../spiffe/token-types.ts'
 import type { Credentials } from './credentials.ts'
-import { connectSvid } from './svid-connect.ts'
+import { caRequest, type CaAnswer } from './ca-http.ts'
 import { readErrorBody } from '../error-body.ts'
 
 // Talks to `gatehouse ca serve`: a fresh ECDSA P-256 key per request (generated in memory, never
@@ -66,21 +65,6 @@ export function isJoinToken (token: string | undefined): boolean {
   return token !== undefined && jwtTyp(token) === JOIN_TOKEN_TYP
 }
 
-/**
- * An HTTP client for the CA: every connection is mTLS by connectSvid(), the CA required to present
- * `caId`; our SVID is presented unless `presentSvid` is false (a first request with only a token).
- */
-export function caDispatcher (url: string, o: { credentials: Credentials, caId: string, presentSvid?: boolean, timeoutMs?: number, headersTimeoutMs?: number }): Client {
-  const base = new URL(url)
-  return new Client(base.origin, {
-    connect: (_o, cb) => {
-      connectSvid({ host: base.hostname.replace(/^\[|\]$/g, ''), port: Number(base.port === '' ? 443 : base.port), credentials: o.credentials, expectedId: o.caId, presentSvid: o.presentSvid !== false, timeoutMs: o.timeoutMs ?? 5000 },
-        (err, socket) => { if (err !== null || socket === undefined) cb(err ?? new Error('no socket'), null); else cb(null, socket) })
-    },
-    ...(o.headersTimeoutMs === undefined ? {} : { headersTimeout: o.headersTimeoutMs })
-  })
-}
-
 /** `token`: the token already read for this request (the rotator compares it with a refused one); otherwise the token file is read here. */
 export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: string): Promise<IssuedResponse> {
   const url = new URL('/v1/svid', opts.url)
@@ -90,30 +74,20 @@ export async function requestSvid (opts: CaClientOptions, auth: CaAuth, token?: 
     if (opts.tokenFile === undefined) throw new NoTokenError('no token file configured')
     headers.authorization = `Bearer ${token ?? readFileSync(opts.tokenFile, 'utf8').trim()}`
   }
-  const client = caDispatcher(opts.url, { credentials: opts.credentials, caId: opts.caId, presentSvid: auth === 'svid', timeoutMs: opts.timeoutMs ?? 5000 })
-  let res: Awaited<ReturnType<typeof request>>
-  let text: string
+  let res: CaAnswer
   try {
-    res = await request(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ csr: createCsr(key.privateKey) }),
-      dispatcher: client,
-      headersTimeout: opts.timeoutMs ?? 10_000,
-      bodyTimeout: opts.timeoutMs ?? 10_000
-    })
-    text = await res.body.text()
+    res = await caRequest({ url: opts.url, credentials: opts.credentials, caId: opts.caId, presentSvid: auth === 'svid', connectTimeoutMs: opts.timeoutMs ?? 5000 },
+      { method: 'POST', path: url.pathname, headers, body: JSON.stringify({ csr: createCsr(key.privateKey) }), timeoutMs: opts.timeoutMs ?? 10_000 })
   } catch (err) {
     throw unreachable(opts.url, err)
-  } finally {
-    await client.close()
   }
-  if (res.statusCode !== 200) {
+  const text = res.text
+  if (res.status !== 200) {
     // The CA's error body (src/error-body.ts); anything else in front of the CA answers without a GH_ code.
     const refused = readErrorBody(text)
     const retryAfter = Number(res.headers['retry-after'])
-    const detail = refused === undefined || refused.message === '' ? `HTTP ${res.statusCode} from ${opts.url}` : refused.message
-    throw new CaRefusedError(refused?.error ?? 'GH_CA_REFUSED', res.statusCode, detail, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined)
+    const detail = refused === undefined || refused.message === '' ? `HTTP ${res.status} from ${opts.url}` : refused.message
+    throw new CaRefusedError(refused?.error ?? 'GH_CA_REFUSED', res.status, detail, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined)
   }
   let body: Record<string, string> | undefined
   try { body = JSON.parse(text) as Record<string, string> } catch { body = undefined }

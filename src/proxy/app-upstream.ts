@@ -1,5 +1,5 @@
-import type { Pool } from 'undici'
 import { forwardH1, type Upstream } from './forward-h1.ts'
+import type { AppH1Pool } from './app-h1-pool.ts'
 import { forwardH2, H2cUpstream } from './forward-h2.ts'
 import type { ForwardOutcome, ForwardRequest, ResponseSink } from './exchange.ts'
 
@@ -13,8 +13,8 @@ export type UpstreamProtocol = typeof UPSTREAM_PROTOCOLS[number]
 export interface AppUpstream {
   upstream: Upstream
   protocol: UpstreamProtocol
-  /** Keep-alive HTTP/1.1 connections (undici: measured fastest, see bench/forward.ts). */
-  pool: Pool
+  /** Keep-alive HTTP/1.1 connections (app-h1-pool.ts). */
+  pool: AppH1Pool
   /** The multiplexed h2c connection, made on first use. */
   h2c: H2cUpstream
   /** Time allowed for the app to start answering (response headers). */
@@ -22,7 +22,7 @@ export interface AppUpstream {
   connectTimeoutMs: number
 }
 
-export function createAppUpstream (upstream: Upstream, protocol: UpstreamProtocol, pool: Pool, timeouts: { responseTimeoutMs: number, connectTimeoutMs: number }): AppUpstream {
+export function createAppUpstream (upstream: Upstream, protocol: UpstreamProtocol, pool: AppH1Pool, timeouts: { responseTimeoutMs: number, connectTimeoutMs: number }): AppUpstream {
   return { upstream, protocol, pool, h2c: new H2cUpstream(upstream, timeouts.connectTimeoutMs), ...timeouts }
 }
 

@@ -1,9 +1,9 @@
 import { request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import type { Writable } from 'node:stream'
 import type { Duplex } from 'node:stream'
 import { protocolName } from './upgrade.ts'
 import { endToEndHeaders, endToEndRawHeaders } from './headers.ts'
+import { AppH1Pool, type AppConnectionError, type AppExchangeHandler } from './app-h1-pool.ts'
 import type { ForwardOutcome, ForwardRequest, ResponseSink } from './exchange.ts'
 
 // Forwarding to the app on localhost over HTTP/1.1: bodies stream both ways (nothing is buffered), one keep-alive
@@ -14,67 +14,54 @@ export interface Upstream { host: string, port: number }
 
 export interface ForwardOptions {
   upstream: Upstream
-  /** Keep-alive connections to the app (undici: measured fastest, see bench/forward.ts). */
-  pool: Pool
+  /** Keep-alive connections to the app (app-h1-pool.ts says why not undici's Pool). */
+  pool: AppH1Pool
   /** Time allowed for the app to start answering (response headers). */
   responseTimeoutMs: number
   connectTimeoutMs: number
 }
 
-export function createUpstreamPool (upstream: Upstream, opts: { responseTimeoutMs: number, connectTimeoutMs: number, connections?: number }): Pool {
-  return new Pool(`http://${upstream.host.includes(':') ? `[${upstream.host}]` : upstream.host}:${upstream.port}`, {
-    connections: opts.connections ?? 512,
-    pipelining: 1,
-    keepAliveTimeout: 4000,
-    headersTimeout: opts.responseTimeoutMs,
-    bodyTimeout: 0, // a long stream (download, SSE) is the app's business; a stall is cut by the client's side
-    connect: { timeout: opts.connectTimeoutMs }
-  })
+export function createUpstreamPool (upstream: Upstream, opts: { responseTimeoutMs: number, connectTimeoutMs: number, connections?: number }): AppH1Pool {
+  return new AppH1Pool(upstream, { responseTimeoutMs: opts.responseTimeoutMs, connectTimeoutMs: opts.connectTimeoutMs, ...(opts.connections === undefined ? {} : { connections: opts.connections }) })
 }
 
 /** Whether an HTTP/1.1 request has a body to forward (an HTTP/2 one says so with END_STREAM). */
 export const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 
 /**
- * One request to the app on undici's dispatch API: this object is the whole per-request state (no
- * stream wrapper, AsyncResource, AbortController or closures per request: issue 21 measured
- * Pool.stream's at about a tenth of the forwarding step), and the answer goes straight into the sink,
- * paused while the caller's side is full.
+ * One request to the app: this object is the whole per-request state (no stream wrapper,
+ * AsyncResource, AbortController or closures per request: issue 21), and the answer goes straight
+ * into the sink, the app's socket paused while the caller's side is full.
  */
-class AppExchange implements Dispatcher.DispatchHandler {
-  private abort: ((err: Error) => void) | undefined
+class AppExchange implements AppExchangeHandler {
+  private abort: (() => void) | undefined
   private out: Writable | undefined
   private finished = false
   private clientGone = false
   private readonly sink: ResponseSink
-  private readonly timeoutMs: number
   private readonly done: (o: ForwardOutcome) => void
-  constructor (sink: ResponseSink, timeoutMs: number, done: (o: ForwardOutcome) => void) {
+  constructor (sink: ResponseSink, done: (o: ForwardOutcome) => void) {
     this.sink = sink
-    this.timeoutMs = timeoutMs
     this.done = done
     sink.onAbort(() => {
       if (this.finished) return
       this.clientGone = true
-      this.abort?.(new Error('the client closed the connection'))
+      this.abort?.()
       this.finish({ kind: 'client-gone', status: sink.headersSent ? sink.statusCode : 499 })
     })
   }
 
   private finish (o: ForwardOutcome): void { if (!this.finished) { this.finished = true; this.done(o) } }
 
-  onConnect (abort: (err?: Error) => void): void {
-    if (this.clientGone) abort(new Error('the client closed the connection'))
+  onStart (abort: () => void): void {
+    if (this.clientGone) abort()
     else this.abort = abort
   }
 
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    // 1xx (100 Continue, 103 Early Hints) are hop-level here: our own server answered Expect.
-    if (statusCode < 200) return true
+  onHeaders (statusCode: number, rawHeaders: string[], resume: () => void): void {
     const out = this.sink.head(statusCode, endToEndRawHeaders(rawHeaders), { end: false, trailers: false })
     this.out = out
     out.on('drain', resume)
-    return true
   }
 
   onData (chunk: Buffer): boolean { return this.out!.write(chunk) }
@@ -84,31 +71,22 @@ class AppExchange implements Dispatcher.DispatchHandler {
     this.finish({ kind: 'response', status: this.sink.statusCode })
   }
 
-  onError (err: Error & { code?: string }): void {
+  onError (err: AppConnectionError): void {
     const sink = this.sink
     if (this.clientGone) { this.finish({ kind: 'client-gone', status: sink.headersSent ? sink.statusCode : 499 }); return }
-    if (sink.headersSent) { sink.destroy(); this.finish({ kind: 'upstream-reset', status: sink.statusCode, error: err.code ?? err.message }); return }
-    if (err instanceof undiciErrors.HeadersTimeoutError) this.finish({ kind: 'upstream-timeout', status: 504, error: `app did not answer within ${this.timeoutMs} ms` })
-    else this.finish({ kind: 'upstream-unavailable', status: 502, error: (err.cause as { code?: string } | undefined)?.code ?? err.code ?? err.message })
+    if (sink.headersSent) { sink.destroy(); this.finish({ kind: 'upstream-reset', status: sink.statusCode, error: err.code }); return }
+    if (err.timeout) this.finish({ kind: 'upstream-timeout', status: 504, error: err.message })
+    else this.finish({ kind: 'upstream-unavailable', status: 502, error: err.code })
   }
 }
 
 /**
- * Streams the request to the app and the answer back into `sink`. A body is re-framed by undici
+ * Streams the request to the app and the answer back into `sink`. A body is re-framed by the pool
  * (content-length kept, otherwise chunked), whatever the method, so a chunked GET body can never
  * reach the app unframed and be read as a second request.
  */
 export function forwardH1 (fr: ForwardRequest, sink: ResponseSink, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
-  // Expect is answered by our own server (100 Continue) and is hop-level for undici. (Copied, not
-  // deleted in place, and only when present: a delete turns the object into a slower dictionary.)
-  const headers = fr.headers
-  const outHeaders = headers.expect === undefined ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k !== 'expect'))
-  opts.pool.dispatch({
-    path: fr.target,
-    method: fr.method as 'GET',
-    headers: outHeaders as Record<string, string | string[]>,
-    body: fr.body
-  }, new AppExchange(sink, opts.responseTimeoutMs, done))
+  opts.pool.dispatch({ path: fr.target, method: fr.method, headers: fr.headers, body: fr.body }, new AppExchange(sink, done))
 }
 
 /**

@@ -25,23 +25,21 @@ export function endToEndHeaders (headers: IncomingHttpHeaders | H2Headers, drop:
 }
 
 /**
- * The same rule for a response as undici hands it over (raw name/value buffers), in one pass into
- * the object the caller's response is written with (not an object and then a filtered copy of it).
+ * The same rule for a response as the app's parser hands it over (names and values alternating), in
+ * one pass into the object the caller's response is written with (not an object and then a filtered copy of it).
  */
-export function endToEndRawHeaders (raw: readonly Buffer[]): OutgoingHttpHeaders {
-  const names: string[] = []
+export function endToEndRawHeaders (raw: readonly string[]): OutgoingHttpHeaders {
   let connection: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1').toLowerCase()
-    names.push(name)
-    if (name === 'connection') connection = connection === undefined ? raw[i + 1]!.toString('latin1') : `${connection}, ${raw[i + 1]!.toString('latin1')}`
+    const name = raw[i]!
+    if (name.length === 10 && name.toLowerCase() === 'connection') connection = connection === undefined ? raw[i + 1]! : `${connection}, ${raw[i + 1]!}`
   }
   const listed = connectionListed(connection)
   const out: Record<string, string | string[]> = {}
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
     if (HOP_BY_HOP.has(name) || listed.has(name)) continue
-    const value = raw[2 * i + 1]!.toString('latin1')
+    const value = raw[i + 1]!
     const had = out[name]
     if (had === undefined) out[name] = value
     else if (Array.isArray(had)) had.push(value)

@@ -1,6 +1,5 @@
 import { createServer, constants as h2, type Http2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
-import { PassThrough } from 'node:stream'
 import type { Logger } from '../log.ts'
 import type { PeerIdentity } from '../spiffe/peer.ts'
 import type { ProxyMetrics } from './proxy-metrics.ts'
@@ -134,9 +133,9 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     out.host = String(headers[':authority'] ?? headers.host ?? '')
     out['x-forwarded-client-cert'] = verdict.xfcc
     out['x-request-id'] = fields.requestId
-    // The body is the stream's readable side, seen through a PassThrough: undici destroys a request
-    // body once it has sent it, and destroying the stream itself would reset the response too.
-    const fr = { method, target: verdict.target, headers: out, body: (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0 ? null : stream.pipe(new PassThrough()) }
+    // The body is the stream's readable side itself: neither forwarder destroys a body it has sent
+    // (that would reset the response too).
+    const fr = { method, target: verdict.target, headers: out, body: (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0 ? null : stream }
     // Forwarded once the frames read with this HEADERS are processed: a stream its caller reset at
     // once (rapid reset) is closed by then and never reaches the app.
     setImmediate(() => {

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
-import { caDispatcher } from '../identity/ca-client.ts'
+import { caRequest } from '../identity/ca-http.ts'
 import { readErrorBody } from '../error-body.ts'
 import type { Suspicion } from './detector.ts'
 
@@ -12,18 +12,15 @@ import type { Suspicion } from './detector.ts'
 export interface ReportTarget { url: string, caId: string, credentials: Credentials, logger: Logger }
 
 export async function reportSuspicion (o: ReportTarget, s: Suspicion): Promise<string> {
-  const client = caDispatcher(o.url, { credentials: o.credentials, caId: o.caId })
   try {
-    const res = await client.request({ path: '/v1/reports', method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s) })
-    const text = await res.body.text()
-    const refused = res.statusCode === 202 ? undefined : readErrorBody(text) ?? { error: `HTTP ${res.statusCode}`, message: text.slice(0, 200) }
+    const res = await caRequest({ url: o.url, credentials: o.credentials, caId: o.caId }, { method: 'POST', path: '/v1/reports', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s), timeoutMs: 10_000 })
+    const text = res.text
+    const refused = res.status === 202 ? undefined : readErrorBody(text) ?? { error: `HTTP ${res.status}`, message: text.slice(0, 200) }
     const outcome = refused === undefined ? String((JSON.parse(text) as { outcome?: string }).outcome) : `refused ${refused.error}: ${refused.message}`
-    o.logger.warn({ event: 'quarantine.reported', subject: s.subject, detector: s.detector, detail: s.detail, status: res.statusCode, outcome }, 'reported a suspected compromised caller to the CA')
+    o.logger.warn({ event: 'quarantine.reported', subject: s.subject, detector: s.detector, detail: s.detail, status: res.status, outcome }, 'reported a suspected compromised caller to the CA')
     return outcome
   } catch (err) {
     o.logger.error({ event: 'quarantine.report_failed', subject: s.subject, detector: s.detector, detail: (err as Error).message }, 'could not report a suspected compromised caller to the CA')
     return 'failed'
-  } finally {
-    await client.close()
   }
 }

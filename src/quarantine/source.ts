@@ -3,7 +3,7 @@ import type { Logger } from '../log.ts'
 import { rateLimited } from '../log.ts'
 import { watchFiles, type FileWatch } from '../file-watch.ts'
 import type { Credentials } from '../identity/credentials.ts'
-import { caDispatcher } from '../identity/ca-client.ts'
+import { caRequest } from '../identity/ca-http.ts'
 import { parseQuarantine, QuarantineList } from './list.ts'
 import { verifyQuarantine } from './signed.ts'
 
@@ -71,14 +71,16 @@ export function followCaQuarantine (o: CaQuarantineOptions): QuarantineSource {
   let backoffMs = 500
   const base = new URL(o.url)
   const warn = rateLimited()
-  const client = caDispatcher(o.url, { credentials: o.credentials, caId: o.caId, headersTimeoutMs: ((o.waitS ?? 20) + 10) * 1000 })
+  const ca = { url: o.url, credentials: o.credentials, caId: o.caId }
+  const abort = new AbortController()
   const once = async (): Promise<void> => {
     const url = new URL('/v1/quarantine', base)
     url.searchParams.set('revision', h.list.revision)
     url.searchParams.set('wait', String(o.waitS ?? 20))
-    const res = await client.request({ path: `${url.pathname}${url.search}`, method: 'GET' })
-    const body = await res.body.text()
-    if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode} from ${url.origin}`)
+    // The CA holds the poll open up to `wait` seconds: silence for longer than that means it is gone.
+    const res = await caRequest(ca, { method: 'GET', path: `${url.pathname}${url.search}`, timeoutMs: ((o.waitS ?? 20) + 10) * 1000, signal: abort.signal })
+    const body = res.text
+    if (res.status !== 200) throw new Error(`HTTP ${res.status} from ${url.origin}`)
     const { jws } = JSON.parse(body) as { jws: string }
     const bundle = o.credentials.bundle
     const td = o.credentials.current?.id.trustDomain
@@ -110,6 +112,6 @@ export function followCaQuarantine (o: CaQuarantineOptions): QuarantineSource {
   return {
     get current () { return h.list },
     onChange: fn => { h.onChange(fn) },
-    stop: () => { stopped = true; void client.destroy() }
+    stop: () => { stopped = true; abort.abort() }
   }
 }
