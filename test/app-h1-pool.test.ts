@@ -113,6 +113,9 @@ t.test('request bodies: content-length kept, otherwise chunked; an empty POST sa
   t.match(app.received.join(''), /^GET \/ HTTP\/1\.1\r\nhost: 127\.0\.0\.1:\d+\r\nconnection: keep-alive\r\n\r\n$/, 'a GET: no body framing; a host when the caller gave none')
   const short = await exchange(pool, { method: 'POST', headers: { host: 'app', 'content-length': '10' }, body: Readable.from([Buffer.from('abc')]) })
   t.equal(short.error?.code, 'GH_BODY_LENGTH', 'a body shorter than its content-length never leaves the app waiting')
+  app.received.length = 0
+  await exchange(pool, { headers: { host: 'app', 'x-name': 'Jos\u00e9' } })
+  t.match(app.received.join(''), /x-name: Jos\u00e9\r\n/, 'a byte above 0x7f goes out as the one byte it came in as (latin1), not re-encoded as UTF-8')
   const bad = await exchange(pool, { headers: { host: 'app', 'x-evil': 'a\r\nx-injected: 1' } })
   t.equal(bad.error?.code, 'GH_BAD_HEADER', 'a value with CR/LF is never written')
   t.notMatch(app.received.join(''), /x-injected/, 'nothing of it reached the app')

@@ -195,8 +195,9 @@ class AppConnection {
     if (this.current !== x) return // aborted from onStart: the caller had already gone
     const socket = this.socket
     const body = x.req.body
-    if (body === null) { x.sent = true; socket.write(framing.head); return }
-    socket.write(framing.head)
+    // latin1: header values are the bytes the caller sent, as the parser decoded them (one char per byte).
+    if (body === null) { x.sent = true; socket.write(framing.head, 'latin1'); return }
+    socket.write(framing.head, 'latin1')
     let left = framing.length
     const onChunk = (chunk: Buffer): void => {
       if (this.current !== x) return
