@@ -6,7 +6,8 @@ import { initCa } from '../src/ca/ca-directory.ts'
 import { renewIssuer } from '../src/ca/issuer-renewal.ts'
 import { parseCertificate, pemToDers } from '../src/x509/certificate.ts'
 import { tlsAttempt, statusOf } from './helpers/inbound-probe.ts'
-import { startCaMesh, startLoad, startTestCa, type CaSidecar, type LogLine } from './helpers/ca-mesh.ts'
+import { startCaMesh, startLoad, startTestCa, type LogLine } from './helpers/ca-mesh.ts'
+import type { Workload } from './helpers/mesh.ts'
 import { gatehouseAsync } from './helpers/audit-log.ts'
 import { sleep, waitFor } from './helpers/wait.ts'
 import { tempDir } from './helpers/files.ts'
@@ -23,7 +24,7 @@ const OUTSIDER = 'spiffe://example.org/ns/c/sa/old-issuer-holder'
 
 const norm = (hex: string): string => hex.toLowerCase().replace(/^0+/, '')
 /** The issuer certificate (second in the chain) of the sidecar's current SVID. */
-const issuerOf = (s: CaSidecar): X509Certificate => new X509Certificate(pemToDers(s.sidecar.credentials.current!.chainPem)[1]!)
+const issuerOf = (s: Workload): X509Certificate => new X509Certificate(pemToDers(s.sidecar.credentials.current!.chainPem)[1]!)
 
 t.test('renew the issuer of a running CA under load: zero failed requests through the whole overlap', async t => {
   const mesh = await startCaMesh(t, { leafTtlMs: LEAF_TTL_MS, caReloadIntervalMs: 200 })

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { metricValue } from './helpers/inbound-probe.ts'
-import { startCaMesh, A_ID, B_ID, type CaMesh, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startCaMesh, A_ID, B_ID, type CaMesh } from './helpers/ca-mesh.ts'
+import type { Workload } from './helpers/mesh.ts'
 import { sleep, waitFor } from './helpers/wait.ts'
 import { replaceFile } from './helpers/files.ts'
 
@@ -18,7 +19,7 @@ const LEAF_TTL_MS = 6000
 interface Sample { at: number, status: number }
 
 /** Polls /readyz of a sidecar every 100 ms until stopped. */
-function watchReady (s: CaSidecar): { samples: Sample[], stop: () => Promise<void> } {
+function watchReady (s: Workload): { samples: Sample[], stop: () => Promise<void> } {
   const samples: Sample[] = []
   let running = true
   const loop = (async () => {
@@ -49,8 +50,8 @@ function callLoop (mesh: CaMesh): { calls: Call[], stop: () => Promise<void> } {
   return { calls, stop: async () => { running = false; await loop } }
 }
 
-const rotatedAfter = (s: CaSidecar, since: number): Array<Record<string, any>> => s.events('identity.rotated').filter(l => (l.time as number) > since)
-const failedAfter = (s: CaSidecar, since: number): Array<Record<string, any>> => s.events('identity.renewal_failed').filter(l => (l.time as number) > since)
+const rotatedAfter = (s: Workload, since: number): Array<Record<string, any>> => s.events('identity.rotated').filter(l => (l.time as number) > since)
+const failedAfter = (s: Workload, since: number): Array<Record<string, any>> => s.events('identity.renewal_failed').filter(l => (l.time as number) > since)
 
 t.test('the sidecars ride out a CA outage and renew, without a restart, once it is back', async t => {
   const mesh = await startCaMesh(t, { leafTtlMs: LEAF_TTL_MS })
@@ -61,7 +62,7 @@ t.test('the sidecars ride out a CA outage and renew, without a restart, once it 
   const stop1 = Date.now()
   await ca.stop()
   t.comment(`CA stopped (short outage); port ${ca.port}`)
-  let first: CaSidecar | undefined
+  let first: Workload | undefined
   await waitFor(() => { first = [a, b].find(s => failedAfter(s, stop1).length > 0); return first !== undefined }, 8000, 'a renewal to fail')
   const failure = failedAfter(first!, stop1)[0]!
   const notAfterAtFailure = first!.sidecar.credentials.current!.notAfter.getTime()

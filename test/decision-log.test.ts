@@ -100,7 +100,7 @@ t.test('one decision line per request, every field present, and a hash chain tha
 
   // The chain: a genesis line naming the writer, then the five decisions, each forwarded request's
   // admit line (written before it reached the app) ahead of its decision line.
-  const raw = [...mesh.rawDecisions]
+  const raw = [...mesh.rawAuditLines]
   const recs = raw.map(l => JSON.parse(l) as Record<string, any>)
   const admits = recs.filter(r => r.msg === 'admit')
   t.equal(raw.length, 6 + admits.length, 'a genesis line, five decision lines and the admit lines')

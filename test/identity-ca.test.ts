@@ -5,9 +5,9 @@ import { dirname, join } from 'node:path'
 import pino from 'pino'
 import { Credentials } from '../src/identity/credentials.ts'
 import { Rotator } from '../src/identity/rotator.ts'
-import { captureLines } from './helpers/mesh.ts'
+import { captureLines, policyAllowing, startWorkload } from './helpers/mesh.ts'
 import { metricValue } from './helpers/inbound-probe.ts'
-import { startTestCa, startCaSidecar, saTokens, policyAllowing, A_ID, B_ID, type LogLine } from './helpers/ca-mesh.ts'
+import { startTestCa, saTokens, A_ID, B_ID, type LogLine } from './helpers/ca-mesh.ts'
 import { sleep, waitFor } from './helpers/wait.ts'
 import { replaceFile } from './helpers/files.ts'
 
@@ -41,7 +41,7 @@ const caIssued = (logs: LogLine[], id: string): LogLine[] => logs.filter(l => l.
 t.test('first SVID from a join token; renewals over mTLS at ~half the remaining validity; keys only in memory; metrics', async t => {
   const testStart = Date.now() - 1000
   const ca = await startTestCa(t, { leafTtlMs: LEAF_TTL_MS })
-  const a = await startCaSidecar(t, ca, { name: 'a', id: A_ID, policy: policyAllowing(B_ID) })
+  const a = await startWorkload(t, { ca, name: 'a', id: A_ID, policy: policyAllowing(B_ID) })
   const keys = new Set<string>([a.sidecar.credentials.current!.keyPem])
   a.sidecar.credentials.on('change', () => { const c = a.sidecar.credentials.current; if (c !== undefined) keys.add(c.keyPem) })
 
@@ -117,7 +117,7 @@ t.test('the token file is read again for each request to the CA', async t => {
   // A service-account token is re-attested at every renewal (unlike a join token), so a token
   // rewritten between two renewals must be the one the CA sees next.
   let pending: { logs: LogLine[], tokenFile: string } | undefined
-  const starting = startCaSidecar(t, ca, { name: 'a', id: A_ID, policy: policyAllowing(B_ID), token: 'not-a-token\n' }, (p) => { pending = p })
+  const starting = startWorkload(t, { ca, name: 'a', id: A_ID, policy: policyAllowing(B_ID), token: 'not-a-token\n', pending: (p) => { pending = p } })
   await waitFor(() => (pending?.logs.filter(l => l.event === 'identity.renewal_failed').length ?? 0) >= 2, 8000, 'two failed first attempts with the bad token')
   const failed = pending!.logs.filter(l => l.event === 'identity.renewal_failed')
   t.ok(failed.every(l => l.why === 'initial' && l.auth === 'token' && l.code === 'GH_TOKEN_INVALID'), 'the bad token is refused, attempt after attempt')
@@ -183,7 +183,7 @@ t.test('a join-token identity past the maximum renewal-chain age: one error, no 
   // The CA's renewal-chain clock jumps ahead on demand (leaf validity stays on real time).
   let aheadMs = 0
   const ca = await startTestCa(t, { leafTtlMs: LEAF_TTL_MS, maxRenewalChainAgeMs: 3_600_000, clock: () => new Date(Date.now() + aheadMs) })
-  const a = await startCaSidecar(t, ca, { name: 'a', id: A_ID, policy: policyAllowing(B_ID) })
+  const a = await startWorkload(t, { ca, name: 'a', id: A_ID, policy: policyAllowing(B_ID) })
   await waitFor(() => a.events('identity.rotated').length >= 2, 8000, 'a renewal by SVID')
   t.match(a.events('identity.rotated')[1], { why: 'renewal', auth: 'svid' }, 'within the maximum age the SVID renews')
   // All of them: a replayed join token is refused before it names anyone, and A is this CA's only client.

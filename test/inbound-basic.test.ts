@@ -34,8 +34,8 @@ rules:
   t.match(allow, { msg: 'decision', decision: 'allow', rule: 'caller-reads', caller: 'spiffe://example.org/ns/client/sa/caller', callee: 'spiffe://example.org/ns/server/sa/payments', method: 'GET', path: '/v1/items/1', rawPath: '/v1//items/1?x=%2F', status: 200, requestId: 'abc-123', seq: 3 })
   t.match(deny, { decision: 'deny', rule: null, reason: 'no-matching-rule', status: 403, requestId: body.requestId, seq: 4 })
   // seq 2 is the allowed request's admit line, written before it was forwarded.
-  t.match(JSON.parse(mesh.rawDecisions[1]!), { msg: 'admit', requestId: 'abc-123', seq: 2 })
-  t.equal(deny!.prev, createHash('sha256').update(mesh.rawDecisions[2]!).digest('hex'), 'prev is the hash of the previous line as written (its canonical form)')
+  t.match(JSON.parse(mesh.rawAuditLines[1]!), { msg: 'admit', requestId: 'abc-123', seq: 2 })
+  t.equal(deny!.prev, createHash('sha256').update(mesh.rawAuditLines[2]!).digest('hex'), 'prev is the hash of the previous line as written (its canonical form)')
   t.match(allow!.policyRevision, /^sha256:[0-9a-f]{16}$/)
   t.equal(allow!.peerCertSerial, new X509Certificate(mesh.client.chainPem).serialNumber.toLowerCase())
 })

@@ -58,7 +58,7 @@ t.test('/metrics after traffic: valid exposition with the promised names and lab
   for (let i = 0; i < 3; i++) t.equal((await mesh.request('/items', { method: 'POST', body: 'x' })).status, 403)
   const refused = await tlsAttempt(clientTls(mesh, null))
   t.equal(refused.response, '', 'a client without a certificate is refused')
-  await waitFor(() => mesh.rawDecisions.some(l => l.includes('"msg":"checkpoint"')), 5000, 'a checkpoint line')
+  await waitFor(() => mesh.rawAuditLines.some(l => l.includes('"msg":"checkpoint"')), 5000, 'a checkpoint line')
 
   const scrape = async (): Promise<Map<string, Family>> => {
     const res = await adminGet(mesh, '/metrics')
@@ -90,7 +90,7 @@ t.test('/metrics after traffic: valid exposition with the promised names and lab
   t.equal(byKind.decision, 10, 'decision lines: one per request')
   t.equal(byKind.genesis, 1, 'one genesis line')
   t.ok((byKind.checkpoint ?? 0) >= 1, `checkpoint lines (${String(byKind.checkpoint)})`)
-  t.equal(mesh.rawDecisions.filter(l => l.includes('"msg":"checkpoint"')).length, byKind.checkpoint, 'as many as the log holds')
+  t.equal(mesh.rawAuditLines.filter(l => l.includes('"msg":"checkpoint"')).length, byKind.checkpoint, 'as many as the log holds')
 
   const expiry = must(families, 'gatehouse_cert_expiry_timestamp_seconds')
   t.equal(expiry.type, 'gauge')

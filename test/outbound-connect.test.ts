@@ -4,8 +4,8 @@ import { request as httpRequest, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import { createHash, X509Certificate } from 'node:crypto'
 import { ProxyAgent, request as undiciRequest } from 'undici'
-import { Pki, startApp } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, startEchoServer, viaProxy, json, openTcp, readAll } from './helpers/outbound-mesh.ts'
+import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startEchoServer, viaProxy, json, openTcp, readAll } from './helpers/outbound-mesh.ts'
 import { waitFor } from './helpers/wait.ts'
 import { tempDir } from './helpers/files.ts'
 
@@ -18,9 +18,10 @@ import { tempDir } from './helpers/files.ts'
 const dir = tempDir(t, 'gh-outbound-connect-')
 const pki = new Pki(dir, TD)
 const bApp = await startApp(t)
-const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: bApp.port, allow: [CALLER_ID] })
+const b = await startWorkload(t, { pki, name: 'b', id: CALLEE_ID, upstreamPort: bApp.port, allow: [CALLER_ID] })
 const echo = await startEchoServer(t)
-const a = await startWorkload(t, pki, dir, {
+const a = await startWorkload(t, {
+  pki,
   name: 'a',
   id: CALLER_ID,
   routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }]),

@@ -1,8 +1,7 @@
 import t from 'tap'
-import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import { Pki } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload } from './helpers/outbound-mesh.ts'
+import { Pki, startWorkload } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml } from './helpers/outbound-mesh.ts'
 import { echoClient, startGrpcApp } from './helpers/grpc-app.ts'
 import { waitFor } from './helpers/wait.ts'
 import { replaceFile, tempDir } from './helpers/files.ts'
@@ -16,10 +15,10 @@ t.test('grpc-js through two sidecars: all four call kinds, per-call authorizatio
   const dir = tempDir(t, 'gh-outbound-grpc-')
   const pki = new Pki(dir, TD)
   const app = await startGrpcApp(t)
-  const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: app.port, allow: [CALLER_ID] })
+  const b = await startWorkload(t, { pki, name: 'b', id: CALLEE_ID, upstreamPort: app.port, allow: [CALLER_ID] })
   let links = 0
   b.sidecar.inbound.server.on('secureConnection', () => { links++ })
-  const a = await startWorkload(t, pki, dir, { name: 'a', id: CALLER_ID, routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }]) })
+  const a = await startWorkload(t, { pki, name: 'a', id: CALLER_ID, routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }]) })
 
   // grpc-js reads grpc_proxy when a channel is made.
   const saved = process.env.grpc_proxy
@@ -41,7 +40,7 @@ t.test('grpc-js through two sidecars: all four call kinds, per-call authorizatio
 
   // B's owner denies Bidi: the refusal reaches the client as a gRPC status, through both sidecars.
   const revision = lines.at(-1)!.policyRevision as string
-  replaceFile(join(dir, 'b-policy.yaml'), `version: 1\nrules:\n  - name: allowed-callers\n    from: ["${CALLER_ID}"]\ndeny:\n  - name: no-bidi\n    from: ["${CALLER_ID}"]\n    paths: ["/gatehouse.test.Echo/Bidi"]\n`)
+  replaceFile(b.policyFile, `version: 1\nrules:\n  - name: allowed-callers\n    from: ["${CALLER_ID}"]\ndeny:\n  - name: no-bidi\n    from: ["${CALLER_ID}"]\n    paths: ["/gatehouse.test.Echo/Bidi"]\n`)
   await waitFor(() => b.sidecar.policy.current?.revision !== revision, 5000, 'B to load its new policy')
   const denied = await client.bidi([{ text: 'z', n: 1 }]).then(() => undefined, (e: grpc.ServiceError) => e)
   t.equal(denied?.code, grpc.status.PERMISSION_DENIED, 'a denied call is PERMISSION_DENIED at the client')

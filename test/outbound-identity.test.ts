@@ -1,6 +1,6 @@
 import t from 'tap'
-import { Pki, startApp } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy, json, closedPort, neverAnswer } from './helpers/outbound-mesh.ts'
+import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, viaProxy, json, closedPort, neverAnswer } from './helpers/outbound-mesh.ts'
 import { tempDir } from './helpers/files.ts'
 
 // The outbound call authenticates the destination by SPIFFE ID: a destination that presents another
@@ -18,16 +18,17 @@ const bApp = await startApp(t, (req, res, body) => {
   res.writeHead(200, { 'content-type': 'application/json' })
   res.end(JSON.stringify({ app: 'b', url: req.url, body }))
 })
-const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: bApp.port, allow: [CALLER_ID] })
+const b = await startWorkload(t, { pki, name: 'b', id: CALLEE_ID, upstreamPort: bApp.port, allow: [CALLER_ID] })
 
 // C: a sidecar claiming B's very ID, with a certificate from an unrelated CA (same trust domain name).
 const foreignDir = tempDir(t, 'gh-outbound-foreign-')
 const foreignPki = new Pki(foreignDir, TD)
 const cApp = await startApp(t)
-const c = await startWorkload(t, foreignPki, foreignDir, { name: 'c', id: CALLEE_ID, upstreamPort: cApp.port, allow: [CALLER_ID] })
+const c = await startWorkload(t, { pki: foreignPki, name: 'c', id: CALLEE_ID, upstreamPort: cApp.port, allow: [CALLER_ID] })
 
 const downPort = await closedPort()
-const a = await startWorkload(t, pki, dir, {
+const a = await startWorkload(t, {
+  pki,
   name: 'a',
   id: CALLER_ID,
   routes: routesYaml([

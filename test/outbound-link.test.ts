@@ -1,7 +1,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { Pki, startApp } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy } from './helpers/outbound-mesh.ts'
+import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, viaProxy } from './helpers/outbound-mesh.ts'
 import { waitFor } from './helpers/wait.ts'
 import { replaceFile, tempDir } from './helpers/files.ts'
 
@@ -18,10 +18,11 @@ t.test('a burst opens one link; a rotation moves new calls to a new link while c
     if (req.url === '/slow') setTimeout(reply, 1500)
     else reply()
   })
-  const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: app.port, allow: [CALLER_ID] })
+  const b = await startWorkload(t, { pki, name: 'b', id: CALLEE_ID, upstreamPort: app.port, allow: [CALLER_ID] })
   let handshakes = 0
   b.sidecar.inbound.server.on('secureConnection', () => { handshakes++ })
-  const a = await startWorkload(t, pki, dir, {
+  const a = await startWorkload(t, {
+    pki,
     name: 'a',
     id: CALLER_ID,
     routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }])

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { unlinkSync, writeFileSync } from 'node:fs'
-import { Pki, startApp } from './helpers/mesh.ts'
+import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
 import { parseRoutes, DEFAULT_INBOUND_PORT } from '../src/proxy/routes.ts'
 import { RoutesInvalidError } from '../src/errors.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, viaProxy, json } from './helpers/outbound-mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, viaProxy, json } from './helpers/outbound-mesh.ts'
 import { waitFor } from './helpers/wait.ts'
 import { replaceFile, tempDir } from './helpers/files.ts'
 
@@ -109,9 +109,9 @@ t.test('a running sidecar follows its routes file; an invalid one keeps the last
   const OTHER_ID = `spiffe://${TD}/ns/b2/sa/callee`
   const bApp = await startApp(t)
   const b2App = await startApp(t)
-  const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: bApp.port, allow: [CALLER_ID] })
-  const b2 = await startWorkload(t, pki, dir, { name: 'b2', id: OTHER_ID, upstreamPort: b2App.port, allow: [CALLER_ID] })
-  const a = await startWorkload(t, pki, dir, { name: 'a', id: CALLER_ID, routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }]) })
+  const b = await startWorkload(t, { pki, name: 'b', id: CALLEE_ID, upstreamPort: bApp.port, allow: [CALLER_ID] })
+  const b2 = await startWorkload(t, { pki, name: 'b2', id: OTHER_ID, upstreamPort: b2App.port, allow: [CALLER_ID] })
+  const a = await startWorkload(t, { pki, name: 'a', id: CALLER_ID, routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }]) })
   const routesFile = a.routesFile!
   const proxy = a.outboundPort
   t.match(a.logs.find(l => l.event === 'routes.loaded'), { file: routesFile, routes: 1 }, 'loaded at start')
@@ -167,6 +167,6 @@ t.test('an invalid routes file at start fails the start and leaves nothing liste
   const pki = new Pki(dir, TD)
   const servers = (): number => process.getActiveResourcesInfo().filter(r => r === 'TCPServerWrap').length
   const before = servers()
-  await t.rejects(startWorkload(t, pki, dir, { name: 'bad', id: CALLER_ID, routes: 'version: 2\nroutes: []\n' }), { code: 'GH_ROUTES_INVALID', message: /bad-routes\.yaml:1:10: version: expected 1/ })
+  await t.rejects(startWorkload(t, { pki, name: 'bad', id: CALLER_ID, routes: 'version: 2\nroutes: []\n' }), { code: 'GH_ROUTES_INVALID', message: /bad-routes\.yaml:1:10: version: expected 1/ })
   t.equal(servers(), before, 'no listener was left open (the process can exit)')
 })

@@ -5,8 +5,8 @@ import { createServer, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { PassThrough } from 'node:stream'
 import { ProxyAgent, request as undiciRequest } from 'undici'
-import { Pki, startApp } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startWorkload, startTcpProbe, viaProxy, json } from './helpers/outbound-mesh.ts'
+import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startTcpProbe, viaProxy, json } from './helpers/outbound-mesh.ts'
 import { waitFor } from './helpers/wait.ts'
 import { tempDir } from './helpers/files.ts'
 
@@ -50,10 +50,11 @@ await new Promise<void>(resolve => bApp.listen(0, '127.0.0.1', resolve))
 t.teardown(async () => { bApp.closeAllConnections(); await new Promise(resolve => bApp.close(resolve)) })
 
 const dApp = await startApp(t)
-const b = await startWorkload(t, pki, dir, { name: 'b', id: CALLEE_ID, upstreamPort: (bApp.address() as AddressInfo).port, allow: [CALLER_ID] })
-const d = await startWorkload(t, pki, dir, { name: 'd', id: PORT_ROUTE_ID, upstreamPort: dApp.port, allow: [CALLER_ID] })
+const b = await startWorkload(t, { pki, name: 'b', id: CALLEE_ID, upstreamPort: (bApp.address() as AddressInfo).port, allow: [CALLER_ID] })
+const d = await startWorkload(t, { pki, name: 'd', id: PORT_ROUTE_ID, upstreamPort: dApp.port, allow: [CALLER_ID] })
 const probe = await startTcpProbe(t)
-const a = await startWorkload(t, pki, dir, {
+const a = await startWorkload(t, {
+  pki,
   name: 'a',
   id: CALLER_ID,
   routes: routesYaml([

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { Agent, ProxyAgent, request } from 'undici'
-import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, type TestCa, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startTestCa, DENY_ALL_POLICY, OK_APP, type TestCa } from './helpers/ca-mesh.ts'
 import { readQuarantine } from '../src/ca/quarantine-book.ts'
-import type { Tap } from './helpers/mesh.ts'
+import { startWorkload, type Tap, type Workload } from './helpers/mesh.ts'
 import { sleep, waitFor } from './helpers/wait.ts'
 
 // Quarantine automatically (issue 18): the callee's sidecar sees a caller scanning denied paths (or
@@ -25,12 +25,12 @@ rules:
     paths: ["/v1/orders/*"]
 `
 
-async function meshFor (t: Tap, ca: TestCa): Promise<{ api: CaSidecar, call: (who: string, path: string) => Promise<number> }> {
-  const api = await startCaSidecar(t, ca, { name: 'api', id: API, policy: apiPolicy })
+async function meshFor (t: Tap, ca: TestCa): Promise<{ api: Workload, call: (who: string, path: string) => Promise<number> }> {
+  const api = await startWorkload(t, { ca, name: 'api', id: API, policy: apiPolicy, app: OK_APP })
   const routes = `version: 1\nroutes:\n  - host: api.internal\n    address: 127.0.0.1:${api.sidecar.inbound.port}\n    id: ${API}\n`
   const callers = new Map<string, ProxyAgent>()
   for (const id of [SCANNER, HONEST]) {
-    const s = await startCaSidecar(t, ca, { name: id.split('/').pop()!, id, policy: DENY_ALL_POLICY, routes })
+    const s = await startWorkload(t, { ca, name: id.split('/').pop()!, id, policy: DENY_ALL_POLICY, routes })
     const agent = new ProxyAgent({ uri: `http://127.0.0.1:${s.sidecar.outbound!.port}`, proxyTunnel: false })
     t.teardown(async () => { await agent.destroy() })
     callers.set(id, agent)

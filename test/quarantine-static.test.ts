@@ -1,8 +1,8 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Pki, startApp } from './helpers/mesh.ts'
-import { startWorkload, startEchoServer, openTcp, readAll, viaProxy } from './helpers/outbound-mesh.ts'
+import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
+import { startEchoServer, openTcp, readAll, viaProxy } from './helpers/outbound-mesh.ts'
 import { formatQuarantine, QuarantineList, parseQuarantine } from '../src/quarantine/list.ts'
 import { signQuarantine, verifyQuarantine } from '../src/quarantine/signed.ts'
 import { TrustBundle } from '../src/spiffe/bundle.ts'
@@ -23,14 +23,15 @@ t.test('--quarantine-file: a live TCP connection is cut, requests are denied by 
   const echo = await startEchoServer(t)
   const app = await startApp(t)
   const quarantineFile = join(dir, 'quarantine.yaml') // missing at start: no one is quarantined
-  const b = await startWorkload(t, pki, dir, {
+  const b = await startWorkload(t, {
+    pki,
     name: 'qb',
     id: B,
     upstreamPort: app.port,
     policy: `version: 1\nrules:\n  - name: tcp\n    from: ["${A}"]\n    ports: [${echo.port}]\n  - name: http\n    from: ["${A}"]\n`,
     sidecar: { tcpUpstreams: new Map([[echo.port, { host: '127.0.0.1', port: echo.port }]]), quarantineFile }
   })
-  const a = await startWorkload(t, pki, dir, { name: 'qa', id: A, routes: `version: 1\nroutes:\n  - host: cache.internal\n    protocol: tcp\n    listen: 127.0.0.1:0\n    address: ${b.inboundAddress}\n    id: ${B}\n    port: ${echo.port}\n  - host: b.internal\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
+  const a = await startWorkload(t, { pki, name: 'qa', id: A, routes: `version: 1\nroutes:\n  - host: cache.internal\n    protocol: tcp\n    listen: 127.0.0.1:0\n    address: ${b.inboundAddress}\n    id: ${B}\n    port: ${echo.port}\n  - host: b.internal\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
   const live = await openTcp(a.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!)
   live.write('hi')
   await new Promise(resolve => live.once('data', resolve))

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { Agent, ProxyAgent, request } from 'undici'
-import { startTestCa, startCaSidecar, policyAllowing, DENY_ALL_POLICY, A_ID, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startTestCa, DENY_ALL_POLICY, OK_APP, A_ID } from './helpers/ca-mesh.ts'
+import { policyAllowing, startWorkload, type Workload } from './helpers/mesh.ts'
 import { postSvid } from './helpers/ca-fixture.ts'
 import { editQuarantine } from '../src/ca/quarantine-book.ts'
 import { createCsr } from '../src/x509/csr.ts'
@@ -17,21 +18,21 @@ const B_ID = 'spiffe://example.org/ns/b/sa/server'
 
 t.test('quarantine add: denied everywhere within seconds, live connections closed, no renewal; remove restores', async t => {
   const ca = await startTestCa(t, { leafTtlMs: 600_000 })
-  const b = await startCaSidecar(t, ca, { name: 'b', id: B_ID, policy: policyAllowing(A_ID) })
-  const c = await startCaSidecar(t, ca, { name: 'c', id: C_ID, policy: policyAllowing(A_ID) })
+  const b = await startWorkload(t, { ca, name: 'b', id: B_ID, policy: policyAllowing(A_ID), app: OK_APP })
+  const c = await startWorkload(t, { ca, name: 'c', id: C_ID, policy: policyAllowing(A_ID), app: OK_APP })
   const routes = `version: 1\nroutes:\n  - host: b.internal\n    address: 127.0.0.1:${b.sidecar.inbound.port}\n    id: ${B_ID}\n  - host: c.internal\n    address: 127.0.0.1:${c.sidecar.inbound.port}\n    id: ${C_ID}\n`
-  const a = await startCaSidecar(t, ca, { name: 'a', id: A_ID, policy: DENY_ALL_POLICY, routes })
+  const a = await startWorkload(t, { ca, name: 'a', id: A_ID, policy: DENY_ALL_POLICY, routes })
   const viaA = new ProxyAgent({ uri: `http://127.0.0.1:${a.sidecar.outbound!.port}`, proxyTunnel: false })
   // A's SVID as a direct HTTP/1.1 keep-alive client: one connection per callee, kept open.
   const svid = ca.issue(A_ID, 600_000)
   const direct = new Agent({ connect: { cert: svid.chainPem, key: svid.keyPem, rejectUnauthorized: false }, connections: 1, keepAliveTimeout: 60_000 })
   t.teardown(async () => { await viaA.destroy(); await direct.destroy() })
 
-  const callees: Array<[string, CaSidecar]> = [['b', b], ['c', c]]
+  const callees: Array<[string, Workload]> = [['b', b], ['c', c]]
   const lastOk: Record<string, number> = {}
   const firstDenied: Record<string, number> = {}
   let running = true
-  const loop = async (name: string, callee: CaSidecar, how: 'mesh' | 'direct'): Promise<void> => {
+  const loop = async (name: string, callee: Workload, how: 'mesh' | 'direct'): Promise<void> => {
     while (running) {
       try {
         const r = how === 'mesh'

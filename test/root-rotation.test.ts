@@ -5,7 +5,8 @@ import { X509Certificate } from 'node:crypto'
 import { rotateRoot } from '../src/ca/root-rotation.ts'
 import { pemToDers } from '../src/x509/certificate.ts'
 import { tlsAttempt, statusOf } from './helpers/inbound-probe.ts'
-import { startCaMesh, startLoad, type CaSidecar } from './helpers/ca-mesh.ts'
+import { startCaMesh, startLoad } from './helpers/ca-mesh.ts'
+import type { Workload } from './helpers/mesh.ts'
 import { sleep, waitFor } from './helpers/wait.ts'
 import { replaceFile } from './helpers/files.ts'
 
@@ -22,9 +23,9 @@ const OUTSIDER = 'spiffe://example.org/ns/c/sa/old-root-holder'
 
 const serialOf = (pem: string): string => new X509Certificate(pem).serialNumber.toLowerCase().replace(/^0+/, '')
 const norm = (hex: string): string => hex.toLowerCase().replace(/^0+/, '')
-const roots = (s: CaSidecar): string[] => (s.sidecar.credentials.bundle?.authoritiesFor(TD) ?? []).map(c => norm(c.serialHex))
+const roots = (s: Workload): string[] => (s.sidecar.credentials.bundle?.authoritiesFor(TD) ?? []).map(c => norm(c.serialHex))
 /** The issuer certificate (second in the chain) of the sidecar's current SVID. */
-const issuerOf = (s: CaSidecar): X509Certificate => new X509Certificate(pemToDers(s.sidecar.credentials.current!.chainPem)[1]!)
+const issuerOf = (s: Workload): X509Certificate => new X509Certificate(pemToDers(s.sidecar.credentials.current!.chainPem)[1]!)
 
 t.test('prepare, activate, retire under load: zero failed requests, every leaf under the new root', async t => {
   const mesh = await startCaMesh(t, { leafTtlMs: LEAF_TTL_MS, caReloadIntervalMs: 200, bundle: 'copy' })

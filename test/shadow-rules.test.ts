@@ -64,5 +64,5 @@ t.test('a policy without shadow rules adds no shadow fields', async t => {
     t.notOk('shadowDecision' in d, `${String(d.path)}: no shadowDecision field`)
     t.notOk('shadowRule' in d, `${String(d.path)}: no shadowRule field`)
   }
-  t.notOk(mesh.rawDecisions.some(l => l.includes('shadow')), 'nothing about shadows anywhere in the log')
+  t.notOk(mesh.rawAuditLines.some(l => l.includes('shadow')), 'nothing about shadows anywhere in the log')
 })

@@ -2,9 +2,9 @@ import t from 'tap'
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Pki, type Tap } from './helpers/mesh.ts'
+import { Pki, startWorkload, type Tap, type Workload } from './helpers/mesh.ts'
 import { stopOnce, verifyInProcess } from './helpers/audit-log.ts'
-import { startWorkload, startEchoServer, openTcp, readAll, closedPort, viaProxy, type Workload } from './helpers/outbound-mesh.ts'
+import { startEchoServer, openTcp, readAll, closedPort, viaProxy } from './helpers/outbound-mesh.ts'
 import { waitFor } from './helpers/wait.ts'
 import { replaceFile, tempDir } from './helpers/files.ts'
 
@@ -55,8 +55,8 @@ async function startCountingApp (t: Tap): Promise<{ port: number, connections: n
 
 /** Caller and callee sidecars: the callee serves `appPort` (its app at `appAddress`) under `policy`. */
 async function startPair (t: Tap, o: { appPort: number, appAddress: { host: string, port: number }, policy: string, callerId?: string, callerTtlMs?: number, tcpIdleTimeoutMs?: number }): Promise<{ a: Workload, b: Workload, listenPort: () => number }> {
-  const b = await startWorkload(t, pki, dir, { name: `b${o.appPort}-${Math.random().toString(36).slice(2, 6)}`, id: B, policy: o.policy, sidecar: { tcpUpstreams: new Map([[o.appPort, o.appAddress]]), ...(o.tcpIdleTimeoutMs === undefined ? {} : { tcpIdleTimeoutMs: o.tcpIdleTimeoutMs }) } })
-  const a = await startWorkload(t, pki, dir, { name: `a${o.appPort}-${Math.random().toString(36).slice(2, 6)}`, id: o.callerId ?? A, routes: tcpRoutes(b, o.appPort), ...(o.callerTtlMs === undefined ? {} : { ttlMs: o.callerTtlMs }) })
+  const b = await startWorkload(t, { pki, name: `b${o.appPort}-${Math.random().toString(36).slice(2, 6)}`, id: B, policy: o.policy, sidecar: { tcpUpstreams: new Map([[o.appPort, o.appAddress]]), ...(o.tcpIdleTimeoutMs === undefined ? {} : { tcpIdleTimeoutMs: o.tcpIdleTimeoutMs }) } })
+  const a = await startWorkload(t, { pki, name: `a${o.appPort}-${Math.random().toString(36).slice(2, 6)}`, id: o.callerId ?? A, routes: tcpRoutes(b, o.appPort), ...(o.callerTtlMs === undefined ? {} : { ttlMs: o.callerTtlMs }) })
   const listenPort = (): number => a.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!
   return { a, b, listenPort }
 }
@@ -95,7 +95,7 @@ t.test('deny: an unauthorized identity, and HTTP rules never authorize TCP (nor 
 
   replaceFile(b.policyFile, tcpPolicy(5432))
   await waitFor(() => b.logs.some(l => l.event === 'policy.loaded' && l.trigger === 'file-change'), 5000, 'the TCP-only policy')
-  const stranger = await startWorkload(t, pki, dir, { name: 'stranger', id: C, routes: tcpRoutes(b, 5432) })
+  const stranger = await startWorkload(t, { pki, name: 'stranger', id: C, routes: tcpRoutes(b, 5432) })
   t.equal(await send(stranger.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!, 'SELECT 1'), '', 'another identity is refused')
   await waitFor(() => b.decisions.some(d => d.kind === 'tcp' && d.caller === C), 5000, 'the stranger\'s deny line')
   t.equal(app.connections, 0)
@@ -103,8 +103,8 @@ t.test('deny: an unauthorized identity, and HTTP rules never authorize TCP (nor 
 
 t.test('a TCP rule does not authorize HTTP requests', async t => {
   const echo = await startEchoServer(t)
-  const b = await startWorkload(t, pki, dir, { name: 'b-http', id: B, policy: tcpPolicy(echo.port), upstreamPort: echo.port })
-  const a = await startWorkload(t, pki, dir, { name: 'a-http', id: A, routes: `version: 1\nroutes:\n  - host: b.internal\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
+  const b = await startWorkload(t, { pki, name: 'b-http', id: B, policy: tcpPolicy(echo.port), upstreamPort: echo.port })
+  const a = await startWorkload(t, { pki, name: 'a-http', id: A, routes: `version: 1\nroutes:\n  - host: b.internal\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
   const r = await viaProxy(a.outboundPort, 'http://b.internal/x')
   t.equal(r.status, 403, 'HTTP is denied by a policy with only a TCP rule')
   await waitFor(() => b.decisions.length > 0, 5000, 'the deny line')
@@ -202,8 +202,8 @@ t.test('an http route with listen: plain HTTP to a local port, no HTTP_PROXY', a
   const app = createTcpServer(socket => { socket.on('error', () => {}); socket.once('data', (c: Buffer) => { const host = /\r\nhost: ([^\r]+)/i.exec(c.toString())?.[1] ?? ''; socket.end(`HTTP/1.1 200 OK\r\ncontent-length: ${host.length}\r\nconnection: close\r\n\r\n${host}`) }) })
   await new Promise<void>(resolve => app.listen(0, '127.0.0.1', resolve))
   t.teardown(async () => { await new Promise(resolve => app.close(resolve)) })
-  const b = await startWorkload(t, pki, dir, { name: 'b-listen', id: B, allow: [A], upstreamPort: (app.address() as AddressInfo).port })
-  const a = await startWorkload(t, pki, dir, { name: 'a-listen', id: A, routes: `version: 1\nroutes:\n  - host: orders.internal\n    listen: 127.0.0.1:0\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
+  const b = await startWorkload(t, { pki, name: 'b-listen', id: B, allow: [A], upstreamPort: (app.address() as AddressInfo).port })
+  const a = await startWorkload(t, { pki, name: 'a-listen', id: A, routes: `version: 1\nroutes:\n  - host: orders.internal\n    listen: 127.0.0.1:0\n    address: ${b.inboundAddress}\n    id: ${B}\n` })
   const port = a.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!
   const r = await fetch(`http://127.0.0.1:${port}/v1/orders/7`)
   t.equal(r.status, 200)
@@ -214,8 +214,8 @@ t.test('an http route with listen: plain HTTP to a local port, no HTTP_PROXY', a
 
 t.test('a route listener takes at most --route-max-connections at once', async t => {
   const echo = await startEchoServer(t)
-  const b = await startWorkload(t, pki, dir, { name: 'b-max', id: B, policy: tcpPolicy(echo.port), sidecar: { tcpUpstreams: new Map([[echo.port, { host: '127.0.0.1', port: echo.port }]]) } })
-  const a = await startWorkload(t, pki, dir, { name: 'a-max', id: A, routes: tcpRoutes(b, echo.port), sidecar: { routeMaxConnections: 1 } })
+  const b = await startWorkload(t, { pki, name: 'b-max', id: B, policy: tcpPolicy(echo.port), sidecar: { tcpUpstreams: new Map([[echo.port, { host: '127.0.0.1', port: echo.port }]]) } })
+  const a = await startWorkload(t, { pki, name: 'a-max', id: A, routes: tcpRoutes(b, echo.port), sidecar: { routeMaxConnections: 1 } })
   const port = a.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!
   const first = await openTcp(port)
   first.write('one')

@@ -3,8 +3,8 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { chownSync, existsSync, readdirSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Pki, type Tap } from './helpers/mesh.ts'
-import { startWorkload, closedPort, openTcp, readAll, type Workload } from './helpers/outbound-mesh.ts'
+import { Pki, startWorkload, type Tap, type Workload } from './helpers/mesh.ts'
+import { closedPort, openTcp, readAll } from './helpers/outbound-mesh.ts'
 import { startProcess, needsTool } from './helpers/process.ts'
 import { waitFor } from './helpers/wait.ts'
 import { replaceFile, tempDir } from './helpers/files.ts'
@@ -25,9 +25,10 @@ const policyFor = (port: number, from: string): string => `version: 1\nrules:\n 
 
 /** The callee (server) sidecar and one caller sidecar per identity, each with a tcp route to it. */
 async function mesh (t: Tap, name: string, serverId: string, appPort: number): Promise<{ server: Workload, listen: (callerId: string) => Promise<number> }> {
-  const server = await startWorkload(t, pki, dir, { name: `${name}-server`, id: serverId, policy: policyFor(appPort, CLIENT), sidecar: { tcpUpstreams: new Map([[appPort, { host: '127.0.0.1', port: appPort }]]) } })
+  const server = await startWorkload(t, { pki, name: `${name}-server`, id: serverId, policy: policyFor(appPort, CLIENT), sidecar: { tcpUpstreams: new Map([[appPort, { host: '127.0.0.1', port: appPort }]]) } })
   const listen = async (callerId: string): Promise<number> => {
-    const caller = await startWorkload(t, pki, dir, {
+    const caller = await startWorkload(t, {
+      pki,
       name: `${name}-${callerId.split('/').pop()!}`,
       id: callerId,
       routes: `version: 1\nroutes:\n  - host: ${name}.internal\n    protocol: tcp\n    listen: 127.0.0.1:0\n    address: ${server.inboundAddress}\n    id: ${serverId}\n    port: ${appPort}\n`

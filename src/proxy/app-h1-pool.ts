@@ -29,7 +29,11 @@ const { HTTPParser } = createRequire(import.meta.url)('_http_common') as HttpCom
 if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnHeadersComplete !== 'number') throw new Error('this Node.js has no llhttp binding in _http_common')
 const { kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
 
-/** What went wrong talking to the app; `code` is a system code (ECONNREFUSED...), an llhttp code, or one of ours. */
+/**
+ * What went wrong talking to the app, for the decision line's error (not a GH_ error: the caller gets
+ * GH_UPSTREAM_UNAVAILABLE or GH_UPSTREAM_TIMEOUT). `code`: a system code (ECONNREFUSED...), an llhttp
+ * code (HPE_...), or INVALID_HEADER_VALUE, BODY_LENGTH_MISMATCH, UNEXPECTED_UPGRADE, RESPONSE_TIMEOUT, POOL_CLOSED.
+ */
 export class AppConnectionError extends Error {
   readonly code: string
   /** The app did not start its answer within the deadline (504, not 502). */
@@ -114,12 +118,12 @@ function requestHead (r: AppRequest, defaultHost: string): { head: string, chunk
     if (name === 'host') host = true
     if (Array.isArray(value)) {
       for (const v of value) {
-        if (BAD_VALUE.test(v)) throw new AppConnectionError('GH_BAD_HEADER', `the value of ${name} cannot be sent over HTTP/1.1`)
+        if (BAD_VALUE.test(v)) throw new AppConnectionError('INVALID_HEADER_VALUE', `the value of ${name} cannot be sent over HTTP/1.1`)
         head += `${name}: ${v}\r\n`
       }
     } else {
       const v = typeof value === 'string' ? value : String(value)
-      if (BAD_VALUE.test(v)) throw new AppConnectionError('GH_BAD_HEADER', `the value of ${name} cannot be sent over HTTP/1.1`)
+      if (BAD_VALUE.test(v)) throw new AppConnectionError('INVALID_HEADER_VALUE', `the value of ${name} cannot be sent over HTTP/1.1`)
       head += `${name}: ${v}\r\n`
     }
   }
@@ -211,7 +215,7 @@ class AppConnection {
         socket.uncork()
       } else {
         left -= chunk.length
-        if (left < 0) { this.fail(new AppConnectionError('GH_BODY_LENGTH', 'the request body is longer than its content-length')); return }
+        if (left < 0) { this.fail(new AppConnectionError('BODY_LENGTH_MISMATCH', 'the request body is longer than its content-length')); return }
         ok = socket.write(chunk)
       }
       if (!ok) { body.pause(); socket.once('drain', () => { body.resume() }) }
@@ -220,7 +224,7 @@ class AppConnection {
     body.once('end', () => {
       if (this.current !== x) return
       if (framing.chunked) socket.write('0\r\n\r\n')
-      else if (left !== 0) { this.fail(new AppConnectionError('GH_BODY_LENGTH', 'the request body is shorter than its content-length')); return }
+      else if (left !== 0) { this.fail(new AppConnectionError('BODY_LENGTH_MISMATCH', 'the request body is shorter than its content-length')); return }
       x.sent = true
       // Answered before the body was all sent: the connection was kept only for the body's end.
       if (x.done) this.release()
@@ -239,7 +243,7 @@ class AppConnection {
   private onHead (headers: string[] | undefined, status: number, upgrade: boolean, keepAlive: boolean): number {
     const x = this.current
     if (x === undefined) { this.destroy(); return 1 } // an answer nobody asked for
-    if (upgrade || status === 101) { this.fail(new AppConnectionError('GH_UNEXPECTED_UPGRADE', 'the app switched protocols on a plain request')); return 1 }
+    if (upgrade || status === 101) { this.fail(new AppConnectionError('UNEXPECTED_UPGRADE', 'the app switched protocols on a plain request')); return 1 }
     let raw = headers ?? NO_HEADERS
     if (x.partial !== NO_HEADERS) { raw = headers === undefined ? x.partial : x.partial.concat(headers); x.partial = NO_HEADERS }
     // 1xx (100 Continue, 103 Early Hints) are hop-level: our own server answered Expect.
@@ -297,7 +301,7 @@ class AppConnection {
   private onTimer (): void {
     const x = this.current
     if (x === undefined || x.headed) return
-    this.fail(new AppConnectionError('GH_UPSTREAM_TIMEOUT', `app did not answer within ${this.pool.o.responseTimeoutMs} ms`, true))
+    this.fail(new AppConnectionError('RESPONSE_TIMEOUT', `app did not answer within ${this.pool.o.responseTimeoutMs} ms`, true))
   }
 
   /** Ends the current exchange with `err` and drops the connection. */
@@ -362,7 +366,7 @@ export class AppH1Pool {
 
   /** @internal */
   dispatchExchange (x: Exchange): void {
-    if (this.closing) { x.done = true; x.handler.onError(new AppConnectionError('GH_CLOSING', 'the sidecar is shutting down')); return }
+    if (this.closing) { x.done = true; x.handler.onError(new AppConnectionError('POOL_CLOSED', 'the sidecar is shutting down')); return }
     let c = this.free.pop()
     while (c !== undefined && c.closed) c = this.free.pop()
     if (c === undefined) {
@@ -404,7 +408,7 @@ export class AppH1Pool {
   async close (): Promise<void> {
     this.closing = true
     clearInterval(this.sweeper)
-    for (const x of this.waiting.splice(0)) { x.done = true; x.handler.onError(new AppConnectionError('GH_CLOSING', 'the sidecar is shutting down')) }
+    for (const x of this.waiting.splice(0)) { x.done = true; x.handler.onError(new AppConnectionError('POOL_CLOSED', 'the sidecar is shutting down')) }
     for (const c of this.free.splice(0)) c.destroy()
   }
 }

@@ -1,8 +1,7 @@
-import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
-import { PassThrough } from 'node:stream'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import pino from 'pino'
 import { SignJWT, generateKeyPair, exportJWK } from 'jose'
 import { ProxyAgent, request as undiciRequest } from 'undici'
@@ -15,20 +14,20 @@ import { RateLimiter } from '../../src/ca/rate-limit.ts'
 import { startCaServer, type RunningCaServer, type CaServerOptions } from '../../src/ca/ca-server.ts'
 import { SpiffeId } from '../../src/spiffe/id.ts'
 import { generateKey } from '../../src/x509/keys.ts'
-import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
-import { startApp, captureLines, TEST_SIDECAR_LIMITS, type App, type Tap } from './mesh.ts'
+import type { SidecarOptions } from '../../src/proxy/sidecar.ts'
+import { captureLines, policyAllowing, startWorkload, type App, type AppHandler, type CaWorkload, type Tap, type Workload } from './mesh.ts'
 import { sleep } from './wait.ts'
 import { tempDir } from './files.ts'
 
 // A mesh whose identities all come from a running CA, as in production: a real `ca serve`
 // (startCaServer over HTTPS on 127.0.0.1, short leaf TTL, live reload of its directory, a generous
-// rate limit) that can be stopped and restarted on the same port, join tokens, and sidecars in CA
-// mode (`ca: { url, tokenFile }`), each in front of its own real HTTP app, with an outbound listener
-// and a routes file. Logs (CA and sidecars) and decision lines are captured in memory as parsed JSON.
+// rate limit) that can be stopped and restarted on the same port, and join tokens. Its sidecars are
+// startWorkload's (mesh.ts) with `ca`: CA mode (`ca: { url, tokenFile }`). The CA's log is captured
+// in memory as parsed JSON.
 //
 // startCaMesh gives the usual pair: A (caller) whose routes map b.internal to B's inbound, and B
-// (callee) whose policy allows A. The test itself plays A's app: it calls A's outbound listener as
-// an HTTP proxy with plain http://b.internal/... URLs.
+// (callee) in front of its own real HTTP app, whose policy allows A. The test itself plays A's app:
+// it calls A's outbound listener as an HTTP proxy with plain http://b.internal/... URLs.
 
 export const TRUST_DOMAIN = 'example.org'
 export const A_ID = 'spiffe://example.org/ns/a/sa/caller'
@@ -36,9 +35,6 @@ export const B_ID = 'spiffe://example.org/ns/b/sa/server'
 export const B_HOST = 'b.internal'
 
 export type LogLine = Record<string, any>
-
-
-
 
 // ---------------------------------------------------------------------------------------------
 // The CA
@@ -141,151 +137,19 @@ export async function startTestCa (t: Tap, opts: TestCaOptions): Promise<TestCa>
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sidecars in CA mode
-
-export interface CaSidecarOptions {
-  name: string
-  /** The SPIFFE ID this workload should get (the join token names it). */
-  id: string
-  policy: string
-  routes?: string
-  /** Token file content; default: a fresh join token for `id`. */
-  token?: string
-  expectedId?: string
-  /**
-   * 'live' (default): --trust-bundle is the CA directory's own bundle.pem. 'copy': a copy made now,
-   * which does not follow the CA, so new roots reach the sidecar only through the CA's responses.
-   */
-  bundle?: 'live' | 'copy'
-  appHandler?: (req: IncomingMessage, res: ServerResponse, body: string) => void
-  sidecar?: Partial<SidecarOptions>
-}
-
-export interface CaSidecar {
-  name: string
-  id: string
-  dir: string
-  tokenFile: string
-  policyFile: string
-  routesFile: string
-  bundleFile: string
-  app: App
-  sidecar: Sidecar
-  logs: LogLine[]
-  /** The decision lines (msg "decision") of the decision log, parsed. */
-  readonly decisions: LogLine[]
-  /** Every line of the decision log (decisions and any other record, e.g. checkpoints). */
-  decisionLog: LogLine[]
-  /** Operational log lines with this `event`. */
-  events: (event: string) => LogLine[]
-  readyz: () => Promise<{ status: number, body: string }>
-  metrics: () => Promise<string>
-  stop: () => Promise<void>
-}
+// The A -> B pair
 
 export const OK_APP = (_req: IncomingMessage, res: ServerResponse): void => {
   res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 })
   res.end('ok')
 }
 
-/** A plain GET (no keep-alive) to an admin listener. */
-export async function adminGet (port: number, path: string): Promise<{ status: number, body: string }> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'GET', agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { body += c })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body }) })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
-
-/**
- * Starts a sidecar that gets its identity from `ca`. Resolves once the sidecar has its first SVID
- * (startSidecar waits for it). `pending` is called with the log before that, for tests that want to
- * watch a sidecar that is still trying.
- */
-export async function startCaSidecar (t: Tap, ca: TestCa, o: CaSidecarOptions, pending?: (s: { logs: LogLine[], tokenFile: string }) => void): Promise<CaSidecar> {
-  const dir = tempDir(t, `gh-${o.name}-`)
-  const app = await startApp(t, o.appHandler ?? OK_APP)
-  const tokenFile = join(dir, 'token')
-  writeFileSync(tokenFile, o.token ?? await ca.joinToken(o.id), { mode: 0o600 })
-  const policyFile = join(dir, 'policy.yaml')
-  writeFileSync(policyFile, o.policy)
-  const routesFile = join(dir, 'routes.yaml')
-  writeFileSync(routesFile, o.routes ?? 'version: 1\nroutes: []\n')
-  let bundleFile = join(ca.dir, FILES.bundle)
-  if (o.bundle === 'copy') {
-    mkdirSync(join(dir, 'bundle'))
-    copyFileSync(bundleFile, join(dir, 'bundle', 'bundle.pem'))
-    bundleFile = join(dir, 'bundle', 'bundle.pem')
-  }
-  const logCapture = captureLines()
-  const decisionCapture = captureLines()
-  pending?.({ logs: logCapture.lines, tokenFile })
-  const sidecar = await startSidecar({
-    inbound: { host: '127.0.0.1', port: 0 },
-    upstream: { host: '127.0.0.1', port: app.port },
-    admin: { host: '127.0.0.1', port: 0 },
-    outbound: { host: '127.0.0.1', port: 0 },
-    routesFile,
-    policyFile,
-    trustBundleFile: bundleFile,
-    ca: { url: ca.url, tokenFile, ...(o.expectedId === undefined ? {} : { expectedId: o.expectedId }) },
-    ...TEST_SIDECAR_LIMITS,
-    // Longer than the shared defaults: CA renewals and rotations under load run for many seconds.
-    idleTimeoutMs: 30_000,
-    upstreamTimeoutMs: 10_000,
-    upstreamConnectTimeoutMs: 2000,
-    logger: pino({ level: 'debug' }, logCapture.stream),
-    decisionLog: decisionCapture.stream as PassThrough,
-    ...o.sidecar
-  })
-  let stopped: Promise<void> | undefined
-  const stop = async (): Promise<void> => { stopped ??= sidecar.stop(200); await stopped }
-  t.teardown(stop)
-  return {
-    name: o.name,
-    id: o.id,
-    dir,
-    tokenFile,
-    policyFile,
-    routesFile,
-    bundleFile,
-    app,
-    sidecar,
-    logs: logCapture.lines,
-    get decisions () { return decisionCapture.lines.filter(l => l.msg === 'decision') },
-    decisionLog: decisionCapture.lines,
-    events: (event) => logCapture.lines.filter(l => l.event === event),
-    readyz: async () => await adminGet(sidecar.admin.port, '/readyz'),
-    metrics: async () => {
-      const r = await adminGet(sidecar.admin.port, '/metrics')
-      if (r.status !== 200) throw new Error(`/metrics answered ${r.status}`)
-      return r.body
-    },
-    stop
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The A -> B pair
-
-export const policyAllowing = (...ids: string[]): string => `version: 1
-rules:
-  - name: allowed-callers
-    from: [${ids.map(id => JSON.stringify(id)).join(', ')}]
-`
-
 export const DENY_ALL_POLICY = 'version: 1\nrules: []\n'
 
-export const routesTo = (b: CaSidecar): string => `version: 1
+export const routesTo = (b: Workload): string => `version: 1
 routes:
   - host: ${B_HOST}
-    address: 127.0.0.1:${b.sidecar.inbound.port}
+    address: ${b.inboundAddress}
     id: ${B_ID}
 `
 
@@ -293,8 +157,8 @@ export interface CallResult { status: number, body: string, headers: Record<stri
 
 export interface CaMesh {
   ca: TestCa
-  a: CaSidecar
-  b: CaSidecar
+  a: CaWorkload
+  b: CaWorkload & { app: App }
   /** The test as A's app: GET http://b.internal<path> through A's outbound listener (HTTP_PROXY). */
   call: (path: string, opts?: { method?: string, headers?: Record<string, string> }) => Promise<CallResult>
 }
@@ -305,17 +169,17 @@ export interface CaMeshOptions {
   /** B's policy; default: allow A. */
   bPolicy?: string
   bundle?: 'live' | 'copy'
-  bApp?: (req: IncomingMessage, res: ServerResponse, body: string) => void
+  bApp?: AppHandler
   sidecar?: Partial<SidecarOptions>
 }
 
 export async function startCaMesh (t: Tap, o: CaMeshOptions): Promise<CaMesh> {
   const ca = await startTestCa(t, { leafTtlMs: o.leafTtlMs, ...(o.caReloadIntervalMs === undefined ? {} : { reloadIntervalMs: o.caReloadIntervalMs }) })
-  const common = { ...(o.bundle === undefined ? {} : { bundle: o.bundle }), ...(o.sidecar === undefined ? {} : { sidecar: o.sidecar }) }
-  const b = await startCaSidecar(t, ca, { name: 'b', id: B_ID, policy: o.bPolicy ?? policyAllowing(A_ID), ...(o.bApp === undefined ? {} : { appHandler: o.bApp }), ...common })
-  const a = await startCaSidecar(t, ca, { name: 'a', id: A_ID, policy: DENY_ALL_POLICY, routes: routesTo(b), ...common })
+  const common = { ca, bundle: o.bundle, sidecar: o.sidecar }
+  const b = await startWorkload(t, { ...common, name: 'b', id: B_ID, policy: o.bPolicy ?? policyAllowing(A_ID), app: o.bApp ?? OK_APP })
+  const a = await startWorkload(t, { ...common, name: 'a', id: A_ID, policy: DENY_ALL_POLICY, routes: routesTo(b) })
   // proxyTunnel: false = what an app with HTTP_PROXY does for http:// URLs (absolute-form, no CONNECT).
-  const dispatcher = new ProxyAgent({ uri: `http://127.0.0.1:${a.sidecar.outbound!.port}`, proxyTunnel: false })
+  const dispatcher = new ProxyAgent({ uri: `http://127.0.0.1:${a.outboundPort}`, proxyTunnel: false })
   // tap runs teardowns last-registered first: this client, then A, B, the CA, the temp dirs.
   t.teardown(async () => { await dispatcher.destroy() })
   return {

@@ -1,6 +1,6 @@
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
 import { request as httpRequest } from 'node:http'
-import type { Mesh, SvidFiles } from './mesh.ts'
+import type { Mesh, SvidFiles, Workload } from './mesh.ts'
 
 // Probes for the inbound listener and the admin port, on real sockets: a TLS client whose every
 // option a test controls (bad certificates, TLS versions, resumption), a plain HTTP GET for the
@@ -78,9 +78,9 @@ export function statusOf (text: string): number | undefined {
 export interface AdminResponse { status: number, contentType: string | undefined, body: string }
 
 /** A plain GET (no keep-alive) to the sidecar's admin listener. */
-export async function adminGet (mesh: Mesh, path: string): Promise<AdminResponse> {
+export async function adminGet (w: Pick<Workload, 'sidecar'>, path: string): Promise<AdminResponse> {
   return await new Promise<AdminResponse>((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: mesh.sidecar.admin.port, path, method: 'GET', agent: false }, (res) => {
+    const req = httpRequest({ host: '127.0.0.1', port: w.sidecar.admin.port, path, method: 'GET', agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { body += c })
@@ -92,8 +92,8 @@ export async function adminGet (mesh: Mesh, path: string): Promise<AdminResponse
   })
 }
 
-export async function scrapeMetrics (mesh: Mesh): Promise<string> {
-  const res = await adminGet(mesh, '/metrics')
+export async function scrapeMetrics (w: Pick<Workload, 'sidecar'>): Promise<string> {
+  const res = await adminGet(w, '/metrics')
   if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`)
   return res.body
 }

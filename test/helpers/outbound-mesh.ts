@@ -1,15 +1,12 @@
-import { renameSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { createServer as createTcpServer, connect as tcpConnect, type AddressInfo, type Socket } from 'node:net'
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import pino from 'pino'
-import { startSidecar, type Sidecar, type SidecarOptions } from '../../src/proxy/sidecar.ts'
-import { captureLines, TEST_SIDECAR_LIMITS, type Pki, type SvidFiles, type Tap } from './mesh.ts'
+import type { Tap } from './mesh.ts'
 
-// Outbound path on 127.0.0.1 with static SVIDs: a caller sidecar (its outbound listener is the test's
-// HTTP_PROXY) and callee sidecars in front of real apps, each started with startSidecar directly, plus
-// plain TCP servers that stand in for a non-mesh destination. Logs are captured as parsed JSON lines.
+// Outbound path on 127.0.0.1 with static SVIDs: a caller workload (startWorkload in mesh.ts with
+// `routes`: its outbound listener is the test's HTTP_PROXY) and callee workloads in front of real
+// apps. Here: their routes files, the app's side of HTTP_PROXY, and plain TCP servers that stand in
+// for a non-mesh destination.
 
 export const TD = 'example.org'
 export const CALLER_ID = `spiffe://${TD}/ns/a/sa/caller`
@@ -29,93 +26,6 @@ export function routesYaml (routes: RouteSpec[]): string {
   return `version: 1\nroutes:\n${items.join('\n')}\n`
 }
 
-
-export interface Workload {
-  name: string
-  id: string
-  svid: SvidFiles
-  sidecar: Sidecar
-  /** 127.0.0.1:<inbound port>, for a route's address. */
-  inboundAddress: string
-  /** The outbound (HTTP_PROXY) port; throws if the workload has no outbound listener. */
-  outboundPort: number
-  adminUrl: string
-  routesFile: string | undefined
-  policyFile: string
-  logs: Array<Record<string, any>>
-  /** Decision lines (msg "decision") written so far. */
-  decisions: Array<Record<string, any>>
-  /** Every decision-log line (genesis, admit, decision, checkpoint) written so far. */
-  auditLines: Array<Record<string, any>>
-}
-
-export interface WorkloadOptions {
-  /** File name prefix for the SVID, policy and routes files. */
-  name: string
-  /** Path (/ns/x/sa/y) or full SPIFFE ID the workload's SVID carries. */
-  id: string
-  /** The app behind the inbound listener (default: a port nothing listens on). */
-  upstreamPort?: number
-  /** SPIFFE IDs the inbound policy allows (any method, any path). */
-  allow?: string[]
-  /** The whole inbound policy file instead (`allow` is then ignored). */
-  policy?: string
-  /** The SVID's lifetime (default: the Pki's). */
-  ttlMs?: number
-  /** Starts an outbound listener with this routes file content. */
-  routes?: string
-  allowConnect?: string[]
-  sidecar?: Partial<SidecarOptions>
-}
-
-/** One sidecar with a static SVID from `pki`, written to files in `dir`. */
-export async function startWorkload (t: Tap, pki: Pki, dir: string, o: WorkloadOptions): Promise<Workload> {
-  const svid = pki.issue(o.id, o.name, o.ttlMs)
-  const id = o.id.startsWith('spiffe://') ? o.id : `spiffe://${pki.ca.trustDomain}${o.id}`
-  const policyFile = join(dir, `${o.name}-policy.yaml`)
-  const allow = o.allow ?? [`spiffe://${pki.ca.trustDomain}/ns/nobody/sa/nobody`]
-  writeFileSync(policyFile, o.policy ?? `version: 1\nrules:\n  - name: allowed-callers\n    from: ${JSON.stringify(allow)}\n`)
-  let routesFile: string | undefined
-  if (o.routes !== undefined) {
-    routesFile = join(dir, `${o.name}-routes.yaml`)
-    writeFileSync(routesFile, o.routes)
-  }
-  const logs = captureLines()
-  const decisions = captureLines()
-  const sidecar = await startSidecar({
-    inbound: { host: '127.0.0.1', port: 0 },
-    upstream: { host: '127.0.0.1', port: o.upstreamPort ?? 9 },
-    admin: { host: '127.0.0.1', port: 0 },
-    ...(routesFile === undefined ? {} : { outbound: { host: '127.0.0.1', port: 0 }, routesFile }),
-    ...(o.allowConnect === undefined ? {} : { allowConnect: o.allowConnect }),
-    policyFile,
-    trustBundleFile: pki.bundleFile,
-    certFile: svid.cert,
-    keyFile: svid.key,
-    ...TEST_SIDECAR_LIMITS,
-    logger: pino({ level: 'debug' }, logs.stream),
-    decisionLog: decisions.stream,
-    ...o.sidecar
-  })
-  t.teardown(async () => { await sidecar.stop(100) })
-  return {
-    name: o.name,
-    id,
-    svid,
-    sidecar,
-    inboundAddress: `127.0.0.1:${sidecar.inbound.port}`,
-    get outboundPort (): number {
-      if (sidecar.outbound === undefined) throw new Error(`${o.name} has no outbound listener`)
-      return sidecar.outbound.port
-    },
-    adminUrl: `http://127.0.0.1:${sidecar.admin.port}`,
-    routesFile,
-    policyFile,
-    logs: logs.lines,
-    get decisions (): Array<Record<string, any>> { return decisions.lines.filter(l => l.msg === 'decision') },
-    auditLines: decisions.lines
-  }
-}
 
 export interface ProxyResponse { status: number, headers: IncomingHttpHeaders, body: Buffer, text: string }
 
