@@ -216,3 +216,19 @@ t.test('back-pressure and an early answer: a slow reader pauses the app; an answ
   body.push(null)
   t.ok(body.readableFlowing, 'the rest of the body flows (into nothing), so the caller\'s side can finish reading it')
 })
+
+t.test('a handler that throws on the response head (the caller\'s side refusing to write it) fails that exchange, not the process', async t => {
+  const app = await nodeApp(t, (_req, res) => { ok(res) })
+  const pool = newPool(t, app.port)
+  const err = await new Promise<AppConnectionError>((resolve) => {
+    pool.dispatch({ method: 'GET', path: '/', headers: { host: 'app' }, body: null }, {
+      onStart: () => {},
+      onHeaders: () => { throw new TypeError('Invalid character in header content') },
+      onData: () => true,
+      onComplete: () => { resolve(new Error('completed') as AppConnectionError) },
+      onError: resolve
+    })
+  })
+  t.equal(err.code, 'INVALID_RESPONSE')
+  t.equal((await exchange(pool, {})).status, 200, 'the next request is served')
+})

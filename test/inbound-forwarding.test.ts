@@ -211,6 +211,21 @@ t.test('app down: 502 GH_UPSTREAM_UNAVAILABLE with a decision line carrying the 
   t.equal(mesh.app.seen.length, 0)
 })
 
+t.test('an app answer that is not valid HTTP/1.1 (DEL in a header value) is a 502 with the parser\'s code, and the sidecar keeps serving', async t => {
+  const raw = createServer((socket) => {
+    socket.on('error', () => {})
+    socket.once('data', () => { socket.end('HTTP/1.1 200 OK\r\nx-odd: a\x7fb\r\ncontent-length: 2\r\n\r\nok') })
+  })
+  await new Promise<void>(resolve => raw.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { raw.close() })
+  const mesh = await startMesh(t, { sidecar: { upstream: { host: '127.0.0.1', port: (raw.address() as AddressInfo).port } } })
+  const res = await mesh.request('/odd', { headers: { 'x-request-id': 'odd-1' } })
+  t.equal(res.status, 502, 'nothing of it reaches the caller')
+  await waitFor(() => mesh.decisions.length >= 1, 5000, 'decision line')
+  t.match(mesh.decisions[0], { requestId: 'odd-1', status: 502, error: /^upstream-unavailable: HPE_/ })
+  t.equal((await mesh.request('/odd')).status, 502, 'the process is still up and answering')
+})
+
 t.test('app too slow: 504 after upstreamTimeoutMs, and the sidecar keeps serving', async t => {
   const mesh = await startMesh(t, {
     sidecar: { upstreamTimeoutMs: 500 },

@@ -32,7 +32,7 @@ const { kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPPars
 /**
  * What went wrong talking to the app, for the decision line's error (not a GH_ error: the caller gets
  * GH_UPSTREAM_UNAVAILABLE or GH_UPSTREAM_TIMEOUT). `code`: a system code (ECONNREFUSED...), an llhttp
- * code (HPE_...), or INVALID_HEADER_VALUE, BODY_LENGTH_MISMATCH, UNEXPECTED_UPGRADE, RESPONSE_TIMEOUT, POOL_CLOSED.
+ * code (HPE_...), or INVALID_HEADER_VALUE, INVALID_RESPONSE, BODY_LENGTH_MISMATCH, UNEXPECTED_UPGRADE, RESPONSE_TIMEOUT, POOL_CLOSED.
  */
 export class AppConnectionError extends Error {
   readonly code: string
@@ -283,7 +283,10 @@ class AppConnection {
 
   private onData (d: Buffer): void {
     this.answered = true
-    const r = this.parser.execute(d)
+    let r: number | Error
+    // The handler runs inside execute(): a head the caller's side refuses to write (node:http checks
+    // header characters more strictly than llhttp reads them) fails this exchange, never the process.
+    try { r = this.parser.execute(d) } catch (err) { this.fail(new AppConnectionError('INVALID_RESPONSE', `the app's response cannot be relayed: ${(err as Error).message}`)); return }
     if (r instanceof Error) {
       const code = (r as Error & { code?: string }).code ?? 'HPE_INVALID'
       this.fail(new AppConnectionError(code, `the app's response cannot be parsed (${code})`))
@@ -293,7 +296,8 @@ class AppConnection {
   private onEnd (): void {
     this.keepAlive = false
     // A response framed by the end of the connection is complete now.
-    const r = this.parser.finish()
+    let r: Error | undefined
+    try { r = this.parser.finish() } catch (err) { r = err as Error }
     if (r instanceof Error && this.current !== undefined) this.error = new AppConnectionError('ECONNRESET', 'the app closed the connection mid-response')
     this.socket.destroy()
   }
