@@ -4,7 +4,7 @@ import { readdirSync, writeFileSync, openSync, writeSync, closeSync, statSync } 
 import { createHash, createPrivateKey } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { Pki } from './helpers/mesh.ts'
-import { cliPath, type CliResult } from './helpers/cli.ts'
+import { cliPath, type CliResult } from './helpers/run-cli.ts'
 import { GENESIS_PREV, verifyInProcess, gatehouseAsync } from './helpers/audit-log.ts'
 import { DecisionLog, type DecisionFields } from '../src/audit/record.ts'
 import { auditQuery } from '../src/cli/audit.ts'

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { parse, rechain, verifyJson, verifyText, verifyInProcess, tamperBench } from './helpers/audit-log.ts'
-import { gatehouse } from './helpers/cli.ts'
+import { gatehouse } from './helpers/run-cli.ts'
 
 // `gatehouse audit verify` on a decision log written by a real sidecar, with parts of it gone:
 // checkpoints removed and the chain rewritten around them (exit 1), the head rotated away (verified

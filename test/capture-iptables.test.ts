@@ -1,5 +1,5 @@
 import t from 'tap'
-import { gatehouse } from './helpers/cli.ts'
+import { gatehouse } from './helpers/run-cli.ts'
 import { iptablesRules, bypassPorts, captureInitContainer, CHAIN, CAPTURE_CONTAINER } from '../src/capture/iptables.ts'
 import { applyCapture, type Exec } from '../src/capture/capture-apply.ts'
 import { captureSchema } from '../src/cli/capture.ts'

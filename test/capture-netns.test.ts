@@ -1,7 +1,7 @@
 import t from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { connect } from 'node:net'
-import { cliPath } from './helpers/cli.ts'
+import { cliPath } from './helpers/run-cli.ts'
 
 // gatehouse.io/capture: iptables, for real: a network namespace stands in for a pod (a veth pair
 // links it to the host, as a CNI would), an "app" and a "sidecar" listen inside it, and

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { existsSync } from 'node:fs'
-import { gatehouse } from './helpers/cli.ts'
+import { gatehouse } from './helpers/run-cli.ts'
 import { tempDir } from './helpers/files.ts'
 import { parsePolicy } from '../src/policy/load.ts'
 

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { renderReference } from '../src/cli/reference.ts'
 import { loadCommands } from '../src/cli/commands.ts'
-import { gatehouse } from './helpers/cli.ts'
+import { gatehouse } from './helpers/run-cli.ts'
 
 const commands = await loadCommands()
 

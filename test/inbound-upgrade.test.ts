@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { startMesh } from './helpers/mesh.ts'
 import { connectRaw, parseResponses, rawExchange, sleep } from './helpers/raw-tls.ts'
 import { needsTool, startProcess } from './helpers/process.ts'
-import { gatehouse } from './helpers/cli.ts'
+import { gatehouse } from './helpers/run-cli.ts'
 import { waitFor } from './helpers/wait.ts'
 import { tempDir } from './helpers/files.ts'
 

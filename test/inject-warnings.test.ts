@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { readCorpusJson } from './helpers/corpora.ts'
 import { startInjector } from './helpers/injector.ts'
-import { gatehouse } from './helpers/cli.ts'
+import { gatehouse } from './helpers/run-cli.ts'
 import { tempDir } from './helpers/files.ts'
 
 // Safer injection (issue 20, item 5). The webhook answers with AdmissionReview `warnings` when an

@@ -2,7 +2,7 @@ import t from 'tap'
 import { parsePolicy } from '../src/policy/load.ts'
 import { compilePolicy } from '../src/policy/compile.ts'
 import { decide } from '../src/policy/decide.ts'
-import { ANNOTATED_EXAMPLE, request, compile } from './helpers/policy.ts'
+import { ANNOTATED_EXAMPLE, request, compile } from './helpers/policy-facts.ts'
 
 // The policy file (docs/policy.md), matching semantics through decide(): deny before allow, caller,
 // method and path matching, audit mode, and per-caller rule lists at scale. Parsing and validation:

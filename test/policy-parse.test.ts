@@ -5,7 +5,7 @@ import { matchSegments, callerPatternProblem, pathPatternProblem } from '../src/
 import { decide } from '../src/policy/decide.ts'
 import { normalizeTarget } from '../src/policy/normalize.ts'
 import { PolicyInvalidError, GatehouseError } from '../src/errors.ts'
-import { ANNOTATED_EXAMPLE, request } from './helpers/policy.ts'
+import { ANNOTATED_EXAMPLE, request } from './helpers/policy-facts.ts'
 
 // The policy file (docs/policy.md), parsing and validation: the annotated example and its revision
 // (a hash of the exact bytes), caller and path patterns, and validation with file:line:col for every

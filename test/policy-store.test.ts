@@ -7,7 +7,7 @@ import { policyRevision } from '../src/policy/load.ts'
 import { decide, type Decision } from '../src/policy/decide.ts'
 import { PolicyStore } from '../src/policy/policy-store.ts'
 import { createLogger, silentLogger } from '../src/log.ts'
-import { request } from './helpers/policy.ts'
+import { request } from './helpers/policy-facts.ts'
 
 // The policy file (docs/policy.md), the store that keeps the last good policy across bad reloads
 // and watches the file. Parsing and validation: policy-parse.test.ts; matching semantics:

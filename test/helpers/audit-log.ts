@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createHash, createPrivateKey } from 'node:crypto'
 import { execFile } from 'node:child_process'
-import { gatehouse, cliPath, type CliResult } from './cli.ts'
+import { gatehouse, cliPath, type CliResult } from './run-cli.ts'
 import { join } from 'node:path'
 import { startMesh, type Mesh, type SvidFiles, type Tap } from './mesh.ts'
 import { tempDir } from './files.ts'

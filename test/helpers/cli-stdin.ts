@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { cliPath, type CliResult } from './cli.ts'
+import { cliPath, type CliResult } from './run-cli.ts'
 
 /** Runs `gatehouse <args>` from source with `input` on its standard input. */
 export function gatehouseWithInput (args: string[], input: string, env: NodeJS.ProcessEnv = {}): CliResult {

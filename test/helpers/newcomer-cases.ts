@@ -3,7 +3,7 @@ import { createServer, type Server, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { gatehouseAsync } from './audit-log.ts'
-import type { CliResult } from './cli.ts'
+import type { CliResult } from './run-cli.ts'
 import { Pki } from './mesh.ts'
 import { tempDir, type Teardown } from './files.ts'
 
