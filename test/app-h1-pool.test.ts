@@ -14,7 +14,7 @@ import { waitFor } from './helpers/wait.ts'
 interface Result { status: number, headers: string[], body: string, error?: AppConnectionError }
 
 /** Runs one exchange to its end; `slowReader` pauses after each chunk to exercise back-pressure. */
-async function exchange (pool: AppH1Pool, req: Partial<AppRequest>, o: { slowReader?: boolean } = {}): Promise<Result> {
+async function exchange (pool: AppH1Pool, req: Partial<AppRequest>, o: { slowReader?: boolean, stuckReader?: boolean } = {}): Promise<Result> {
   return await new Promise<Result>((resolve) => {
     const r: Result = { status: 0, headers: [], body: '' }
     let resume: () => void = () => {}
@@ -23,6 +23,8 @@ async function exchange (pool: AppH1Pool, req: Partial<AppRequest>, o: { slowRea
       onHeaders: (status, headers, res) => { r.status = status; r.headers = headers; resume = res },
       onData: (chunk) => {
         r.body += chunk.toString('latin1')
+        // A caller whose side is full and then ended: it never calls resume.
+        if (o.stuckReader === true) return false
         if (o.slowReader !== true) return true
         setTimeout(resume, 5)
         return false
@@ -163,7 +165,7 @@ t.test('failures: refused (ECONNREFUSED), too slow (timeout, 504), unparseable (
   t.same([mid.status, mid.body, mid.error?.code], [200, 'part', 'ECONNRESET'], 'the head and what came, then the reset as an error')
 })
 
-t.test('a kept-alive connection the app drops as the next request arrives: a bodiless request is retried once on a new one, a request with a body is not', async t => {
+t.test('a kept-alive connection the app drops as the next request arrives: a safe bodiless request is retried once on a new one, a POST is not', async t => {
   // Each connection answers its first request and drops at its second: the race a pool loses when the app's keep-alive timer fires as we send.
   const app = await rawApp(t, (n) => n === 0 ? 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok' : undefined)
   const pool = newPool(t, app.port)
@@ -173,6 +175,11 @@ t.test('a kept-alive connection the app drops as the next request arrives: a bod
   t.equal(app.connections(), 2)
   const withBody = await exchange(pool, { method: 'POST', headers: { host: 'app', 'content-length': '2' }, body: Readable.from([Buffer.from('hi')]) })
   t.equal(withBody.error?.code, 'ECONNRESET', 'a body may have been acted on: not sent twice')
+  t.equal((await exchange(pool, {})).status, 200, 'a fresh connection again')
+  const posts = app.received.filter(r => r.startsWith('POST /capture')).length
+  const capture = await exchange(pool, { method: 'POST', path: '/capture' })
+  t.equal(capture.error?.code, 'ECONNRESET', 'a bodiless POST is not safe to repeat either (the app may have acted on it, then dropped the connection)')
+  t.equal(app.received.filter(r => r.startsWith('POST /capture')).length, posts + 1, 'the app saw it once')
 })
 
 t.test('limits: at most `connections` at once, the rest wait their turn; idle connections close after keepAliveMs; the app\'s Connection: close is honoured', async t => {
@@ -231,4 +238,63 @@ t.test('a handler that throws on the response head (the caller\'s side refusing 
   })
   t.equal(err.code, 'INVALID_RESPONSE')
   t.equal((await exchange(pool, {})).status, 200, 'the next request is served')
+})
+
+t.test('no answer reaches the wrong exchange: bytes after a response, or left on an idle connection, drop the connection; the next exchange gets its own answer', async t => {
+  const app = await rawApp(t, (_n, data) => {
+    const path = /^\w+ (\S+)/.exec(data)![1]
+    // A miscounted body: a second "response" follows the first in the same write.
+    if (path === '/A') return 'HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nfor-AliceHTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\nAlice-secret!!'
+    // A complete answer, then the start of another left on the connection.
+    if (path === '/C') return 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 302 Found\r\nlocation: https://evil.example/\r\nx-pad: '
+    if (path === '/head') return 'HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody'
+    return `HTTP/1.1 200 OK\r\ncontent-length: ${path!.length}\r\n\r\n${path!}`
+  })
+  const pool = newPool(t, app.port, { connections: 1 })
+  const [a, b] = await Promise.all([exchange(pool, { path: '/A' }), exchange(pool, { path: '/B' })])
+  t.same([a.status, a.body], [200, 'for-Alice'])
+  t.same([b.status, b.body, b.error], [200, '/B', undefined], 'B waited for the one connection and got its own answer, not the extra bytes')
+  t.same([(await exchange(pool, { path: '/C' })).body, (await exchange(pool, { path: '/D' })).body], ['ok', '/D'], 'a head left on an idle connection never prefixes the next answer')
+  const head = await exchange(pool, { method: 'HEAD', path: '/head' })
+  t.same([head.status, head.body], [200, ''], 'HEAD with a body it should not have')
+  t.same((await exchange(pool, { path: '/E' })).body, '/E', 'the body that followed was not taken for the next answer')
+})
+
+t.test('a response whose last chunk met a full caller leaves the connection reading: the next exchange on it is answered', async t => {
+  const app = await rawApp(t, () => 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello')
+  const pool = newPool(t, app.port, { responseTimeoutMs: 1000 })
+  const first = await exchange(pool, {}, { stuckReader: true })
+  t.same([first.status, first.body], [200, 'hello'])
+  const second = await exchange(pool, {})
+  t.same([second.status, second.error], [200, undefined], 'not a 504 from a paused socket')
+  t.equal(app.connections(), 1)
+})
+
+t.test('an idle connection the app has just closed is not handed out; a waiter whose caller left does not cost a connection', async t => {
+  const app = await rawApp(t, (_n, _d, socket) => { socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'); return '' })
+  const pool = newPool(t, app.port)
+  t.equal((await exchange(pool, {})).status, 200)
+  // Dispatched as the app's FIN arrives, before the socket's 'close': it must get a new connection, not the ended one.
+  const idle = (pool as unknown as { free: Array<{ socket: Socket }> }).free
+  const post = await new Promise<Result>((resolve) => {
+    idle[0]!.socket.once('end', () => { setImmediate(() => { void exchange(pool, { method: 'POST', headers: { host: 'app', 'content-length': '2' }, body: Readable.from([Buffer.from('hi')]) }).then(resolve) }) })
+  })
+  t.same([post.status, post.error], [200, undefined])
+  const busy = await nodeApp(t, (_req, res) => { setTimeout(() => { ok(res) }, 50) })
+  const one = newPool(t, busy.port, { connections: 1 })
+  const inFlight = exchange(one, {})
+  let aborted = false
+  one.dispatch({ method: 'GET', path: '/gone', headers: { host: 'app' }, body: null }, {
+    // The caller is gone by the time a connection is free.
+    onStart: (abort) => { aborted = true; abort() },
+    onHeaders: () => {},
+    onData: () => true,
+    onComplete: () => {},
+    onError: () => {}
+  })
+  t.equal((await inFlight).status, 200)
+  t.ok(aborted, 'the waiter was started and aborted')
+  t.equal((await exchange(one, {})).status, 200)
+  t.equal(busy.connections(), 1, 'its abort left the connection in the pool')
+  t.notOk(busy.seen.some(s => s.url === '/gone'), 'nothing of it was sent')
 })
