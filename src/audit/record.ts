@@ -168,7 +168,7 @@ export class DecisionLog {
    * line written, and the log is failed.
    */
   private append (obj: Readonly<Record<string, unknown>>, msg: LineKind): void {
-    const line = encodeLine({ chain: this.chain, seq: this.seq + 1, prev: this.prev, time: new Date().toISOString(), msg }, obj)
+    const line = encodeLine({ chain: this.chain, seq: this.seq + 1, prev: this.prev, time: this.now(), msg }, obj)
     this.seq++
     this.prev = lineHash(line)
     this.pending += `${line}\n`
@@ -180,6 +180,15 @@ export class DecisionLog {
     if (this.pendingKinds.length >= MAX_PENDING_LINES) this.commitQuietly()
     else this.flushScheduled ??= setImmediate(this.commitLater)
   }
+
+  /** The time of a line: under load many lines share a millisecond, and toISOString() cost about a fifth of encoding one (issue 21). */
+  private now (): string {
+    const ms = Date.now()
+    if (ms !== this.clock.ms) this.clock = { ms, iso: new Date(ms).toISOString() }
+    return this.clock.iso
+  }
+
+  private clock = { ms: 0, iso: '' }
 
   private readonly commitLater = (): void => { this.flushScheduled = undefined; this.commitQuietly() }
 
