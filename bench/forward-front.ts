@@ -3,8 +3,8 @@ import { createServer } from 'node:http'
 import httpProxy from 'http-proxy'
 import { Pool } from 'undici'
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import { createUpstreamPool, forwardH1, hasBody } from '../src/proxy/forward-h1.ts'
-import { endToEndHeaders } from '../src/proxy/headers.ts'
+import { createUpstreamPool, forwardH1 } from '../src/proxy/forward-h1.ts'
+import { endToEndHeaders, hasBody } from '../src/proxy/headers.ts'
 import { h1Sink } from '../src/proxy/exchange.ts'
 
 const [kind, appPortText] = process.argv.slice(2)
@@ -17,7 +17,7 @@ if (kind === 'http-proxy') {
 } else if (kind === 'gatehouse-forward') {
   const upstream = { host: '127.0.0.1', port: appPort }
   const opts = { upstream, pool: createUpstreamPool(upstream, { responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }), responseTimeoutMs: 30_000, connectTimeoutMs: 2000 }
-  handler = (req, res) => { forwardH1({ method: req.method ?? 'GET', target: req.url ?? '/', headers: endToEndHeaders(req.headers), body: hasBody(req) ? req : null }, h1Sink(res), opts, () => {}) }
+  handler = (req, res) => { forwardH1({ method: req.method ?? 'GET', target: req.url ?? '/', headers: endToEndHeaders(req.headers), body: hasBody(req.headers) ? req : null }, h1Sink(res), opts, () => {}) }
 } else if (kind === 'node-http') {
   // node:http client with a keep-alive Agent, piping both ways (what bench/node-reference.ts does).
   const agent = new Agent({ keepAlive: true, maxSockets: 512 })

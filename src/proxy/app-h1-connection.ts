@@ -1,28 +1,13 @@
 import { connect, type Socket } from 'node:net'
-import { createRequire } from 'node:module'
+import { HTTPParser, releaseParser, type NativeParser } from './llhttp.ts'
 import { requestHead, RequestHeadError, type AppRequest, type RequestHead } from './app-h1-request.ts'
 
 // One kept-alive HTTP/1.1 connection to the app (app-h1-pool.ts keeps them), with Node's own llhttp
-// binding (the parser node:http uses, from `_http_common`) reading the app's responses. One exchange
+// binding (llhttp.ts) reading the app's responses. One exchange
 // at a time, no pipelining; a response belongs to the exchange it answers or the connection is
 // dropped: bytes from the app with no exchange waiting for them (a second answer, leftovers on an
 // idle connection) end the connection rather than reach the next caller.
 
-interface NativeParser {
-  initialize: (type: number, resource: object, maxHeaderSize?: number, lenient?: number) => void
-  execute: (data: Buffer) => number | Error
-  finish: () => Error | undefined
-  remove: () => void
-  free: () => void
-  [callback: number]: unknown
-}
-interface HttpCommon {
-  HTTPParser: (new () => NativeParser) & { RESPONSE: number, kOnMessageBegin: number, kOnHeaders: number, kOnHeadersComplete: number, kOnBody: number, kOnMessageComplete: number }
-}
-// An internal module Node keeps for compatibility (http-parser-js and others replace it); pinned with
-// Node itself (package.json engines). Checked at load: a Node without it fails at start, not mid-request.
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as HttpCommon
-if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnMessageBegin !== 'number' || typeof HTTPParser.kOnHeadersComplete !== 'number') throw new Error('this Node.js has no llhttp binding in _http_common')
 const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
 
 /**
@@ -311,8 +296,7 @@ export class AppConnection {
     this.closed = true
     clearTimeout(this.timer)
     clearTimeout(this.connectTimer)
-    this.parser.remove()
-    this.parser.free()
+    releaseParser(this.parser)
     this.owner.gone(this)
     const x = this.current
     if (x === undefined || x.done) return

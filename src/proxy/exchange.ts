@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { constants as h2, type ServerHttp2Stream } from 'node:http2'
-import { Writable, type Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 
 // One authorized request handed to a forwarder (forward-h1.ts over HTTP/1.1, forward-h2.ts over
 // h2c), and where its response goes: a ResponseSink hides whether the caller came over HTTP/1.1 or
@@ -28,10 +28,16 @@ export interface ResponseSink {
   readonly headersSent: boolean
   readonly statusCode: number
   /**
-   * Starts the response and returns where its body goes. `end`: nothing follows (for HTTP/2 a
-   * trailers-only answer, gRPC's error shape). `trailers`: the app may send trailers (h2c upstream).
+   * Starts the response. `end`: nothing follows (for HTTP/2 a trailers-only answer, gRPC's error
+   * shape). `trailers`: the app may send trailers (h2c upstream).
    */
-  head: (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean, trailers: boolean }) => Writable
+  head: (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean, trailers: boolean }) => void
+  /** A piece of the body; false: the caller's side is full, wait for onDrain. */
+  write: (chunk: Buffer) => boolean
+  /** The body is complete (trailers, if any, follow it). */
+  end: () => void
+  /** `fn` runs each time the caller's side can take more after a write returned false. */
+  onDrain: (fn: () => void) => void
   /** The app's trailers (grpc-status): sent after the body. */
   trailers: (headers: OutgoingHttpHeaders) => void
   /** Cuts the response (the app failed after its headers were sent). */
@@ -40,17 +46,20 @@ export interface ResponseSink {
   onAbort: (fn: () => void) => void
 }
 
-/** An HTTP/1.1 caller's response (a class: no getters and closures made per request). */
+/** An HTTP/1.1 caller's response on node:http's server (the outbound listener; the inbound one answers with inbound-h1-response.ts). */
 class H1Sink implements ResponseSink {
   private readonly res: ServerResponse
   constructor (res: ServerResponse) { this.res = res }
   get headersSent (): boolean { return this.res.headersSent }
   get statusCode (): number { return this.res.statusCode }
-  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }): Writable {
+  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }): void {
     this.res.writeHead(status, headers)
     if (opts.end) this.res.end()
-    return this.res
   }
+
+  write (chunk: Buffer): boolean { return this.res.write(chunk) }
+  end (): void { this.res.end() }
+  onDrain (fn: () => void): void { this.res.on('drain', fn) }
 
   // Node sends trailers only on a chunked response; an HTTP/1.1 caller rarely asks for them.
   trailers (t: OutgoingHttpHeaders): void { this.res.addTrailers(t as Record<string, string>) }
@@ -66,19 +75,22 @@ export const h1Sink = (res: ServerResponse): ResponseSink => new H1Sink(res)
 export function h2Sink (stream: ServerHttp2Stream): ResponseSink {
   let pending: OutgoingHttpHeaders = {}
   let status = 0
+  // The caller reset the stream while the app was answering ('close' has not fired yet): the
+  // answer goes nowhere, and onAbort reports the caller gone.
+  let gone = false
   return {
     get headersSent () { return stream.headersSent },
     get statusCode () { return status },
     head (s, headers, opts) {
       status = s
-      // The caller reset the stream while the app was answering ('close' has not fired yet): the
-      // answer goes nowhere, and onAbort reports the caller gone.
-      if (stream.destroyed || stream.closed) return new Writable({ write (_c, _e, cb) { cb() } })
+      if (stream.destroyed || stream.closed) { gone = true; return }
       const waitForTrailers = opts.trailers && !opts.end
       if (waitForTrailers) stream.once('wantTrailers', () => { stream.sendTrailers(pending) })
       stream.respond({ ...headers, ':status': s }, { endStream: opts.end, waitForTrailers })
-      return stream
     },
+    write: (chunk) => gone || stream.destroyed ? true : stream.write(chunk),
+    end () { if (!gone && !stream.destroyed) stream.end() },
+    onDrain (fn) { stream.on('drain', fn) },
     trailers (t) { pending = t },
     destroy () { if (!stream.destroyed) stream.close(h2.NGHTTP2_INTERNAL_ERROR) },
     // An HTTP/2 stream can close before 'finish' is emitted: a response we ended, on a stream not reset, is complete.

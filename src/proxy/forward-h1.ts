@@ -1,5 +1,4 @@
-import { request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
-import type { Writable } from 'node:stream'
+import { request, type OutgoingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { protocolName } from './upgrade.ts'
 import { endToEndHeaders, endToEndRawHeaders } from './headers.ts'
@@ -25,9 +24,6 @@ export function createUpstreamPool (upstream: Upstream, opts: { responseTimeoutM
   return new AppH1Pool(upstream, { responseTimeoutMs: opts.responseTimeoutMs, connectTimeoutMs: opts.connectTimeoutMs, ...(opts.connections === undefined ? {} : { connections: opts.connections }) })
 }
 
-/** Whether an HTTP/1.1 request has a body to forward (an HTTP/2 one says so with END_STREAM). */
-export const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
-
 /**
  * One request to the app: this object is the whole per-request state (no stream wrapper,
  * AsyncResource, AbortController or closures per request: issue 21), and the answer goes straight
@@ -35,7 +31,6 @@ export const hasBody = (req: IncomingMessage): boolean => req.headers['transfer-
  */
 class AppExchange implements AppExchangeHandler {
   private abort: (() => void) | undefined
-  private out: Writable | undefined
   private finished = false
   private clientGone = false
   private readonly sink: ResponseSink
@@ -59,15 +54,14 @@ class AppExchange implements AppExchangeHandler {
   }
 
   onHeaders (statusCode: number, rawHeaders: string[], resume: () => void): void {
-    const out = this.sink.head(statusCode, endToEndRawHeaders(rawHeaders), { end: false, trailers: false })
-    this.out = out
-    out.on('drain', resume)
+    this.sink.head(statusCode, endToEndRawHeaders(rawHeaders), { end: false, trailers: false })
+    this.sink.onDrain(resume)
   }
 
-  onData (chunk: Buffer): boolean { return this.out!.write(chunk) }
+  onData (chunk: Buffer): boolean { return this.sink.write(chunk) }
 
   onComplete (): void {
-    this.out?.end()
+    if (this.sink.headersSent) this.sink.end()
     this.finish({ kind: 'response', status: this.sink.statusCode })
   }
 
@@ -94,9 +88,9 @@ export function forwardH1 (fr: ForwardRequest, sink: ResponseSink, opts: Forward
  * `headers.upgrade` holds only the protocols that may be relayed (`offered`); an app that switches to
  * anything else is cut off before a byte of the new protocol reaches the caller.
  */
-export function forwardUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer, target: string, headers: OutgoingHttpHeaders, offered: readonly string[], opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
+export function forwardUpgrade (method: string, socket: Duplex, head: Buffer, target: string, headers: OutgoingHttpHeaders, offered: readonly string[], opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
   const upgradeHeaders = { ...headers, connection: 'Upgrade' }
-  const up = request({ host: opts.upstream.host, port: opts.upstream.port, method: req.method, path: target, headers: upgradeHeaders, timeout: opts.connectTimeoutMs })
+  const up = request({ host: opts.upstream.host, port: opts.upstream.port, method, path: target, headers: upgradeHeaders, timeout: opts.connectTimeoutMs })
   up.on('timeout', () => { up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })) })
   const timer = setTimeout(() => { up.destroy(Object.assign(new Error('upgrade timeout'), { code: 'GH_UPSTREAM_TIMEOUT' })) }, opts.responseTimeoutMs)
   up.on('upgrade', (upRes, upSocket, upHead) => {

@@ -76,8 +76,11 @@ export function forwardH2 (fr: ForwardRequest, sink: ResponseSink, session: Clie
     clearTimeout(timer)
     responded = true
     const end = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0
-    const out = sink.head(Number(upHeaders[':status']), endToEndHeaders(upHeaders), { end, trailers: true })
-    if (!end) up.pipe(out)
+    sink.head(Number(upHeaders[':status']), endToEndHeaders(upHeaders), { end, trailers: true })
+    if (end) return
+    up.on('data', (chunk: Buffer) => { if (!sink.write(chunk)) up.pause() })
+    sink.onDrain(() => { up.resume() })
+    up.on('end', () => { sink.end() })
   })
   up.on('trailers', (trailers) => { sink.trailers(endToEndHeaders(trailers)) })
   // Settled in 'close', from rstCode and what was sent; the error only says why (ECONNREFUSED...).

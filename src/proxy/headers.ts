@@ -72,6 +72,9 @@ export function h2HeaderProblem (headers: H2Headers): string | undefined {
   return undefined
 }
 
+/** Whether an HTTP/1.1 request has a body to forward (an HTTP/2 one says so with END_STREAM). */
+export const hasBody = (headers: IncomingHttpHeaders): boolean => headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0
+
 /** gRPC rides on HTTP/2 with this content type (grpc, grpc+proto, grpc+json, ...). */
 export function isGrpc (headers: IncomingHttpHeaders | H2Headers): boolean {
   const ct = headers['content-type']

@@ -1,5 +1,4 @@
-import type { Server } from 'node:https'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { Logger } from '../log.ts'
 import type { PeerIdentity } from '../spiffe/peer.ts'
@@ -8,18 +7,19 @@ import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { Judge } from './judge.ts'
 import type { Verdict } from './authorize.ts'
 import { endToEndHeaders, isGrpc } from './headers.ts'
-import { h1Sink } from './exchange.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
-import { forwardUpgrade, hasBody } from './forward-h1.ts'
+import { forwardUpgrade } from './forward-h1.ts'
+import { H1Connection, type H1Request, type H1ConnectionOptions } from './inbound-h1-connection.ts'
+import type { H1Response } from './inbound-h1-response.ts'
 import { allowedOffer, offeredProtocols } from './upgrade.ts'
 import { refuseH1, refuseRaw } from './refusal.ts'
 import { refusal } from '../error-body.ts'
 import { BadRequestError, HeadersTooLargeError, MethodNotAllowedError, RequestTimeoutError, UpgradeNotAllowedError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.ts'
-import { drainBounded } from '../http-body.ts'
 
-// The HTTP/1.1 protocol stage: Node's parser hands over a request (or an Upgrade, a CONNECT, or a
-// parse error); its facts go to the judge, a refusal is answered here, an allowed request is
-// forwarded. Exactly one decision line per request, whichever of these ends it.
+// The HTTP/1.1 protocol stage: each caller connection's parser (inbound-h1-connection.ts) hands over
+// a request (or an Upgrade, a CONNECT, a parse error or a deadline); its facts go to the judge, a
+// refusal is answered here, an allowed request is forwarded. Exactly one decision line per request,
+// whichever of these ends it.
 
 /**
  * After a refusal, at most this much of the request's body is read (and discarded) so the response
@@ -52,67 +52,79 @@ type Tracked = object & { [IN_FLIGHT]?: InFlight | undefined }
 /** Whether an HTTP/1.1 connection has a request in flight. */
 export const requestInFlight = (socket: object): boolean => (socket as Tracked)[IN_FLIGHT] !== undefined
 
-export interface H1StageOptions {
+export interface H1StageOptions extends H1ConnectionOptions {
   judge: Judge
-  peerOf: (socket: object) => PeerIdentity | undefined
   app: AppUpstream
   upgradeProtocols: readonly string[]
   metrics: ProxyMetrics
   logger: Logger
 }
 
-export function attachH1 (server: Server, o: H1StageOptions): void {
-  const { judge, peerOf, metrics, logger } = o
-  const upgradeAllowed = new Set(o.upgradeProtocols.map(p => p.toLowerCase()))
+export interface H1Stage {
+  /** A verified peer's connection that chose HTTP/1.1 (or no ALPN). */
+  accept: (socket: TLSSocket, peer: PeerIdentity) => void
+  /** Shutdown: idle connections close now, the others after the answer in progress. */
+  closeIdle: () => void
+  closeAll: () => void
+}
 
-  const verdictFor = (req: IncomingMessage): Verdict => judge.verdict(peerOf(req.socket), {
-    method: req.method ?? '',
-    rawPath: req.url ?? '',
+export function createH1Stage (o: H1StageOptions): H1Stage {
+  const { judge, metrics, logger } = o
+  const upgradeAllowed = new Set(o.upgradeProtocols.map(p => p.toLowerCase()))
+  const peers = new WeakMap<object, PeerIdentity>()
+  const peerOf = (socket: object): PeerIdentity | undefined => peers.get(socket)
+  const live = new Set<H1Connection>()
+
+  const verdictFor = (req: H1Request): Verdict => judge.verdict(peerOf(req.socket), {
+    method: req.method,
+    rawPath: req.url,
     requestIdHeader: req.headers['x-request-id'],
-    // llhttp takes a request line without a version as HTTP/0.9, and any digit pair after "HTTP/".
-    ...(req.httpVersionMajor === 1 ? {} : { protocolProblem: 'the request line must end with HTTP/1.1 or HTTP/1.0' })
+    ...protocolProblem(req)
   })
 
-  const forwardHeaders = (req: IncomingMessage, v: Extract<Verdict, { ok: true }>): Record<string, string | string[]> => {
+  const forwardHeaders = (req: H1Request, v: Extract<Verdict, { ok: true }>): Record<string, string | string[]> => {
     const headers = endToEndHeaders(req.headers, FORWARD_DROP) as Record<string, string | string[]>
     headers['x-forwarded-client-cert'] = v.xfcc
     headers['x-request-id'] = v.fields.requestId
     return headers
   }
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  const request = (conn: H1Connection, req: H1Request, res: H1Response): void => {
     const start = performance.now()
     const socket = req.socket as Tracked
     const verdict = verdictFor(req)
     const current: InFlight = { fields: verdict.fields, start }
     socket[IN_FLIGHT] = current
-    res.once('close', () => { if (socket[IN_FLIGHT] === current) socket[IN_FLIGHT] = undefined })
+    res.onFinish = () => { if (socket[IN_FLIGHT] === current) socket[IN_FLIGHT] = undefined }
     if (!verdict.ok) {
       // A body too large to drain cheaply ends the connection: say so, so the client does not reuse it.
-      const close = verdict.close === true || !drainBounded(req, DENIED_DRAIN_BYTES, DENIED_DRAIN_MS)
+      // So does a body the client was never invited to send (Expect: 100-continue): it may still come, or not.
+      const close = verdict.close === true || req.expectsContinue || !conn.drainBody(req, DENIED_DRAIN_BYTES, DENIED_DRAIN_MS)
       refuseH1(res, verdict.refusal, close)
       judge.record(verdict.fields, verdict.refusal.status, start)
       return
     }
     const fields = verdict.fields
-    const sink = h1Sink(res)
-    const fr = { method: req.method ?? 'GET', target: verdict.target, headers: forwardHeaders(req, verdict), body: hasBody(req) ? req : null }
-    forwardToApp(fr, sink, isGrpc(req.headers), o.app, (out) => {
+    // The body is invited only once the request is allowed and its admit line written (node:http
+    // invited it before anyone had judged the request); the app never sees Expect (hop-level here).
+    if (req.expectsContinue) res.writeContinue()
+    const fr = { method: req.method, target: verdict.target, headers: forwardHeaders(req, verdict), body: req.body }
+    forwardToApp(fr, res, isGrpc(req.headers), o.app, (out) => {
       if ((out.status === 502 || out.status === 504) && !res.headersSent) {
         refuseH1(res, refusal(out.status === 502 ? APP_DOWN : APP_SLOW, { requestId: fields.requestId }))
       }
       judge.record(fields, out.status, start, judge.outcomeError(out))
     })
-  })
+  }
 
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    // A raw socket is ours once 'upgrade' fires: without an error listener a client reset would crash the process.
+  const upgrade = (req: H1Request, socket: Duplex, head: Buffer): void => {
+    // A raw socket is ours once it is handed over: without an error listener a client reset would crash the process.
     socket.on('error', () => { socket.destroy() })
     const start = performance.now()
     const verdict = verdictFor(req)
     if (!verdict.ok) { refuseRaw(socket, verdict.refusal); judge.record(verdict.fields, verdict.refusal.status, start); return }
     // Authorized, but only a listed protocol may become a tunnel (upgrade.ts says why).
-    const offered = offeredProtocols(req.headers.upgrade)
+    const offered = offeredProtocols(req.headers.upgrade as string | undefined)
     const relay = allowedOffer(offered, upgradeAllowed)
     if (relay.length === 0) {
       metrics.rejected.inc({ reason: 'upgrade' })
@@ -121,41 +133,79 @@ export function attachH1 (server: Server, o: H1StageOptions): void {
       judge.record(fields, 400, start)
       return
     }
-    forwardUpgrade(req, socket, head, verdict.target, { ...forwardHeaders(req, verdict), upgrade: relay.join(', ') }, relay, o.app, (out) => { judge.record(verdict.fields, out.status, start, judge.outcomeError(out)) })
-  })
+    forwardUpgrade(req.method, socket, head, verdict.target, { ...forwardHeaders(req, verdict), upgrade: relay.join(', ') }, relay, o.app, (out) => { judge.record(verdict.fields, out.status, start, judge.outcomeError(out)) })
+  }
 
   // An inbound CONNECT asks the sidecar for a tunnel to somewhere else: never granted here (the
   // listener fronts one app), but answered and logged like any other refused request.
-  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+  const connect = (req: H1Request, socket: Duplex): void => {
     socket.on('error', () => { socket.destroy() })
     const start = performance.now()
-    const fields = judge.denied(peerOf(req.socket), req.method ?? 'CONNECT', req.url ?? '', 'connect-not-supported: the inbound listener does not open tunnels')
+    const fields = judge.denied(peerOf(req.socket), req.method, req.url, 'connect-not-supported: the inbound listener does not open tunnels')
     fields.error = 'connect-not-supported'
     metrics.rejected.inc({ reason: 'connect' })
     refuseRaw(socket, refusal(NO_CONNECT, { requestId: fields.requestId }))
     judge.record(fields, 405, start)
-  })
+  }
 
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    // Unparseable HTTP (smuggling attempts, oversized headers): answer 400/431 and close; the app never sees it.
+  const clientError = (err: { code: string, bytesParsed?: number }, socket: TLSSocket): void => {
+    // Unparseable HTTP (smuggling attempts, oversized headers) or too slow: answer 400/431/408 and close; the app never sees it.
     const refused = err.code === 'HPE_HEADER_OVERFLOW' ? HEADERS_TOO_LARGE : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? TOO_SLOW : MALFORMED
     const status = refused.status
-    metrics.rejected.inc({ reason: err.code ?? 'parse-error' })
+    metrics.rejected.inc({ reason: err.code })
     const peer = peerOf(socket)
     logger.warn({ event: 'http.rejected', code: err.code, caller: peer?.id ?? null }, 'malformed HTTP request refused')
     // A request already judged whose body then failed to parse: its one decision line ends with this
     // status (not a second line, and not the client-gone that the aborted forward would report).
     const current = (socket as Tracked)[IN_FLIGHT]
     const pending = current !== undefined && !judge.recorded(current.fields) ? current : undefined
-    if (pending !== undefined) judge.record(pending.fields, status, pending.start, err.code ?? 'parse-error')
-    if (socket.writable && (err as { bytesParsed?: number }).bytesParsed !== undefined) {
+    if (pending !== undefined) judge.record(pending.fields, status, pending.start, err.code)
+    if (socket.writable && err.bytesParsed !== undefined) {
       // Rejected as malformed by the parser: still exactly one decision line (method and path unknown).
-      const fields = peer !== undefined && pending === undefined ? judge.denied(peer, '', '', `bad-request: ${err.code ?? 'unparseable HTTP'}`) : undefined
+      const fields = peer !== undefined && pending === undefined ? judge.denied(peer, '', '', `bad-request: ${err.code}`) : undefined
       refuseRaw(socket, refusal(refused, { reason: refused === MALFORMED ? 'malformed' : undefined, requestId: (pending?.fields ?? fields)?.requestId }))
       if (fields !== undefined) {
-        fields.error = err.code ?? 'parse-error'
+        fields.error = err.code
         judge.record(fields, status, performance.now())
       }
     } else socket.destroy()
-  })
+  }
+
+  // node:http's own sweep: the headers and request deadlines are checked this often (a quarter of the
+  // headers deadline, between 50 ms and 1 s), so a slowloris is cut off close to the deadline.
+  const sweep = setInterval(() => {
+    const now = performance.now()
+    for (const conn of live) conn.checkDeadlines(now)
+  }, Math.max(50, Math.min(1000, Math.floor(o.headersTimeoutMs / 4))))
+  sweep.unref()
+
+  return {
+    accept (socket, peer) {
+      peers.set(socket, peer)
+      let conn: H1Connection | undefined
+      const handlers = {
+        request: (req: H1Request, res: H1Response) => { request(conn!, req, res) },
+        upgrade: (req: H1Request, s: TLSSocket, head: Buffer) => { live.delete(conn!); upgrade(req, s, head) },
+        connect: (req: H1Request, s: TLSSocket) => { live.delete(conn!); connect(req, s) },
+        clientError
+      }
+      conn = new H1Connection(socket, handlers, o)
+      live.add(conn)
+      socket.once('close', () => { live.delete(conn) })
+    },
+    closeIdle () { for (const conn of live) conn.closeIfIdle() },
+    closeAll () {
+      clearInterval(sweep)
+      for (const conn of live) conn.socket.destroy()
+    }
+  }
+}
+
+/** What the request line or head breaks that the judge refuses with 400 (node:http refused these itself, without a decision line). */
+function protocolProblem (req: H1Request): { protocolProblem?: string } {
+  // llhttp takes a request line without a version as HTTP/0.9, and any digit pair after "HTTP/".
+  if (req.versionMajor !== 1) return { protocolProblem: 'the request line must end with HTTP/1.1 or HTTP/1.0' }
+  // RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
+  if (req.versionMinor === 1 && req.headers.host === undefined) return { protocolProblem: 'an HTTP/1.1 request must carry Host' }
+  return {}
 }

@@ -1,5 +1,4 @@
-import { createServer, type Server } from 'node:https'
-import type { TLSSocket } from 'node:tls'
+import { createServer, type Server, type TLSSocket } from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import { constants } from 'node:crypto'
 import { rateLimited, type Logger } from '../log.ts'
@@ -10,7 +9,7 @@ import type { Credentials } from '../identity/credentials.ts'
 import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { AppUpstream } from './app-upstream.ts'
 import { createJudge } from './judge.ts'
-import { attachH1, requestInFlight } from './inbound-h1.ts'
+import { createH1Stage, requestInFlight } from './inbound-h1.ts'
 import { createH2Stage, DEFAULT_MAX_CONCURRENT_STREAMS } from './inbound-h2.ts'
 import { guardHandshakes } from './handshake-guard.ts'
 import { UNBOUNDED_LIMITS } from './connection-budget.ts'
@@ -66,7 +65,6 @@ export interface Inbound { server: Server, port: number, pendingHandshakes: () =
 
 export async function startInbound (opts: InboundOptions): Promise<Inbound> {
   const { credentials, policy, decisions, metrics, logger } = opts
-  const peers = new WeakMap<object, PeerIdentity>()
   /** Every verified connection, for closing a newly quarantined caller's. */
   const live = new Map<TLSSocket, PeerIdentity>()
 
@@ -83,14 +81,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     ...context(),
     requestCert: true,
     rejectUnauthorized: false,
-    handshakeTimeout: opts.handshakeTimeoutMs,
-    headersTimeout: opts.headersTimeoutMs,
-    requestTimeout: opts.requestTimeoutMs,
-    // Node enforces headersTimeout/requestTimeout only when it sweeps connections, every 30 s by
-    // default: a 10 s headers deadline would let a slowloris hold a socket for up to 40 s.
-    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(opts.headersTimeoutMs / 4))),
-    keepAliveTimeout: opts.idleTimeoutMs,
-    maxHeaderSize: opts.maxHeaderSize
+    handshakeTimeout: opts.handshakeTimeoutMs
   })
   server.maxConnections = opts.maxConnections
   const handshakes = guardHandshakes(server, opts.maxPendingHandshakes ?? UNBOUNDED_LIMITS.maxPendingHandshakes, () => {
@@ -109,18 +100,14 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     socket.destroy()
   }
 
-  // The HTTP/1.1 machinery's own connection listener is taken off and called from ours, after the
-  // peer is verified and only for connections that did not choose h2: an unverified peer's bytes are
-  // never parsed, let alone forwarded, and an h2 connection is never read as HTTP/1.1.
-  const http1 = server.listeners('secureConnection') as Array<(socket: TLSSocket) => void>
-  server.removeAllListeners('secureConnection')
+  // A connection reaches its protocol stage only after the peer is verified: an unverified peer's
+  // bytes are never parsed, let alone forwarded, and an h2 connection is never read as HTTP/1.1.
   server.on('secureConnection', (socket: TLSSocket) => {
     const bundle = credentials.bundle
     if (bundle === undefined) { refuseHandshake(socket, 'no-bundle', 'no trust bundle loaded'); return }
     if (socket.isSessionReused()) { refuseHandshake(socket, 'session-resumed', 'TLS session resumption is not accepted'); return }
     try {
       const peer = verifyPeer(socket, bundle)
-      peers.set(socket, peer)
       metrics.connections.inc()
       live.set(socket, peer)
       if (opts.onQuarantinedPeer !== undefined && opts.quarantine.current.holds(peer) !== undefined) opts.onQuarantinedPeer(peer)
@@ -136,7 +123,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
       expiry.unref()
       socket.once('close', () => { clearTimeout(expiry) })
       if (socket.alpnProtocol === 'h2') h2.accept(socket, peer)
-      else for (const listener of http1) listener.call(server, socket)
+      else h1.accept(socket, peer)
     } catch (err) {
       const reason = (err as { reason?: string }).reason ?? 'not-svid'
       refuseHandshake(socket, reason, (err as Error).message)
@@ -146,6 +133,8 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     const reason = handshakeFailureReason(err as NodeJS.ErrnoException)
     metrics.handshakeFailures.inc({ reason })
     tlsRefusalLog(suppressed => { logger.warn({ event: 'tls.refused', reason, detail: err.message, remote: socket.remoteAddress, ...(suppressed > 0 ? { suppressed } : {}) }, 'inbound TLS handshake failed') })
+    // node:tls leaves a socket whose handshake failed (or timed out) to this listener.
+    socket.destroy()
   })
   // Over --max-connections Node drops the connection silently: count and log it.
   server.on('drop', (data?: { remoteAddress?: string, remotePort?: number }) => {
@@ -171,7 +160,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     if (closed > 0) logger.warn({ event: 'quarantine.connections_closed', closed, revision: list.revision }, 'closed the live connections of quarantined callers')
   })
   const app = opts.app
-  attachH1(server, { judge, peerOf: socket => peers.get(socket), app, upgradeProtocols: opts.upgradeProtocols, metrics, logger })
+  const h1 = createH1Stage({ judge, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger, maxHeaderSize: opts.maxHeaderSize, headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs })
   const tcp = createTcpStage({ judge, upstreams: opts.tcpUpstreams ?? new Map(), preambleTimeoutMs: opts.headersTimeoutMs, connectTimeoutMs: opts.upstreamConnectTimeoutMs ?? 2000, idleTimeoutMs: opts.tcpIdleTimeoutMs ?? opts.idleTimeoutMs, metrics, logger })
   policy.onChange(() => { tcp.reevaluate() })
   const h2 = createH2Stage({ judge, app, maxConcurrentStreams: opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.maxHeaderSize, idleTimeoutMs: opts.idleTimeoutMs, metrics, logger })
@@ -189,10 +178,11 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     close: async (drainMs: number) => {
       // Stop accepting, let in-flight requests finish, then cut what is left.
       const closed = new Promise<void>(resolve => server.close(() => { resolve() }))
-      server.closeIdleConnections()
-      const timer = setTimeout(() => { server.closeAllConnections() }, drainMs)
+      h1.closeIdle()
+      const timer = setTimeout(() => { h1.closeAll() }, drainMs)
       await Promise.all([closed, h2.close(drainMs), tcp.close(drainMs)])
       clearTimeout(timer)
+      h1.closeAll()
     }
   }
 }

@@ -7,10 +7,9 @@ import type { Credentials } from '../identity/credentials.ts'
 import { OutboundBadTargetError, OutboundConnectRefusedError, OutboundUnknownDestinationError, PeerIdentityError, QuarantinedError, UpstreamTimeoutError, UpstreamUnavailableError, type GatehouseError } from '../errors.ts'
 import { refusal } from '../error-body.ts'
 import type { RouteTable, Route } from './routes.ts'
-import { endToEndHeaders, isGrpc } from './headers.ts'
+import { endToEndHeaders, hasBody, isGrpc } from './headers.ts'
 import { h1Sink, h2Sink, type ForwardRequest, type ResponseSink } from './exchange.ts'
 import { forwardH2 } from './forward-h2.ts'
-import { hasBody } from './forward-h1.ts'
 import { MeshLinks } from './mesh-link.ts'
 import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
 import { startRouteListeners, type RouteListeners } from './route-listeners.ts'
@@ -123,7 +122,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const forwardH1 = (route: Route, req: IncomingMessage, res: ServerResponse, host: string, target: string): void => {
     const headers = endToEndHeaders(req.headers, ['expect'])
     headers.host = host
-    forward(route, { method: req.method ?? 'GET', target, headers, body: hasBody(req) ? req : null }, h1Sink(res), r => { refuseH1(res, r) })
+    forward(route, { method: req.method ?? 'GET', target, headers, body: hasBody(req.headers) ? req : null }, h1Sink(res), r => { refuseH1(res, r) })
   }
 
   // HTTP/2 inside a CONNECT tunnel to a routed destination (grpc-js, grpc-go): every stream goes to

@@ -1,4 +1,4 @@
-import { STATUS_CODES, type ServerResponse } from 'node:http'
+import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http'
 import { constants as h2, type ServerHttp2Stream } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import { errorJson, type Refusal } from '../error-body.ts'
@@ -12,8 +12,14 @@ import { errorJson, type Refusal } from '../error-body.ts'
 
 export type { Refusal } from '../error-body.ts'
 
+/** Where an HTTP/1.1 answer is written: node:http's ServerResponse (outbound) or inbound-h1-response.ts's H1Response. */
+export interface H1Answer {
+  writeHead: (status: number, headers: OutgoingHttpHeaders) => unknown
+  end: (body: string) => unknown
+}
+
 /** HTTP/1.1 on a parsed request. `close` says the connection must not be reused after it. */
-export function refuseH1 (res: ServerResponse, r: Refusal, close = false): void {
+export function refuseH1 (res: H1Answer, r: Refusal, close = false): void {
   const body = errorJson(r)
   res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) })
   res.end(body)

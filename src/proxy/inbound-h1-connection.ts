@@ -1,0 +1,356 @@
+import { IncomingMessage } from 'node:http'
+import { Readable } from 'node:stream'
+import type { TLSSocket } from 'node:tls'
+import { HTTPParser, methods, releaseParser, type NativeParser, type ParseError } from './llhttp.ts'
+import { H1Response, type ResponseFraming } from './inbound-h1-response.ts'
+import { hasBody } from './headers.ts'
+
+// One caller's HTTP/1.1 connection, after the TLS stage has verified the peer: Node's llhttp binding
+// (llhttp.ts, strict, as node:http parses) reads requests off the TLS socket, and each is handed to
+// the protocol stage (inbound-h1.ts) with an H1Response to answer it. What node:http's server did
+// for us and is done here instead, without an IncomingMessage and a ServerResponse stream per
+// request (issue 21): the request body as a stream only when there is one, with backpressure onto the
+// socket; pipelined requests answered one at a time, in order; the headers and request deadlines
+// (a slowloris is cut off), the keep-alive idle deadline; Upgrade and CONNECT handed over with the
+// bytes after the head; a parse error or a deadline reported once, as node:http's 'clientError'.
+
+const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
+
+/** A parsed request head, and its body (a stream only when the request has one). */
+export interface H1Request {
+  readonly method: string
+  readonly url: string
+  readonly versionMajor: number
+  readonly versionMinor: number
+  /** Header names lower-cased and repeated fields combined by node:http's rules (IncomingMessage.headers). */
+  readonly headers: Record<string, string | string[] | undefined>
+  /** Whether the request lets the connection stay open after its answer (version and Connection). */
+  readonly keepAlive: boolean
+  /** transfer-encoding, or a content-length above 0: what node:http's callers read as a body. */
+  readonly body: Readable | null
+  /** Every byte of the request, body included, has been read. */
+  complete: boolean
+  readonly socket: TLSSocket
+  /** An HTTP/1.1 request with Expect: 100-continue whose body has not started: the client waits for a 100 before sending it. */
+  readonly expectsContinue: boolean
+}
+
+/** What the protocol stage does with what this connection reads (node:http's server events). */
+export interface H1Handlers {
+  request: (req: H1Request, res: H1Response) => void
+  /** Upgrade (or CONNECT): the socket is the handler's from here on; `head` is what followed the request head. */
+  upgrade: (req: H1Request, socket: TLSSocket, head: Buffer) => void
+  connect: (req: H1Request, socket: TLSSocket) => void
+  /** Bytes that are not HTTP/1.1 (`bytesParsed` set), or a deadline passed (code ERR_HTTP_REQUEST_TIMEOUT). */
+  clientError: (err: { code: string, bytesParsed?: number }, socket: TLSSocket) => void
+}
+
+export interface H1ConnectionOptions {
+  maxHeaderSize: number
+  /** From the start of a request (or of the connection) until its head is complete. */
+  headersTimeoutMs: number
+  /** From the start of a request until all of it, body included, is read. */
+  requestTimeoutMs: number
+  /** A kept-alive connection with no request for this long is closed. */
+  idleTimeoutMs: number
+}
+
+/** Pipelined requests read ahead of the one being answered; past this many the socket is not read. */
+const MAX_QUEUED = 16
+// node:http's keepAliveTimeoutBuffer: the connection is closed this long after the Keep-Alive: timeout= it advertises.
+const IDLE_GRACE_MS = 1000
+const NO_HEADERS: string[] = []
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i
+// node:http's own rules for combining repeated header fields (which repeat joins, which wins first).
+const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine: (this: object, name: string, value: string, dest: Record<string, unknown>) => void })._addHeaderLine
+const HEADER_RULES = { joinDuplicateHeaders: false }
+
+class Body extends Readable {
+  private readonly conn: H1Connection
+  constructor (conn: H1Connection) { super(); this.conn = conn }
+  override _read (): void { this.conn.bodyWanted() }
+  // A body cut short (the caller went away) is an error only to a reader listening for one, as IncomingMessage does it.
+  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void { cb(this.listenerCount('error') > 0 ? err : null) }
+}
+
+class Request implements H1Request {
+  readonly method: string
+  readonly url: string
+  readonly versionMajor: number
+  readonly versionMinor: number
+  readonly headers: Record<string, string | string[] | undefined>
+  readonly keepAlive: boolean
+  readonly body: Body | null
+  readonly socket: TLSSocket
+  complete = false
+  get expectsContinue (): boolean {
+    const expect = this.headers.expect
+    return this.body !== null && this.versionMinor === 1 && typeof expect === 'string' && CONTINUE.test(expect)
+  }
+
+  /** The body is read and dropped (the answer is out, or a refusal drains it). */
+  discard = false
+  /** A refusal's drain deadline (drainBody), cleared once the body is all read. */
+  drainTimer: NodeJS.Timeout | undefined
+  constructor (socket: TLSSocket, method: string, url: string, major: number, minor: number, headers: Record<string, string | string[] | undefined>, keepAlive: boolean, body: Body | null) {
+    this.socket = socket
+    this.method = method
+    this.url = url
+    this.versionMajor = major
+    this.versionMinor = minor
+    this.headers = headers
+    this.keepAlive = keepAlive
+    this.body = body
+  }
+}
+
+export class H1Connection {
+  readonly socket: TLSSocket
+  private readonly parser: NativeParser
+  private readonly handlers: H1Handlers
+  private readonly opts: H1ConnectionOptions
+  /** The request being read (its body goes to it). */
+  private reading: Request | undefined
+  /** The request being answered, and those read after it waiting their turn. */
+  private answering: { req: Request, res: H1Response } | undefined
+  private readonly queued: Request[] = []
+  private partial: string[] = NO_HEADERS
+  private partialUrl = ''
+  /** When the current request (or the connection, before its first) started, for the deadlines; 0 between requests. */
+  private messageStart: number
+  private headComplete = false
+  /** An Upgrade or CONNECT head was read: the socket is handed over once the parser returns. */
+  private upgrading: Request | undefined
+  private bodyFull = false
+  private idle = false
+  /** Answer with Connection: close and end the connection after the answer in progress (shutdown). */
+  draining = false
+  private closed = false
+  private failed = false
+  private readonly framing: ResponseFraming
+
+  constructor (socket: TLSSocket, handlers: H1Handlers, opts: H1ConnectionOptions) {
+    this.socket = socket
+    this.handlers = handlers
+    this.opts = opts
+    this.messageStart = performance.now()
+    this.framing = { keepAliveSeconds: opts.idleTimeoutMs > 0 ? Math.floor(opts.idleTimeoutMs / 1000) : undefined, done: (res) => { this.answered(res) } }
+    const parser = new HTTPParser()
+    this.parser = parser
+    parser.initialize(HTTPParser.REQUEST, {}, opts.maxHeaderSize, 0)
+    parser[kOnMessageBegin] = () => { this.messageStart = performance.now(); this.headComplete = false; this.stopIdle() }
+    parser[kOnHeaders] = (headers: string[], url: string) => {
+      this.partial = this.partial === NO_HEADERS ? headers : this.partial.concat(headers)
+      this.partialUrl += url
+    }
+    parser[kOnHeadersComplete] = (major: number, minor: number, headers: string[] | undefined, method: number, url: string | undefined, _s: unknown, _m: unknown, upgrade: boolean, keepAlive: boolean) =>
+      this.onHead(major, minor, headers, method, url, upgrade, keepAlive)
+    parser[kOnBody] = (chunk: Buffer) => { this.onBody(chunk) }
+    parser[kOnMessageComplete] = () => { this.onMessageComplete() }
+    socket.on('data', this.onData)
+    socket.on('end', this.onEnd)
+    socket.on('drain', this.onDrain)
+    socket.on('timeout', this.onIdleTimeout)
+    socket.on('error', this.onError)
+    socket.on('close', this.onClose)
+  }
+
+  /** Whether a request is being read or answered (an expiring peer's connection is closed only when not). */
+  get busy (): boolean { return this.answering !== undefined || this.reading !== undefined || this.messageStart !== 0 }
+
+  /** Called by the deadline sweep: a head or a request that is taking too long is reported and the connection closed. */
+  checkDeadlines (now: number): void {
+    if (this.closed || this.messageStart === 0) return
+    const age = now - this.messageStart
+    if ((!this.headComplete && this.opts.headersTimeoutMs > 0 && age > this.opts.headersTimeoutMs) || (this.opts.requestTimeoutMs > 0 && age > this.opts.requestTimeoutMs)) {
+      this.messageStart = 0
+      this.handlers.clientError({ code: 'ERR_HTTP_REQUEST_TIMEOUT' }, this.socket)
+      this.socket.destroy()
+    }
+  }
+
+  /** Closes the connection now if nothing is in progress on it, else after the answer in progress. */
+  closeIfIdle (): void {
+    this.draining = true
+    if (!this.busy) this.socket.destroy()
+  }
+
+  private readonly onData = (d: Buffer): void => {
+    if (this.closed || this.failed) return
+    const ret = this.parser.execute(d)
+    if (typeof ret !== 'number') {
+      // Bytes after a request that closes the connection (Connection: close, HTTP/1.0): never read as
+      // a request (RFC 9112 9.6), and not an error that would cut the answer still owed.
+      if (ret.code === 'HPE_CLOSED_CONNECTION') { this.failed = true; this.messageStart = 0; return }
+      this.parseFailed(ret)
+      return
+    }
+    const up = this.upgrading
+    if (up !== undefined) this.handOver(up, d.subarray(ret))
+  }
+
+  /** Nothing more is read after a parse error: the handler answers it (and ends the connection) once. */
+  private parseFailed (err: ParseError): void {
+    this.messageStart = 0
+    this.failed = true
+    this.handlers.clientError(err, this.socket)
+  }
+
+  private onHead (major: number, minor: number, headers: string[] | undefined, methodIndex: number, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
+    if (this.closed) return 1
+    let raw = headers ?? NO_HEADERS
+    if (this.partial !== NO_HEADERS) { raw = headers === undefined ? this.partial : this.partial.concat(headers); this.partial = NO_HEADERS }
+    const target = url === undefined || url === '' ? this.partialUrl : this.partialUrl + url
+    this.partialUrl = ''
+    this.headComplete = true
+    const merged: Record<string, string | string[] | undefined> = {}
+    for (let i = 0; i < raw.length; i += 2) addHeaderLine.call(HEADER_RULES, raw[i]!, raw[i + 1]!, merged)
+    const method = methods[methodIndex] ?? ''
+    const req = new Request(this.socket, method, target, major, minor, merged, keepAlive, !upgrade && hasBody(merged) ? new Body(this) : null)
+    if (upgrade) { this.upgrading = req; return 0 }
+    // The HTTP/2 preface read as HTTP/1.1 (a client that did not negotiate h2): nothing to answer.
+    if (method === 'PRI') { this.socket.destroy(); return 1 }
+    this.reading = req
+    if (this.answering === undefined) this.dispatch(req)
+    else { this.queued.push(req); this.updateFlow() }
+    return 0
+  }
+
+  private onBody (chunk: Buffer): void {
+    const req = this.reading
+    if (req === undefined || req.discard || req.body === null) return
+    if (!req.body.push(chunk)) { this.bodyFull = true; this.updateFlow() }
+  }
+
+  private onMessageComplete (): void {
+    const req = this.reading
+    this.messageStart = 0
+    if (req === undefined) return
+    this.reading = undefined
+    req.complete = true
+    clearTimeout(req.drainTimer)
+    if (req.body !== null && !req.discard) req.body.push(null)
+    if (this.answering === undefined && this.queued.length === 0) this.startIdle()
+  }
+
+  private dispatch (req: Request): void {
+    const res = new H1Response(this.socket, req.method === 'HEAD', req.keepAlive && !this.draining, req.versionMinor === 0 && req.versionMajor === 1, this.framing)
+    this.answering = { req, res }
+    this.handlers.request(req, res)
+  }
+
+  /** An answer is complete: the connection ends, or the next request read ahead is answered, or it waits idle. */
+  private answered (res: H1Response): void {
+    const a = this.answering
+    if (a === undefined || a.res !== res) return
+    this.answering = undefined
+    if (res.closesConnection || this.draining) { this.socket.end(); return }
+    // The app answered before the body was all read (or never read it): the rest is read and dropped, as node:http does.
+    if (!a.req.complete) this.discardBody(a.req)
+    const next = this.queued.shift()
+    // After the answer's caller has finished with it (its decision line), so lines follow the answers' order.
+    if (next !== undefined) { this.updateFlow(); queueMicrotask(() => { if (!this.closed) this.dispatch(next) }); return }
+    if (this.reading === undefined) this.startIdle()
+  }
+
+  /**
+   * After a refusal: reads and drops the rest of the body so the connection can be reused, and
+   * returns true if it is declared at most `maxBytes` (false: the answer should close the connection).
+   * A body still arriving after `maxMs` has its connection destroyed, so a denied caller cannot hold
+   * the connection by trickling bytes.
+   */
+  drainBody (req: H1Request, maxBytes: number, maxMs: number): boolean {
+    const r = req as Request
+    if (r.complete || r.body === null) return true
+    this.discardBody(r)
+    r.drainTimer = setTimeout(() => { if (!r.complete) this.socket.destroy() }, maxMs)
+    r.drainTimer.unref()
+    return r.headers['transfer-encoding'] === undefined && Number(r.headers['content-length'] ?? 0) <= maxBytes
+  }
+
+  private discardBody (r: Request): void {
+    if (r.discard) return
+    r.discard = true
+    // Nobody reads the stream from here on: it ends (and its consumer, if any, stops) with what it has.
+    if (r.body !== null && !r.complete) r.body.destroy()
+    this.bodyFull = false
+    this.updateFlow()
+  }
+
+  /** The request body's reader wants more. */
+  bodyWanted (): void {
+    if (!this.bodyFull) return
+    this.bodyFull = false
+    this.updateFlow()
+  }
+
+  private updateFlow (): void {
+    if (this.closed) return
+    const hold = this.bodyFull || this.queued.length >= MAX_QUEUED
+    if (hold && !this.socket.isPaused()) this.socket.pause()
+    else if (!hold && this.socket.isPaused()) this.socket.resume()
+  }
+
+  private handOver (req: Request, head: Buffer): void {
+    this.detach()
+    if (req.method === 'CONNECT') this.handlers.connect(req, this.socket)
+    else this.handlers.upgrade(req, this.socket, head)
+  }
+
+  private startIdle (): void {
+    // A request whose head has begun is not idle time: its deadlines are the headers and request ones.
+    if (this.idle || this.closed || this.messageStart !== 0) return
+    this.idle = true
+    if (this.draining) { this.socket.destroy(); return }
+    if (this.opts.idleTimeoutMs > 0) this.socket.setTimeout(this.opts.idleTimeoutMs + IDLE_GRACE_MS)
+  }
+
+  private stopIdle (): void {
+    if (!this.idle) return
+    this.idle = false
+    this.socket.setTimeout(0)
+  }
+
+  private readonly onIdleTimeout = (): void => { if (this.idle) this.socket.destroy() }
+  private readonly onDrain = (): void => { this.answering?.res.drained() }
+  private readonly onError = (): void => { this.socket.destroy() }
+
+  private readonly onEnd = (): void => {
+    if (this.closed || this.failed) return
+    // The caller half-closed: a request cut short in its head or body is a parse error.
+    const err = this.parser.finish()
+    if (err !== undefined) this.parseFailed(err)
+  }
+
+  private readonly onClose = (): void => {
+    if (this.closed) return
+    this.closed = true
+    this.stopIdle()
+    const a = this.answering
+    this.answering = undefined
+    a?.res.aborted()
+    const gone = Object.assign(new Error('aborted'), { code: 'ECONNRESET' })
+    for (const r of [a?.req, this.reading, ...this.queued]) {
+      if (r === undefined) continue
+      clearTimeout(r.drainTimer)
+      if (r.body !== null && !r.complete) r.body.destroy(gone)
+    }
+    this.queued.length = 0
+    this.reading = undefined
+    releaseParser(this.parser)
+  }
+
+  /** The socket leaves HTTP/1.1 (Upgrade, CONNECT): nothing of this connection listens to it any more. */
+  private detach (): void {
+    this.closed = true
+    this.socket.off('data', this.onData)
+    this.socket.off('end', this.onEnd)
+    this.socket.off('drain', this.onDrain)
+    this.socket.off('timeout', this.onIdleTimeout)
+    this.socket.off('error', this.onError)
+    this.socket.off('close', this.onClose)
+    this.socket.setTimeout(0)
+    releaseParser(this.parser)
+  }
+
+}

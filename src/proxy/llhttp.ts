@@ -1,0 +1,50 @@
+import { createRequire } from 'node:module'
+
+// Node's own llhttp binding: the parser node:http uses, from `_http_common`, an internal module Node
+// keeps for compatibility (http-parser-js and others replace it), pinned with Node itself (package.json
+// engines). Used on both sides of a request: the caller's requests (inbound-h1-connection.ts) and the
+// app's responses (app-h1-connection.ts). Checked at load: a Node without it fails at start, not mid-request.
+
+export interface NativeParser {
+  /** `lenient` 0: strict parsing (no llhttp leniency flags), as node:http without --insecure-http-parser. */
+  initialize: (type: number, resource: object, maxHeaderSize?: number, lenient?: number) => void
+  execute: (data: Buffer) => number | ParseError
+  finish: () => ParseError | undefined
+  remove: () => void
+  free: () => void
+  /** Deletes the native parser now (free() alone leaves it, and its buffers, to the garbage collector). */
+  close: () => void
+  [callback: number]: unknown
+}
+
+/** What execute() returns for bytes that are not HTTP/1.1: an llhttp code (HPE_...) and where it stopped. */
+export interface ParseError extends Error { code: string, bytesParsed: number, reason?: string }
+
+interface HttpCommon {
+  HTTPParser: (new () => NativeParser) & {
+    REQUEST: number
+    RESPONSE: number
+    kOnMessageBegin: number
+    kOnHeaders: number
+    kOnHeadersComplete: number
+    kOnBody: number
+    kOnMessageComplete: number
+  }
+  methods: string[]
+}
+
+const common = createRequire(import.meta.url)('_http_common') as HttpCommon
+export const { HTTPParser, methods } = common
+/**
+ * Releases a parser that is done with (its connection closed), the way node:http does for a parser
+ * it does not pool: after the current tick, since this may run inside one of its callbacks. Left to
+ * the garbage collector, a parser per closed connection held its native memory: 60 MB more peak RSS
+ * at 500 new connections a second (issue 21).
+ */
+export function releaseParser (parser: NativeParser): void {
+  setImmediate(() => { parser.remove(); parser.free(); parser.close() })
+}
+
+if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnMessageBegin !== 'number' || typeof HTTPParser.kOnHeadersComplete !== 'number' || !Array.isArray(methods)) {
+  throw new Error('this Node.js has no llhttp binding in _http_common')
+}
