@@ -14,7 +14,10 @@ import { hasBody } from './headers.ts'
 // (a slowloris is cut off), the keep-alive idle deadline; Upgrade and CONNECT handed over with the
 // bytes after the head; a parse error or a deadline reported once, as node:http's 'clientError'.
 
-const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
+const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete, kOnExecute } = HTTPParser
+
+/** The TLS socket's native stream (a TLSWrap), which the parser can read directly. */
+interface StreamHandle { isStreamBase?: boolean, _consumed?: boolean, reading?: boolean, readStart: () => number, readStop: () => number }
 
 /** A parsed request head, and its body (a stream only when the request has one). */
 export interface H1Request {
@@ -122,6 +125,10 @@ export class H1Connection {
   /** An Upgrade or CONNECT head was read: the socket is handed over once the parser returns. */
   private upgrading: Request | undefined
   private bodyFull = false
+  /** Reading is stopped (a body's reader is full, or too many requests read ahead). */
+  private held = false
+  /** The TLS socket's handle, when the parser reads it directly. */
+  private handle: StreamHandle | undefined
   private idle = false
   /** Answer with Connection: close and end the connection after the answer in progress (shutdown). */
   draining = false
@@ -147,12 +154,23 @@ export class H1Connection {
       this.onHead(major, minor, headers, method, url, upgrade, keepAlive)
     parser[kOnBody] = (chunk: Buffer) => { this.onBody(chunk) }
     parser[kOnMessageComplete] = () => { this.onMessageComplete() }
+    // 'data' first: it puts the socket in flowing mode (reading), and brings what the socket had
+    // already read before the parser took over its handle.
     socket.on('data', this.onData)
     socket.on('end', this.onEnd)
     socket.on('drain', this.onDrain)
     socket.on('timeout', this.onIdleTimeout)
     socket.on('error', this.onError)
     socket.on('close', this.onClose)
+    // Then the parser reads the TLS socket's handle in C++, as node:http's server does: no Buffer,
+    // stream push and 'data' event per read (issue 21). End of stream and errors still reach the socket.
+    const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle
+    if (handle?.isStreamBase === true && handle._consumed !== true) {
+      handle._consumed = true
+      parser.consume(handle)
+      parser[kOnExecute] = (ret: number | ParseError) => { this.afterExecute(ret, undefined) }
+      this.handle = handle
+    }
   }
 
   /** Whether a request is being read or answered (an expiring peer's connection is closed only when not). */
@@ -177,7 +195,12 @@ export class H1Connection {
 
   private readonly onData = (d: Buffer): void => {
     if (this.closed || this.failed) return
-    const ret = this.parser.execute(d)
+    this.afterExecute(this.parser.execute(d), d)
+  }
+
+  /** After the parser has read `d` (or, consuming the handle, the current read): an error, or an Upgrade head to hand over. */
+  private afterExecute (ret: number | ParseError, d: Buffer | undefined): void {
+    if (this.closed || this.failed) return
     if (typeof ret !== 'number') {
       // Bytes after a request that closes the connection (Connection: close, HTTP/1.0): never read as
       // a request (RFC 9112 9.6), and not an error that would cut the answer still owed.
@@ -186,7 +209,7 @@ export class H1Connection {
       return
     }
     const up = this.upgrading
-    if (up !== undefined) this.handOver(up, d.subarray(ret))
+    if (up !== undefined) this.handOver(up, (d ?? this.parser.getCurrentBuffer()).subarray(ret))
   }
 
   /** Nothing more is read after a parse error: the handler answers it (and ends the connection) once. */
@@ -287,8 +310,14 @@ export class H1Connection {
   private updateFlow (): void {
     if (this.closed) return
     const hold = this.bodyFull || this.queued.length >= MAX_QUEUED
-    if (hold && !this.socket.isPaused()) this.socket.pause()
-    else if (!hold && this.socket.isPaused()) this.socket.resume()
+    if (hold === this.held) return
+    this.held = hold
+    // A consumed handle is read in C++: pausing the socket's stream alone would not stop it.
+    const handle = this.handle
+    if (hold) { this.socket.pause(); if (handle !== undefined && handle.reading === true) { handle.reading = false; handle.readStop() } } else {
+      if (handle !== undefined && handle.reading !== true) { handle.reading = true; handle.readStart() }
+      this.socket.resume()
+    }
   }
 
   private handOver (req: Request, head: Buffer): void {
@@ -309,6 +338,16 @@ export class H1Connection {
     if (!this.idle) return
     this.idle = false
     this.socket.setTimeout(0)
+  }
+
+  /** The socket's handle back to the socket's own stream (node:http's unconsume()). */
+  private unconsume (): void {
+    const handle = this.handle
+    if (handle === undefined) return
+    this.handle = undefined
+    this.parser.unconsume()
+    handle._consumed = false
+    if (handle.reading !== true && !this.socket.destroyed) { handle.reading = true; handle.readStart() }
   }
 
   private readonly onIdleTimeout = (): void => { if (this.idle) this.socket.destroy() }
@@ -337,12 +376,16 @@ export class H1Connection {
     }
     this.queued.length = 0
     this.reading = undefined
+    this.unconsume()
     releaseParser(this.parser)
   }
 
   /** The socket leaves HTTP/1.1 (Upgrade, CONNECT): nothing of this connection listens to it any more. */
   private detach (): void {
     this.closed = true
+    // Paused until the new owner reads it (a relay pipes it once the app has switched protocols).
+    this.socket.pause()
+    this.unconsume()
     this.socket.off('data', this.onData)
     this.socket.off('end', this.onEnd)
     this.socket.off('drain', this.onDrain)

@@ -12,6 +12,11 @@ export interface NativeParser {
   finish: () => ParseError | undefined
   remove: () => void
   free: () => void
+  /** Reads a stream's handle in C++ (node:http's server does this): no Buffer and no 'data' event per read; kOnExecute follows each read. */
+  consume: (handle: object) => void
+  unconsume: () => void
+  /** The bytes of the read being parsed (for what follows an Upgrade head, when consumed). */
+  getCurrentBuffer: () => Buffer
   /** Deletes the native parser now (free() alone leaves it, and its buffers, to the garbage collector). */
   close: () => void
   [callback: number]: unknown
@@ -29,6 +34,7 @@ interface HttpCommon {
     kOnHeadersComplete: number
     kOnBody: number
     kOnMessageComplete: number
+    kOnExecute: number
   }
   methods: string[]
 }
@@ -45,6 +51,6 @@ export function releaseParser (parser: NativeParser): void {
   setImmediate(() => { parser.remove(); parser.free(); parser.close() })
 }
 
-if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnMessageBegin !== 'number' || typeof HTTPParser.kOnHeadersComplete !== 'number' || !Array.isArray(methods)) {
+if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnMessageBegin !== 'number' || typeof HTTPParser.kOnExecute !== 'number' || typeof HTTPParser.kOnHeadersComplete !== 'number' || !Array.isArray(methods)) {
   throw new Error('this Node.js has no llhttp binding in _http_common')
 }
