@@ -1,8 +1,7 @@
-import { IncomingMessage } from 'node:http'
-import { Readable } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
-import { HTTPParser, methods, releaseParser, type NativeParser, type ParseError } from './llhttp.ts'
+import { HTTPParser, methods, releaseParser, SocketReader, type NativeParser, type ParseError } from './llhttp.ts'
 import { H1Response, type ResponseFraming } from './inbound-h1-response.ts'
+import { H1Request, RequestBody, mergeHeaders } from './inbound-h1-request.ts'
 import { hasBody } from './headers.ts'
 
 // One caller's HTTP/1.1 connection, after the TLS stage has verified the peer: Node's llhttp binding
@@ -14,29 +13,7 @@ import { hasBody } from './headers.ts'
 // (a slowloris is cut off), the keep-alive idle deadline; Upgrade and CONNECT handed over with the
 // bytes after the head; a parse error or a deadline reported once, as node:http's 'clientError'.
 
-const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete, kOnExecute } = HTTPParser
-
-/** The TLS socket's native stream (a TLSWrap), which the parser can read directly. */
-interface StreamHandle { isStreamBase?: boolean, _consumed?: boolean, reading?: boolean, readStart: () => number, readStop: () => number }
-
-/** A parsed request head, and its body (a stream only when the request has one). */
-export interface H1Request {
-  readonly method: string
-  readonly url: string
-  readonly versionMajor: number
-  readonly versionMinor: number
-  /** Header names lower-cased and repeated fields combined by node:http's rules (IncomingMessage.headers). */
-  readonly headers: Record<string, string | string[] | undefined>
-  /** Whether the request lets the connection stay open after its answer (version and Connection). */
-  readonly keepAlive: boolean
-  /** transfer-encoding, or a content-length above 0: what node:http's callers read as a body. */
-  readonly body: Readable | null
-  /** Every byte of the request, body included, has been read. */
-  complete: boolean
-  readonly socket: TLSSocket
-  /** An HTTP/1.1 request with Expect: 100-continue whose body has not started: the client waits for a 100 before sending it. */
-  readonly expectsContinue: boolean
-}
+const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
 
 /** What the protocol stage does with what this connection reads (node:http's server events). */
 export interface H1Handlers {
@@ -63,49 +40,6 @@ const MAX_QUEUED = 16
 // node:http's keepAliveTimeoutBuffer: the connection is closed this long after the Keep-Alive: timeout= it advertises.
 const IDLE_GRACE_MS = 1000
 const NO_HEADERS: string[] = []
-const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i
-// node:http's own rules for combining repeated header fields (which repeat joins, which wins first).
-const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine: (this: object, name: string, value: string, dest: Record<string, unknown>) => void })._addHeaderLine
-const HEADER_RULES = { joinDuplicateHeaders: false }
-
-class Body extends Readable {
-  private readonly conn: H1Connection
-  constructor (conn: H1Connection) { super(); this.conn = conn }
-  override _read (): void { this.conn.bodyWanted() }
-  // A body cut short (the caller went away) is an error only to a reader listening for one, as IncomingMessage does it.
-  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void { cb(this.listenerCount('error') > 0 ? err : null) }
-}
-
-class Request implements H1Request {
-  readonly method: string
-  readonly url: string
-  readonly versionMajor: number
-  readonly versionMinor: number
-  readonly headers: Record<string, string | string[] | undefined>
-  readonly keepAlive: boolean
-  readonly body: Body | null
-  readonly socket: TLSSocket
-  complete = false
-  get expectsContinue (): boolean {
-    const expect = this.headers.expect
-    return this.body !== null && this.versionMinor === 1 && typeof expect === 'string' && CONTINUE.test(expect)
-  }
-
-  /** The body is read and dropped (the answer is out, or a refusal drains it). */
-  discard = false
-  /** A refusal's drain deadline (drainBody), cleared once the body is all read. */
-  drainTimer: NodeJS.Timeout | undefined
-  constructor (socket: TLSSocket, method: string, url: string, major: number, minor: number, headers: Record<string, string | string[] | undefined>, keepAlive: boolean, body: Body | null) {
-    this.socket = socket
-    this.method = method
-    this.url = url
-    this.versionMajor = major
-    this.versionMinor = minor
-    this.headers = headers
-    this.keepAlive = keepAlive
-    this.body = body
-  }
-}
 
 export class H1Connection {
   readonly socket: TLSSocket
@@ -113,22 +47,19 @@ export class H1Connection {
   private readonly handlers: H1Handlers
   private readonly opts: H1ConnectionOptions
   /** The request being read (its body goes to it). */
-  private reading: Request | undefined
+  private reading: H1Request | undefined
   /** The request being answered, and those read after it waiting their turn. */
-  private answering: { req: Request, res: H1Response } | undefined
-  private readonly queued: Request[] = []
+  private answering: { req: H1Request, res: H1Response } | undefined
+  private readonly queued: H1Request[] = []
   private partial: string[] = NO_HEADERS
   private partialUrl = ''
   /** When the current request (or the connection, before its first) started, for the deadlines; 0 between requests. */
   private messageStart: number
   private headComplete = false
   /** An Upgrade or CONNECT head was read: the socket is handed over once the parser returns. */
-  private upgrading: Request | undefined
+  private upgrading: H1Request | undefined
   private bodyFull = false
-  /** Reading is stopped (a body's reader is full, or too many requests read ahead). */
-  private held = false
-  /** The TLS socket's handle, when the parser reads it directly. */
-  private handle: StreamHandle | undefined
+  private readonly reader: SocketReader
   private idle = false
   /** Answer with Connection: close and end the connection after the answer in progress (shutdown). */
   draining = false
@@ -162,15 +93,7 @@ export class H1Connection {
     socket.on('timeout', this.onIdleTimeout)
     socket.on('error', this.onError)
     socket.on('close', this.onClose)
-    // Then the parser reads the TLS socket's handle in C++, as node:http's server does: no Buffer,
-    // stream push and 'data' event per read (issue 21). End of stream and errors still reach the socket.
-    const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle
-    if (handle?.isStreamBase === true && handle._consumed !== true) {
-      handle._consumed = true
-      parser.consume(handle)
-      parser[kOnExecute] = (ret: number | ParseError) => { this.afterExecute(ret, undefined) }
-      this.handle = handle
-    }
+    this.reader = new SocketReader(parser, socket, (ret) => { this.afterExecute(ret, undefined) })
   }
 
   /** Whether a request is being read or answered (an expiring peer's connection is closed only when not). */
@@ -226,10 +149,9 @@ export class H1Connection {
     const target = url === undefined || url === '' ? this.partialUrl : this.partialUrl + url
     this.partialUrl = ''
     this.headComplete = true
-    const merged: Record<string, string | string[] | undefined> = {}
-    for (let i = 0; i < raw.length; i += 2) addHeaderLine.call(HEADER_RULES, raw[i]!, raw[i + 1]!, merged)
+    const merged = mergeHeaders(raw)
     const method = methods[methodIndex] ?? ''
-    const req = new Request(this.socket, method, target, major, minor, merged, keepAlive, !upgrade && hasBody(merged) ? new Body(this) : null)
+    const req = new H1Request(this.socket, method, target, major, minor, merged, keepAlive, !upgrade && hasBody(merged) ? new RequestBody(this.bodyWanted) : null)
     if (upgrade) { this.upgrading = req; return 0 }
     // The HTTP/2 preface read as HTTP/1.1 (a client that did not negotiate h2): nothing to answer.
     if (method === 'PRI') { this.socket.destroy(); return 1 }
@@ -256,7 +178,7 @@ export class H1Connection {
     if (this.answering === undefined && this.queued.length === 0) this.startIdle()
   }
 
-  private dispatch (req: Request): void {
+  private dispatch (req: H1Request): void {
     const res = new H1Response(this.socket, req.method === 'HEAD', req.keepAlive && !this.draining, req.versionMinor === 0 && req.versionMajor === 1, this.framing)
     this.answering = { req, res }
     this.handlers.request(req, res)
@@ -282,8 +204,7 @@ export class H1Connection {
    * A body still arriving after `maxMs` has its connection destroyed, so a denied caller cannot hold
    * the connection by trickling bytes.
    */
-  drainBody (req: H1Request, maxBytes: number, maxMs: number): boolean {
-    const r = req as Request
+  drainBody (r: H1Request, maxBytes: number, maxMs: number): boolean {
     if (r.complete || r.body === null) return true
     this.discardBody(r)
     r.drainTimer = setTimeout(() => { if (!r.complete) this.socket.destroy() }, maxMs)
@@ -291,7 +212,7 @@ export class H1Connection {
     return r.headers['transfer-encoding'] === undefined && Number(r.headers['content-length'] ?? 0) <= maxBytes
   }
 
-  private discardBody (r: Request): void {
+  private discardBody (r: H1Request): void {
     if (r.discard) return
     r.discard = true
     // Nobody reads the stream from here on: it ends (and its consumer, if any, stops) with what it has.
@@ -301,26 +222,17 @@ export class H1Connection {
   }
 
   /** The request body's reader wants more. */
-  bodyWanted (): void {
+  private readonly bodyWanted = (): void => {
     if (!this.bodyFull) return
     this.bodyFull = false
     this.updateFlow()
   }
 
   private updateFlow (): void {
-    if (this.closed) return
-    const hold = this.bodyFull || this.queued.length >= MAX_QUEUED
-    if (hold === this.held) return
-    this.held = hold
-    // A consumed handle is read in C++: pausing the socket's stream alone would not stop it.
-    const handle = this.handle
-    if (hold) { this.socket.pause(); if (handle !== undefined && handle.reading === true) { handle.reading = false; handle.readStop() } } else {
-      if (handle !== undefined && handle.reading !== true) { handle.reading = true; handle.readStart() }
-      this.socket.resume()
-    }
+    if (!this.closed) this.reader.reading(!this.bodyFull && this.queued.length < MAX_QUEUED)
   }
 
-  private handOver (req: Request, head: Buffer): void {
+  private handOver (req: H1Request, head: Buffer): void {
     this.detach()
     if (req.method === 'CONNECT') this.handlers.connect(req, this.socket)
     else this.handlers.upgrade(req, this.socket, head)
@@ -338,16 +250,6 @@ export class H1Connection {
     if (!this.idle) return
     this.idle = false
     this.socket.setTimeout(0)
-  }
-
-  /** The socket's handle back to the socket's own stream (node:http's unconsume()). */
-  private unconsume (): void {
-    const handle = this.handle
-    if (handle === undefined) return
-    this.handle = undefined
-    this.parser.unconsume()
-    handle._consumed = false
-    if (handle.reading !== true && !this.socket.destroyed) { handle.reading = true; handle.readStart() }
   }
 
   private readonly onIdleTimeout = (): void => { if (this.idle) this.socket.destroy() }
@@ -376,7 +278,7 @@ export class H1Connection {
     }
     this.queued.length = 0
     this.reading = undefined
-    this.unconsume()
+    this.reader.release()
     releaseParser(this.parser)
   }
 
@@ -385,7 +287,7 @@ export class H1Connection {
     this.closed = true
     // Paused until the new owner reads it (a relay pipes it once the app has switched protocols).
     this.socket.pause()
-    this.unconsume()
+    this.reader.release()
     this.socket.off('data', this.onData)
     this.socket.off('end', this.onEnd)
     this.socket.off('drain', this.onDrain)

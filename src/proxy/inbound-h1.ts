@@ -9,7 +9,8 @@ import type { Verdict } from './authorize.ts'
 import { endToEndHeaders, isGrpc } from './headers.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { forwardUpgrade } from './forward-h1.ts'
-import { H1Connection, type H1Request, type H1ConnectionOptions } from './inbound-h1-connection.ts'
+import { H1Connection, type H1ConnectionOptions } from './inbound-h1-connection.ts'
+import type { H1Request } from './inbound-h1-request.ts'
 import type { H1Response } from './inbound-h1-response.ts'
 import { allowedOffer, offeredProtocols } from './upgrade.ts'
 import { refuseH1, refuseRaw } from './refusal.ts'
@@ -79,7 +80,7 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     method: req.method,
     rawPath: req.url,
     requestIdHeader: req.headers['x-request-id'],
-    ...protocolProblem(req)
+    protocolProblem: req.protocolProblem
   })
 
   const forwardHeaders = (req: H1Request, v: Extract<Verdict, { ok: true }>): Record<string, string | string[]> => {
@@ -199,13 +200,4 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
       for (const conn of live) conn.socket.destroy()
     }
   }
-}
-
-/** What the request line or head breaks that the judge refuses with 400 (node:http refused these itself, without a decision line). */
-function protocolProblem (req: H1Request): { protocolProblem?: string } {
-  // llhttp takes a request line without a version as HTTP/0.9, and any digit pair after "HTTP/".
-  if (req.versionMajor !== 1) return { protocolProblem: 'the request line must end with HTTP/1.1 or HTTP/1.0' }
-  // RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
-  if (req.versionMinor === 1 && req.headers.host === undefined) return { protocolProblem: 'an HTTP/1.1 request must carry Host' }
-  return {}
 }

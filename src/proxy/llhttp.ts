@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import type { Socket } from 'node:net'
 
 // Node's own llhttp binding: the parser node:http uses, from `_http_common`, an internal module Node
 // keeps for compatibility (http-parser-js and others replace it), pinned with Node itself (package.json
@@ -49,6 +50,57 @@ export const { HTTPParser, methods } = common
  */
 export function releaseParser (parser: NativeParser): void {
   setImmediate(() => { parser.remove(); parser.free(); parser.close() })
+}
+
+/** A socket's native stream (TCPWrap, TLSWrap), which a parser can read directly. */
+interface StreamHandle { isStreamBase?: boolean, _consumed?: boolean, reading?: boolean, readStart: () => number, readStop: () => number }
+
+/**
+ * A parser reading a socket's handle in C++, as node:http's server reads its connections: no Buffer,
+ * stream push and 'data' event per read (issue 21); `onExecute` follows each read. End of stream and
+ * errors still reach the socket. Bytes the socket had already read still come through its 'data'
+ * listener, which must be attached first (it also starts the reading).
+ */
+export class SocketReader {
+  private handle: StreamHandle | undefined
+  private readonly parser: NativeParser
+  private readonly socket: Socket
+  private stopped = false
+
+  constructor (parser: NativeParser, socket: Socket, onExecute: (ret: number | ParseError) => void) {
+    this.parser = parser
+    this.socket = socket
+    const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle
+    if (handle?.isStreamBase !== true || handle._consumed === true) return
+    handle._consumed = true
+    parser.consume(handle)
+    parser[HTTPParser.kOnExecute] = onExecute
+    this.handle = handle
+  }
+
+  /** Stops or restarts reading (backpressure): on a consumed handle, pausing the socket's stream alone would not stop it. */
+  reading (on: boolean): void {
+    if (on === !this.stopped) return
+    this.stopped = !on
+    const handle = this.handle
+    if (!on) {
+      this.socket.pause()
+      if (handle !== undefined && handle.reading === true) { handle.reading = false; handle.readStop() }
+      return
+    }
+    if (handle !== undefined && handle.reading !== true) { handle.reading = true; handle.readStart() }
+    this.socket.resume()
+  }
+
+  /** The handle back to the socket's own stream (node:http's unconsume()): before the socket changes owner, or once it is closed. */
+  release (): void {
+    const handle = this.handle
+    if (handle === undefined) return
+    this.handle = undefined
+    this.parser.unconsume()
+    handle._consumed = false
+    if (handle.reading !== true && !this.socket.destroyed) { handle.reading = true; handle.readStart() }
+  }
 }
 
 if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnMessageBegin !== 'number' || typeof HTTPParser.kOnExecute !== 'number' || typeof HTTPParser.kOnHeadersComplete !== 'number' || !Array.isArray(methods)) {
