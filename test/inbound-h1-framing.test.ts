@@ -359,3 +359,30 @@ t.test('bytes after a request that closes the connection are never read as a req
   t.ok(await until(() => mesh.decisions.length === 1), 'one decision line')
   t.match(mesh.decisions[0], { decision: 'allow', rawPath: '/first', status: 200 }, 'the first request\'s, with its 200')
 })
+
+t.test('an Upgrade the stage cannot relay cleanly is refused: one with a body, one pipelined behind a request still answered', async t => {
+  const mesh = await startMesh(t, { appHandler: (req, res) => { setTimeout(() => { urlApp(req, res) }, 200) } })
+  let upgrades = 0
+  mesh.app.server.on('upgrade', (_req, socket) => {
+    upgrades++
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+    socket.on('error', () => { socket.destroy() })
+  })
+  const upgrade = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: gatehouse.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`
+
+  // With a body: llhttp reads it and then switches, so the app would wait for a body that the tunnel's first bytes would fill.
+  const withBody = await converse(t, mesh)
+  withBody.send(`${upgrade('/ws-body', 'Content-Length: 5\r\n')}hello`)
+  t.ok(await until(() => withBody.ended), 'the connection is closed')
+  t.same(withBody.responses().map(r => r.status), [400], 'answered 400')
+  t.ok(await until(() => mesh.decisions.length === 1), 'one decision line')
+  t.match(mesh.decisions[0], { decision: 'deny', rawPath: '/ws-body', status: 400 }, 'a deny with status 400')
+
+  // Behind a request still being answered: that answer would land inside the tunnel.
+  const pipelined = await converse(t, mesh)
+  pipelined.send(`${GET('/first')}${upgrade('/ws-late')}`)
+  t.ok(await until(() => pipelined.ended), 'the connection is closed')
+  t.notOk(pipelined.text().includes('101 Switching Protocols'), 'no 101 reaches the caller')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(upgrades, 0, 'no upgrade reached the app')
+})

@@ -132,7 +132,11 @@ export class H1Connection {
       return
     }
     const up = this.upgrading
-    if (up !== undefined) this.handOver(up, (d ?? this.parser.getCurrentBuffer()).subarray(ret))
+    if (up === undefined) return
+    // An Upgrade pipelined behind requests still being answered: their answers would land inside the
+    // tunnel. No client does this; the connection is closed instead.
+    if (this.answering !== undefined || this.queued.length > 0) { this.socket.destroy(); return }
+    this.handOver(up, (d ?? this.parser.getCurrentBuffer()).subarray(ret))
   }
 
   /** Nothing more is read after a parse error: the handler answers it (and ends the connection) once. */

@@ -6,7 +6,7 @@ import type { DecisionFields } from '../audit/record.ts'
 import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { Judge } from './judge.ts'
 import type { Verdict } from './authorize.ts'
-import { endToEndHeaders, isGrpc } from './headers.ts'
+import { endToEndHeaders, hasBody, isGrpc } from './headers.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { forwardUpgrade } from './forward-h1.ts'
 import { H1Connection, type H1ConnectionOptions } from './inbound-h1-connection.ts'
@@ -76,11 +76,11 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
   const peerOf = (socket: object): PeerIdentity | undefined => peers.get(socket)
   const live = new Set<H1Connection>()
 
-  const verdictFor = (req: H1Request): Verdict => judge.verdict(peerOf(req.socket), {
+  const verdictFor = (req: H1Request, problem = req.protocolProblem): Verdict => judge.verdict(peerOf(req.socket), {
     method: req.method,
     rawPath: req.url,
     requestIdHeader: req.headers['x-request-id'],
-    protocolProblem: req.protocolProblem
+    protocolProblem: problem
   })
 
   const forwardHeaders = (req: H1Request, v: Extract<Verdict, { ok: true }>): Record<string, string | string[]> => {
@@ -122,7 +122,9 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     // A raw socket is ours once it is handed over: without an error listener a client reset would crash the process.
     socket.on('error', () => { socket.destroy() })
     const start = performance.now()
-    const verdict = verdictFor(req)
+    // llhttp reads an Upgrade request's body and then switches: the app would be told of a body that
+    // never comes, and read the tunnel's first bytes as it. A handshake has no body (RFC 6455 4.1).
+    const verdict = verdictFor(req, req.protocolProblem ?? (hasBody(req.headers) ? 'an Upgrade request must not carry a body' : undefined))
     if (!verdict.ok) { refuseRaw(socket, verdict.refusal); judge.record(verdict.fields, verdict.refusal.status, start); return }
     // Authorized, but only a listed protocol may become a tunnel (upgrade.ts says why).
     const offered = offeredProtocols(req.headers.upgrade as string | undefined)
