@@ -5,7 +5,7 @@ import { connectRaw, rawExchange, parseResponses, headerValues, type ParsedRespo
 import { waitFor } from './helpers/wait.ts'
 
 // What the inbound HTTP/1.1 stage does itself now that it parses requests with llhttp and writes
-// answers straight onto the TLS socket (inbound-h1-connection.ts, inbound-h1-response.ts) rather
+// answers straight onto the TLS socket (h1-server-connection.ts, h1-server-response.ts) rather
 // than through node:https's server: the body framing of each answer (chunked, close-delimited, none
 // for HEAD, 204 and 304), Connection and Keep-Alive, pipelined requests answered in order, the
 // 100 Continue only for an allowed request, Host required of HTTP/1.1, and an unread request body

@@ -46,7 +46,7 @@ export interface ResponseSink {
   onAbort: (fn: () => void) => void
 }
 
-/** An HTTP/1.1 caller's response on node:http's server (the outbound listener; the inbound one answers with inbound-h1-response.ts). */
+/** An HTTP/1.1 caller's response on node:http's server (the outbound listener; the inbound one answers with h1-server-response.ts). */
 class H1Sink implements ResponseSink {
   private readonly res: ServerResponse
   constructor (res: ServerResponse) { this.res = res }

@@ -1,4 +1,5 @@
 import type { TLSSocket } from 'node:tls'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from '../log.ts'
 import type { PeerIdentity } from '../spiffe/peer.ts'
@@ -9,15 +10,16 @@ import type { Verdict } from './authorize.ts'
 import { endToEndHeaders, hasBody, isGrpc } from './headers.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { forwardUpgrade } from './forward-h1.ts'
-import { H1Connection, type H1ConnectionOptions } from './inbound-h1-connection.ts'
-import type { H1Request } from './inbound-h1-request.ts'
-import type { H1Response } from './inbound-h1-response.ts'
+import type { H1Connection, H1ConnectionOptions } from './h1-server-connection.ts'
+import { createH1Server } from './h1-server.ts'
+import type { H1Request } from './h1-server-request.ts'
+import type { H1Response } from './h1-server-response.ts'
 import { allowedOffer, offeredProtocols } from './upgrade.ts'
 import { refuseH1, refuseRaw } from './refusal.ts'
 import { refusal } from '../error-body.ts'
 import { BadRequestError, HeadersTooLargeError, MethodNotAllowedError, RequestTimeoutError, UpgradeNotAllowedError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.ts'
 
-// The HTTP/1.1 protocol stage: each caller connection's parser (inbound-h1-connection.ts) hands over
+// The HTTP/1.1 protocol stage: each caller connection's parser (h1-server-connection.ts) hands over
 // a request (or an Upgrade, a CONNECT, a parse error or a deadline); its facts go to the judge, a
 // refusal is answered here, an allowed request is forwarded. Exactly one decision line per request,
 // whichever of these ends it.
@@ -74,7 +76,6 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
   const upgradeAllowed = new Set(o.upgradeProtocols.map(p => p.toLowerCase()))
   const peers = new WeakMap<object, PeerIdentity>()
   const peerOf = (socket: object): PeerIdentity | undefined => peers.get(socket)
-  const live = new Set<H1Connection>()
 
   const verdictFor = (req: H1Request, problem = req.protocolProblem): Verdict => judge.verdict(peerOf(req.socket), {
     method: req.method,
@@ -90,7 +91,7 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     return headers
   }
 
-  const request = (conn: H1Connection, req: H1Request, res: H1Response): void => {
+  const request = (req: H1Request, res: H1Response, conn: H1Connection): void => {
     const start = performance.now()
     const socket = req.socket as Tracked
     const verdict = verdictFor(req)
@@ -151,7 +152,7 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     judge.record(fields, 405, start)
   }
 
-  const clientError = (err: { code: string, bytesParsed?: number }, socket: TLSSocket): void => {
+  const clientError = (err: { code: string, bytesParsed?: number }, socket: Socket): void => {
     // Unparseable HTTP (smuggling attempts, oversized headers) or too slow: answer 400/431/408 and close; the app never sees it.
     const refused = err.code === 'HPE_HEADER_OVERFLOW' ? HEADERS_TOO_LARGE : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? TOO_SLOW : MALFORMED
     const status = refused.status
@@ -174,32 +175,13 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     } else socket.destroy()
   }
 
-  // node:http's own sweep: the headers and request deadlines are checked this often (a quarter of the
-  // headers deadline, between 50 ms and 1 s), so a slowloris is cut off close to the deadline.
-  const sweep = setInterval(() => {
-    const now = performance.now()
-    for (const conn of live) conn.checkDeadlines(now)
-  }, Math.max(50, Math.min(1000, Math.floor(o.headersTimeoutMs / 4))))
-  sweep.unref()
-
+  const server = createH1Server(o, { request, upgrade, connect, clientError })
   return {
     accept (socket, peer) {
       peers.set(socket, peer)
-      let conn: H1Connection | undefined
-      const handlers = {
-        request: (req: H1Request, res: H1Response) => { request(conn!, req, res) },
-        upgrade: (req: H1Request, s: TLSSocket, head: Buffer) => { live.delete(conn!); upgrade(req, s, head) },
-        connect: (req: H1Request, s: TLSSocket) => { live.delete(conn!); connect(req, s) },
-        clientError
-      }
-      conn = new H1Connection(socket, handlers, o)
-      live.add(conn)
-      socket.once('close', () => { live.delete(conn) })
+      server.accept(socket)
     },
-    closeIdle () { for (const conn of live) conn.closeIfIdle() },
-    closeAll () {
-      clearInterval(sweep)
-      for (const conn of live) conn.socket.destroy()
-    }
+    closeIdle: server.closeIdle,
+    closeAll: server.closeAll
   }
 }

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 
 // Node's own llhttp binding: the parser node:http uses, from `_http_common`, an internal module Node
 // keeps for compatibility (http-parser-js and others replace it), pinned with Node itself (package.json
-// engines). Used on both sides of a request: the caller's requests (inbound-h1-connection.ts) and the
+// engines). Used on both sides of a request: the caller's requests (h1-server-connection.ts) and the
 // app's responses (app-h1-connection.ts). Checked at load: a Node without it fails at start, not mid-request.
 
 export interface NativeParser {

@@ -1,10 +1,10 @@
-import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders } from 'node:http'
 import { createServer as createH2cServer, constants as h2, type Http2Session, type ServerHttp2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2'
-import { connect as netConnect, type AddressInfo } from 'node:net'
-import { PassThrough, type Duplex } from 'node:stream'
+import { createServer, connect as netConnect, type AddressInfo, type Server, type Socket } from 'node:net'
+import { PassThrough, type Readable } from 'node:stream'
 import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
-import { OutboundBadTargetError, OutboundConnectRefusedError, OutboundUnknownDestinationError, PeerIdentityError, QuarantinedError, UpstreamTimeoutError, UpstreamUnavailableError, type GatehouseError } from '../errors.ts'
+import { BadRequestError, HeadersTooLargeError, OutboundBadTargetError, OutboundConnectRefusedError, OutboundUnknownDestinationError, PeerIdentityError, QuarantinedError, UpstreamTimeoutError, UpstreamUnavailableError, type GatehouseError } from '../errors.ts'
 import { refusal } from '../error-body.ts'
 import type { RouteTable, Route } from './routes.ts'
 import { endToEndHeaders, hasBody, isGrpc } from './headers.ts'
@@ -13,6 +13,9 @@ import { forwardH2 } from './forward-h2.ts'
 import { MeshLinks } from './mesh-link.ts'
 import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
 import { startRouteListeners, type RouteListeners } from './route-listeners.ts'
+import { createH1Server } from './h1-server.ts'
+import type { H1Request } from './h1-server-request.ts'
+import type { H1Response } from './h1-server-response.ts'
 import { carryTcp } from './outbound-tcp.ts'
 import type { QuarantineSource } from '../quarantine/source.ts'
 
@@ -96,12 +99,15 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     })
   }
 
-  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+  const handle = (req: H1Request, res: H1Response): void => {
     const reply = (r: Refusal, outcome: string): void => { refuseH1(res, r); o.onRequest?.(outcome) }
+    // The HTTP version, or an HTTP/1.1 request without Host (node:http's server refused these itself).
+    const problem = req.protocolProblem
+    if (problem !== undefined) { reply(refusal(new OutboundBadTargetError(problem)), 'bad-target'); return }
     let url: URL
     try {
       // HTTP_PROXY clients send absolute-form; a client that talks to us directly sends origin-form + Host.
-      url = new URL(req.url?.startsWith('/') === true ? `http://${req.headers.host ?? ''}${req.url}` : req.url ?? '')
+      url = new URL(req.url.startsWith('/') ? `http://${String(req.headers.host ?? '')}${req.url}` : req.url)
     } catch {
       reply(refusal(new OutboundBadTargetError('request target is not a URL')), 'bad-target'); return
     }
@@ -115,14 +121,16 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       logger.warn({ event: 'outbound.refused', code: 'GH_OUTBOUND_UNKNOWN_DESTINATION', host, port }, 'outbound call to an unknown destination refused')
       reply(refusal(new OutboundUnknownDestinationError(`${host}:${port} is not in the routes file`)), 'unknown-destination'); return
     }
-    forwardH1(route, req, res, url.host, `${url.pathname}${url.search}`)
+    // node:http's server invited the body of every such request; here only one that is routed.
+    if (req.expectsContinue) res.writeContinue()
+    forwardH1(route, req, res, r => { refuseH1(res, r) }, url.host, `${url.pathname}${url.search}`)
   }
 
   /** An HTTP/1.1 request, its route known: on the route's link with the Host the callee expects. */
-  const forwardH1 = (route: Route, req: IncomingMessage, res: ServerResponse, host: string, target: string): void => {
+  const forwardH1 = (route: Route, req: { method: string, headers: IncomingHttpHeaders, body: Readable | null }, sink: ResponseSink, refuse: (r: Refusal) => void, host: string, target: string): void => {
     const headers = endToEndHeaders(req.headers, ['expect'])
     headers.host = host
-    forward(route, { method: req.method ?? 'GET', target, headers, body: hasBody(req.headers) ? req : null }, h1Sink(res), r => { refuseH1(res, r) })
+    forward(route, { method: req.method, target, headers, body: req.body }, sink, refuse)
   }
 
   // HTTP/2 inside a CONNECT tunnel to a routed destination (grpc-js, grpc-go): every stream goes to
@@ -149,11 +157,11 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const sessions = new Set<Http2Session>()
   tunnels.on('session', (s: Http2Session) => { sessions.add(s); s.once('close', () => { sessions.delete(s) }) })
 
-  const server = createServer({ headersTimeout: 10_000, requestTimeout: 0, keepAliveTimeout: 60_000 }, handle)
-  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  // The app's plain HTTP/1.1, on Gatehouse's own server (h1-server.ts), with node:http's limits of before.
+  const connectTunnel = (req: H1Request, socket: Socket, head: Buffer): void => {
     // A raw socket is ours once 'connect' fires: without an error listener a client reset would crash the process.
     socket.on('error', () => { socket.destroy() })
-    const target = (req.url ?? '').toLowerCase()
+    const target = req.url.toLowerCase()
     const sep = target.lastIndexOf(':')
     // A tunnel to a routed destination is not opaque: its first bytes say HTTP/2 (grpc-js, grpc-go)
     // or HTTP/1.1 (undici/fetch tunnel even http:// URLs), and each request inside is routed, sent
@@ -167,13 +175,17 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
           accepting = route
           try { tunnels.emit('connection', socket) } finally { accepting = undefined }
         } else {
-          server.emit('connection', socket)
-          // The HTTP parser reads the socket's handle; what was already read (and unshifted) flows once resumed.
+          h1.accept(socket)
+          // The parser reads the socket's handle; what was already read (and unshifted) flows once resumed.
           socket.resume()
         }
       }
       if (head.length > 0) dispatch(head)
-      else socket.once('data', (chunk: Buffer) => { socket.pause(); dispatch(chunk) })
+      else {
+        socket.once('data', (chunk: Buffer) => { socket.pause(); dispatch(chunk) })
+        // The HTTP/1.1 server handed the socket over paused.
+        socket.resume()
+      }
       return
     }
     const held = quarantinedRefusal()
@@ -198,7 +210,22 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     upstream.on('error', (err: Error) => { if (established) close(); else refuseRaw(socket, refusal(new UpstreamUnavailableError(`cannot connect to ${target}: ${err.message}`))) })
     upstream.on('close', () => { if (established) socket.end() })
     socket.on('error', close)
+  }
+  const h1 = createH1Server({ maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 0, idleTimeoutMs: 60_000 }, {
+    request: handle,
+    connect: connectTunnel,
+    // An Upgrade through HTTP_PROXY (node:http forwarded it as a plain request, Upgrade dropped): a tunnel is CONNECT's job.
+    upgrade: (_req, socket) => {
+      socket.on('error', () => { socket.destroy() })
+      refuseRaw(socket, refusal(new OutboundBadTargetError('Upgrade is not relayed by the outbound listener; open a CONNECT tunnel')))
+      o.onRequest?.('bad-target')
+    },
+    clientError: (err, socket) => {
+      if (socket.writable && err.bytesParsed !== undefined) refuseRaw(socket, refusal(err.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new BadRequestError('the request cannot be parsed as HTTP/1.1')))
+      else socket.destroy()
+    }
   })
+  const server = createServer({ noDelay: true }, socket => { h1.accept(socket) })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(o.listen.port, o.listen.host, () => { server.off('error', reject); resolve() })
@@ -210,7 +237,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     maxConnections: o.routeMaxConnections,
     logger,
     // Plain HTTP to a route's own port: the request names no host, the route does.
-    http: (route, req, res) => { forwardH1(route, req, res, route.port === undefined ? route.host : `${route.host}:${route.port}`, req.url ?? '/') },
+    http: (route, req, res) => { forwardH1(route, { method: req.method ?? 'GET', headers: req.headers, body: hasBody(req.headers) ? req : null }, h1Sink(res), r => { refuseH1(res, r) }, route.port === undefined ? route.host : `${route.host}:${route.port}`, req.url ?? '/') },
     tcp: (route, socket) => {
       if (quarantinedRefusal() !== undefined) { socket.destroy(); return }
       carryTcp(route, socket, { credentials: o.credentials, connectTimeoutMs: o.connectTimeoutMs, idleTimeoutMs: o.tcpIdleTimeoutMs, logger })
@@ -224,7 +251,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     close: async (drainMs = 5000) => {
       for (const s of sessions) s.close()
       await Promise.all([
-        new Promise<void>(resolve => { server.close(() => { resolve() }); server.closeIdleConnections() }),
+        new Promise<void>(resolve => { server.close(() => { resolve() }); h1.closeIdle() }),
         routeListeners.close(drainMs)
       ])
       await links.close()

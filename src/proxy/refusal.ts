@@ -12,7 +12,7 @@ import { errorJson, type Refusal } from '../error-body.ts'
 
 export type { Refusal } from '../error-body.ts'
 
-/** Where an HTTP/1.1 answer is written: node:http's ServerResponse (outbound) or inbound-h1-response.ts's H1Response. */
+/** Where an HTTP/1.1 answer is written: node:http's ServerResponse (outbound) or h1-server-response.ts's H1Response. */
 export interface H1Answer {
   writeHead: (status: number, headers: OutgoingHttpHeaders) => unknown
   end: (body: string) => unknown

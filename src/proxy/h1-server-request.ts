@@ -1,8 +1,8 @@
 import { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
-import type { TLSSocket } from 'node:tls'
+import type { Socket } from 'node:net'
 
-// One HTTP/1.1 request as the caller's connection (inbound-h1-connection.ts) hands it to the stage:
+// One HTTP/1.1 request as the caller's connection (h1-server-connection.ts) hands it to its handler:
 // its head, with the headers combined by node:http's rules, and its body, a stream only when the
 // request has one.
 
@@ -31,7 +31,7 @@ export class RequestBody extends Readable {
 const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i
 
 export class H1Request {
-  readonly socket: TLSSocket
+  readonly socket: Socket
   readonly method: string
   readonly url: string
   readonly versionMajor: number
@@ -48,7 +48,7 @@ export class H1Request {
   discard = false
   drainTimer: NodeJS.Timeout | undefined
 
-  constructor (socket: TLSSocket, method: string, url: string, major: number, minor: number, headers: H1Headers, keepAlive: boolean, body: RequestBody | null) {
+  constructor (socket: Socket, method: string, url: string, major: number, minor: number, headers: H1Headers, keepAlive: boolean, body: RequestBody | null) {
     this.socket = socket
     this.method = method
     this.url = url

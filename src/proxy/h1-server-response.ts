@@ -2,7 +2,7 @@ import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import type { ResponseSink } from './exchange.ts'
 
-// The answer to one HTTP/1.1 request on a caller's connection (inbound-h1-connection.ts), written
+// The answer to one HTTP/1.1 request on a caller's connection (h1-server-connection.ts), written
 // straight to the TLS socket: the head in one latin1 write, the body framed by RFC 9112 6 as
 // node:http's ServerResponse frames it. The app's content-length is kept; without one the body is
 // chunked (an HTTP/1.0 caller's is delimited by closing the connection); a HEAD, 1xx, 204 or 304

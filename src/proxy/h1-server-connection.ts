@@ -1,12 +1,13 @@
-import type { TLSSocket } from 'node:tls'
+import type { Socket } from 'node:net'
 import { HTTPParser, methods, releaseParser, SocketReader, type NativeParser, type ParseError } from './llhttp.ts'
-import { H1Response, type ResponseFraming } from './inbound-h1-response.ts'
-import { H1Request, RequestBody, mergeHeaders } from './inbound-h1-request.ts'
+import { H1Response, type ResponseFraming } from './h1-server-response.ts'
+import { H1Request, RequestBody, mergeHeaders } from './h1-server-request.ts'
 import { hasBody } from './headers.ts'
 
-// One caller's HTTP/1.1 connection, after the TLS stage has verified the peer: Node's llhttp binding
-// (llhttp.ts, strict, as node:http parses) reads requests off the TLS socket, and each is handed to
-// the protocol stage (inbound-h1.ts) with an H1Response to answer it. What node:http's server did
+// One caller's HTTP/1.1 connection (h1-server.ts keeps them): Node's llhttp binding (llhttp.ts,
+// strict, as node:http parses) reads requests off the socket (TLS, after the inbound listener has
+// verified the peer, or the app's plain connection to the outbound listener), and each is handed to
+// the listener's handler (inbound-h1.ts, outbound.ts) with an H1Response to answer it. What node:http's server did
 // for us and is done here instead, without an IncomingMessage and a ServerResponse stream per
 // request (issue 21): the request body as a stream only when there is one, with backpressure onto the
 // socket; pipelined requests answered one at a time, in order; the headers and request deadlines
@@ -17,12 +18,12 @@ const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComp
 
 /** What the protocol stage does with what this connection reads (node:http's server events). */
 export interface H1Handlers {
-  request: (req: H1Request, res: H1Response) => void
+  request: (req: H1Request, res: H1Response, conn: H1Connection) => void
   /** Upgrade (or CONNECT): the socket is the handler's from here on; `head` is what followed the request head. */
-  upgrade: (req: H1Request, socket: TLSSocket, head: Buffer) => void
-  connect: (req: H1Request, socket: TLSSocket) => void
+  upgrade: (req: H1Request, socket: Socket, head: Buffer) => void
+  connect: (req: H1Request, socket: Socket, head: Buffer) => void
   /** Bytes that are not HTTP/1.1 (`bytesParsed` set), or a deadline passed (code ERR_HTTP_REQUEST_TIMEOUT). */
-  clientError: (err: { code: string, bytesParsed?: number }, socket: TLSSocket) => void
+  clientError: (err: { code: string, bytesParsed?: number }, socket: Socket) => void
 }
 
 export interface H1ConnectionOptions {
@@ -42,7 +43,7 @@ const IDLE_GRACE_MS = 1000
 const NO_HEADERS: string[] = []
 
 export class H1Connection {
-  readonly socket: TLSSocket
+  readonly socket: Socket
   private readonly parser: NativeParser
   private readonly handlers: H1Handlers
   private readonly opts: H1ConnectionOptions
@@ -67,7 +68,7 @@ export class H1Connection {
   private failed = false
   private readonly framing: ResponseFraming
 
-  constructor (socket: TLSSocket, handlers: H1Handlers, opts: H1ConnectionOptions) {
+  constructor (socket: Socket, handlers: H1Handlers, opts: H1ConnectionOptions) {
     this.socket = socket
     this.handlers = handlers
     this.opts = opts
@@ -185,7 +186,7 @@ export class H1Connection {
   private dispatch (req: H1Request): void {
     const res = new H1Response(this.socket, req.method === 'HEAD', req.keepAlive && !this.draining, req.versionMinor === 0 && req.versionMajor === 1, this.framing)
     this.answering = { req, res }
-    this.handlers.request(req, res)
+    this.handlers.request(req, res, this)
   }
 
   /** An answer is complete: the connection ends, or the next request read ahead is answered, or it waits idle. */
@@ -238,7 +239,7 @@ export class H1Connection {
 
   private handOver (req: H1Request, head: Buffer): void {
     this.detach()
-    if (req.method === 'CONNECT') this.handlers.connect(req, this.socket)
+    if (req.method === 'CONNECT') this.handlers.connect(req, this.socket, head)
     else this.handlers.upgrade(req, this.socket, head)
   }
 
