@@ -386,3 +386,23 @@ t.test('an Upgrade the stage cannot relay cleanly is refused: one with a body, o
   await new Promise(resolve => setTimeout(resolve, 300))
   t.equal(upgrades, 0, 'no upgrade reached the app')
 })
+
+t.test('a chunked body\'s trailers never reach the next request on the connection: not its headers, not its path', async t => {
+  // llhttp hands trailers over the way it hands over a long head's first headers; kept, they joined
+  // the next request's head (its headers, and its URL after the previous one's). Behind a front proxy
+  // that shares a kept-alive connection between its users, one user's trailers would land in another's request.
+  const mesh = await startMesh(t)
+  const arrivals: IncomingMessage[] = []
+  mesh.app.server.prependListener('request', (req: IncomingMessage) => { arrivals.push(req) })
+  const c = await converse(t, mesh)
+  c.send('POST /a HTTP/1.1\r\nHost: gatehouse.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nAuthorization: Bearer from-the-trailer\r\nX-Injected: yes\r\n\r\n')
+  t.ok(await until(() => c.responses().length === 1), 'the first request is answered')
+  c.send('GET /b HTTP/1.1\r\nHost: gatehouse.test\r\nAuthorization: Bearer its-own\r\n\r\n')
+  t.ok(await until(() => arrivals.length === 2 && c.responses().length === 2), 'the second request is answered')
+  t.equal(arrivals[1]?.url, '/b', 'the app saw the second request\'s own path')
+  t.equal(arrivals[1]?.headers.authorization, 'Bearer its-own', 'and its own Authorization')
+  t.equal(arrivals[1]?.headers['x-injected'], undefined, 'and no header from the first request\'s trailers')
+  t.equal(arrivals[0]?.headers['x-injected'], undefined, 'trailers are not relayed to the app as headers of the first request either')
+  t.ok(await until(() => mesh.decisions.length === 2), 'two decision lines')
+  t.same(mesh.decisions.map(d => d.rawPath), ['/a', '/b'], 'each with its own path')
+})

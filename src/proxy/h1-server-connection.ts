@@ -79,6 +79,9 @@ export class H1Connection {
     parser.initialize(HTTPParser.REQUEST, {}, opts.maxHeaderSize, 0)
     parser[kOnMessageBegin] = () => { this.messageStart = performance.now(); this.headComplete = false; this.stopIdle() }
     parser[kOnHeaders] = (headers: string[], url: string) => {
+      // After the head, these are a chunked body's trailers: not relayed (as the app side does not),
+      // and never kept for the next request's head, which they would join.
+      if (this.headComplete) return
       this.partial = this.partial === NO_HEADERS ? headers : this.partial.concat(headers)
       this.partialUrl += url
     }
