@@ -406,3 +406,29 @@ t.test('a chunked body\'s trailers never reach the next request on the connectio
   t.ok(await until(() => mesh.decisions.length === 2), 'two decision lines')
   t.same(mesh.decisions.map(d => d.rawPath), ['/a', '/b'], 'each with its own path')
 })
+
+t.test('nothing read after a closing answer is forwarded; a pipelined Upgrade still gets its decision line; too many header fields are refused', async t => {
+  const mesh = await startMesh(t, { policy: PUBLIC_ONLY, appHandler: (req, res) => { setTimeout(() => { urlApp(req, res) }, 100) } })
+  const arrivals = watchArrivals(mesh)
+  // A denied chunked request (its answer closes the connection), then an allowed one right behind it.
+  const c = await converse(t, mesh)
+  c.send('POST /private HTTP/1.1\r\nHost: gatehouse.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /public?after-close HTTP/1.1\r\nHost: gatehouse.test\r\n\r\n')
+  t.ok(await until(() => c.ended), 'the connection is closed after the refusal')
+  t.same(c.responses().map(r => r.status), [403], 'one answer, the 403')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.same(arrivals, [], 'the request behind it never reached the app')
+
+  // An Upgrade pipelined behind a request: the connection closes, and the Upgrade has its line.
+  const before = mesh.decisions.length
+  const u = await converse(t, mesh)
+  u.send(`${GET('/public?first')}GET /public/ws HTTP/1.1\r\nHost: gatehouse.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`)
+  t.ok(await until(() => u.ended), 'the connection is closed')
+  t.ok(await until(() => mesh.decisions.slice(before).some(d => d.rawPath === '/public/ws')), 'the Upgrade has a decision line')
+  t.match(mesh.decisions.find(d => d.rawPath === '/public/ws'), { decision: 'deny', status: 400, error: 'dropped' }, 'a deny, 400, dropped')
+
+  // node:http's maxHeadersCount: 1,001 header fields are refused, not forwarded.
+  const many = Array.from({ length: 1001 }, (_, i) => `x-h${i}: 1\r\n`).join('')
+  const h = await rawExchange(mesh, `GET /public?many HTTP/1.1\r\nHost: gatehouse.test\r\n${many}\r\n`)
+  t.same(parseResponses(h.response).map(r => r.status), [431], '431')
+  t.notOk(arrivals.includes('/public?many'), 'never at the app')
+})

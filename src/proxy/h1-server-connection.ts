@@ -22,6 +22,8 @@ export interface H1Handlers {
   /** Upgrade (or CONNECT): the socket is the handler's from here on; `head` is what followed the request head. */
   upgrade: (req: H1Request, socket: Socket, head: Buffer) => void
   connect: (req: H1Request, socket: Socket, head: Buffer) => void
+  /** A request read but never handed over or answered: the connection is closed for it (the stage still records it). */
+  dropped?: (req: H1Request, why: string) => void
   /** Bytes that are not HTTP/1.1 (`bytesParsed` set), or a deadline passed (code ERR_HTTP_REQUEST_TIMEOUT). */
   clientError: (err: { code: string, bytesParsed?: number }, socket: Socket) => void
 }
@@ -38,6 +40,7 @@ export interface H1ConnectionOptions {
 
 /** Pipelined requests read ahead of the one being answered; past this many the socket is not read. */
 const MAX_QUEUED = 16
+const MAX_HEADER_FIELDS = 1000
 // node:http's keepAliveTimeoutBuffer: the connection is closed this long after the Keep-Alive: timeout= it advertises.
 const IDLE_GRACE_MS = 1000
 const NO_HEADERS: string[] = []
@@ -139,7 +142,7 @@ export class H1Connection {
     if (up === undefined) return
     // An Upgrade pipelined behind requests still being answered: their answers would land inside the
     // tunnel. No client does this; the connection is closed instead.
-    if (this.answering !== undefined || this.queued.length > 0) { this.socket.destroy(); return }
+    if (this.answering !== undefined || this.queued.length > 0) { this.failed = true; this.handlers.dropped?.(up, 'an Upgrade or CONNECT pipelined behind requests still being answered'); this.socket.destroy(); return }
     this.handOver(up, (d ?? this.parser.getCurrentBuffer()).subarray(ret))
   }
 
@@ -151,12 +154,14 @@ export class H1Connection {
   }
 
   private onHead (major: number, minor: number, headers: string[] | undefined, methodIndex: number, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
-    if (this.closed) return 1
+    if (this.closed || this.failed) return 1
     let raw = headers ?? NO_HEADERS
     if (this.partial !== NO_HEADERS) { raw = headers === undefined ? this.partial : this.partial.concat(headers); this.partial = NO_HEADERS }
     const target = url === undefined || url === '' ? this.partialUrl : this.partialUrl + url
     this.partialUrl = ''
     this.headComplete = true
+    // node:http's limit (maxHeadersCount): more fields than this is refused as headers too large, not forwarded.
+    if (raw.length > 2 * MAX_HEADER_FIELDS) { this.parseFailed(Object.assign(new Error('too many header fields'), { code: 'HPE_HEADER_OVERFLOW', bytesParsed: 0 })); return 1 }
     const merged = mergeHeaders(raw)
     const method = methods[methodIndex] ?? ''
     const req = new H1Request(this.socket, method, target, major, minor, merged, keepAlive, !upgrade && hasBody(merged) ? new RequestBody(this.bodyWanted) : null)
@@ -197,7 +202,10 @@ export class H1Connection {
     const a = this.answering
     if (a === undefined || a.res !== res) return
     this.answering = undefined
-    if (res.closesConnection || this.draining) { this.socket.end(); return }
+    // Closed once the answer is written, as node:http does (destroySoon): a caller that never closes
+    // its side cannot hold the connection open by keeping it half-open. Nothing read after it (or
+    // after a parse error) is answered, let alone forwarded (RFC 9112 9.6).
+    if (res.closesConnection || this.draining || this.failed) { this.failed = true; this.queued.length = 0; this.socket.destroySoon(); return }
     // The app answered before the body was all read (or never read it): the rest is read and dropped, as node:http does.
     if (!a.req.complete) this.discardBody(a.req)
     const next = this.queued.shift()

@@ -22,7 +22,8 @@ export function createH1Server (opts: H1ConnectionOptions, handlers: H1Handlers)
     request: handlers.request,
     upgrade: (req, socket, head) => { forget(socket); handlers.upgrade(req, socket, head) },
     connect: (req, socket, head) => { forget(socket); handlers.connect(req, socket, head) },
-    clientError: handlers.clientError
+    clientError: handlers.clientError,
+    ...(handlers.dropped === undefined ? {} : { dropped: handlers.dropped })
   }
   const bySocket = new WeakMap<Socket, H1Connection>()
   const forget = (socket: Socket): void => { const c = bySocket.get(socket); if (c !== undefined) live.delete(c) }

@@ -175,7 +175,15 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     } else socket.destroy()
   }
 
-  const server = createH1Server(o, { request, upgrade, connect, clientError })
+  // Read but never answered (the connection closed for it): still one decision line, a refusal.
+  const dropped = (req: H1Request, why: string): void => {
+    const fields = judge.denied(peerOf(req.socket), req.method, req.url, `bad-request: ${why}`)
+    fields.error = 'dropped'
+    metrics.rejected.inc({ reason: 'upgrade' })
+    judge.record(fields, 400, performance.now())
+  }
+
+  const server = createH1Server(o, { request, upgrade, connect, clientError, dropped })
   return {
     accept (socket, peer) {
       peers.set(socket, peer)

@@ -28,7 +28,8 @@ export function refuseH1 (res: H1Answer, r: Refusal, close = false): void {
 /** HTTP/1.1 on a socket Node has handed over raw (Upgrade, CONNECT, a parse error): the answer, then close. */
 export function refuseRaw (socket: Duplex, r: Refusal): void {
   const body = errorJson(r)
-  socket.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  // Destroyed once the answer is written: a caller that never closes its side cannot hold the socket.
+  socket.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => { socket.destroy() })
 }
 
 /** gRPC status codes (grpc/doc/statuscodes.md) for the statuses the sidecar answers with. */
