@@ -66,7 +66,7 @@ export class H1Connection {
   private readonly reader: SocketReader
   private idle = false
   /** Answer with Connection: close and end the connection after the answer in progress (shutdown). */
-  draining = false
+  private draining = false
   private closed = false
   private failed = false
   private readonly framing: ResponseFraming
@@ -103,8 +103,8 @@ export class H1Connection {
     this.reader = new SocketReader(parser, socket, (ret) => { this.afterExecute(ret, undefined) })
   }
 
-  /** Whether a request is being read or answered (an expiring peer's connection is closed only when not). */
-  get busy (): boolean { return this.answering !== undefined || this.reading !== undefined || this.messageStart !== 0 }
+  /** Whether a request is being read or answered (shutdown closes the connection now only when not). */
+  private get busy (): boolean { return this.answering !== undefined || this.reading !== undefined || this.messageStart !== 0 }
 
   /** Called by the deadline sweep: a head or a request that is taking too long is reported and the connection closed. */
   checkDeadlines (now: number): void {

@@ -63,8 +63,6 @@ export class H1Response implements ResponseSink {
     this.framing = framing
   }
 
-  get writableFinished (): boolean { return this.finished }
-
   /** Writes the status line and headers (the caller's framing added); throws InvalidResponseHeaderError before writing anything. */
   writeHead (status: number, headers: OutgoingHttpHeaders): this {
     if (this.headersSent) return this
