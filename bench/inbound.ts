@@ -3,6 +3,7 @@
 // app. App and sidecar run as their own processes; the load generator is this process, unpinned.
 // `npm run bench` is the full comparison (node-reference, nginx, two-hop, pinned cores).
 //   npm run bench:inbound [-- --seconds 10 --connections 16]   (GH_BENCH_PROF=DIR: a CPU profile of the sidecar)
+//   npm run bench:inbound -- --rate 1000   (the sidecar's path at a fixed rate, open model, instead of the closed loop)
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
 import { join } from 'node:path'
@@ -11,12 +12,14 @@ import { makePki } from './lib/pki.ts'
 import { start, firstJsonLine, killAll, cpuSeconds, rssMb } from './lib/proc.ts'
 import { startGatehouse } from './targets/gatehouse.ts'
 import { probe } from './measure/probe.ts'
-import { runLoad, type LoadResult } from './load.ts'
+import { runLoad, runOpenLoad, type LoadResult } from './load.ts'
+import { Pool } from 'undici'
 import { readFileSync } from 'node:fs'
 
 const arg = (name: string, dflt: number): number => { const i = process.argv.indexOf(`--${name}`); return i === -1 ? dflt : Number(process.argv[i + 1]) }
 const seconds = arg('seconds', 10)
 const connections = arg('connections', 16)
+const rate = arg('rate', 0)
 const root = fileURLToPath(new URL('..', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'gh-bench-inbound-'))
 process.on('exit', () => { killAll(); rmSync(dir, { recursive: true, force: true }) })
@@ -33,7 +36,11 @@ const tls = { ca: readFileSync(pki.bundle, 'utf8'), cert: readFileSync(pki.clien
 const results: Array<[string, LoadResult]> = []
 results.push(['direct: HTTP to the app', await runLoad(`http://127.0.0.1:${appPort}`, { connections, seconds, path: target.path })])
 const cpuBefore = cpuSeconds(sidecar.pid)
-results.push(['via sidecar: mTLS + policy + decision log', await runLoad(target.origin, { connections, seconds, path: target.path, connect: tls })])
+if (rate > 0) {
+  const pool = new Pool(target.origin, { connections, pipelining: 1, keepAliveTimeout: 60_000, connect: tls })
+  results.push([`via sidecar at ${rate} req/s (open model)`, await runOpenLoad(target.origin, pool, { rate, seconds, path: target.path })])
+  await pool.close()
+} else results.push(['via sidecar: mTLS + policy + decision log', await runLoad(target.origin, { connections, seconds, path: target.path, connect: tls })])
 const sidecarCpu = cpuSeconds(sidecar.pid) - cpuBefore
 const viaSidecar = results[1]![1]
 

@@ -171,3 +171,77 @@ t.test('client gone before the app answers: the request to the app is aborted, a
   await waitFor(() => mesh.decisions.length === 1, 3000, 'a decision line')
   t.match(mesh.decisions[0], { decision: 'allow', path: '/never-answers', status: 499, error: 'client-gone' }, 'recorded as abandoned by the client (499)')
 })
+
+// An app whose answer is `size` bytes, written with backpressure; it records how its answer ended.
+function bigApp (size: number): { handler: (req: IncomingMessage, res: ServerResponse) => void, ended: string[] } {
+  const ended: string[] = []
+  const chunk = Buffer.alloc(64 * 1024, 'x')
+  const handler = (_req: IncomingMessage, res: ServerResponse): void => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size })
+    let left = size
+    const pump = (): void => {
+      while (left > 0) {
+        const n = Math.min(left, chunk.length)
+        left -= n
+        if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { res.once('drain', pump); return }
+      }
+      res.end()
+    }
+    res.on('close', () => { ended.push(res.writableFinished ? 'finished' : 'cut') })
+    pump()
+  }
+  return { handler, ended }
+}
+
+t.test('slow read: a caller that takes none of its answer is cut off after sendTimeout, and the app\'s connection freed', async t => {
+  const sendTimeoutMs = 600
+  const app = bigApp(64 * 1024 * 1024)
+  const mesh = await startMesh(t, { appHandler: app.handler, sidecar: { sendTimeoutMs } })
+  const socket = await openTls(clientTls(mesh))
+  t.teardown(() => { socket.destroy() })
+  socket.on('error', () => {})
+  let received = 0
+  socket.on('data', (d: Buffer) => { received += d.length })
+  socket.write(GET('/big'))
+  // Read the head and a little, then nothing: the kernel's buffers and then the sidecar's fill up.
+  await waitFor(() => received > 0, 5000, 'the answer to start')
+  socket.pause()
+  const stopped = performance.now()
+  await waitFor(() => mesh.decisions.length === 1, sendTimeoutMs + SLACK_MS * 3, 'the decision line')
+  const ms = performance.now() - stopped
+  t.match(mesh.decisions[0], { decision: 'allow', path: '/big', error: 'client-gone' }, 'the answer ends as client-gone in its one decision line')
+  t.ok(ms >= sendTimeoutMs - 100, `not before the send deadline (${Math.round(ms)} ms after the caller stopped reading)`)
+  await waitFor(() => app.ended.length === 1, 5000, 'the app\'s answer to end')
+  t.same(app.ended, ['cut'], 'the app\'s answer is cut off (its connection freed), not left waiting on the caller')
+  t.equal(metricValue(await scrapeMetrics(mesh), 'gatehouse_requests_rejected_total', { reason: 'send-timeout' }), 1, 'counted as rejected, reason send-timeout')
+  t.ok(received < 64 * 1024 * 1024, `the caller got part of it (${received} bytes)`)
+})
+
+t.test('slow read: a caller that reads in short bursts with pauses under sendTimeout gets the whole answer', async t => {
+  const sendTimeoutMs = 800
+  const size = 8 * 1024 * 1024
+  const app = bigApp(size)
+  const mesh = await startMesh(t, { appHandler: app.handler, sidecar: { sendTimeoutMs } })
+  const socket = await openTls(clientTls(mesh))
+  t.teardown(() => { socket.destroy() })
+  socket.on('error', () => {})
+  const next = responseReader(socket)
+  socket.write(GET('/big'))
+  let pauses = 0
+  const reader = setInterval(() => {
+    // 250 ms without reading, then 20 ms of reading: each stall well under the deadline.
+    socket.pause()
+    pauses++
+    setTimeout(() => { socket.resume() }, 250)
+  }, 270)
+  t.teardown(() => { clearInterval(reader) })
+  const res = await next()
+  clearInterval(reader)
+  t.equal(res.status, 200)
+  t.equal(res.body.length, size, `the whole answer arrived, after ${pauses} pauses`)
+  t.ok(pauses >= 2, 'the caller did pause')
+  await waitFor(() => mesh.decisions.length === 1, 5000, 'the decision line')
+  t.match(mesh.decisions[0], { decision: 'allow', path: '/big', status: 200 }, 'recorded as answered')
+  t.notOk('error' in mesh.decisions[0]!, 'with no error')
+  t.same(app.ended, ['finished'])
+})

@@ -24,6 +24,8 @@ export interface H1Handlers {
   connect: (req: H1Request, socket: Socket, head: Buffer) => void
   /** A request read but never handed over or answered: the connection is closed for it (the stage still records it). */
   dropped?: (req: H1Request, why: string) => void
+  /** The caller took none of an answer's `waiting` bytes within the send deadline: the connection is closed after this. */
+  sendTimeout?: (socket: Socket, waiting: number) => void
   /** Bytes that are not HTTP/1.1 (`bytesParsed` set), or a deadline passed (code ERR_HTTP_REQUEST_TIMEOUT). */
   clientError: (err: { code: string, bytesParsed?: number }, socket: Socket) => void
 }
@@ -36,7 +38,16 @@ export interface H1ConnectionOptions {
   requestTimeoutMs: number
   /** A kept-alive connection with no request for this long is closed. */
   idleTimeoutMs: number
+  /**
+   * A caller that takes none of an answer's bytes for this long is disconnected (nginx's
+   * send_timeout): without it, a caller that stops reading holds its connection, and the app
+   * connection its answer comes from, for as long as it likes (a slow-read attack). 0: no deadline.
+   */
+  sendTimeoutMs: number
 }
+
+/** --send-timeout's default: nginx's send_timeout. */
+export const DEFAULT_SEND_TIMEOUT_MS = 60_000
 
 /** Pipelined requests read ahead of the one being answered; past this many the socket is not read. */
 const MAX_QUEUED = 16
@@ -70,6 +81,9 @@ export class H1Connection {
   private closed = false
   private failed = false
   private readonly framing: ResponseFraming
+  /** While the caller takes no bytes: when that was first seen, and how many bytes were waiting then. */
+  private stalledSince = 0
+  private stalledBytes = 0
 
   constructor (socket: Socket, handlers: H1Handlers, opts: H1ConnectionOptions) {
     this.socket = socket
@@ -108,13 +122,31 @@ export class H1Connection {
 
   /** Called by the deadline sweep: a head or a request that is taking too long is reported and the connection closed. */
   checkDeadlines (now: number): void {
-    if (this.closed || this.messageStart === 0) return
+    if (this.closed) return
+    if (this.opts.sendTimeoutMs > 0) this.checkSend(now)
+    if (this.messageStart === 0) return
     const age = now - this.messageStart
     if ((!this.headComplete && this.opts.headersTimeoutMs > 0 && age > this.opts.headersTimeoutMs) || (this.opts.requestTimeoutMs > 0 && age > this.opts.requestTimeoutMs)) {
       this.messageStart = 0
       this.handlers.clientError({ code: 'ERR_HTTP_REQUEST_TIMEOUT' }, this.socket)
       this.socket.destroy()
     }
+  }
+
+  /**
+   * The send deadline: bytes waiting for the caller that it has not taken for sendTimeoutMs end the
+   * connection. Any progress (fewer bytes waiting than when the stall was seen) starts it again, so a
+   * slow but reading caller is not cut; the answer in progress ends as client-gone (its decision line
+   * says so), and the app's connection is freed.
+   */
+  private checkSend (now: number): void {
+    const waiting = this.socket.writableLength
+    if (waiting === 0) { this.stalledSince = 0; return }
+    if (this.stalledSince === 0 || waiting < this.stalledBytes) { this.stalledSince = now; this.stalledBytes = waiting; return }
+    if (now - this.stalledSince <= this.opts.sendTimeoutMs) return
+    this.stalledSince = 0
+    this.handlers.sendTimeout?.(this.socket, waiting)
+    this.socket.destroy()
   }
 
   /** Closes the connection now if nothing is in progress on it, else after the answer in progress. */

@@ -23,19 +23,21 @@ export function createH1Server (opts: H1ConnectionOptions, handlers: H1Handlers)
     upgrade: (req, socket, head) => { forget(socket); handlers.upgrade(req, socket, head) },
     connect: (req, socket, head) => { forget(socket); handlers.connect(req, socket, head) },
     clientError: handlers.clientError,
+    ...(handlers.sendTimeout === undefined ? {} : { sendTimeout: handlers.sendTimeout }),
     ...(handlers.dropped === undefined ? {} : { dropped: handlers.dropped })
   }
   const bySocket = new WeakMap<Socket, H1Connection>()
   const forget = (socket: Socket): void => { const c = bySocket.get(socket); if (c !== undefined) live.delete(c) }
 
-  // node:http's own sweep: the deadlines are checked this often (a quarter of the headers deadline,
-  // between 50 ms and 1 s), so a slowloris is cut off close to the deadline.
+  // node:http's own sweep: the deadlines are checked this often (a quarter of the shortest deadline,
+  // between 50 ms and 1 s), so a slowloris or a caller that stops reading is cut off close to it.
   let sweep: NodeJS.Timeout | undefined
-  if (opts.headersTimeoutMs > 0 || opts.requestTimeoutMs > 0) {
+  const deadlines = [opts.headersTimeoutMs, opts.requestTimeoutMs, opts.sendTimeoutMs].filter(ms => ms > 0)
+  if (deadlines.length > 0) {
     sweep = setInterval(() => {
       const now = performance.now()
       for (const conn of live) conn.checkDeadlines(now)
-    }, Math.max(50, Math.min(1000, Math.floor((opts.headersTimeoutMs > 0 ? opts.headersTimeoutMs : opts.requestTimeoutMs) / 4))))
+    }, Math.max(50, Math.min(1000, Math.floor(Math.min(...deadlines) / 4))))
     sweep.unref()
   }
 

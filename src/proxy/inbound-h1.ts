@@ -175,6 +175,12 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     } else socket.destroy()
   }
 
+  // The answer in progress ends as client-gone when the connection closes (its one decision line).
+  const sendTimeout = (socket: Socket, waiting: number): void => {
+    metrics.rejected.inc({ reason: 'send-timeout' })
+    logger.warn({ event: 'http.send_timeout', caller: peerOf(socket)?.id ?? null, waitingBytes: waiting, sendTimeoutMs: o.sendTimeoutMs }, 'caller took none of its answer within --send-timeout; connection closed')
+  }
+
   // Read but never answered (the connection closed for it): still one decision line, a refusal.
   const dropped = (req: H1Request, why: string): void => {
     const fields = judge.denied(peerOf(req.socket), req.method, req.url, `bad-request: ${why}`)
@@ -183,7 +189,7 @@ export function createH1Stage (o: H1StageOptions): H1Stage {
     judge.record(fields, 400, performance.now())
   }
 
-  const server = createH1Server(o, { request, upgrade, connect, clientError, dropped })
+  const server = createH1Server(o, { request, upgrade, connect, clientError, dropped, sendTimeout })
   return {
     accept (socket, peer) {
       peers.set(socket, peer)

@@ -10,6 +10,7 @@ import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { AppUpstream } from './app-upstream.ts'
 import { createJudge } from './judge.ts'
 import { createH1Stage, requestInFlight } from './inbound-h1.ts'
+import { DEFAULT_SEND_TIMEOUT_MS } from './h1-server-connection.ts'
 import { createH2Stage, DEFAULT_MAX_CONCURRENT_STREAMS } from './inbound-h2.ts'
 import { guardHandshakes } from './handshake-guard.ts'
 import { UNBOUNDED_LIMITS } from './connection-budget.ts'
@@ -53,6 +54,8 @@ export interface InboundLimits {
   headersTimeoutMs: number
   requestTimeoutMs: number
   idleTimeoutMs: number
+  /** A caller that takes none of its answer for this long is disconnected (HTTP/1.1; default DEFAULT_SEND_TIMEOUT_MS). */
+  sendTimeoutMs?: number
   maxHeaderSize: number
   maxConnections: number
   /** Connections still in their TLS handshake (handshake-guard.ts); default 1024. */
@@ -160,7 +163,7 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     if (closed > 0) logger.warn({ event: 'quarantine.connections_closed', closed, revision: list.revision }, 'closed the live connections of quarantined callers')
   })
   const app = opts.app
-  const h1 = createH1Stage({ judge, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger, maxHeaderSize: opts.maxHeaderSize, headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs })
+  const h1 = createH1Stage({ judge, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger, maxHeaderSize: opts.maxHeaderSize, headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, sendTimeoutMs: opts.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS })
   const tcp = createTcpStage({ judge, upstreams: opts.tcpUpstreams ?? new Map(), preambleTimeoutMs: opts.headersTimeoutMs, connectTimeoutMs: opts.upstreamConnectTimeoutMs ?? 2000, idleTimeoutMs: opts.tcpIdleTimeoutMs ?? opts.idleTimeoutMs, metrics, logger })
   policy.onChange(() => { tcp.reevaluate() })
   const h2 = createH2Stage({ judge, app, maxConcurrentStreams: opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.maxHeaderSize, idleTimeoutMs: opts.idleTimeoutMs, metrics, logger })

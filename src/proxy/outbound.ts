@@ -14,6 +14,7 @@ import { MeshLinks } from './mesh-link.ts'
 import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
 import { startRouteListeners, type RouteListeners } from './route-listeners.ts'
 import { createH1Server } from './h1-server.ts'
+import { DEFAULT_SEND_TIMEOUT_MS } from './h1-server-connection.ts'
 import type { H1Request } from './h1-server-request.ts'
 import type { H1Response } from './h1-server-response.ts'
 import { carryTcp } from './outbound-tcp.ts'
@@ -211,7 +212,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     upstream.on('close', () => { if (established) socket.end() })
     socket.on('error', close)
   }
-  const h1 = createH1Server({ maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 0, idleTimeoutMs: 60_000 }, {
+  const h1 = createH1Server({ maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 0, idleTimeoutMs: 60_000, sendTimeoutMs: DEFAULT_SEND_TIMEOUT_MS }, {
     request: handle,
     connect: connectTunnel,
     // An Upgrade through HTTP_PROXY (node:http forwarded it as a plain request, Upgrade dropped): a tunnel is CONNECT's job.

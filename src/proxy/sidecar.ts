@@ -238,6 +238,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
     headersTimeoutMs: o.headersTimeoutMs,
     requestTimeoutMs: o.requestTimeoutMs,
     idleTimeoutMs: o.idleTimeoutMs,
+    ...(o.sendTimeoutMs === undefined ? {} : { sendTimeoutMs: o.sendTimeoutMs }),
     maxHeaderSize: o.maxHeaderSize,
     maxConnections: o.maxConnections,
     ...(o.maxPendingHandshakes === undefined ? {} : { maxPendingHandshakes: o.maxPendingHandshakes }),
