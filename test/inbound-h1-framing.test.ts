@@ -432,3 +432,24 @@ t.test('nothing read after a closing answer is forwarded; a pipelined Upgrade st
   t.same(parseResponses(h.response).map(r => r.status), [431], '431')
   t.notOk(arrivals.includes('/public?many'), 'never at the app')
 })
+
+t.test('a parse error in a request pipelined behind others: their answers first, in order, then the 400; each its own decision line', async t => {
+  // The first request's answer is slow, so the bad bytes are read while it is still being answered.
+  const slowFirst = (req: IncomingMessage, res: ServerResponse): void => { setTimeout(() => { urlApp(req, res) }, req.url === '/public?n=1' ? 300 : 0) }
+  const mesh = await startMesh(t, { policy: PUBLIC_ONLY, appHandler: slowFirst })
+  const c = await converse(t, mesh)
+  c.send(GET('/public?n=1') + GET('/public?n=2') + 'NOT HTTP AT ALL\r\n\r\n')
+  t.ok(await until(() => c.ended), 'the connection is closed after the 400')
+  const rs = c.responses()
+  t.same(rs.map(r => r.status), [200, 200, 400], 'the two requests read before the bad bytes are answered, in order, then 400')
+  t.same(rs.slice(0, 2).map(r => r.body.toString('latin1')), ['/public?n=1', '/public?n=2'], 'with their own answers, whole')
+  t.match(JSON.parse(rs[2]?.body.toString('utf8') ?? '{}'), { error: 'GH_BAD_REQUEST', reason: 'malformed' })
+  t.ok(await until(() => mesh.decisions.length === 3), 'three decision lines')
+  const [one, two, bad] = mesh.decisions
+  t.match(one, { rawPath: '/public?n=1', decision: 'allow', status: 200 }, 'the slow request is recorded as answered, not blamed for the bytes after it')
+  t.notOk('error' in one!, 'with no error')
+  t.match(two, { rawPath: '/public?n=2', decision: 'allow', status: 200 })
+  t.match(bad, { decision: 'deny', status: 400, error: 'HPE_INVALID_METHOD' }, 'the bad bytes have their own line')
+  t.equal(JSON.parse(rs[2]!.body.toString('utf8')).requestId, bad!.requestId, 'and the 400 names that line\'s request id')
+  t.same(mesh.app.seen.map(s => s.url), ['/public?n=1', '/public?n=2'], 'the app got the two requests and nothing else')
+})

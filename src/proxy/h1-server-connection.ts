@@ -80,6 +80,8 @@ export class H1Connection {
   private draining = false
   private closed = false
   private failed = false
+  /** A parse error after the requests still to be answered: reported once they are. */
+  private laterError: ParseError | undefined
   private readonly framing: ResponseFraming
   /** While the caller takes no bytes: when that was first seen, and how many bytes were waiting then. */
   private stalledSince = 0
@@ -178,10 +180,20 @@ export class H1Connection {
     this.handOver(up, (d ?? this.parser.getCurrentBuffer()).subarray(ret))
   }
 
-  /** Nothing more is read after a parse error: the handler answers it (and ends the connection) once. */
+  /**
+   * Nothing more is read after a parse error: the handler answers it (and ends the connection) once.
+   * An error in a request pipelined behind the one being answered is that later request's: the
+   * requests read before it are answered first, in order, and then the error (RFC 9112 9.3.2), so
+   * an answer in progress is neither cut nor blamed for bytes that came after it.
+   */
   private parseFailed (err: ParseError): void {
     this.messageStart = 0
     this.failed = true
+    if (this.answering !== undefined && this.reading !== this.answering.req) {
+      this.laterError = err
+      this.updateFlow()
+      return
+    }
     this.handlers.clientError(err, this.socket)
   }
 
@@ -237,12 +249,18 @@ export class H1Connection {
     // Closed once the answer is written, as node:http does (destroySoon): a caller that never closes
     // its side cannot hold the connection open by keeping it half-open. Nothing read after it (or
     // after a parse error) is answered, let alone forwarded (RFC 9112 9.6).
-    if (res.closesConnection || this.draining || this.failed) { this.failed = true; this.queued.length = 0; this.socket.destroySoon(); return }
+    if (res.closesConnection || this.draining || (this.failed && this.laterError === undefined)) { this.failed = true; this.queued.length = 0; this.socket.destroySoon(); return }
     // The app answered before the body was all read (or never read it): the rest is read and dropped, as node:http does.
     if (!a.req.complete) this.discardBody(a.req)
     const next = this.queued.shift()
     // After the answer's caller has finished with it (its decision line), so lines follow the answers' order.
     if (next !== undefined) { this.updateFlow(); queueMicrotask(() => { if (!this.closed) this.dispatch(next) }); return }
+    const later = this.laterError
+    if (later !== undefined) {
+      this.laterError = undefined
+      queueMicrotask(() => { if (!this.closed) this.handlers.clientError(later, this.socket) })
+      return
+    }
     if (this.reading === undefined) this.startIdle()
   }
 
@@ -277,7 +295,7 @@ export class H1Connection {
   }
 
   private updateFlow (): void {
-    if (!this.closed) this.reader.reading(!this.bodyFull && this.queued.length < MAX_QUEUED)
+    if (!this.closed) this.reader.reading(!this.failed && !this.bodyFull && this.queued.length < MAX_QUEUED)
   }
 
   private handOver (req: H1Request, head: Buffer): void {
