@@ -245,3 +245,36 @@ t.test('slow read: a caller that reads in short bursts with pauses under sendTim
   t.notOk('error' in mesh.decisions[0]!, 'with no error')
   t.same(app.ended, ['finished'])
 })
+
+t.test('slow read over HTTP/2: a stream whose caller takes none of its answer is cancelled after sendTimeout; the connection and its other streams live on', async t => {
+  const sendTimeoutMs = 600
+  const app = bigApp(64 * 1024 * 1024)
+  const mesh = await startMesh(t, { appHandler: (req, res) => { if (req.url === '/small') fixedApp(req, res); else app.handler(req, res) }, sidecar: { sendTimeoutMs } })
+  const session = await mesh.h2()
+  const stream = session.request({ ':method': 'GET', ':path': '/big' })
+  let received = 0
+  let rstCode = -1
+  stream.on('data', (d: Buffer) => { received += d.length; if (received > 0) stream.pause() })
+  stream.on('error', () => {})
+  stream.on('close', () => { rstCode = stream.rstCode })
+  // Paused, the client does not consume what arrives, so the stream's flow-control window stays shut.
+  await waitFor(() => received > 0, 5000, 'the answer to start')
+  const stopped = performance.now()
+  await waitFor(() => mesh.decisions.length === 1, sendTimeoutMs + SLACK_MS * 3, 'the decision line')
+  const ms = performance.now() - stopped
+  t.match(mesh.decisions[0], { decision: 'allow', path: '/big', error: 'client-gone' }, 'the answer ends as client-gone in its one decision line')
+  t.ok(ms >= sendTimeoutMs - 100, `not before the send deadline (${Math.round(ms)} ms after the caller stopped reading)`)
+  await waitFor(() => rstCode !== -1, 5000, 'the stream to close')
+  t.equal(rstCode, 8, 'the stream is reset with CANCEL')
+  await waitFor(() => app.ended.length === 1, 5000, 'the app\'s answer to end')
+  t.same(app.ended, ['cut'], 'the app\'s answer is cut off (its connection freed)')
+  t.equal(metricValue(await scrapeMetrics(mesh), 'gatehouse_requests_rejected_total', { reason: 'send-timeout' }), 1, 'counted as rejected, reason send-timeout')
+  // Only that stream: the connection still carries requests.
+  const next = await new Promise<number>((resolve, reject) => {
+    const s = session.request({ ':method': 'GET', ':path': '/small' })
+    s.on('response', h => { resolve(Number(h[':status'])) })
+    s.on('error', reject)
+    s.resume()
+  })
+  t.equal(next, 200, 'a new stream on the same connection is answered')
+})

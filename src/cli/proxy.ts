@@ -67,7 +67,7 @@ export const proxySchema = {
   'headers-timeout': { kind: 'duration', default: '10s', help: 'deadline for a request\'s headers (slowloris)' },
   'request-timeout': { kind: 'duration', default: '300s', help: 'deadline for a whole request, body included' },
   'idle-timeout': { kind: 'duration', help: 'keep-alive idle timeout (default 60s; 30s under a --memory-limit below 512Mi)' },
-  'send-timeout': { kind: 'duration', default: '60s', min: 0, help: 'a caller that takes none of its answer for this long is disconnected (HTTP/1.1; against slow reads, as nginx\'s send_timeout; 0s: never)' },
+  'send-timeout': { kind: 'duration', default: '60s', min: 0, help: 'a caller that takes none of its answer for this long loses its HTTP/1.1 connection or HTTP/2 stream (against slow reads holding app connections, as nginx\'s send_timeout; 0s: never)' },
   'max-header-size': { kind: 'int', default: 16384, min: 1024, help: 'max request header bytes (431 beyond)' },
   'max-connections': { kind: 'int', min: 1, help: 'max concurrent inbound connections (default 10000, or derived from --memory-limit)' },
   'max-concurrent-streams': { kind: 'int', default: DEFAULT_MAX_CONCURRENT_STREAMS, min: 1, help: 'HTTP/2 streams one inbound connection may have open at once; more are refused (REFUSED_STREAM)' },

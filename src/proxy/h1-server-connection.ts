@@ -3,6 +3,7 @@ import { HTTPParser, methods, releaseParser, SocketReader, type NativeParser, ty
 import { H1Response, type ResponseFraming } from './h1-server-response.ts'
 import { H1Request, RequestBody, mergeHeaders } from './h1-server-request.ts'
 import { hasBody } from './headers.ts'
+import { SendDeadline } from './send-deadline.ts'
 
 // One caller's HTTP/1.1 connection (h1-server.ts keeps them): Node's llhttp binding (llhttp.ts,
 // strict, as node:http parses) reads requests off the socket (TLS, after the inbound listener has
@@ -38,16 +39,9 @@ export interface H1ConnectionOptions {
   requestTimeoutMs: number
   /** A kept-alive connection with no request for this long is closed. */
   idleTimeoutMs: number
-  /**
-   * A caller that takes none of an answer's bytes for this long is disconnected (nginx's
-   * send_timeout): without it, a caller that stops reading holds its connection, and the app
-   * connection its answer comes from, for as long as it likes (a slow-read attack). 0: no deadline.
-   */
+  /** A caller that takes none of an answer's bytes for this long is disconnected (send-deadline.ts); 0: no deadline. */
   sendTimeoutMs: number
 }
-
-/** --send-timeout's default: nginx's send_timeout. */
-export const DEFAULT_SEND_TIMEOUT_MS = 60_000
 
 /** Pipelined requests read ahead of the one being answered; past this many the socket is not read. */
 const MAX_QUEUED = 16
@@ -83,15 +77,14 @@ export class H1Connection {
   /** A parse error after the requests still to be answered: reported once they are. */
   private laterError: ParseError | undefined
   private readonly framing: ResponseFraming
-  /** While the caller takes no bytes: when that was first seen, and how many bytes were waiting then. */
-  private stalledSince = 0
-  private stalledBytes = 0
+  private readonly send: SendDeadline | undefined
 
   constructor (socket: Socket, handlers: H1Handlers, opts: H1ConnectionOptions) {
     this.socket = socket
     this.handlers = handlers
     this.opts = opts
     this.messageStart = performance.now()
+    this.send = opts.sendTimeoutMs > 0 ? new SendDeadline(opts.sendTimeoutMs) : undefined
     this.framing = { keepAliveSeconds: opts.idleTimeoutMs > 0 ? Math.floor(opts.idleTimeoutMs / 1000) : undefined, done: (res) => { this.answered(res) } }
     const parser = new HTTPParser()
     this.parser = parser
@@ -122,10 +115,18 @@ export class H1Connection {
   /** Whether a request is being read or answered (shutdown closes the connection now only when not). */
   private get busy (): boolean { return this.answering !== undefined || this.reading !== undefined || this.messageStart !== 0 }
 
-  /** Called by the deadline sweep: a head or a request that is taking too long is reported and the connection closed. */
+  /**
+   * Called by the deadline sweep: a head or a request that is taking too long is reported and the
+   * connection closed; so is a caller past its send deadline (the answer in progress then ends as
+   * client-gone in its decision line, and the app's connection is freed).
+   */
   checkDeadlines (now: number): void {
     if (this.closed) return
-    if (this.opts.sendTimeoutMs > 0) this.checkSend(now)
+    if (this.send?.expired(now, this.socket.writableLength) === true) {
+      this.handlers.sendTimeout?.(this.socket, this.socket.writableLength)
+      this.socket.destroy()
+      return
+    }
     if (this.messageStart === 0) return
     const age = now - this.messageStart
     if ((!this.headComplete && this.opts.headersTimeoutMs > 0 && age > this.opts.headersTimeoutMs) || (this.opts.requestTimeoutMs > 0 && age > this.opts.requestTimeoutMs)) {
@@ -133,22 +134,6 @@ export class H1Connection {
       this.handlers.clientError({ code: 'ERR_HTTP_REQUEST_TIMEOUT' }, this.socket)
       this.socket.destroy()
     }
-  }
-
-  /**
-   * The send deadline: bytes waiting for the caller that it has not taken for sendTimeoutMs end the
-   * connection. Any progress (fewer bytes waiting than when the stall was seen) starts it again, so a
-   * slow but reading caller is not cut; the answer in progress ends as client-gone (its decision line
-   * says so), and the app's connection is freed.
-   */
-  private checkSend (now: number): void {
-    const waiting = this.socket.writableLength
-    if (waiting === 0) { this.stalledSince = 0; return }
-    if (this.stalledSince === 0 || waiting < this.stalledBytes) { this.stalledSince = now; this.stalledBytes = waiting; return }
-    if (now - this.stalledSince <= this.opts.sendTimeoutMs) return
-    this.stalledSince = 0
-    this.handlers.sendTimeout?.(this.socket, waiting)
-    this.socket.destroy()
   }
 
   /** Closes the connection now if nothing is in progress on it, else after the answer in progress. */

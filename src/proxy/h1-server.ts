@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net'
+import { sweepInterval } from './send-deadline.ts'
 import { H1Connection, type H1ConnectionOptions, type H1Handlers } from './h1-server-connection.ts'
 
 // Gatehouse's own HTTP/1.1 server on Node's llhttp binding, for both listeners: the inbound one (TLS,
@@ -37,7 +38,7 @@ export function createH1Server (opts: H1ConnectionOptions, handlers: H1Handlers)
     sweep = setInterval(() => {
       const now = performance.now()
       for (const conn of live) conn.checkDeadlines(now)
-    }, Math.max(50, Math.min(1000, Math.floor(Math.min(...deadlines) / 4))))
+    }, sweepInterval(deadlines))
     sweep.unref()
   }
 

@@ -8,6 +8,7 @@ import { endToEndHeaders, h2HeaderProblem, isGrpc } from './headers.ts'
 import { h2Sink } from './exchange.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { refuseH2 } from './refusal.ts'
+import { SendDeadline, sweepInterval } from './send-deadline.ts'
 import { refusal } from '../error-body.ts'
 import { HeadersTooLargeError, MethodNotAllowedError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.ts'
 
@@ -34,6 +35,8 @@ export interface H2StageOptions {
   maxConcurrentStreams: number
   maxHeaderListSize: number
   idleTimeoutMs: number
+  /** A caller that takes none of a stream's answer for this long has the stream cancelled (send-deadline.ts); 0: no deadline. */
+  sendTimeoutMs: number
   metrics: ProxyMetrics
   logger: Logger
 }
@@ -69,6 +72,24 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     maxSendHeaderBlockLength: o.maxHeaderListSize * 4
   })
   const sessions = new Set<Http2Session>()
+  // The streams being answered, each with its send deadline: a caller's flow-control window held
+  // at zero (or a connection it stopped reading) would otherwise hold an app connection per stream.
+  const sending = new Map<ServerHttp2Stream, SendDeadline>()
+  let sweep: NodeJS.Timeout | undefined
+  if (o.sendTimeoutMs > 0) {
+    sweep = setInterval(() => {
+      const now = performance.now()
+      for (const [stream, deadline] of sending) {
+        if (!deadline.expired(now, stream.writableLength)) continue
+        sending.delete(stream)
+        metrics.rejected.inc({ reason: 'send-timeout' })
+        logger.warn({ event: 'http.send_timeout', protocol: 'h2', caller: peers.get(stream.session as Http2Session)?.id ?? null, waitingBytes: stream.writableLength, sendTimeoutMs: o.sendTimeoutMs }, 'caller took none of its answer within --send-timeout; stream cancelled')
+        // RST_STREAM(CANCEL): the forwarder sees the caller gone, aborts the app's side, and the decision line says client-gone.
+        stream.close(h2.NGHTTP2_CANCEL)
+      }
+    }, sweepInterval([o.sendTimeoutMs]))
+    sweep.unref()
+  }
   const peers = new WeakMap<Http2Session, PeerIdentity>()
   /** Set for the duration of accept(): 'session' fires synchronously inside it. */
   let accepting: PeerIdentity | undefined
@@ -140,6 +161,10 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     // once (rapid reset) is closed by then and never reaches the app.
     setImmediate(() => {
       if (stream.closed || stream.destroyed) { judge.record(fields, 499, start, 'client-gone'); return }
+      if (sweep !== undefined) {
+        sending.set(stream, new SendDeadline(o.sendTimeoutMs))
+        stream.once('close', () => { sending.delete(stream) })
+      }
       forwardToApp(fr, h2Sink(stream), grpc, o.app, (outcome) => {
         if ((outcome.status === 502 || outcome.status === 504) && !stream.headersSent) {
           refuseH2(stream, refusal(outcome.status === 502 ? APP_DOWN : APP_SLOW, { requestId: fields.requestId }), grpc)
@@ -155,6 +180,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
       try { server.emit('connection', socket) } finally { accepting = undefined }
     },
     async close (drainMs) {
+      clearInterval(sweep)
       const all = [...sessions]
       for (const s of all) s.close()
       const timer = setTimeout(() => { for (const s of all) s.destroy() }, drainMs)

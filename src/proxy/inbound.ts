@@ -10,7 +10,7 @@ import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { AppUpstream } from './app-upstream.ts'
 import { createJudge } from './judge.ts'
 import { createH1Stage, requestInFlight } from './inbound-h1.ts'
-import { DEFAULT_SEND_TIMEOUT_MS } from './h1-server-connection.ts'
+import { DEFAULT_SEND_TIMEOUT_MS } from './send-deadline.ts'
 import { createH2Stage, DEFAULT_MAX_CONCURRENT_STREAMS } from './inbound-h2.ts'
 import { guardHandshakes } from './handshake-guard.ts'
 import { UNBOUNDED_LIMITS } from './connection-budget.ts'
@@ -54,7 +54,7 @@ export interface InboundLimits {
   headersTimeoutMs: number
   requestTimeoutMs: number
   idleTimeoutMs: number
-  /** A caller that takes none of its answer for this long is disconnected (HTTP/1.1; default DEFAULT_SEND_TIMEOUT_MS). */
+  /** A caller that takes none of its answer for this long loses its connection (HTTP/1.1) or stream (HTTP/2); default DEFAULT_SEND_TIMEOUT_MS. */
   sendTimeoutMs?: number
   maxHeaderSize: number
   maxConnections: number
@@ -163,10 +163,11 @@ export async function startInbound (opts: InboundOptions): Promise<Inbound> {
     if (closed > 0) logger.warn({ event: 'quarantine.connections_closed', closed, revision: list.revision }, 'closed the live connections of quarantined callers')
   })
   const app = opts.app
-  const h1 = createH1Stage({ judge, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger, maxHeaderSize: opts.maxHeaderSize, headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, sendTimeoutMs: opts.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS })
+  const sendTimeoutMs = opts.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS
+  const h1 = createH1Stage({ judge, app, upgradeProtocols: opts.upgradeProtocols, metrics, logger, maxHeaderSize: opts.maxHeaderSize, headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, idleTimeoutMs: opts.idleTimeoutMs, sendTimeoutMs })
   const tcp = createTcpStage({ judge, upstreams: opts.tcpUpstreams ?? new Map(), preambleTimeoutMs: opts.headersTimeoutMs, connectTimeoutMs: opts.upstreamConnectTimeoutMs ?? 2000, idleTimeoutMs: opts.tcpIdleTimeoutMs ?? opts.idleTimeoutMs, metrics, logger })
   policy.onChange(() => { tcp.reevaluate() })
-  const h2 = createH2Stage({ judge, app, maxConcurrentStreams: opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.maxHeaderSize, idleTimeoutMs: opts.idleTimeoutMs, metrics, logger })
+  const h2 = createH2Stage({ judge, app, maxConcurrentStreams: opts.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS, maxHeaderListSize: opts.maxHeaderSize, idleTimeoutMs: opts.idleTimeoutMs, sendTimeoutMs, metrics, logger })
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
