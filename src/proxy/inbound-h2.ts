@@ -72,6 +72,9 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     maxSendHeaderBlockLength: o.maxHeaderListSize * 4
   })
   const sessions = new Set<Http2Session>()
+  const peers = new WeakMap<Http2Session, PeerIdentity>()
+  /** Set for the duration of accept(): 'session' fires synchronously inside it. */
+  let accepting: PeerIdentity | undefined
   // The streams being answered, each with its send deadline: a caller's flow-control window held
   // at zero (or a connection it stopped reading) would otherwise hold an app connection per stream.
   const sending = new Map<ServerHttp2Stream, SendDeadline>()
@@ -90,9 +93,6 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     }, sweepInterval([o.sendTimeoutMs]))
     sweep.unref()
   }
-  const peers = new WeakMap<Http2Session, PeerIdentity>()
-  /** Set for the duration of accept(): 'session' fires synchronously inside it. */
-  let accepting: PeerIdentity | undefined
 
   server.on('session', (session: Http2Session) => {
     const peer = accepting
@@ -161,11 +161,9 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     // once (rapid reset) is closed by then and never reaches the app.
     setImmediate(() => {
       if (stream.closed || stream.destroyed) { judge.record(fields, 499, start, 'client-gone'); return }
-      if (sweep !== undefined) {
-        sending.set(stream, new SendDeadline(o.sendTimeoutMs))
-        stream.once('close', () => { sending.delete(stream) })
-      }
+      if (sweep !== undefined) sending.set(stream, new SendDeadline(o.sendTimeoutMs))
       forwardToApp(fr, h2Sink(stream), grpc, o.app, (outcome) => {
+        sending.delete(stream)
         if ((outcome.status === 502 || outcome.status === 504) && !stream.headersSent) {
           refuseH2(stream, refusal(outcome.status === 502 ? APP_DOWN : APP_SLOW, { requestId: fields.requestId }), grpc)
         }
