@@ -2,10 +2,23 @@
 import { createServer } from 'node:http'
 import httpProxy from 'http-proxy'
 import { Pool } from 'undici'
-import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { Agent, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse } from 'node:http'
 import { createUpstreamPool, forwardH1 } from '../src/proxy/forward-h1.ts'
 import { endToEndHeaders, hasBody } from '../src/proxy/headers.ts'
-import { h1Sink } from '../src/proxy/exchange.ts'
+import type { ResponseSink } from '../src/proxy/exchange.ts'
+
+/** node:http's ServerResponse as the forwarder's sink: the forwarding step measured alone, on the same front as the other kinds. */
+const h1Sink = (res: ServerResponse): ResponseSink => ({
+  get headersSent () { return res.headersSent },
+  get statusCode () { return res.statusCode },
+  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }) { res.writeHead(status, headers); if (opts.end) res.end() },
+  write: (chunk: Buffer) => res.write(chunk),
+  end () { res.end() },
+  onDrain (fn: () => void) { res.on('drain', fn) },
+  trailers (t: OutgoingHttpHeaders) { res.addTrailers(t as Record<string, string>) },
+  destroy () { res.destroy() },
+  onAbort (fn: () => void) { res.on('close', () => { if (!res.writableFinished) fn() }) }
+})
 
 const [kind, appPortText] = process.argv.slice(2)
 const appPort = Number(appPortText)

@@ -4,9 +4,10 @@ import { EventEmitter, once } from 'node:events'
 import { createServer, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { PassThrough } from 'node:stream'
-import { ProxyAgent, request as undiciRequest } from 'undici'
+import { Pool, ProxyAgent, request as undiciRequest } from 'undici'
 import { Pki, startApp, startWorkload } from './helpers/mesh.ts'
-import { CALLER_ID, CALLEE_ID, TD, routesYaml, startTcpProbe, viaProxy, json } from './helpers/outbound-mesh.ts'
+import { CALLER_ID, CALLEE_ID, TD, routesYaml, startTcpProbe, viaProxy, json, openTcp, readAll } from './helpers/outbound-mesh.ts'
+import { parseResponses } from './helpers/raw-tls.ts'
 import { waitFor } from './helpers/wait.ts'
 import { tempDir } from './helpers/files.ts'
 
@@ -60,7 +61,9 @@ const a = await startWorkload(t, {
   routes: routesYaml([
     { host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID },
     { host: 'b.internal:8080', address: d.inboundAddress, id: PORT_ROUTE_ID },
-    { host: 'plain.internal', address: probe.address, id: CALLEE_ID }
+    { host: 'plain.internal', address: probe.address, id: CALLEE_ID },
+    // Its own loopback listener (Consul's upstreams): the app sends plain HTTP there, no proxy.
+    { host: 'listen.internal', address: b.inboundAddress, id: CALLEE_ID, listen: '127.0.0.1:0' }
   ])
 })
 const aLeafHash = sha256(new X509Certificate(a.svid.chainPem).raw)
@@ -195,4 +198,34 @@ t.test('no plaintext leaves the sidecar: the destination\'s first bytes are a TL
   const text = bytes.toString('latin1')
   for (const leak of ['GET', 'POST', 'secret', 'abc123', 'hunter2', 'plain.internal']) t.notOk(text.includes(leak), `no "${leak}" in the clear`)
   t.equal(probe.connections, before + 1, 'one connection attempt, no plaintext retry')
+})
+
+t.test('an http route\'s own listener: plain HTTP, no proxy, reaches B\'s app with the route\'s host, kept alive; CONNECT, Upgrade and unparseable bytes are refused there', async t => {
+  const port = a.sidecar.outbound!.routeListeners.port({ host: '127.0.0.1', port: 0 })!
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1 })
+  t.teardown(async () => { await pool.close() })
+  for (const n of [1, 2]) {
+    const res = await pool.request({ path: `/via-listener?n=${n}`, method: 'POST', body: `body-${n}` })
+    t.equal(res.statusCode, 201, `request ${n} answered by B's app`)
+    t.match(await res.body.json(), { app: 'b', method: 'POST', url: `/via-listener?n=${n}`, body: `body-${n}` }, 'path, query and body round-trip')
+  }
+  const seen = bSeen.at(-1)!
+  t.equal(seen.headers.host, 'listen.internal', 'B\'s app sees the route\'s host, whatever Host the app sent')
+  t.equal(seen.headers['x-forwarded-client-cert'], `By=${CALLEE_ID};Hash=${aLeafHash};URI=${CALLER_ID}`, 'over mTLS with A\'s SVID')
+
+  const exchange = async (bytes: string): Promise<Buffer> => {
+    const s = await openTcp(port)
+    s.write(bytes)
+    // The sidecar closes these connections itself; readAll gives up (and fails the checks) otherwise.
+    return await readAll(s)
+  }
+  const pipelined = parseResponses(await exchange('GET /p?n=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p?n=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'))
+  t.same(pipelined.map(r => [r.status, JSON.parse(r.body.toString()).url]), [[200, '/p?n=1'], [200, '/p?n=2']], 'two pipelined requests on one connection, answered in order')
+  const connect = parseResponses(await exchange('CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n'))
+  t.match(connect.map(r => [r.status, JSON.parse(r.body.toString()).error]), [[400, 'GH_OUTBOUND_BAD_TARGET']], 'CONNECT is refused on a route\'s listener')
+  const upgrade = parseResponses(await exchange('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n'))
+  t.match(upgrade.map(r => r.status), [400], 'so is an Upgrade')
+  const garbage = parseResponses(await exchange('NOT HTTP AT ALL\r\n\r\n'))
+  t.match(garbage.map(r => [r.status, JSON.parse(r.body.toString()).error]), [[400, 'GH_BAD_REQUEST']], 'unparseable bytes get 400')
+  t.notOk(bSeen.some(r => r.url === '/ws' || r.url.includes('evil')), 'none of these reached B\'s app')
 })

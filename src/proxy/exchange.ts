@@ -1,4 +1,4 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { OutgoingHttpHeaders } from 'node:http'
 import { constants as h2, type ServerHttp2Stream } from 'node:http2'
 import type { Readable } from 'node:stream'
 
@@ -45,32 +45,6 @@ export interface ResponseSink {
   /** `fn` runs once if the caller goes away before the response is complete. */
   onAbort: (fn: () => void) => void
 }
-
-/** An HTTP/1.1 caller's response on node:http's server (the outbound listener; the inbound one answers with h1-server-response.ts). */
-class H1Sink implements ResponseSink {
-  private readonly res: ServerResponse
-  constructor (res: ServerResponse) { this.res = res }
-  get headersSent (): boolean { return this.res.headersSent }
-  get statusCode (): number { return this.res.statusCode }
-  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }): void {
-    this.res.writeHead(status, headers)
-    if (opts.end) this.res.end()
-  }
-
-  write (chunk: Buffer): boolean { return this.res.write(chunk) }
-  end (): void { this.res.end() }
-  onDrain (fn: () => void): void { this.res.on('drain', fn) }
-
-  // Node sends trailers only on a chunked response; an HTTP/1.1 caller rarely asks for them.
-  trailers (t: OutgoingHttpHeaders): void { this.res.addTrailers(t as Record<string, string>) }
-  destroy (): void { this.res.destroy() }
-  onAbort (fn: () => void): void {
-    const res = this.res
-    res.on('close', () => { if (!res.writableFinished) fn() })
-  }
-}
-
-export const h1Sink = (res: ServerResponse): ResponseSink => new H1Sink(res)
 
 export function h2Sink (stream: ServerHttp2Stream): ResponseSink {
   let pending: OutgoingHttpHeaders = {}

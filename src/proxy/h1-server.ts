@@ -2,8 +2,8 @@ import type { Socket } from 'node:net'
 import { sweepInterval } from './send-deadline.ts'
 import { H1Connection, type H1ConnectionOptions, type H1Handlers } from './h1-server-connection.ts'
 
-// Gatehouse's own HTTP/1.1 server on Node's llhttp binding, for both listeners: the inbound one (TLS,
-// inbound-h1.ts) and the outbound one (the app's plain HTTP, outbound.ts). It keeps the live
+// Gatehouse's own HTTP/1.1 server on Node's llhttp binding, for every listener: the inbound one (TLS,
+// inbound-h1.ts), the outbound one and each http route's (the app's plain HTTP, outbound.ts). It keeps the live
 // connections (h1-server-connection.ts), checks their headers and request deadlines, and closes them
 // on shutdown: what node:http's server did, without an IncomingMessage and a ServerResponse per
 // request (issue 21).

@@ -7,13 +7,13 @@ import type { Credentials } from '../identity/credentials.ts'
 import { BadRequestError, HeadersTooLargeError, OutboundBadTargetError, OutboundConnectRefusedError, OutboundUnknownDestinationError, PeerIdentityError, QuarantinedError, UpstreamTimeoutError, UpstreamUnavailableError, type GatehouseError } from '../errors.ts'
 import { refusal } from '../error-body.ts'
 import type { RouteTable, Route } from './routes.ts'
-import { endToEndHeaders, hasBody, isGrpc } from './headers.ts'
-import { h1Sink, h2Sink, type ForwardRequest, type ResponseSink } from './exchange.ts'
+import { endToEndHeaders, isGrpc } from './headers.ts'
+import { h2Sink, type ForwardRequest, type ResponseSink } from './exchange.ts'
 import { forwardH2 } from './forward-h2.ts'
 import { MeshLinks } from './mesh-link.ts'
 import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
 import { startRouteListeners, type RouteListeners } from './route-listeners.ts'
-import { createH1Server } from './h1-server.ts'
+import { createH1Server, type H1Server } from './h1-server.ts'
 import { DEFAULT_SEND_TIMEOUT_MS } from './send-deadline.ts'
 import type { H1Request } from './h1-server-request.ts'
 import type { H1Response } from './h1-server-response.ts'
@@ -47,6 +47,9 @@ export interface OutboundOptions {
 }
 
 export interface Outbound { server: Server, port: number, routeListeners: RouteListeners, close: (drainMs?: number) => Promise<void> }
+
+/** The app's plain HTTP/1.1 (the outbound listener, a route's listener): node:http's limits of before, and the send deadline. */
+const APP_SIDE_H1 = { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 0, idleTimeoutMs: 60_000, sendTimeoutMs: DEFAULT_SEND_TIMEOUT_MS }
 
 /** The HTTP/2 client preface starts with this method name; no HTTP/1.1 request does. */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0')
@@ -212,19 +215,35 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     upstream.on('close', () => { if (established) socket.end() })
     socket.on('error', close)
   }
-  const h1 = createH1Server({ maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 0, idleTimeoutMs: 60_000, sendTimeoutMs: DEFAULT_SEND_TIMEOUT_MS }, {
-    request: handle,
-    connect: connectTunnel,
-    // An Upgrade through HTTP_PROXY (node:http forwarded it as a plain request, Upgrade dropped): a tunnel is CONNECT's job.
-    upgrade: (_req, socket) => {
+  // An Upgrade through HTTP_PROXY or a route's listener (node:http forwarded it as a plain request,
+  // Upgrade dropped): a tunnel is CONNECT's job.
+  const noUpgrade = (_req: H1Request, socket: Socket): void => {
+    socket.on('error', () => { socket.destroy() })
+    refuseRaw(socket, refusal(new OutboundBadTargetError('Upgrade is not relayed by the outbound listener; open a CONNECT tunnel')))
+    o.onRequest?.('bad-target')
+  }
+  const clientError = (err: { code: string, bytesParsed?: number }, socket: Socket): void => {
+    if (socket.writable && err.bytesParsed !== undefined) refuseRaw(socket, refusal(err.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new BadRequestError('the request cannot be parsed as HTTP/1.1')))
+    else socket.destroy()
+  }
+  const h1 = createH1Server(APP_SIDE_H1, { request: handle, connect: connectTunnel, upgrade: noUpgrade, clientError })
+
+  // Plain HTTP to a route's own listener: the request names no host, the route does. The same
+  // server as the outbound listener's; CONNECT is the outbound listener's alone.
+  const routeServer = (route: Route): H1Server => createH1Server(APP_SIDE_H1, {
+    request: (req, res) => {
+      const problem = req.protocolProblem
+      if (problem !== undefined) { refuseH1(res, refusal(new OutboundBadTargetError(problem))); o.onRequest?.('bad-target'); return }
+      if (req.expectsContinue) res.writeContinue()
+      forwardH1(route, req, res, r => { refuseH1(res, r) }, route.port === undefined ? route.host : `${route.host}:${route.port}`, req.url)
+    },
+    connect: (_req, socket) => {
       socket.on('error', () => { socket.destroy() })
-      refuseRaw(socket, refusal(new OutboundBadTargetError('Upgrade is not relayed by the outbound listener; open a CONNECT tunnel')))
+      refuseRaw(socket, refusal(new OutboundBadTargetError(`a route's listener carries plain HTTP to ${route.host}; CONNECT is for the outbound listener`)))
       o.onRequest?.('bad-target')
     },
-    clientError: (err, socket) => {
-      if (socket.writable && err.bytesParsed !== undefined) refuseRaw(socket, refusal(err.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new BadRequestError('the request cannot be parsed as HTTP/1.1')))
-      else socket.destroy()
-    }
+    upgrade: noUpgrade,
+    clientError
   })
   const server = createServer({ noDelay: true }, socket => { h1.accept(socket) })
   await new Promise<void>((resolve, reject) => {
@@ -237,8 +256,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     routes: o.routes,
     maxConnections: o.routeMaxConnections,
     logger,
-    // Plain HTTP to a route's own port: the request names no host, the route does.
-    http: (route, req, res) => { forwardH1(route, { method: req.method ?? 'GET', headers: req.headers, body: hasBody(req.headers) ? req : null }, h1Sink(res), r => { refuseH1(res, r) }, route.port === undefined ? route.host : `${route.host}:${route.port}`, req.url ?? '/') },
+    http: routeServer,
     tcp: (route, socket) => {
       if (quarantinedRefusal() !== undefined) { socket.destroy(); return }
       carryTcp(route, socket, { credentials: o.credentials, connectTimeoutMs: o.connectTimeoutMs, idleTimeoutMs: o.tcpIdleTimeoutMs, logger })

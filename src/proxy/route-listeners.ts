@@ -1,7 +1,7 @@
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, type Server, type Socket, type AddressInfo } from 'node:net'
 import type { Logger } from '../log.ts'
 import type { Route, RouteTable } from './routes.ts'
+import type { H1Server } from './h1-server.ts'
 
 // Routes with `listen:` (as Consul's upstreams): a loopback listener per route, so an app that knows
 // nothing about proxies connects in plaintext to 127.0.0.1:16379 (tcp) or sends plain HTTP to it
@@ -11,8 +11,8 @@ import type { Route, RouteTable } from './routes.ts'
 
 export interface RouteListenersOptions {
   routes: RouteTable
-  /** A request on an http route's listener: forward it to that route. */
-  http: (route: Route, req: IncomingMessage, res: ServerResponse) => void
+  /** An http route's HTTP/1.1 server (h1-server.ts), whose requests go to that route. */
+  http: (route: Route) => H1Server
   /** A connection on a tcp route's listener: carry it to that route. */
   tcp: (route: Route, socket: Socket) => void
   /** Per listener: further connections are refused (Node closes them) past this. */
@@ -20,7 +20,7 @@ export interface RouteListenersOptions {
   logger: Logger
 }
 
-interface Open { spec: string, server: Server, port: number, sockets: Set<Socket> }
+interface Open { spec: string, server: Server, port: number, sockets: Set<Socket>, h1: H1Server | undefined }
 
 export interface RouteListeners {
   /** The bound port of each listen address (`127.0.0.1:0` in tests gets a free one). */
@@ -47,26 +47,32 @@ export function startRouteListeners (o: RouteListenersOptions): RouteListeners {
   const stop = (key: string, entry: Open, why: string): void => {
     open.delete(key)
     o.logger.info({ event: 'route.listener_closing', listen: key, why }, 'route listener stops accepting; open connections drain')
-    // close() unbinds now and calls back when the last connection has ended.
+    // close() unbinds now and calls back when the last connection has ended; kept-alive HTTP
+    // connections with no request in progress end now, the others after their answer.
     const done = new Promise<void>(resolve => { entry.server.close(() => { resolve() }) })
+    entry.h1?.closeIdle()
     draining.set(done, entry)
-    void done.then(() => { draining.delete(done) })
+    // The listener's HTTP server (its deadline sweep) goes with its last connection.
+    void done.then(() => { draining.delete(done); entry.h1?.closeAll() })
   }
 
   const listen = async (route: Route): Promise<void> => {
     const l = route.listen!
-    const server = route.protocol === 'tcp'
+    const h1 = route.protocol === 'tcp' ? undefined : o.http(route)
+    const server = h1 === undefined
       ? createNetServer({ allowHalfOpen: true, pauseOnConnect: true }, socket => { o.tcp(route, socket) })
-      : createHttpServer({ headersTimeout: 10_000, requestTimeout: 0, keepAliveTimeout: 60_000 }, (req, res) => { o.http(route, req, res) })
+      : createNetServer({ noDelay: true }, socket => { h1.accept(socket) })
     server.maxConnections = o.maxConnections
     const sockets = new Set<Socket>()
     server.on('connection', (s: Socket) => { sockets.add(s); s.once('close', () => { sockets.delete(s) }) })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(l.port, l.host, () => { server.off('error', reject); resolve() })
-    })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(l.port, l.host, () => { server.off('error', reject); resolve() })
+      })
+    } catch (err) { h1?.closeAll(); throw err }
     const port = (server.address() as AddressInfo).port
-    open.set(addressKey(l), { spec: specOf(route), server, port, sockets })
+    open.set(addressKey(l), { spec: specOf(route), server, port, sockets, h1 })
     o.logger.info({ event: 'route.listening', host: l.host, port, route: route.host, protocol: route.protocol, destination: route.id }, 'route listener ready')
   }
 
@@ -103,7 +109,7 @@ export function startRouteListeners (o: RouteListenersOptions): RouteListeners {
       clearTimeout(retry)
       await current
       for (const [key, entry] of open) stop(key, entry, 'shutdown')
-      const cut = setTimeout(() => { for (const e of draining.values()) for (const s of e.sockets) s.destroy() }, drainMs)
+      const cut = setTimeout(() => { for (const e of draining.values()) { e.h1?.closeAll(); for (const s of e.sockets) s.destroy() } }, drainMs)
       await Promise.all(draining.keys())
       clearTimeout(cut)
     }

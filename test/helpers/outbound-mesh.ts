@@ -12,7 +12,7 @@ export const TD = 'example.org'
 export const CALLER_ID = `spiffe://${TD}/ns/a/sa/caller`
 export const CALLEE_ID = `spiffe://${TD}/ns/b/sa/callee`
 
-export interface RouteSpec { host: string, address?: string, id?: string, serviceAccount?: string }
+export interface RouteSpec { host: string, address?: string, id?: string, serviceAccount?: string, listen?: string }
 
 /** A routes file (the format of docs/architecture.md, "Outbound routes") for `routes`. */
 export function routesYaml (routes: RouteSpec[]): string {
@@ -21,7 +21,8 @@ export function routesYaml (routes: RouteSpec[]): string {
     `  - host: ${r.host}`,
     ...(r.address === undefined ? [] : [`    address: ${r.address}`]),
     ...(r.id === undefined ? [] : [`    id: ${r.id}`]),
-    ...(r.serviceAccount === undefined ? [] : [`    serviceAccount: ${r.serviceAccount}`])
+    ...(r.serviceAccount === undefined ? [] : [`    serviceAccount: ${r.serviceAccount}`]),
+    ...(r.listen === undefined ? [] : [`    listen: ${r.listen}`])
   ].join('\n'))
   return `version: 1\nroutes:\n${items.join('\n')}\n`
 }
