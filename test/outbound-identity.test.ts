@@ -27,16 +27,17 @@ const cApp = await startApp(t)
 const c = await startWorkload(t, { pki: foreignPki, name: 'c', id: CALLEE_ID, upstreamPort: cApp.port, allow: [CALLER_ID] })
 
 const downPort = await closedPort()
+const routes = routesYaml([
+  { host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID },
+  { host: 'wrong-id.internal', address: b.inboundAddress, id: OTHER_ID },
+  { host: 'foreign.internal', address: c.inboundAddress, id: CALLEE_ID },
+  { host: 'down.internal', address: `127.0.0.1:${downPort}`, id: CALLEE_ID }
+])
 const a = await startWorkload(t, {
   pki,
   name: 'a',
   id: CALLER_ID,
-  routes: routesYaml([
-    { host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID },
-    { host: 'wrong-id.internal', address: b.inboundAddress, id: OTHER_ID },
-    { host: 'foreign.internal', address: c.inboundAddress, id: CALLEE_ID },
-    { host: 'down.internal', address: `127.0.0.1:${downPort}`, id: CALLEE_ID }
-  ]),
+  routes,
   sidecar: { upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS }
 })
 const proxy = a.outboundPort
@@ -107,4 +108,34 @@ t.test('a destination that never answers gets 504 after A\'s upstream timeout', 
 
   const ok = await viaProxy(proxy, 'http://b.internal/after-timeout')
   t.equal(ok.status, 200, 'the destination is still reachable afterwards')
+})
+
+t.test('with --mesh-http1 (kept-alive HTTP/1.1 mTLS connections instead of the link): the same refusals, and no request byte reaches a refused peer', async t => {
+  const a1 = await startWorkload(t, {
+    pki,
+    name: 'a1',
+    id: CALLER_ID,
+    routes,
+    sidecar: { upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS, meshHttp1: true }
+  })
+  const bDecisions = b.decisions.length
+  const cDecisions = c.decisions.length
+  const logsBefore = a1.logs.length
+  for (const [method, body] of [['GET', undefined], ['POST', 'must-not-arrive'], ['GET', undefined]] as const) {
+    const res = await viaProxy(a1.outboundPort, 'http://wrong-id.internal/v1/charges', { method, ...(body === undefined ? {} : { body }) })
+    t.equal(res.status, 502, `wrong ID, ${method}: 502`)
+    t.match(json(res), { error: 'GH_PEER_IDENTITY', reason: 'unexpected-id' }, 'stable code and reason')
+  }
+  const foreign = await viaProxy(a1.outboundPort, 'http://foreign.internal/v1/charges', { method: 'POST', body: 'must-not-arrive' })
+  t.equal(foreign.status, 502, 'another CA\'s certificate: 502')
+  t.match(json(foreign), { error: 'GH_PEER_IDENTITY' })
+  t.equal(b.decisions.length, bDecisions, 'the peer with the wrong ID never judged a request: nothing was written to it')
+  t.equal(c.decisions.length, cDecisions, 'nor did the foreign one')
+  t.equal(a1.logs.slice(logsBefore).filter(l => l.event === 'outbound.peer_refused').length, 4, 'each refusal logged as outbound.peer_refused')
+  const down = await viaProxy(a1.outboundPort, 'http://down.internal/v1/x')
+  t.match([down.status, json(down).error], [502, 'GH_UPSTREAM_UNAVAILABLE'], 'a destination that is down: 502')
+  const ok = await viaProxy(a1.outboundPort, 'http://b.internal/ok?via=http1')
+  t.equal(ok.status, 200, 'the right destination answers')
+  t.match(json(ok), { app: 'b', url: '/ok?via=http1' })
+  t.match(b.decisions.at(-1), { caller: CALLER_ID, rawPath: '/ok?via=http1', status: 200 }, 'B judged it as A1\'s call')
 })

@@ -5,12 +5,14 @@ import { CALLER_ID, CALLEE_ID, TD, routesYaml, viaProxy } from './helpers/outbou
 import { waitFor } from './helpers/wait.ts'
 import { replaceFile, tempDir } from './helpers/files.ts'
 
-// Sidecar to sidecar, calls travel as streams on one multiplexed HTTP/2 link per destination
-// (mesh-link.ts): a burst on a cold start opens one mTLS connection, not one per request in flight.
-// When the caller's SVID rotates, the link made with the old one takes no new streams, lets the ones
-// in flight finish, and closes; the next call opens a link presenting the new SVID. No call fails.
+// Sidecar to sidecar, the app's HTTP/1.1 calls travel as streams on one multiplexed HTTP/2 link per
+// destination (mesh-link.ts): a burst on a cold start opens one mTLS connection, not one per request
+// in flight. With --mesh-http1 they travel on kept-alive HTTP/1.1 mTLS connections (mesh-pool.ts).
+// When the caller's SVID rotates, the connections made with the old one take nothing new, finish
+// what they carry, and close; the next call connects presenting the new SVID. No call fails.
 
-t.test('a burst opens one link; a rotation moves new calls to a new link while calls in flight finish on the old', async t => {
+for (const mode of ['link', 'pool'] as const) {
+t.test(`${mode === 'link' ? 'a burst opens one link' : '--mesh-http1: a burst opens at most one connection per call in flight, then they are reused'}; a rotation moves new calls to new connections while calls in flight finish on the old`, async t => {
   const dir = tempDir(t, 'gh-outbound-link-')
   const pki = new Pki(dir, TD)
   const app = await startApp(t, (req, res, body) => {
@@ -25,15 +27,23 @@ t.test('a burst opens one link; a rotation moves new calls to a new link while c
     pki,
     name: 'a',
     id: CALLER_ID,
-    routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }])
+    routes: routesYaml([{ host: 'b.internal', address: b.inboundAddress, id: CALLEE_ID }]),
+    ...(mode === 'pool' ? { sidecar: { meshHttp1: true } } : {})
   })
+  const open = async (): Promise<number> => await new Promise<number>(resolve => { b.sidecar.inbound.server.getConnections((_e, n) => { resolve(n) }) })
   const serialOf = (requestPath: string): string => b.decisions.findLast(d => d.rawPath === requestPath)?.peerCertSerial as string
 
   // Cold start: 50 calls at once, HTTP/1.1 from the app, with bodies.
   const burst = await Promise.all(Array.from({ length: 50 }, async (_, i) => await viaProxy(a.outboundPort, `http://b.internal/burst/${i}`, { method: 'POST', body: 'x'.repeat(i * 100) })))
   t.same([...new Set(burst.map(r => r.status))], [200], 'every call of the burst succeeded')
   t.ok(burst.every((r, i) => r.text === `/burst/${i} ${i * 100}`), 'each answer is its own request\'s (bodies intact)')
-  t.equal(handshakes, 1, 'the whole burst travelled on one mTLS connection')
+  if (mode === 'link') t.equal(handshakes, 1, 'the whole burst travelled on one mTLS connection')
+  else {
+    t.ok(handshakes >= 1 && handshakes <= 50, `at most one mTLS connection per call in flight (${handshakes})`)
+    const before = handshakes
+    for (let i = 0; i < 5; i++) t.equal((await viaProxy(a.outboundPort, `http://b.internal/again/${i}`)).status, 200)
+    t.equal(handshakes, before, 'calls after the burst reuse the kept-alive connections: no new handshake')
+  }
 
   const oldSerial = a.sidecar.credentials.current!.leaf.serialHex
   t.equal(serialOf('/burst/0'), oldSerial)
@@ -47,14 +57,24 @@ t.test('a burst opens one link; a rotation moves new calls to a new link while c
   await waitFor(() => a.sidecar.credentials.current!.leaf.serialHex !== oldSerial, 10_000, 'A to load its new SVID')
   const newSerial = a.sidecar.credentials.current!.leaf.serialHex
 
+  const beforeAfter = handshakes
   const after = await Promise.all(Array.from({ length: 20 }, async (_, i) => await viaProxy(a.outboundPort, `http://b.internal/after/${i}`)))
   t.same([...new Set(after.map(r => r.status))], [200], 'calls right after the rotation succeed')
   t.same([...new Set(after.map((_, i) => serialOf(`/after/${i}`)))], [newSerial], 'and all present the new SVID')
-  t.equal(handshakes, 2, 'on one new link')
+  const fresh = handshakes
+  if (mode === 'link') t.equal(handshakes, 2, 'on one new link')
 
   const slowAnswer = await slow
   t.equal(slowAnswer.status, 200, 'the call in flight during the rotation finished')
   t.equal(serialOf('/slow'), oldSerial, 'on the old link, with the old SVID')
-  await waitFor(async () => await new Promise<number>(resolve => { b.sidecar.inbound.server.getConnections((_e, n) => { resolve(n) }) }) === 1, 5000, 'the old link to close')
-  t.pass('the old link closed once its last stream was done')
+  if (mode === 'link') {
+    await waitFor(async () => await open() === 1, 5000, 'the old link to close')
+    t.pass('the old link closed once its last stream was done')
+  } else {
+    // Only connections made after the rotation are left: the old ones closed once idle (the slow one after its answer).
+    const made = fresh - beforeAfter
+    await waitFor(async () => await open() <= made, 5000, 'the old connections to close')
+    t.pass(`the old connections closed; ${made} made with the new SVID remain at most`)
+  }
 })
+}

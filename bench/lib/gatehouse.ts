@@ -19,6 +19,8 @@ export interface SidecarSpec {
   decisionLog: string
   /** Node flags for this sidecar, after GH_BENCH_SIDECAR_FLAGS. */
   nodeFlags?: string[]
+  /** More `gatehouse proxy` flags (a mode under test, such as --mesh-http1). */
+  proxyFlags?: string[]
 }
 
 export interface Sidecar {
@@ -51,7 +53,7 @@ export async function startSidecar (cli: string, s: SidecarSpec): Promise<Sideca
     '--upstream', `127.0.0.1:${s.upstreamPort}`, '--policy', s.policyFile, '--trust-bundle', s.trustBundle, ...identity,
     ...(s.routesFile === undefined ? [] : ['--routes', s.routesFile]),
     ...(s.upstreamTcp ?? []).flatMap(hp => ['--upstream-tcp', hp]),
-    '--decision-log', s.decisionLog, '--decision-log-stdout', 'false'],
+    '--decision-log', s.decisionLog, '--decision-log-stdout', 'false', ...s.proxyFlags ?? []],
   // NODE_OPTIONS and MALLOC_ARENA_MAX as the injector sets them for the default 256Mi limit (and the image's default).
   { core: 1, name: s.name, env: { ...process.env, GATEHOUSE_LOG_LEVEL: 'info', ...sidecarProcessEnv() } })
   const deadline = Date.now() + 30_000

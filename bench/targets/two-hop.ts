@@ -28,8 +28,9 @@ export interface TwoHop extends Target {
   readyMs: { a: number, b: number }
 }
 
-export async function startTwoHop (env: BenchEnv, identity: TwoHopIdentity, name = 'gatehouse two-hop', grpc?: GrpcApp): Promise<TwoHop> {
-  const tag = `${identity.kind === 'ca' ? 'rot' : 'hop'}${grpc === undefined ? '' : '-grpc'}`
+/** `meshHttp1`: sidecar A sends the app's HTTP/1.1 calls on kept-alive HTTP/1.1 mTLS connections (--mesh-http1) instead of the HTTP/2 link. */
+export async function startTwoHop (env: BenchEnv, identity: TwoHopIdentity, name = 'gatehouse two-hop', grpc?: GrpcApp, meshHttp1 = false): Promise<TwoHop> {
+  const tag = `${identity.kind === 'ca' ? 'rot' : 'hop'}${grpc === undefined ? '' : '-grpc'}${meshHttp1 ? '-h1' : ''}`
   const file = (f: string): string => join(env.dir, `${tag}-${f}`)
   const started: Started[] = []
   try {
@@ -50,13 +51,13 @@ export async function startTwoHop (env: BenchEnv, identity: TwoHopIdentity, name
     const b = await startSidecar(env.cli, { name: `${name} B (inbound)`, policyFile: file('b-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: grpc?.port ?? env.appPort, identity: ids.b, decisionLog: file('b-decisions.log') })
     started.push(b.proc)
     writeFileSync(file('a-routes.yaml'), `version: 1\nroutes:\n  - host: b.internal\n    address: 127.0.0.1:${b.inboundPort}\n    id: ${IDS.server}\n`)
-    const a = await startSidecar(env.cli, { name: `${name} A (outbound)`, policyFile: file('a-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: env.appPort, identity: ids.a, routesFile: file('a-routes.yaml'), decisionLog: file('a-decisions.log') })
+    const a = await startSidecar(env.cli, { name: `${name} A (outbound)`, policyFile: file('a-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: env.appPort, identity: ids.a, routesFile: file('a-routes.yaml'), decisionLog: file('a-decisions.log'), ...(meshHttp1 ? { proxyFlags: ['--mesh-http1', 'true'] } : {}) })
     started.push(a.proc)
     const count = (p: Started, ev: string): number => p.events.get(ev) ?? 0
     return {
       name,
       description: grpc === undefined
-        ? `app -> sidecar A outbound (HTTP/1.1, absolute form) -> HTTP/2 mTLS link -> sidecar B inbound (${POLICY_RULES}-rule policy, decision log to a file) -> app${identity.kind === 'ca' ? `; CA-issued SVIDs, leaf TTL ${identity.leafTtl}` : ''}`
+        ? `app -> sidecar A outbound (HTTP/1.1, absolute form) -> ${meshHttp1 ? 'kept-alive HTTP/1.1 mTLS connections (--mesh-http1)' : 'HTTP/2 mTLS link'} -> sidecar B inbound (${POLICY_RULES}-rule policy, decision log to a file) -> app${identity.kind === 'ca' ? `; CA-issued SVIDs, leaf TTL ${identity.leafTtl}` : ''}`
         : `gRPC client -> CONNECT b.internal:80 tunnel, h2c, to sidecar A outbound -> HTTP/2 mTLS link -> sidecar B inbound (${POLICY_RULES}-rule policy, decision log to a file) -> h2c -> grpc-js app`,
       origin: `http://127.0.0.1:${a.outboundPort}`,
       path: grpc === undefined ? `http://b.internal${BENCH_PATH}` : GRPC_PATH,

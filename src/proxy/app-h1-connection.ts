@@ -19,8 +19,8 @@ export class AppConnectionError extends Error {
   readonly code: string
   /** The app did not start its answer within the deadline (504, not 502). */
   readonly timeout: boolean
-  constructor (code: string, message: string, timeout = false) {
-    super(message)
+  constructor (code: string, message: string, timeout = false, cause?: Error) {
+    super(message, cause === undefined ? undefined : { cause })
     this.code = code
     this.timeout = timeout
   }
@@ -106,7 +106,8 @@ export class AppConnection {
   private connectTimer: NodeJS.Timeout | undefined
   private error: AppConnectionError | undefined
 
-  constructor (owner: ConnectionOwner) {
+  /** `socket`: one the owner has connected (and verified) itself; without it, a TCP connection to the owner's host:port. */
+  constructor (owner: ConnectionOwner, given?: Socket) {
     this.owner = owner
     const parser = new HTTPParser()
     this.parser = parser
@@ -122,13 +123,15 @@ export class AppConnection {
     parser[kOnMessageComplete] = () => { this.onMessageComplete() }
     this.timer = setTimeout(() => { this.onTimer() }, owner.responseTimeoutMs)
     this.timer.unref()
-    this.connectTimer = setTimeout(() => {
-      this.error = new AppConnectionError('ETIMEDOUT', `connect to the app timed out after ${owner.connectTimeoutMs} ms`)
-      this.socket.destroy()
-    }, owner.connectTimeoutMs)
-    const socket = connect({ host: owner.host, port: owner.port, noDelay: true })
+    const socket = given ?? connect({ host: owner.host, port: owner.port, noDelay: true })
     this.socket = socket
-    socket.on('connect', () => { clearTimeout(this.connectTimer); this.connectTimer = undefined })
+    if (given === undefined) {
+      this.connectTimer = setTimeout(() => {
+        this.error = new AppConnectionError('ETIMEDOUT', `connect to the app timed out after ${owner.connectTimeoutMs} ms`)
+        this.socket.destroy()
+      }, owner.connectTimeoutMs)
+      socket.on('connect', () => { clearTimeout(this.connectTimer); this.connectTimer = undefined })
+    }
     socket.on('data', (d: Buffer) => { this.onData(d) })
     socket.on('end', () => { this.onEnd() })
     socket.on('error', (err: NodeJS.ErrnoException) => { this.error ??= new AppConnectionError(err.code ?? 'ECONNRESET', err.message) })

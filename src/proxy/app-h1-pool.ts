@@ -1,5 +1,6 @@
 import { AppConnection, AppConnectionError, Exchange, type AppExchangeHandler, type ConnectionOwner } from './app-h1-connection.ts'
 import type { AppRequest } from './app-h1-request.ts'
+import type { Socket } from 'node:net'
 
 // Kept-alive HTTP/1.1 connections to the app on localhost (app-h1-connection.ts: raw sockets, Node's
 // own llhttp binding reading the responses; app-h1-request.ts: the request head and its framing).
@@ -24,6 +25,11 @@ export interface AppPoolOptions {
    * (Node 5 s), so the app rarely closes one as we send on it (that race is retried once).
    */
   keepAliveMs?: number
+  /**
+   * Opens a connection (the outbound pool to another sidecar: mTLS, its SPIFFE ID verified before
+   * `done`); without it, plain TCP to host:port. An error fails the exchange that asked for it.
+   */
+  connect?: (done: (err: Error | null, socket?: Socket) => void) => void
 }
 
 /** Connections to one app (host:port), at most `connections` of them, idle ones reused most-recent first. */
@@ -39,6 +45,9 @@ export class AppH1Pool implements ConnectionOwner {
   private readonly waiting: Exchange[] = []
   private open = 0
   private closing = false
+  /** Retired (our SVID rotated, the routes changed): no connection is kept or reused once nothing waits for one. */
+  private retiring = false
+  private readonly connect: AppPoolOptions['connect']
   private readonly sweeper: NodeJS.Timeout
 
   constructor (upstream: { host: string, port: number }, o: AppPoolOptions) {
@@ -49,6 +58,7 @@ export class AppH1Pool implements ConnectionOwner {
     this.connectTimeoutMs = o.connectTimeoutMs
     this.connections = o.connections ?? 512
     this.keepAliveMs = o.keepAliveMs ?? 4000
+    this.connect = o.connect
     // One sweep a second closes connections idle for longer than keepAliveMs (not a timer per connection).
     this.sweeper = setInterval(() => { this.sweep() }, Math.min(1000, this.keepAliveMs))
     this.sweeper.unref()
@@ -65,18 +75,43 @@ export class AppH1Pool implements ConnectionOwner {
     while (c !== undefined && !c.usable) c = this.free.pop()
     if (c === undefined) {
       if (this.open >= this.connections) { this.waiting.push(x); return }
-      c = new AppConnection(this)
       this.open++
+      if (this.connect !== undefined) { this.connectThen(x, this.connect); return }
+      c = new AppConnection(this)
     }
     c.start(x)
+  }
+
+  private connectThen (x: Exchange, connect: NonNullable<AppPoolOptions['connect']>): void {
+    connect((err, socket) => {
+      if (err !== null || socket === undefined) {
+        this.open--
+        x.done = true
+        const e = (err ?? new Error('no socket')) as Error & { code?: string }
+        x.handler.onError(new AppConnectionError(e.code ?? 'ECONNREFUSED', e.message, false, e))
+        const next = this.waiting.shift()
+        if (next !== undefined) this.dispatchExchange(next)
+        return
+      }
+      if (this.closing) { socket.destroy(); this.open--; x.done = true; x.handler.onError(new AppConnectionError('POOL_CLOSED', 'the sidecar is shutting down')); return }
+      new AppConnection(this, socket).start(x)
+    })
   }
 
   idle (c: AppConnection): void {
     if (this.closing) { c.destroy(); return }
     const next = this.waiting.shift()
     if (next !== undefined) { c.start(next); return }
+    if (this.retiring) { c.destroy(); return }
     c.idleSince = performance.now()
     this.free.push(c)
+  }
+
+  /** No new connections are wanted from this pool: the idle ones close now, the busy ones after the exchanges still queued. */
+  retire (): void {
+    this.retiring = true
+    for (const c of this.free.splice(0)) c.destroy()
+    if (this.open === 0) clearInterval(this.sweeper)
   }
 
   gone (c: AppConnection): void {
@@ -85,6 +120,7 @@ export class AppH1Pool implements ConnectionOwner {
     if (i !== -1) this.free.splice(i, 1)
     const next = this.waiting.shift()
     if (next !== undefined) this.dispatchExchange(next)
+    else if (this.retiring && this.open === 0) clearInterval(this.sweeper)
   }
 
   private sweep (): void {

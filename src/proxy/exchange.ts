@@ -19,7 +19,7 @@ export interface ForwardRequest {
 export type ForwardOutcome =
   | { kind: 'response', status: number }
   | { kind: 'upgraded', status: 101 }
-  | { kind: 'upstream-unavailable', status: 502, error: string }
+  | { kind: 'upstream-unavailable', status: 502, error: string, cause?: Error }
   | { kind: 'upstream-timeout', status: 504, error: string }
   | { kind: 'upstream-reset', status: number, error: string }
   | { kind: 'client-gone', status: number }

@@ -70,7 +70,7 @@ class AppExchange implements AppExchangeHandler {
     if (this.clientGone) { this.finish({ kind: 'client-gone', status: sink.headersSent ? sink.statusCode : 499 }); return }
     if (sink.headersSent) { sink.destroy(); this.finish({ kind: 'upstream-reset', status: sink.statusCode, error: err.code }); return }
     if (err.timeout) this.finish({ kind: 'upstream-timeout', status: 504, error: err.message })
-    else this.finish({ kind: 'upstream-unavailable', status: 502, error: err.code })
+    else this.finish({ kind: 'upstream-unavailable', status: 502, error: err.code, ...(err.cause instanceof Error ? { cause: err.cause } : {}) })
   }
 }
 
@@ -79,7 +79,7 @@ class AppExchange implements AppExchangeHandler {
  * (content-length kept, otherwise chunked), whatever the method, so a chunked GET body can never
  * reach the app unframed and be read as a second request.
  */
-export function forwardH1 (fr: ForwardRequest, sink: ResponseSink, opts: ForwardOptions, done: (o: ForwardOutcome) => void): void {
+export function forwardH1 (fr: ForwardRequest, sink: ResponseSink, opts: Pick<ForwardOptions, 'pool'>, done: (o: ForwardOutcome) => void): void {
   opts.pool.dispatch({ path: fr.target, method: fr.method, headers: fr.headers, body: fr.body }, new AppExchange(sink, done))
 }
 

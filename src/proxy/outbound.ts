@@ -8,9 +8,11 @@ import { BadRequestError, HeadersTooLargeError, OutboundBadTargetError, Outbound
 import { refusal } from '../error-body.ts'
 import type { RouteTable, Route } from './routes.ts'
 import { endToEndHeaders, isGrpc } from './headers.ts'
-import { h2Sink, type ForwardRequest, type ResponseSink } from './exchange.ts'
+import { h2Sink, type ForwardOutcome, type ForwardRequest, type ResponseSink } from './exchange.ts'
 import { forwardH2 } from './forward-h2.ts'
 import { MeshLinks } from './mesh-link.ts'
+import { MeshPools } from './mesh-pool.ts'
+import { forwardH1 as forwardH1Pool } from './forward-h1.ts'
 import { refuseH1, refuseH2, refuseRaw, type Refusal } from './refusal.ts'
 import { startRouteListeners, type RouteListeners } from './route-listeners.ts'
 import { createH1Server, type H1Server } from './h1-server.ts'
@@ -44,6 +46,8 @@ export interface OutboundOptions {
   selfQuarantined?: () => string | undefined
   quarantine?: QuarantineSource
   onRequest?: (outcome: string) => void
+  /** The app's HTTP/1.1 calls on kept-alive HTTP/1.1 mTLS connections (mesh-pool.ts, Istio's default) instead of streams on the HTTP/2 link (Linkerd's way, the default). */
+  meshHttp1?: boolean
 }
 
 export interface Outbound { server: Server, port: number, routeListeners: RouteListeners, close: (drainMs?: number) => Promise<void> }
@@ -57,17 +61,20 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0')
 export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const { logger } = o
   const links = new MeshLinks({ credentials: o.credentials, connectTimeoutMs: o.connectTimeoutMs, logger })
-  // Routes changed (a destination may now expect another SPIFFE ID), or our SVID rotated (new links
-  // must present the new one): the current links take no new streams, finish the ones in flight, and close.
-  o.routes.onChange(() => { links.retireAll() })
+  const pools = o.meshHttp1 !== true ? undefined : new MeshPools({ credentials: o.credentials, connectTimeoutMs: o.connectTimeoutMs, responseTimeoutMs: o.responseTimeoutMs, logger })
+  const retireAll = (): void => { links.retireAll(); pools?.retireAll() }
+  // Routes changed (a destination may now expect another SPIFFE ID), or our SVID rotated (new
+  // connections must present the new one): the current links and pools take nothing new, finish
+  // what they carry, and close.
+  o.routes.onChange(retireAll)
   let own = o.credentials.current
   o.credentials.on('change', () => {
     const now = o.credentials.current
-    if (now?.leaf.serialHex !== own?.leaf.serialHex) { own = now; links.retireAll() }
+    if (now?.leaf.serialHex !== own?.leaf.serialHex) { own = now; retireAll() }
   })
 
-  // Quarantined ourselves: the links we hold go, and nothing new is originated (checked per call).
-  o.quarantine?.onChange(() => { if (o.selfQuarantined?.() !== undefined) links.retireAll() })
+  // Quarantined ourselves: the connections we hold go, and nothing new is originated (checked per call).
+  o.quarantine?.onChange(() => { if (o.selfQuarantined?.() !== undefined) retireAll() })
   const quarantinedRefusal = (): Refusal | undefined => {
     const reason = o.selfQuarantined?.()
     if (reason === undefined) return undefined
@@ -76,8 +83,11 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     return refusal(err)
   }
 
-  /** One request to a routed destination, from either protocol: a stream on the route's link. */
-  const forward = (route: Route, fr: ForwardRequest, sink: ResponseSink, refuse: (r: Refusal) => void): void => {
+  /**
+   * One request to a routed destination: a stream on the route's link (mesh-link.ts), or with
+   * --mesh-http1 an HTTP/1.1 call on the route's pool of kept-alive mTLS connections (mesh-pool.ts).
+   */
+  const forward = (route: Route, fr: ForwardRequest, sink: ResponseSink, refuse: (r: Refusal) => void, h1 = false): void => {
     const held = quarantinedRefusal()
     if (held !== undefined) { refuse(held); o.onRequest?.('quarantined'); return }
     const failed = (err: GatehouseError, outcome: string): void => {
@@ -85,14 +95,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       else refuse(refusal(err))
       o.onRequest?.(outcome)
     }
-    links.session(route).then((session) => {
-      forwardH2(fr, sink, session, { responseTimeoutMs: o.responseTimeoutMs, scheme: 'https' }, (out) => {
-        if (out.kind === 'response' || out.kind === 'client-gone' || out.kind === 'upgraded') { o.onRequest?.('forwarded'); return }
-        logger.warn({ event: 'outbound.failed', kind: out.kind, host: fr.headers.host, route: route.id, detail: out.error }, 'outbound call failed')
-        if (out.kind === 'upstream-timeout') failed(new UpstreamTimeoutError(out.error), 'timeout')
-        else failed(new UpstreamUnavailableError(out.error), 'unavailable')
-      })
-    }, (err: Error & { code?: string }) => {
+    const connectFailed = (err: Error & { code?: string }): void => {
       if (err instanceof PeerIdentityError) {
         logger.error({ event: 'outbound.peer_refused', code: err.code, reason: err.reason, host: fr.headers.host, route: route.id, detail: err.message }, 'destination did not present the expected SPIFFE ID')
         failed(err, 'identity-mismatch')
@@ -100,7 +103,18 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       }
       logger.warn({ event: 'outbound.failed', code: err.code, host: fr.headers.host, route: route.id, detail: err.message }, 'outbound call failed')
       failed(new UpstreamUnavailableError(err.message), 'unavailable')
-    })
+    }
+    const settled = (out: ForwardOutcome): void => {
+      if (out.kind === 'response' || out.kind === 'client-gone' || out.kind === 'upgraded') { o.onRequest?.('forwarded'); return }
+      if (out.kind === 'upstream-unavailable' && out.cause !== undefined) { connectFailed(out.cause); return }
+      logger.warn({ event: 'outbound.failed', kind: out.kind, host: fr.headers.host, route: route.id, detail: out.error }, 'outbound call failed')
+      if (out.kind === 'upstream-timeout') failed(new UpstreamTimeoutError(out.error), 'timeout')
+      else failed(new UpstreamUnavailableError(out.error), 'unavailable')
+    }
+    if (h1 && pools !== undefined && !isGrpc(fr.headers as IncomingHttpHeaders)) { forwardH1Pool(fr, sink, { pool: pools.pool(route) }, settled); return }
+    links.session(route).then((session) => {
+      forwardH2(fr, sink, session, { responseTimeoutMs: o.responseTimeoutMs, scheme: 'https' }, settled)
+    }, connectFailed)
   }
 
   const handle = (req: H1Request, res: H1Response): void => {
@@ -134,7 +148,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
   const forwardH1 = (route: Route, req: { method: string, headers: IncomingHttpHeaders, body: Readable | null }, sink: ResponseSink, refuse: (r: Refusal) => void, host: string, target: string): void => {
     const headers = endToEndHeaders(req.headers, ['expect'])
     headers.host = host
-    forward(route, { method: req.method, target, headers, body: req.body }, sink, refuse)
+    forward(route, { method: req.method, target, headers, body: req.body }, sink, refuse, true)
   }
 
   // HTTP/2 inside a CONNECT tunnel to a routed destination (grpc-js, grpc-go): every stream goes to
@@ -273,7 +287,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
         new Promise<void>(resolve => { server.close(() => { resolve() }); h1.closeIdle() }),
         routeListeners.close(drainMs)
       ])
-      await links.close()
+      await Promise.all([links.close(), pools?.close()])
     }
   }
 }

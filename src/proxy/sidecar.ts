@@ -35,6 +35,8 @@ export interface SidecarOptions extends InboundLimits {
   outbound?: { host: string, port: number }
   routesFile?: string
   allowConnect?: string[]
+  /** The app's HTTP/1.1 calls on kept-alive HTTP/1.1 mTLS connections instead of streams on one HTTP/2 link per destination. */
+  meshHttp1?: boolean
   /** Upgrade protocols relayed inbound after authorization (default: websocket; h2c never). */
   upgradeProtocols?: readonly string[]
   policyFile: string
@@ -260,7 +262,7 @@ async function buildSidecar (o: SidecarOptions, undo: Array<() => unknown>): Pro
   undo.push(async () => { await inbound.close(0) })
   const outbound = o.outbound === undefined
     ? undefined
-    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [], tcpIdleTimeoutMs: o.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_MS, routeMaxConnections: o.routeMaxConnections ?? 1024, selfQuarantined, quarantine })
+    : await startOutbound({ listen: o.outbound, credentials, routes, logger, connectTimeoutMs: o.upstreamConnectTimeoutMs, responseTimeoutMs: o.upstreamTimeoutMs, allowConnect: o.allowConnect ?? [], tcpIdleTimeoutMs: o.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_MS, routeMaxConnections: o.routeMaxConnections ?? 1024, selfQuarantined, quarantine, ...(o.meshHttp1 === undefined ? {} : { meshHttp1: o.meshHttp1 }) })
   undo.push(async () => { await outbound?.close() })
   const admin = await startAdmin({
     listen: o.admin,
