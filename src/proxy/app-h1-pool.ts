@@ -89,8 +89,7 @@ export class AppH1Pool implements ConnectionOwner {
         x.done = true
         const e = (err ?? new Error('no socket')) as Error & { code?: string }
         x.handler.onError(new AppConnectionError(e.code ?? 'ECONNREFUSED', e.message, false, e))
-        const next = this.waiting.shift()
-        if (next !== undefined) this.dispatchExchange(next)
+        this.slotFreed()
         return
       }
       if (this.closing) { socket.destroy(); this.open--; x.done = true; x.handler.onError(new AppConnectionError('POOL_CLOSED', 'the sidecar is shutting down')); return }
@@ -118,6 +117,11 @@ export class AppH1Pool implements ConnectionOwner {
     this.open--
     const i = this.free.indexOf(c)
     if (i !== -1) this.free.splice(i, 1)
+    this.slotFreed()
+  }
+
+  /** A connection (or one being made) is gone: the next waiting exchange gets a new one; a retired pool with none left stops its sweep. */
+  private slotFreed (): void {
     const next = this.waiting.shift()
     if (next !== undefined) this.dispatchExchange(next)
     else if (this.retiring && this.open === 0) clearInterval(this.sweeper)

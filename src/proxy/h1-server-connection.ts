@@ -4,6 +4,7 @@ import { H1Response, type ResponseFraming } from './h1-server-response.ts'
 import { H1Request, RequestBody, mergeHeaders } from './h1-server-request.ts'
 import { hasBody } from './headers.ts'
 import { SendDeadline } from './send-deadline.ts'
+import type { H1Handlers, H1ServerOptions } from './h1-server.ts'
 
 // One caller's HTTP/1.1 connection (h1-server.ts keeps them): Node's llhttp binding (llhttp.ts,
 // strict, as node:http parses) reads requests off the socket (TLS, after the inbound listener has
@@ -17,32 +18,6 @@ import { SendDeadline } from './send-deadline.ts'
 
 const { kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
 
-/** What the protocol stage does with what this connection reads (node:http's server events). */
-export interface H1Handlers {
-  request: (req: H1Request, res: H1Response, conn: H1Connection) => void
-  /** Upgrade (or CONNECT): the socket is the handler's from here on; `head` is what followed the request head. */
-  upgrade: (req: H1Request, socket: Socket, head: Buffer) => void
-  connect: (req: H1Request, socket: Socket, head: Buffer) => void
-  /** A request read but never handed over or answered: the connection is closed for it (the stage still records it). */
-  dropped?: (req: H1Request, why: string) => void
-  /** The caller took none of an answer's `waiting` bytes within the send deadline: the connection is closed after this. */
-  sendTimeout?: (socket: Socket, waiting: number) => void
-  /** Bytes that are not HTTP/1.1 (`bytesParsed` set), or a deadline passed (code ERR_HTTP_REQUEST_TIMEOUT). */
-  clientError: (err: { code: string, bytesParsed?: number }, socket: Socket) => void
-}
-
-export interface H1ConnectionOptions {
-  maxHeaderSize: number
-  /** From the start of a request (or of the connection) until its head is complete. */
-  headersTimeoutMs: number
-  /** From the start of a request until all of it, body included, is read. */
-  requestTimeoutMs: number
-  /** A kept-alive connection with no request for this long is closed. */
-  idleTimeoutMs: number
-  /** A caller that takes none of an answer's bytes for this long is disconnected (send-deadline.ts); 0: no deadline. */
-  sendTimeoutMs: number
-}
-
 /** Pipelined requests read ahead of the one being answered; past this many the socket is not read. */
 const MAX_QUEUED = 16
 const MAX_HEADER_FIELDS = 1000
@@ -54,7 +29,7 @@ export class H1Connection {
   readonly socket: Socket
   private readonly parser: NativeParser
   private readonly handlers: H1Handlers
-  private readonly opts: H1ConnectionOptions
+  private readonly opts: H1ServerOptions
   /** The request being read (its body goes to it). */
   private reading: H1Request | undefined
   /** The request being answered, and those read after it waiting their turn. */
@@ -79,7 +54,7 @@ export class H1Connection {
   private readonly framing: ResponseFraming
   private readonly send: SendDeadline | undefined
 
-  constructor (socket: Socket, handlers: H1Handlers, opts: H1ConnectionOptions) {
+  constructor (socket: Socket, handlers: H1Handlers, opts: H1ServerOptions) {
     this.socket = socket
     this.handlers = handlers
     this.opts = opts

@@ -10,8 +10,8 @@ import type { Verdict } from './authorize.ts'
 import { endToEndHeaders, hasBody, isGrpc } from './headers.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { forwardUpgrade } from './forward-h1.ts'
-import type { H1Connection, H1ConnectionOptions } from './h1-server-connection.ts'
-import { createH1Server } from './h1-server.ts'
+import type { H1Connection } from './h1-server-connection.ts'
+import { createH1Server, type H1ServerOptions } from './h1-server.ts'
 import type { H1Request } from './h1-server-request.ts'
 import type { H1Response } from './h1-server-response.ts'
 import { allowedOffer, offeredProtocols } from './upgrade.ts'
@@ -55,7 +55,7 @@ type Tracked = object & { [IN_FLIGHT]?: InFlight | undefined }
 /** Whether an HTTP/1.1 connection has a request in flight. */
 export const requestInFlight = (socket: object): boolean => (socket as Tracked)[IN_FLIGHT] !== undefined
 
-export interface H1StageOptions extends H1ConnectionOptions {
+export interface H1StageOptions extends H1ServerOptions {
   judge: Judge
   app: AppUpstream
   upgradeProtocols: readonly string[]
