@@ -19,6 +19,7 @@ import { followCaQuarantine, watchQuarantineFile, noQuarantine } from '../quaran
 import { Detector, type DetectorSettings, type Suspicion } from '../quarantine/detector.ts'
 import { reportSuspicion } from '../quarantine/report.ts'
 import { callerOf } from '../policy/decide.ts'
+import { useLeanAsyncBind } from './async-bind.ts'
 
 // One sidecar: identity + policy + inbound listener + admin listener, started and stopped together.
 // The CLI builds the options from the config schema; tests call this directly.
@@ -98,6 +99,8 @@ export interface Sidecar {
 
 /** Starts every part; if one fails, whatever already started is stopped before the error is rethrown. */
 export async function startSidecar (o: SidecarOptions): Promise<Sidecar> {
+  // node:http2's client pays for a deprecated property on every request (async-bind.ts).
+  useLeanAsyncBind()
   const undo: Array<() => unknown> = []
   try {
     return await buildSidecar(o, undo)
