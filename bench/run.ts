@@ -42,7 +42,7 @@ const quick = process.argv.includes('--quick')
 const onlyAt = process.argv.indexOf('--only')
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','))
 /** Whether a target or measurement was asked for: all by default; `--only` names them, or `grpc` (`redis`) for every gRPC (redis) target. */
-const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && only.has('grpc')) || (name.startsWith('redis ') && only.has('redis'))
+const selected = (name: string): boolean => only === undefined || only.has(name) || (name.startsWith('grpc ') && !name.endsWith(' baseline') && only.has('grpc')) || (name.startsWith('redis ') && only.has('redis'))
 const BODY_BYTES = 1024
 const plan: Plan & IdlePlan & { rotationSeconds: number, rotationWarmupSeconds: number, rotationRate: number, leafTtl: string, microSeconds: number, auditLines: number } = quick
   ? { rounds: 1, warmupSeconds: 0.5, throughputSeconds: 2, connections: 64, latencySeconds: 2, latencyWarmupSeconds: 0.3, rate: 1000, handshakeSeconds: 1.5, handshakeConnections: 16, rotationSeconds: 13, rotationWarmupSeconds: 2, rotationRate: 500, leafTtl: '4s', microSeconds: 0.3, auditLines: 20_000, grpcConnections: 4, grpcStreams: 16, idleConnections: 150, idleSteps: 3, idleSettleMs: 300 }
@@ -108,7 +108,7 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ...(only?.has('gatehouse two-hop http1') === true ? [['gatehouse two-hop http1', async () => await startTwoHop(env, { kind: 'static' }, 'gatehouse two-hop http1', undefined, true)] as [string, () => Promise<Target>]] : []),
   // GH_BENCH_BASELINE=DIR: another checkout (with node_modules; this one for a flag experiment), built and run beside this one with the same set-up, for before/after figures from one run; GH_BENCH_BASELINE_FLAGS: Node flags for its sidecar only.
   ...(baselineCli === undefined ? [] : [
-    ['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') }), name: 'gatehouse baseline' })],
+    ['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-one-hop'), sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') }), name: 'gatehouse baseline' })],
     // Its own directory: the two-hop target names its files by kind, not by name.
     ['gatehouse two-hop baseline', async () => await startTwoHop({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-two-hop') }, { kind: 'static' }, 'gatehouse two-hop baseline')]
   ] as Array<[string, () => Promise<Target>]>),
@@ -116,7 +116,12 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ['grpc direct', async () => await startGrpcDirect(await grpc(), 'node')],
   ['grpc nginx', async () => await startNginx(env, log, await grpc())],
   ['grpc gatehouse', async () => await startGatehouse(env, await grpc())],
-  ['grpc two-hop', async () => await startTwoHop(env, { kind: 'static' }, 'grpc two-hop', await grpc())]
+  ['grpc two-hop', async () => await startTwoHop(env, { kind: 'static' }, 'grpc two-hop', await grpc())],
+  // The baseline's gRPC paths, only when named (`--only "grpc gatehouse,grpc gatehouse baseline"`).
+  ...(baselineCli === undefined ? [] : [
+    ['grpc gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-grpc') }, await grpc()), name: 'grpc gatehouse baseline' })],
+    ['grpc two-hop baseline', async () => await startTwoHop({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-grpc-two-hop') }, { kind: 'static' }, 'grpc two-hop baseline', await grpc())]
+  ] as Array<[string, () => Promise<Target>]>)
 ]
 // Every target is started (and probed) first, then measured in interleaved rounds, then stopped.
 const skipped: BenchResults['skipped'] = []

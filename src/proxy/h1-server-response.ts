@@ -7,7 +7,8 @@ import type { ResponseSink } from './exchange.ts'
 // node:http's ServerResponse frames it. The app's content-length is kept; without one the body is
 // chunked (an HTTP/1.0 caller's is delimited by closing the connection); a HEAD, 1xx, 204 or 304
 // answer has none. Connection and Keep-Alive are this hop's own, never the app's. The head and the
-// writes of the same tick go out corked, as one TLS record where they fit.
+// writes of the same tick go out corked, as one TLS record where they fit (a head whose body is
+// still to come, those of the same turn of the event loop).
 
 /** What the connection tells each answer, and how it hears that one is complete. */
 export interface ResponseFraming {
@@ -104,6 +105,9 @@ export class H1Response implements ResponseSink {
   }
 
   head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }): void {
+    // A body still to come may be read later in this turn of the event loop (an HTTP/2 stream's
+    // DATA is handed over after its 'response'): the head waits for the turn's end to leave with it.
+    if (!opts.end) this.cork(true)
     this.writeHead(status, headers)
     if (opts.end) this.end()
   }
@@ -158,10 +162,12 @@ export class H1Response implements ResponseSink {
 
   drained (): void { this.drainFn?.() }
 
-  private cork (): void {
+  /** Corks the socket until the next tick, or with `turn` until the end of this turn of the event loop. */
+  private cork (turn = false): void {
     if (this.socket.writableCorked > 0) return
     this.socket.cork()
-    process.nextTick(uncork, this.socket)
+    if (turn) setImmediate(uncork, this.socket)
+    else process.nextTick(uncork, this.socket)
   }
 }
 
