@@ -19,7 +19,7 @@ export interface ForwardRequest {
 export type ForwardOutcome =
   | { kind: 'response', status: number }
   | { kind: 'upgraded', status: 101 }
-  | { kind: 'upstream-unavailable', status: 502, error: string, cause?: Error }
+  | { kind: 'upstream-unavailable', status: 502, error: string, cause?: Error, /** the peer refused the stream unprocessed (RFC 9113 8.7): safe to send again */ refused?: true }
   | { kind: 'upstream-timeout', status: 504, error: string }
   | { kind: 'upstream-reset', status: number, error: string }
   | { kind: 'client-gone', status: number }
@@ -46,28 +46,47 @@ export interface ResponseSink {
   onAbort: (fn: () => void) => void
 }
 
-export function h2Sink (stream: ServerHttp2Stream): ResponseSink {
-  let pending: OutgoingHttpHeaders = {}
-  let status = 0
+/** The sink answering on a stream, for the stream's own listeners (module functions, not closures per stream). */
+const SINK = Symbol('gatehouse.h2Sink')
+type SinkStream = ServerHttp2Stream & { [SINK]?: H2Sink }
+
+function sendPendingTrailers (this: SinkStream): void { this.sendTrailers(this[SINK]?.pending ?? {}) }
+// An HTTP/2 stream can close before 'finish' is emitted: a response we ended, on a stream not reset, is complete.
+function closedEarly (this: SinkStream): void { if (!this.writableEnded || this.rstCode !== h2.NGHTTP2_NO_ERROR) this[SINK]?.abortFn?.() }
+
+/** The answer to an HTTP/2 caller: one object per stream, as the HTTP/1.1 sink (h1-server-response.ts). */
+export class H2Sink implements ResponseSink {
+  pending: OutgoingHttpHeaders = {}
+  abortFn: (() => void) | undefined
+  private status = 0
   // The caller reset the stream while the app was answering ('close' has not fired yet): the
   // answer goes nowhere, and onAbort reports the caller gone.
-  let gone = false
-  return {
-    get headersSent () { return stream.headersSent },
-    get statusCode () { return status },
-    head (s, headers, opts) {
-      status = s
-      if (stream.destroyed || stream.closed) { gone = true; return }
-      const waitForTrailers = opts.trailers && !opts.end
-      if (waitForTrailers) stream.once('wantTrailers', () => { stream.sendTrailers(pending) })
-      stream.respond({ ...headers, ':status': s }, { endStream: opts.end, waitForTrailers })
-    },
-    write: (chunk) => gone || stream.destroyed ? true : stream.write(chunk),
-    end () { if (!gone && !stream.destroyed) stream.end() },
-    onDrain (fn) { stream.on('drain', fn) },
-    trailers (t) { pending = t },
-    destroy () { if (!stream.destroyed) stream.close(h2.NGHTTP2_INTERNAL_ERROR) },
-    // An HTTP/2 stream can close before 'finish' is emitted: a response we ended, on a stream not reset, is complete.
-    onAbort (fn) { stream.once('close', () => { if (!stream.writableEnded || stream.rstCode !== h2.NGHTTP2_NO_ERROR) fn() }) }
+  private gone = false
+  private readonly stream: SinkStream
+  constructor (stream: ServerHttp2Stream) {
+    this.stream = stream
+    this.stream[SINK] = this
   }
+
+  get headersSent (): boolean { return this.stream.headersSent }
+  get statusCode (): number { return this.status }
+
+  /** `headers` becomes the response's (a forwarder builds it for this answer alone). */
+  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean, trailers: boolean }): void {
+    this.status = status
+    const stream = this.stream
+    if (stream.destroyed || stream.closed) { this.gone = true; return }
+    const waitForTrailers = opts.trailers && !opts.end
+    if (waitForTrailers) stream.on('wantTrailers', sendPendingTrailers)
+    headers[':status'] = status
+    stream.respond(headers, { endStream: opts.end, waitForTrailers })
+  }
+
+  write (chunk: Buffer): boolean { return this.gone || this.stream.destroyed ? true : this.stream.write(chunk) }
+  end (): void { if (!this.gone && !this.stream.destroyed) this.stream.end() }
+  onDrain (fn: () => void): void { this.stream.on('drain', fn) }
+  trailers (t: OutgoingHttpHeaders): void { this.pending = t }
+  destroy (): void { if (!this.stream.destroyed) this.stream.close(h2.NGHTTP2_INTERNAL_ERROR) }
+  // 'close' and 'wantTrailers' come once per stream: on(), without once()'s wrapper per stream.
+  onAbort (fn: () => void): void { this.abortFn = fn; this.stream.on('close', closedEarly) }
 }

@@ -91,6 +91,8 @@ export function forwardH2 (fr: ForwardRequest, sink: ResponseSink, session: Clie
     if (up.rstCode === h2.NGHTTP2_NO_ERROR && responded) { finish({ kind: 'response', status: sink.statusCode }); return }
     const error = failure ?? (up.rstCode === undefined || up.rstCode === h2.NGHTTP2_NO_ERROR ? 'connection to the app closed' : `app reset the stream (HTTP/2 error ${up.rstCode})`)
     if (sink.headersSent) { sink.destroy(); finish({ kind: 'upstream-reset', status: sink.statusCode, error }); return }
-    finish({ kind: 'upstream-unavailable', status: 502, error })
+    // REFUSED_STREAM, or a stream above the last-stream-id of the peer's GOAWAY (nghttp2 closes those
+    // with the same code): the peer never processed it.
+    finish({ kind: 'upstream-unavailable', status: 502, error, ...(up.rstCode === h2.NGHTTP2_REFUSED_STREAM ? { refused: true as const } : {}) })
   })
 }

@@ -5,7 +5,7 @@ import type { PeerIdentity } from '../spiffe/peer.ts'
 import type { ProxyMetrics } from './proxy-metrics.ts'
 import type { Judge } from './judge.ts'
 import { endToEndHeaders, h2HeaderProblem, isGrpc } from './headers.ts'
-import { h2Sink } from './exchange.ts'
+import { H2Sink } from './exchange.ts'
 import { forwardToApp, type AppUpstream } from './app-upstream.ts'
 import { refuseH2 } from './refusal.ts'
 import { SendDeadline, sweepInterval } from './send-deadline.ts'
@@ -49,6 +49,9 @@ export interface H2Stage {
 }
 
 const FORWARD_DROP = ['x-forwarded-client-cert', 'x-request-id', 'host']
+
+/** A stream's 'error' is a reset by either side; its outcome is settled by the forwarder or the refusal. */
+const ignoreResets = (): void => {}
 
 // This stage's own refusals, made once (authorize.ts says why).
 const APP_DOWN = new UpstreamUnavailableError()
@@ -116,7 +119,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     const start = performance.now()
     const peer = peers.get(stream.session as Http2Session)
     const grpc = isGrpc(headers)
-    stream.on('error', () => { /* a reset by either side; the outcome is settled by the forwarder or the refusal */ })
+    stream.on('error', ignoreResets)
     const method = String(headers[':method'] ?? '')
     const rawPath = String(headers[':path'] ?? '')
     if (method === 'CONNECT') {
@@ -162,7 +165,7 @@ export function createH2Stage (o: H2StageOptions): H2Stage {
     setImmediate(() => {
       if (stream.closed || stream.destroyed) { judge.record(fields, 499, start, 'client-gone'); return }
       if (sweep !== undefined) sending.set(stream, new SendDeadline(o.sendTimeoutMs))
-      forwardToApp(fr, h2Sink(stream), grpc, o.app, (outcome) => {
+      forwardToApp(fr, new H2Sink(stream), grpc, o.app, (outcome) => {
         sending.delete(stream)
         if ((outcome.status === 502 || outcome.status === 504) && !stream.headersSent) {
           refuseH2(stream, refusal(outcome.status === 502 ? APP_DOWN : APP_SLOW, { requestId: fields.requestId }), grpc)

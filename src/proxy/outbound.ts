@@ -8,7 +8,7 @@ import { BadRequestError, HeadersTooLargeError, OutboundBadTargetError, Outbound
 import { refusal } from '../error-body.ts'
 import type { RouteTable, Route } from './routes.ts'
 import { endToEndHeaders, isGrpc } from './headers.ts'
-import { h2Sink, type ForwardOutcome, type ForwardRequest, type ResponseSink } from './exchange.ts'
+import { H2Sink, type ForwardOutcome, type ForwardRequest, type ResponseSink } from './exchange.ts'
 import { forwardH2 } from './forward-h2.ts'
 import { MeshLinks } from './mesh-link.ts'
 import { MeshPools } from './mesh-pool.ts'
@@ -112,9 +112,23 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
       else failed(new UpstreamUnavailableError(out.error), 'unavailable')
     }
     if (h1 && pools !== undefined && !isGrpc(fr.headers as IncomingHttpHeaders)) { forwardH1Pool(fr, sink, { pool: pools.pool(route) }, settled); return }
-    links.session(route).then((session) => {
-      forwardH2(fr, sink, session, { responseTimeoutMs: o.responseTimeoutMs, scheme: 'https' }, settled)
-    }, connectFailed)
+    // A stream the link's peer refused unprocessed goes again, once, on the link there is then: a
+    // rotation's GOAWAY can cross a request on the wire (nghttp2 sends GOAWAY ahead of the HEADERS
+    // queued in the same turn), and so can the callee's at its caller's certificate expiry. Only
+    // without a body: a body already read into the refused stream cannot be read again.
+    const onLink = (again: boolean): void => {
+      links.session(route).then((session) => {
+        forwardH2(fr, sink, session, { responseTimeoutMs: o.responseTimeoutMs, scheme: 'https' }, (out) => {
+          if (again && out.kind === 'upstream-unavailable' && out.refused === true && fr.body === null && !sink.headersSent) {
+            logger.debug({ event: 'outbound.retried', route: route.id, host: fr.headers.host }, 'stream refused unprocessed by the destination; sent again on a new link')
+            onLink(false)
+            return
+          }
+          settled(out)
+        })
+      }, connectFailed)
+    }
+    onLink(true)
   }
 
   const handle = (req: H1Request, res: H1Response): void => {
@@ -170,7 +184,7 @@ export async function startOutbound (o: OutboundOptions): Promise<Outbound> {
     out.host = String(headers[':authority'] ?? headers.host ?? '')
     // A PassThrough: the stream's readable side is the body; ending the body must not end the stream.
     const body = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0 ? null : stream.pipe(new PassThrough())
-    forward(route, { method: String(headers[':method']), target: String(headers[':path'] ?? '/'), headers: out, body }, h2Sink(stream), r => { refuseH2(stream, r, grpc) })
+    forward(route, { method: String(headers[':method']), target: String(headers[':path'] ?? '/'), headers: out, body }, new H2Sink(stream), r => { refuseH2(stream, r, grpc) })
   })
   const sessions = new Set<Http2Session>()
   tunnels.on('session', (s: Http2Session) => { sessions.add(s); s.once('close', () => { sessions.delete(s) }) })
