@@ -29,9 +29,10 @@ export interface ResponseSink {
   readonly statusCode: number
   /**
    * Starts the response. `end`: nothing follows (for HTTP/2 a trailers-only answer, gRPC's error
-   * shape). `trailers`: the app may send trailers (h2c upstream).
+   * shape). `trailers`: the app may send trailers (h2c upstream). `bodyLater`: the body comes in a
+   * later tick (an HTTP/2 stream's DATA reaches JavaScript after its 'response').
    */
-  head: (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean, trailers: boolean }) => void
+  head: (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean, trailers: boolean, bodyLater?: boolean }) => void
   /** A piece of the body; false: the caller's side is full, wait for onDrain. */
   write: (chunk: Buffer) => boolean
   /** The body is complete (trailers, if any, follow it). */

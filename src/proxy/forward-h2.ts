@@ -76,7 +76,7 @@ export function forwardH2 (fr: ForwardRequest, sink: ResponseSink, session: Clie
     clearTimeout(timer)
     responded = true
     const end = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0
-    sink.head(Number(upHeaders[':status']), endToEndHeaders(upHeaders), { end, trailers: true })
+    sink.head(Number(upHeaders[':status']), endToEndHeaders(upHeaders), { end, trailers: true, bodyLater: true })
     if (end) return
     up.on('data', (chunk: Buffer) => { if (!sink.write(chunk)) up.pause() })
     sink.onDrain(() => { up.resume() })

@@ -7,8 +7,8 @@ import type { ResponseSink } from './exchange.ts'
 // node:http's ServerResponse frames it. The app's content-length is kept; without one the body is
 // chunked (an HTTP/1.0 caller's is delimited by closing the connection); a HEAD, 1xx, 204 or 304
 // answer has none. Connection and Keep-Alive are this hop's own, never the app's. The head and the
-// writes of the same tick go out corked, as one TLS record where they fit (a head whose body is
-// still to come, those of the same turn of the event loop).
+// writes of the same tick go out corked, as one TLS record where they fit (a head whose body comes
+// a tick later, those of the same turn of the event loop).
 
 /** What the connection tells each answer, and how it hears that one is complete. */
 export interface ResponseFraming {
@@ -104,10 +104,10 @@ export class H1Response implements ResponseSink {
     if (!this.headersSent && !this.socket.destroyed) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
   }
 
-  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean }): void {
-    // A body still to come may be read later in this turn of the event loop (an HTTP/2 stream's
-    // DATA is handed over after its 'response'): the head waits for the turn's end to leave with it.
-    if (!opts.end) this.cork(true)
+  head (status: number, headers: OutgoingHttpHeaders, opts: { end: boolean, bodyLater?: boolean }): void {
+    // A body that comes a tick later (an HTTP/2 stream's DATA, handed over after its 'response') is
+    // still read in this turn of the event loop: the head waits for the turn's end to leave with it.
+    if (opts.bodyLater === true && !opts.end) this.cork(true)
     this.writeHead(status, headers)
     if (opts.end) this.end()
   }
