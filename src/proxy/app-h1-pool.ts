@@ -83,16 +83,19 @@ export class AppH1Pool implements ConnectionOwner {
   }
 
   private connectThen (x: Exchange, connect: NonNullable<AppPoolOptions['connect']>): void {
+    const failed = (err: AppConnectionError): void => {
+      this.open--
+      x.done = true
+      x.handler.onError(err)
+      this.slotFreed()
+    }
     connect((err, socket) => {
       if (err !== null || socket === undefined) {
-        this.open--
-        x.done = true
         const e = (err ?? new Error('no socket')) as Error & { code?: string }
-        x.handler.onError(new AppConnectionError(e.code ?? 'ECONNREFUSED', e.message, false, e))
-        this.slotFreed()
+        failed(new AppConnectionError(e.code ?? 'ECONNREFUSED', e.message, false, e))
         return
       }
-      if (this.closing) { socket.destroy(); this.open--; x.done = true; x.handler.onError(new AppConnectionError('POOL_CLOSED', 'the sidecar is shutting down')); return }
+      if (this.closing) { socket.destroy(); failed(new AppConnectionError('POOL_CLOSED', 'the sidecar is shutting down')); return }
       new AppConnection(this, socket).start(x)
     })
   }

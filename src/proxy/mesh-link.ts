@@ -2,7 +2,7 @@ import { connect as h2connect, type ClientHttp2Session } from 'node:http2'
 import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
 import { connectSvid } from '../identity/svid-connect.ts'
-import type { Route } from './routes.ts'
+import { destinationKey, type Route } from './routes.ts'
 
 // Sidecar to sidecar: one multiplexed HTTP/2 connection over mTLS per destination (address and the
 // SPIFFE ID it must present), as Linkerd does, for gRPC and HTTP/1.1 app traffic alike. A burst, a
@@ -27,11 +27,9 @@ export class MeshLinks {
   private readonly o: MeshLinksOptions
   constructor (o: MeshLinksOptions) { this.o = o }
 
-  private key (r: Route): string { return `${r.address.host}:${r.address.port}|${r.id}` }
-
   /** The open link to `route`, or a new one (TLS, the peer's SVID checked against the route's ID). */
   async session (route: Route): Promise<ClientHttp2Session> {
-    const key = this.key(route)
+    const key = destinationKey(route)
     const pending = this.links.get(key)
     if (pending !== undefined) {
       const s = await pending.catch(() => undefined)

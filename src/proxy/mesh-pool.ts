@@ -2,7 +2,7 @@ import type { Logger } from '../log.ts'
 import type { Credentials } from '../identity/credentials.ts'
 import { connectSvid } from '../identity/svid-connect.ts'
 import { AppH1Pool } from './app-h1-pool.ts'
-import type { Route } from './routes.ts'
+import { destinationKey, type Route } from './routes.ts'
 
 // Sidecar to sidecar for the app's HTTP/1.1 calls, with --mesh-http1: kept-alive HTTP/1.1
 // connections over mTLS per destination (address and the SPIFFE ID it must present), as Istio does
@@ -34,7 +34,7 @@ export class MeshPools {
 
   /** The pool for `route`, made on first use. */
   pool (route: Route): AppH1Pool {
-    const key = `${route.address.host}:${route.address.port}|${route.id}`
+    const key = destinationKey(route)
     let pool = this.pools.get(key)
     if (pool === undefined) {
       const { credentials, connectTimeoutMs } = this.o

@@ -25,6 +25,9 @@ export interface Route {
   appPort?: number
 }
 
+/** What a connection to a route's callee is made for and reusable by: its address and the SPIFFE ID it must present. */
+export const destinationKey = (r: Route): string => `${r.address.host}:${r.address.port}|${r.id}`
+
 const ROUTE_KEYS = ['host', 'address', 'id', 'serviceAccount', 'protocol', 'listen', 'port']
 /** A route's listener is plaintext and unauthenticated: it must be reachable from this pod or host only. */
 const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|localhost)$/
