@@ -11,7 +11,7 @@
 // target for that phase alone.
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus, availableParallelism, release, loadavg } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { makePki } from './lib/pki.ts'
@@ -89,8 +89,11 @@ const app = start(process.execPath, [join(root, 'bench/app.ts'), '0', '--size', 
 const appPort = (await firstJsonLine<{ port: number }>(app, 'app')).port
 const env: BenchEnv = { dir, pki, appPort, app, root, cli: build.cli }
 const mkdirIn = (parent: string, name: string): string => { const d = join(parent, name); mkdirSync(d, { recursive: true }); return d }
-const baselineRoot = process.env.GH_BENCH_BASELINE
+// Absolute: the build links the checkout's node_modules from a temporary directory.
+const baselineRoot = process.env.GH_BENCH_BASELINE === undefined ? undefined : resolve(process.env.GH_BENCH_BASELINE)
 const baselineCli = baselineRoot === undefined ? undefined : buildGatehouse(baselineRoot, join(dir, 'baseline')).cli
+/** A baseline target's set-up: its own directory (the targets name their files by kind), and GH_BENCH_BASELINE_FLAGS for its sidecars. */
+const baselineEnv = (sub: string): BenchEnv => ({ ...env, cli: baselineCli!, dir: mkdirIn(env.dir, sub), sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') })
 
 let nginx: string | null = null
 // The gRPC app is started once, for the gRPC targets, if any is selected.
@@ -108,9 +111,9 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ...(only?.has('gatehouse two-hop http1') === true ? [['gatehouse two-hop http1', async () => await startTwoHop(env, { kind: 'static' }, 'gatehouse two-hop http1', undefined, true)] as [string, () => Promise<Target>]] : []),
   // GH_BENCH_BASELINE=DIR: another checkout (with node_modules; this one for a flag experiment), built and run beside this one with the same set-up, for before/after figures from one run; GH_BENCH_BASELINE_FLAGS: Node flags for its sidecar only.
   ...(baselineCli === undefined ? [] : [
-    ['gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-one-hop'), sidecarFlags: (process.env.GH_BENCH_BASELINE_FLAGS ?? '').split(' ').filter(f => f !== '') }), name: 'gatehouse baseline' })],
+    ['gatehouse baseline', async () => ({ ...await startGatehouse(baselineEnv('baseline-one-hop')), name: 'gatehouse baseline' })],
     // Its own directory: the two-hop target names its files by kind, not by name.
-    ['gatehouse two-hop baseline', async () => await startTwoHop({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-two-hop') }, { kind: 'static' }, 'gatehouse two-hop baseline')]
+    ['gatehouse two-hop baseline', async () => await startTwoHop(baselineEnv('baseline-two-hop'), { kind: 'static' }, 'gatehouse two-hop baseline')]
   ] as Array<[string, () => Promise<Target>]>),
   ['grpc direct (h2load)', async () => await startGrpcDirect(await grpc(), 'h2load')],
   ['grpc direct', async () => await startGrpcDirect(await grpc(), 'node')],
@@ -119,8 +122,8 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ['grpc two-hop', async () => await startTwoHop(env, { kind: 'static' }, 'grpc two-hop', await grpc())],
   // The baseline's gRPC paths, only when named (`--only "grpc gatehouse,grpc gatehouse baseline"`).
   ...(baselineCli === undefined ? [] : [
-    ['grpc gatehouse baseline', async () => ({ ...await startGatehouse({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-grpc') }, await grpc()), name: 'grpc gatehouse baseline' })],
-    ['grpc two-hop baseline', async () => await startTwoHop({ ...env, cli: baselineCli, dir: mkdirIn(env.dir, 'baseline-grpc-two-hop') }, { kind: 'static' }, 'grpc two-hop baseline', await grpc())]
+    ['grpc gatehouse baseline', async () => ({ ...await startGatehouse(baselineEnv('baseline-grpc'), await grpc()), name: 'grpc gatehouse baseline' })],
+    ['grpc two-hop baseline', async () => await startTwoHop(baselineEnv('baseline-grpc-two-hop'), { kind: 'static' }, 'grpc two-hop baseline', await grpc())]
   ] as Array<[string, () => Promise<Target>]>)
 ]
 // Every target is started (and probed) first, then measured in interleaved rounds, then stopped.

@@ -33,6 +33,7 @@ export async function startTwoHop (env: BenchEnv, identity: TwoHopIdentity, name
   const tag = `${identity.kind === 'ca' ? 'rot' : 'hop'}${grpc === undefined ? '' : '-grpc'}${meshHttp1 ? '-h1' : ''}`
   const file = (f: string): string => join(env.dir, `${tag}-${f}`)
   const started: Started[] = []
+  const nodeFlags = env.sidecarFlags === undefined ? {} : { nodeFlags: env.sidecarFlags }
   try {
     let ids: { a: Parameters<typeof startSidecar>[1]['identity'], b: Parameters<typeof startSidecar>[1]['identity'] }
     let ca: Started | undefined
@@ -48,10 +49,10 @@ export async function startTwoHop (env: BenchEnv, identity: TwoHopIdentity, name
     }
     writeFileSync(file('b-policy.yaml'), policyYaml({ rules: POLICY_RULES, caller: IDS.caller, trustDomain: TRUST_DOMAIN, ...(grpc === undefined ? {} : { match: GRPC_MATCH }) }))
     writeFileSync(file('a-policy.yaml'), 'version: 1\nrules: []\n')
-    const b = await startSidecar(env.cli, { name: `${name} B (inbound)`, policyFile: file('b-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: grpc?.port ?? env.appPort, identity: ids.b, decisionLog: file('b-decisions.log') })
+    const b = await startSidecar(env.cli, { name: `${name} B (inbound)`, policyFile: file('b-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: grpc?.port ?? env.appPort, identity: ids.b, decisionLog: file('b-decisions.log'), ...nodeFlags })
     started.push(b.proc)
     writeFileSync(file('a-routes.yaml'), `version: 1\nroutes:\n  - host: b.internal\n    address: 127.0.0.1:${b.inboundPort}\n    id: ${IDS.server}\n`)
-    const a = await startSidecar(env.cli, { name: `${name} A (outbound)`, policyFile: file('a-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: env.appPort, identity: ids.a, routesFile: file('a-routes.yaml'), decisionLog: file('a-decisions.log'), ...(meshHttp1 ? { proxyFlags: ['--mesh-http1', 'true'] } : {}) })
+    const a = await startSidecar(env.cli, { name: `${name} A (outbound)`, policyFile: file('a-policy.yaml'), trustBundle: env.pki.bundle, upstreamPort: env.appPort, identity: ids.a, routesFile: file('a-routes.yaml'), decisionLog: file('a-decisions.log'), ...nodeFlags, ...(meshHttp1 ? { proxyFlags: ['--mesh-http1', 'true'] } : {}) })
     started.push(a.proc)
     const count = (p: Started, ev: string): number => p.events.get(ev) ?? 0
     return {
