@@ -1,4 +1,5 @@
-import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'
+import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client'
+import { BucketHistogram, PendingCounts } from './hot-metrics.ts'
 
 // The sidecar's Prometheus metrics, one registry per proxy (tests run several in one process).
 
@@ -9,7 +10,7 @@ export interface ProxyMetrics {
   callerLabel: (caller: string) => string
   rejected: Counter<'reason'>
   upstreamErrors: Counter<'kind'>
-  duration: Histogram<'decision'>
+  duration: BucketHistogram
   handshakeFailures: Counter<'reason'>
   policyReloads: Counter<'result'>
   credentialReloads: Counter<'what' | 'result'>
@@ -23,20 +24,10 @@ export interface ProxyMetrics {
   quarantineEntries: Gauge
   quarantineCut: Counter<'kind'>
   suspicions: Counter<'detector'>
-  /** Per-request updates through label children made once, not a label object hashed per call (issue 21). */
+  /** Per-request updates in plain numbers, rendered by prom-client at scrape (hot-metrics.ts, issue 21). */
   countRequest: (decision: string, rule: string, mode: string, callerId: string) => void
   observeDuration: (decision: 'allow' | 'deny', seconds: number) => void
   decisionLine: (kind: string) => void
-}
-
-/** A label child per distinct key, made on first use (the keys are bounded: rules x callers, capped). */
-function childCache<T> (make: (key: string) => T): (key: string) => T {
-  const children = new Map<string, T>()
-  return (key) => {
-    let c = children.get(key)
-    if (c === undefined) { c = make(key); children.set(key, c) }
-    return c
-  }
 }
 
 export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMetrics {
@@ -46,25 +37,26 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
   const registers = [registry]
-  const requests = new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision, deciding rule and caller (callers past the limit are "other")', labelNames: ['decision', 'rule', 'mode', 'caller'], registers })
-  const duration = new Histogram({ name: 'gatehouse_request_duration_seconds', help: 'Inbound request duration', labelNames: ['decision'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers })
-  const decisionLines = new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, admit, checkpoint, genesis, resumed)', labelNames: ['kind'], registers })
+  // The counts of the hot path reach these counters when they are read (collect runs before every scrape).
+  const requests = new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision, deciding rule and caller (callers past the limit are "other")', labelNames: ['decision', 'rule', 'mode', 'caller'], registers, collect: () => { requestCounts.flush() } })
+  const duration = new BucketHistogram({ name: 'gatehouse_request_duration_seconds', help: 'Inbound request duration', labelName: 'decision', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers })
+  const decisionLines = new Counter({ name: 'gatehouse_decision_log_lines_total', help: 'Decision-log lines written, by kind (decision, admit, checkpoint, genesis, resumed)', labelNames: ['kind'], registers, collect: () => { lineCounts.flush() } })
   const callerLabel = (caller: string): string => {
     if (callers.has(caller)) return caller
     if (callers.size >= maxCallers) return 'other'
     callers.add(caller)
     return caller
   }
-  const requestChild = childCache(key => { const [decision, rule, mode, caller] = key.split('\n') as [string, string, string, string]; return requests.labels(decision, rule, mode, caller) })
-  const durationChild = { allow: duration.labels('allow'), deny: duration.labels('deny') }
-  const lineChild = childCache(kind => decisionLines.labels(kind))
+  const requestCounts = new PendingCounts(key => { const [decision, rule, mode, caller] = key.split('\n') as [string, string, string, string]; return requests.labels(decision, rule, mode, caller) })
+  const durationSeries = { allow: duration.series('allow'), deny: duration.series('deny') }
+  const lineCounts = new PendingCounts(kind => decisionLines.labels(kind))
   return {
     registry,
     requests,
     callerLabel,
-    countRequest: (decision, rule, mode, callerId) => { requestChild(`${decision}\n${rule}\n${mode}\n${callerLabel(callerId)}`).inc() },
-    observeDuration: (decision, seconds) => { durationChild[decision].observe(seconds) },
-    decisionLine: (kind) => { lineChild(kind).inc() },
+    countRequest: (decision, rule, mode, callerId) => { requestCounts.add(`${decision}\n${rule}\n${mode}\n${callerLabel(callerId)}`) },
+    observeDuration: (decision, seconds) => { durationSeries[decision].observe(seconds) },
+    decisionLine: (kind) => { lineCounts.add(kind) },
     duration,
     decisionLines,
     rejected: new Counter({ name: 'gatehouse_requests_rejected_total', help: 'Malformed requests refused before authorization', labelNames: ['reason'], registers }),
