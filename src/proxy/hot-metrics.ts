@@ -70,6 +70,8 @@ export class BucketHistogram {
   readonly help: string
   readonly type = 'histogram'
   readonly aggregator = 'sum'
+  /** As a prom-client metric has it (docs-metrics reads it). */
+  readonly labelNames: readonly string[]
   private readonly bounds: readonly number[]
   private readonly label: string
   private readonly all = new Map<string, HistogramSeries>()
@@ -78,6 +80,7 @@ export class BucketHistogram {
     this.name = o.name
     this.help = o.help
     this.label = o.labelName
+    this.labelNames = [o.labelName]
     this.bounds = [...o.buckets].sort((a, b) => a - b)
     // prom-client takes any object with its metric methods; its types list only its own classes.
     for (const r of o.registers) r.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0])
