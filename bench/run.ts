@@ -109,7 +109,7 @@ const starters: Array<[string, () => Promise<Target>]> = [
   ['gatehouse two-hop', async () => await startTwoHop(env, { kind: 'static' })],
   // --mesh-http1 between the sidecars (issue 21), run only when named: `--only "gatehouse two-hop http1,..."`.
   ...(only?.has('gatehouse two-hop http1') === true ? [['gatehouse two-hop http1', async () => await startTwoHop(env, { kind: 'static' }, 'gatehouse two-hop http1', undefined, true)] as [string, () => Promise<Target>]] : []),
-  // GH_BENCH_BASELINE=DIR: another checkout (with node_modules; this one for a flag experiment), built and run beside this one with the same set-up, for before/after figures from one run; GH_BENCH_BASELINE_FLAGS: Node flags for its sidecar only.
+  // GH_BENCH_BASELINE=DIR: another checkout (with node_modules; this one for a flag experiment), built and run beside this one with the same set-up, for before/after figures from one run; GH_BENCH_BASELINE_FLAGS: Node flags for its sidecars only.
   ...(baselineCli === undefined ? [] : [
     ['gatehouse baseline', async () => ({ ...await startGatehouse(baselineEnv('baseline-one-hop')), name: 'gatehouse baseline' })],
     // Its own directory: the two-hop target names its files by kind, not by name.
