@@ -88,6 +88,11 @@ export class H2Sink implements ResponseSink {
   onDrain (fn: () => void): void { this.stream.on('drain', fn) }
   trailers (t: OutgoingHttpHeaders): void { this.pending = t }
   destroy (): void { if (!this.stream.destroyed) this.stream.close(h2.NGHTTP2_INTERNAL_ERROR) }
-  // 'close' and 'wantTrailers' come once per stream: on(), without once()'s wrapper per stream.
-  onAbort (fn: () => void): void { this.abortFn = fn; this.stream.on('close', closedEarly) }
+  // 'close' and 'wantTrailers' come once per stream: on(), without once()'s wrapper per stream. The
+  // latest forwarder's is the one told (as H1Response does): a refused stream sent again (outbound.ts)
+  // registers twice on one sink, and the listener once.
+  onAbort (fn: () => void): void {
+    if (this.abortFn === undefined) this.stream.on('close', closedEarly)
+    this.abortFn = fn
+  }
 }
