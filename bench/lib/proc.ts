@@ -1,7 +1,7 @@
 // Child processes of a bench run: started (optionally pinned to one core with taskset), tracked so
 // that every one is killed when the run ends however it ends, and read from /proc (CPU, RSS).
 import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { createInterface } from 'node:readline'
@@ -110,6 +110,25 @@ export function childrenCpuSeconds (pid: number | 'self'): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ')
   return (Number(fields[13]) + Number(fields[14])) / clockTicks()
+}
+
+/** Per thread of a process, from /proc/<pid>/task: a field summed over its threads (one that exits meanwhile is left out). */
+function sumOverThreads (pid: number, read: (tid: string) => number): number {
+  let total = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try { total += read(tid) } catch { /* the thread exited between the listing and the read */ }
+  }
+  return total
+}
+
+/** Voluntary context switches of all a process's threads so far: how often one went to sleep (and so was woken). */
+export function wakeups (pid: number): number {
+  return sumOverThreads(pid, tid => Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? 0))
+}
+
+/** CPU seconds of all a process's threads so far, to the nanosecond (schedstat; /proc/<pid>/stat counts in clock ticks of 10 ms, too coarse for an idle process). */
+export function cpuSecondsFine (pid: number): number {
+  return sumOverThreads(pid, tid => Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])) / 1e9
 }
 
 function statusKb (pid: number, field: 'VmHWM' | 'VmRSS' | 'RssAnon'): number {

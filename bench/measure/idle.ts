@@ -12,9 +12,12 @@
 // same from RssAnon (private memory only); "including warm-up": (RSS last - RSS at 0) / connections.
 // Garbage not yet collected at a reading still counts (the targets' GC cannot be forced from here),
 // which makes the figures an upper bound for the Node targets.
+// Before the first step, with no connection of ours open, the target's idle cost is read over
+// IDLE_CPU_MS: CPU (all its processes and threads, /proc/<pid>/task/*/schedstat) and wakeups (voluntary context
+// switches of all their threads): what every pod pays with no traffic at all.
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { start, stop, rssMb, anonRssMb } from '../lib/proc.ts'
+import { start, stop, rssMb, anonRssMb, cpuSecondsFine, wakeups } from '../lib/proc.ts'
 import type { BenchEnv, Target } from '../targets/target.ts'
 import type { LoadSpec, WorkerResult } from '../load-worker.ts'
 import { interleave, sum } from './targets.ts'
@@ -38,10 +41,15 @@ export interface IdleResult {
   kbPerConnectionWithWarmup: number | null
   errors: number
   errorKinds: Record<string, number>
+  /** With none of ours open, over IDLE_CPU_MS: CPU as a share of one core, and wakeups per second (all processes and threads). */
+  idleCpuPercent: number
+  idleWakeupsPerSecond: number
 }
 
 /** Quiet time before the step-0 reading: the load phases (or the previous target's connections closing) just ended. */
 const ZERO_SETTLE_MS = 1000
+/** How long the target's CPU and wakeups are read with no connection of ours open. */
+export const IDLE_CPU_MS = 3000
 /** A step (opening a few hundred connections) that takes longer than this fails the target, rather than hang the run. */
 const STEP_TIMEOUT_MS = 60_000
 
@@ -57,7 +65,7 @@ export async function measureIdle (env: BenchEnv, targets: Target[], plan: IdleP
   await interleave(targets, 1, `idle kept-alive connections (${plan.idleConnections} per target in ${plan.idleSteps} steps)`, async (t) => {
     const r = await idleTarget(env, t, plan)
     results.push(r)
-    return `${r.steps.at(-1)!.open} open, ${r.kbPerConnection === null ? 'n/a' : r.kbPerConnection.toFixed(1)} KB each`
+    return `${r.steps.at(-1)!.open} open, ${r.kbPerConnection === null ? 'n/a' : r.kbPerConnection.toFixed(1)} KB each (with none: ${r.idleCpuPercent.toFixed(2)} % of a core, ${r.idleWakeupsPerSecond.toFixed(0)} wakeups/s)`
   }, log, failed)
   return { results, failed: [...failed].map(([t, reason]) => ({ name: t.name, reason: `failed in the idle-connections phase: ${reason}` })) }
 }
@@ -65,6 +73,13 @@ export async function measureIdle (env: BenchEnv, targets: Target[], plan: IdleP
 async function idleTarget (env: BenchEnv, t: Target, plan: IdlePlan): Promise<IdleResult> {
   const reading = (open: number): IdleResult['steps'][number] => ({ open, rssMb: sum(t.procs.map(p => rssMb(p.pid))), anonRssMb: sum(t.procs.map(p => anonRssMb(p.pid))) })
   await sleep(ZERO_SETTLE_MS)
+  const cpu0 = sum(t.procs.map(p => cpuSecondsFine(p.pid)))
+  const woken0 = sum(t.procs.map(p => wakeups(p.pid)))
+  const t0 = performance.now()
+  await sleep(IDLE_CPU_MS)
+  const seconds = (performance.now() - t0) / 1000
+  const idleCpuPercent = 100 * (sum(t.procs.map(p => cpuSecondsFine(p.pid))) - cpu0) / seconds
+  const idleWakeupsPerSecond = (sum(t.procs.map(p => wakeups(p.pid))) - woken0) / seconds
   const steps = [reading(0)]
   const spec: LoadSpec = {
     mode: 'idle',
@@ -98,7 +113,7 @@ async function idleTarget (env: BenchEnv, t: Target, plan: IdlePlan): Promise<Id
       } else if (msg.event === 'result') {
         const load = msg as unknown as WorkerResult
         await w.exited
-        return { name: t.name, steps, ...perConnection(steps), errors: load.errors, errorKinds: load.errorKinds }
+        return { name: t.name, steps, ...perConnection(steps), errors: load.errors, errorKinds: load.errorKinds, idleCpuPercent, idleWakeupsPerSecond }
       }
     }
   } finally {

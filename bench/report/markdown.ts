@@ -3,6 +3,7 @@
 import type { BenchResults } from './results.ts'
 import { GRPC_BODY } from '../lib/grpc.ts'
 import { IDLE_CONCURRENCY } from '../load.ts'
+import { IDLE_CPU_MS } from '../measure/idle.ts'
 
 const n = (v: number | undefined | null, digits = 0): string => v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 const ms = (v: number | undefined): string => n(v, v !== undefined && v >= 10 ? 1 : 2)
@@ -126,13 +127,13 @@ function idleSection (r: BenchResults, L: string[]): void {
   const p = r.plan
   L.push('### Idle kept-alive connections (issue 21)', '')
   if ('skipped' in r.idle) { L.push(`Skipped: ${r.idle.skipped}`, ''); return }
-  L.push(`After the load phases, with each target still warm, one load worker (core 0) opens ${n(p.idleConnections)} keep-alive connections in ${p.idleSteps} steps, ${IDLE_CONCURRENCY} at a time, each making one GET and then staying idle (mTLS like above; plain HTTP for direct and for two-hop, whose client connections are sidecar A's). The resident memory of the target's processes (VmRSS, and RssAnon: private memory only; summed over both sidecars for two-hop) is read with none of ours open, then ${n(p.idleSettleMs)} ms after each step. **KB per idle connection** is the marginal cost: (RSS after the last step - after the first) / the connections opened between them, so one-off allocations and the first handshakes' garbage are left out; "incl. warm-up" is (RSS after the last step - at 0) / all connections. Garbage a Node target has not collected yet still counts.`, '')
-  L.push('| target | idle connections | RSS MB at 0 / after each step | KB per idle connection (RSS) | KB per idle connection (anon) | incl. warm-up | errors |')
-  L.push('|---|---:|---:|---:|---:|---:|---:|')
+  L.push(`After the load phases, with each target still warm, one load worker (core 0) opens ${n(p.idleConnections)} keep-alive connections in ${p.idleSteps} steps, ${IDLE_CONCURRENCY} at a time, each making one GET and then staying idle (mTLS like above; plain HTTP for direct and for two-hop, whose client connections are sidecar A's). The resident memory of the target's processes (VmRSS, and RssAnon: private memory only; summed over both sidecars for two-hop) is read with none of ours open, then ${n(p.idleSettleMs)} ms after each step. **KB per idle connection** is the marginal cost: (RSS after the last step - after the first) / the connections opened between them, so one-off allocations and the first handshakes' garbage are left out; "incl. warm-up" is (RSS after the last step - at 0) / all connections. Garbage a Node target has not collected yet still counts. Before the first step, with none of ours open, the target's CPU (% of one core) and wakeups (voluntary context switches of all its threads) are read over ${n(IDLE_CPU_MS / 1000)} s: what it costs with no traffic at all.`, '')
+  L.push('| target | idle connections | RSS MB at 0 / after each step | KB per idle connection (RSS) | KB per idle connection (anon) | incl. warm-up | no traffic: CPU % / wakeups per s | errors |')
+  L.push('|---|---:|---:|---:|---:|---:|---:|---:|')
   for (const x of r.idle.results) {
     const after = x.steps.slice(1)
-    L.push(`| ${x.name} | ${after.map(s => n(s.open)).join(' / ')} | ${x.steps.map(s => n(s.rssMb, 1)).join(' / ')} | ${n(x.kbPerConnection, 1)} | ${n(x.anonKbPerConnection, 1)} | ${n(x.kbPerConnectionWithWarmup, 1)} | ${x.errors === 0 ? '0' : `${x.errors} ${JSON.stringify(x.errorKinds)}`} |`)
+    L.push(`| ${x.name} | ${after.map(s => n(s.open)).join(' / ')} | ${x.steps.map(s => n(s.rssMb, 1)).join(' / ')} | ${n(x.kbPerConnection, 1)} | ${n(x.anonKbPerConnection, 1)} | ${n(x.kbPerConnectionWithWarmup, 1)} | ${n(x.idleCpuPercent, 2)} / ${n(x.idleWakeupsPerSecond)} | ${x.errors === 0 ? '0' : `${x.errors} ${JSON.stringify(x.errorKinds)}`} |`)
   }
-  for (const f of r.idle.failed) L.push(`| ${f.name} | ${f.reason} | | | | | |`)
+  for (const f of r.idle.failed) L.push(`| ${f.name} | ${f.reason} | | | | | | |`)
   L.push('')
 }

@@ -1,4 +1,5 @@
-import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'
+import { Registry, Counter, Histogram, Gauge } from 'prom-client'
+import { registerProcessMetrics } from '../process-metrics.ts'
 import type { CaMaterial } from './ca-directory.ts'
 
 // The CA's Prometheus metrics (docs/metrics.md), one registry per CA server (tests run several in
@@ -32,7 +33,7 @@ export const reportOutcome = (outcome: string): string => outcome.split(' ')[0]!
 
 export function createCaMetrics (): CaMetrics {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
+  registerProcessMetrics(registry)
   const registers = [registry]
   let source: { ca: () => CaMaterial, quarantineEntries: () => number } | undefined
   const certExpiry = new Gauge({

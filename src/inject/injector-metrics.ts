@@ -1,4 +1,5 @@
-import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+import { Registry, Counter, Gauge, Histogram } from 'prom-client'
+import { registerProcessMetrics } from '../process-metrics.ts'
 import type { AdmissionDecision } from './admission.ts'
 
 // The injector's Prometheus metrics (docs/metrics.md), one registry per webhook server, served by
@@ -31,7 +32,7 @@ export function admissionOutcome (d: Pick<AdmissionDecision, 'injected' | 'reaso
 
 export function createInjectorMetrics (): InjectorMetrics {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
+  registerProcessMetrics(registry)
   const registers = [registry]
   return {
     registry,

@@ -1,4 +1,5 @@
-import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client'
+import { Registry, Counter, Gauge } from 'prom-client'
+import { registerProcessMetrics } from '../process-metrics.ts'
 import { BucketHistogram, PendingCounts } from './hot-metrics.ts'
 
 // The sidecar's Prometheus metrics, one registry per proxy (tests run several in one process).
@@ -35,7 +36,7 @@ export function createProxyMetrics (opts: { maxCallers?: number } = {}): ProxyMe
   const callers = new Set<string>()
   const maxCallers = opts.maxCallers ?? 100
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
+  registerProcessMetrics(registry)
   const registers = [registry]
   // The counts of the hot path reach these counters when they are read (collect runs before every scrape).
   const requests = new Counter({ name: 'gatehouse_requests_total', help: 'Inbound requests by policy decision, deciding rule and caller (callers past the limit are "other")', labelNames: ['decision', 'rule', 'mode', 'caller'], registers, collect: () => { requestCounts.flush() } })
