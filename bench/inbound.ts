@@ -9,7 +9,7 @@ import { tmpdir, cpus } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { makePki } from './lib/pki.ts'
-import { start, firstJsonLine, killAll, cpuSeconds, rssMb } from './lib/proc.ts'
+import { start, firstJsonLine, killAll, cpuSeconds, rssMb, wakeups } from './lib/proc.ts'
 import { startGatehouse } from './targets/gatehouse.ts'
 import { probe } from './measure/probe.ts'
 import { runLoad, runOpenLoad, type LoadResult } from './load.ts'
@@ -36,12 +36,14 @@ const tls = { ca: readFileSync(pki.bundle, 'utf8'), cert: readFileSync(pki.clien
 const results: Array<[string, LoadResult]> = []
 results.push(['direct: HTTP to the app', await runLoad(`http://127.0.0.1:${appPort}`, { connections, seconds, path: target.path })])
 const cpuBefore = cpuSeconds(sidecar.pid)
+const wakeupsBefore = wakeups(sidecar.pid)
 if (rate > 0) {
   const pool = new Pool(target.origin, { connections, pipelining: 1, keepAliveTimeout: 60_000, connect: tls })
   results.push([`via sidecar at ${rate} req/s (open model)`, await runOpenLoad(target.origin, pool, { rate, seconds, path: target.path })])
   await pool.close()
 } else results.push(['via sidecar: mTLS + policy + decision log', await runLoad(target.origin, { connections, seconds, path: target.path, connect: tls })])
 const sidecarCpu = cpuSeconds(sidecar.pid) - cpuBefore
+const sidecarWakeups = wakeups(sidecar.pid) - wakeupsBefore
 const viaSidecar = results[1]![1]
 
 process.stdout.write(`bench/inbound on Node ${process.versions.node}, ${cpus().length} cores (${cpus()[0]?.model ?? ''}), ${connections} keep-alive connections, ${seconds}s each; app, sidecar and load generator share the machine\n`)
@@ -49,6 +51,6 @@ process.stdout.write(`${'path'.padEnd(44)} ${'req/s'.padStart(8)} ${'p50 ms'.pad
 for (const [name, r] of results) {
   process.stdout.write(`${name.padEnd(44)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p90.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${String(r.errors).padStart(7)}\n`)
 }
-process.stdout.write(`sidecar: ${(sidecarCpu / viaSidecar.seconds * 100).toFixed(0)}% of one core during the run, ${(sidecarCpu / viaSidecar.requests * 1e6).toFixed(0)} us CPU per request (=> ~${(viaSidecar.requests / sidecarCpu).toFixed(0)} req/s per core), RSS after load ${rssMb(sidecar.pid).toFixed(1)} MB\n`)
+process.stdout.write(`sidecar: ${(sidecarCpu / viaSidecar.seconds * 100).toFixed(0)}% of one core during the run, ${(sidecarCpu / viaSidecar.requests * 1e6).toFixed(0)} us CPU per request (=> ~${(viaSidecar.requests / sidecarCpu).toFixed(0)} req/s per core), ${(sidecarWakeups / viaSidecar.requests).toFixed(2)} wakeups per request (all its threads), RSS after load ${rssMb(sidecar.pid).toFixed(1)} MB\n`)
 await target.stop()
 process.exit(0)
