@@ -13,7 +13,7 @@ import { tempDir } from './helpers/files.ts'
 
 const mainThreadWakeups = (pid: number): number => Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8'))![1])
 
-t.test('an idle gatehouse proxy wakes its main thread fewer than 40 times a second', { skip: existsSync('/proc/self/task') ? false : 'needs Linux /proc' }, async t => {
+t.test('an idle gatehouse proxy wakes its main thread fewer than 50 times a second (a 10 ms timer alone is 100)', { skip: existsSync('/proc/self/task') ? false : 'needs Linux /proc' }, async t => {
   const dir = tempDir(t)
   const pki = new Pki(dir)
   const server = pki.issue('/ns/server/sa/payments', 'server')
@@ -25,11 +25,11 @@ t.test('an idle gatehouse proxy wakes its main thread fewer than 40 times a seco
     '--decision-log', join(dir, 'decisions.log'), '--decision-log-stdout', 'false'], /"outbound\.listening"/, { ms: 20_000 })
   const pid = proxy.proc.pid!
   t.ok(readdirSync(`/proc/${pid}/task`).length > 1, 'the proxy runs (its threads are listed)')
-  // Start-up work (module compilation, the first policy and file polls) is over after a second.
-  await new Promise(resolve => setTimeout(resolve, 1500))
+  // Start-up work (module compilation, the first policy and file polls) is over by then, even on a busy machine.
+  await new Promise(resolve => setTimeout(resolve, 2500))
   const before = mainThreadWakeups(pid)
   const t0 = performance.now()
   await new Promise(resolve => setTimeout(resolve, 3000))
   const perSecond = (mainThreadWakeups(pid) - before) / ((performance.now() - t0) / 1000)
-  t.ok(perSecond < 40, `main-thread wakeups per second while idle: ${perSecond.toFixed(1)} (15-25 here: the 100 ms monitor, the 1-5 s sweeps and file polls; over 100 with a 10 ms timer)`)
+  t.ok(perSecond < 50, `main-thread wakeups per second while idle: ${perSecond.toFixed(1)} (15-30 here: the 100 ms monitor, the 1-5 s sweeps and file polls; over 100 with a 10 ms timer)`)
 })
