@@ -71,15 +71,17 @@ export async function measureIdle (env: BenchEnv, targets: Target[], plan: IdleP
 }
 
 async function idleTarget (env: BenchEnv, t: Target, plan: IdlePlan): Promise<IdleResult> {
-  const reading = (open: number): IdleResult['steps'][number] => ({ open, rssMb: sum(t.procs.map(p => rssMb(p.pid))), anonRssMb: sum(t.procs.map(p => anonRssMb(p.pid))) })
+  /** A /proc reading summed over the target's processes. */
+  const total = (read: (pid: number) => number): number => sum(t.procs.map(p => read(p.pid)))
+  const reading = (open: number): IdleResult['steps'][number] => ({ open, rssMb: total(rssMb), anonRssMb: total(anonRssMb) })
   await sleep(ZERO_SETTLE_MS)
-  const cpu0 = sum(t.procs.map(p => cpuSecondsFine(p.pid)))
-  const woken0 = sum(t.procs.map(p => wakeups(p.pid)))
+  const cpu0 = total(cpuSecondsFine)
+  const woken0 = total(wakeups)
   const t0 = performance.now()
   await sleep(IDLE_CPU_MS)
   const seconds = (performance.now() - t0) / 1000
-  const idleCpuPercent = 100 * (sum(t.procs.map(p => cpuSecondsFine(p.pid))) - cpu0) / seconds
-  const idleWakeupsPerSecond = (sum(t.procs.map(p => wakeups(p.pid))) - woken0) / seconds
+  const idleCpuPercent = 100 * (total(cpuSecondsFine) - cpu0) / seconds
+  const idleWakeupsPerSecond = (total(wakeups) - woken0) / seconds
   const steps = [reading(0)]
   const spec: LoadSpec = {
     mode: 'idle',
