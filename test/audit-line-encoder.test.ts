@@ -53,3 +53,15 @@ t.test('shapes outside the fixed schema take the general path and are still cano
   }
   t.equal(JSON.parse(encodeLine(h, { seq: 99, msg: 'forged' })).seq, 1, 'a field cannot overwrite the chain header')
 })
+
+t.test('a string repeated from the line before (kept with its JSON form) is written as a new one would be', async t => {
+  // The encoder keeps each place's last string and JSON text: a run of lines that repeat, change and
+  // return to values, escaped or not, in one place or moved to another, must each be canonical.
+  const h: LineHeader = { chain: 'c"1', seq: 1, prev: '0'.repeat(64), time: '2026-12-07T00:00:00.000Z', msg: 'decision' }
+  const values = ['spiffe://td/ns/a/sa/b', 'a"b', 'a"b', 'spiffe://td/ns/a/sa/b', '', 'a\\b', 'a\\b', '\ud800', 'x']
+  for (let i = 0; i < values.length; i++) {
+    const body = { caller: values[i], callee: values[(i + 1) % values.length], rule: values[i], status: i % 2 === 0 ? 200 : 'x' }
+    const line = { ...h, seq: i, chain: i % 3 === 0 ? h.chain : 'c' }
+    t.equal(encodeLine(line, body), expected(line, body), `line ${i}`)
+  }
+})

@@ -14,15 +14,23 @@ const KNOWN_KEYS = [
   'kind', 'level', 'method', 'mode', 'msg', 'path', 'peerCertSerial', 'policyRevision', 'port', 'prev', 'quarantineReason',
   'rawPath', 'reason', 'requestId', 'rule', 'seq', 'shadowDecision', 'shadowRule', 'status', 'time'
 ].sort()
-const KNOWN: ReadonlySet<string> = new Set(KNOWN_KEYS)
 
 /** What every line carries besides its own fields (what pino used to add: level 30, time, msg). */
 export interface LineHeader { chain: string, seq: number, prev: string, time: string, msg: string }
 type HeaderKey = keyof LineHeader | 'level'
 const HEADER_KEYS: ReadonlySet<string> = new Set<HeaderKey>(['chain', 'seq', 'prev', 'time', 'msg', 'level'])
 
-/** Each key's place in a line: its `"key":` (comma first, except for the first key written) and whether the header supplies it. */
-const SLOTS = KNOWN_KEYS.map(key => ({ key, first: `"${key}":`, next: `,"${key}":`, header: HEADER_KEYS.has(key) ? key as HeaderKey : undefined }))
+/** Each known key's place in canonical order; a header key's is -1 in a body (the header wins a clash). */
+const PLACE: ReadonlyMap<string, number> = new Map(KNOWN_KEYS.map((key, i) => [key, HEADER_KEYS.has(key) ? -1 : i]))
+const FIRST = KNOWN_KEYS.map(key => `"${key}":`)
+const NEXT = KNOWN_KEYS.map(key => `,"${key}":`)
+const placeOf = (key: HeaderKey): number => KNOWN_KEYS.indexOf(key)
+const CHAIN = placeOf('chain')
+const LEVEL = placeOf('level')
+const MSG = placeOf('msg')
+const PREV = placeOf('prev')
+const SEQ = placeOf('seq')
+const TIME = placeOf('time')
 
 // A string needs JSON.stringify (escapes) only if it holds a quote, a backslash, a control character
 // or a surrogate (a lone one is escaped); otherwise its JSON form is the string in quotes, without
@@ -30,38 +38,50 @@ const SLOTS = KNOWN_KEYS.map(key => ({ key, first: `"${key}":`, next: `,"${key}"
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
 const str = (v: string): string => NEEDS_ESCAPE.test(v) ? JSON.stringify(v) : `"${v}"`
 // A non-finite number is written null, as JSON.stringify (and pino before) wrote it; String() of a finite number is its JSON form.
-const json = (v: string | number | boolean | null): string =>
-  typeof v === 'string' ? str(v) : typeof v === 'number' ? (Number.isFinite(v) ? String(v) : 'null') : String(v)
+const num = (v: number): string => Number.isFinite(v) ? String(v) : 'null'
 
-const primitive = (v: unknown): v is string | number | boolean | null => v === null || typeof v === 'string' || typeof v === 'boolean' || typeof v === 'number'
+// Encoding is synchronous, so one set of arrays serves every line: each place's JSON text for the
+// line being written (emptied as it is written), and the last string seen there with its JSON text.
+// Most of a line's strings (the chain id, caller, callee, rule, reason, policy revision) are those
+// of the line before, and comparing is cheaper than the escape test (the tests were half of what
+// encoding cost, issue 21).
+const text: Array<string | undefined> = KNOWN_KEYS.map(() => undefined)
+const lastString: string[] = KNOWN_KEYS.map(() => '')
+const lastText: string[] = KNOWN_KEYS.map(() => '""')
 
-const headerValue = (h: LineHeader, k: HeaderKey): string => k === 'level' ? '30' : k === 'seq' ? json(h.seq) : str(h[k])
+function place (i: number, v: string | number | boolean | null): void {
+  if (typeof v === 'string') {
+    if (v !== lastString[i]) { lastString[i] = v; lastText[i] = str(v) }
+    text[i] = lastText[i]
+  } else text[i] = typeof v === 'number' ? num(v) : String(v)
+}
 
 /** The canonical JSON text of `{ ...body, ...header, level: 30 }` (the header wins a clash; body values undefined are left out). */
 export function encodeLine (header: LineHeader, body: Readonly<Record<string, unknown>>): string {
-  let fast = true
-  let n = 0
   for (const k in body) {
     const v = body[k]
     if (v === undefined) continue
-    n++
-    if (!KNOWN.has(k) || !primitive(v)) { fast = false; break }
+    const i = PLACE.get(k)
+    if (i === undefined || (v !== null && typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')) {
+      text.fill(undefined)
+      // The general path (rare lines: genesis, checkpoint): through JSON first, so undefined and non-finite values read as JSON would.
+      return canonicalize(JSON.parse(JSON.stringify({ ...body, level: 30, chain: header.chain, seq: header.seq, prev: header.prev, time: header.time, msg: header.msg })))
+    }
+    if (i >= 0) place(i, v)
   }
-  // The general path (rare lines: genesis, checkpoint): through JSON first, so undefined and non-finite values read as JSON would.
-  if (!fast) return canonicalize(JSON.parse(JSON.stringify({ ...body, level: 30, chain: header.chain, seq: header.seq, prev: header.prev, time: header.time, msg: header.msg })))
+  place(CHAIN, header.chain)
+  place(MSG, header.msg)
+  place(PREV, header.prev)
+  place(SEQ, header.seq)
+  place(TIME, header.time)
+  text[LEVEL] = '30'
   let out = '{'
   let first = true
-  for (const slot of SLOTS) {
-    let s: string
-    if (slot.header !== undefined) s = headerValue(header, slot.header)
-    else {
-      if (n === 0) continue
-      const v = body[slot.key]
-      if (v === undefined) continue
-      n--
-      s = json(v as string | number | boolean | null)
-    }
-    out += first ? slot.first : slot.next
+  for (let i = 0; i < text.length; i++) {
+    const s = text[i]
+    if (s === undefined) continue
+    text[i] = undefined
+    out += first ? FIRST[i]! : NEXT[i]!
     out += s
     first = false
   }

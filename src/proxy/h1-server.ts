@@ -60,9 +60,10 @@ export function createH1Server (opts: H1ServerOptions, handlers: H1Handlers): H1
   const forget = (socket: Socket): void => { const c = bySocket.get(socket); if (c !== undefined) live.delete(c) }
 
   // node:http's own sweep: the deadlines are checked this often (a quarter of the shortest deadline,
-  // between 50 ms and 1 s), so a slowloris or a caller that stops reading is cut off close to it.
+  // between 50 ms and 1 s), so a slowloris or a caller that stops reading is cut off close to it,
+  // and a connection idle past its keep-alive deadline is closed.
   let sweep: NodeJS.Timeout | undefined
-  const deadlines = [opts.headersTimeoutMs, opts.requestTimeoutMs, opts.sendTimeoutMs].filter(ms => ms > 0)
+  const deadlines = [opts.headersTimeoutMs, opts.requestTimeoutMs, opts.sendTimeoutMs, opts.idleTimeoutMs].filter(ms => ms > 0)
   if (deadlines.length > 0) {
     sweep = setInterval(() => {
       const now = performance.now()
