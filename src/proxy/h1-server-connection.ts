@@ -65,7 +65,7 @@ export class H1Connection {
     const parser = new HTTPParser()
     this.parser = parser
     parser.initialize(HTTPParser.REQUEST, {}, opts.maxHeaderSize, 0)
-    parser[kOnMessageBegin] = () => { this.messageStart = performance.now(); this.headComplete = false; this.stopIdle() }
+    parser[kOnMessageBegin] = () => { this.messageStart = performance.now(); this.headComplete = false; this.idleSince = 0 }
     parser[kOnHeaders] = (headers: string[], url: string) => {
       // After the head, these are a chunked body's trailers: not relayed (as the app side does not),
       // and never kept for the next request's head, which they would join.
@@ -277,7 +277,6 @@ export class H1Connection {
     this.idleSince = performance.now()
   }
 
-  private stopIdle (): void { this.idleSince = 0 }
   private readonly onDrain = (): void => { this.answering?.res.drained() }
   private readonly onError = (): void => { this.socket.destroy() }
 
@@ -291,7 +290,6 @@ export class H1Connection {
   private readonly onClose = (): void => {
     if (this.closed) return
     this.closed = true
-    this.stopIdle()
     const a = this.answering
     this.answering = undefined
     a?.res.aborted()
